@@ -1,0 +1,30 @@
+"""Registry of provider adapters: provider name -> adapter class."""
+
+from __future__ import annotations
+
+from airflow_batchwork.adapters.anthropic import AnthropicAdapter
+from airflow_batchwork.adapters.base import ProviderAdapter
+from airflow_batchwork.adapters.openai import OpenAIAdapter
+from airflow_batchwork.core.errors import ModelRefError
+
+ADAPTERS: dict[str, type[ProviderAdapter]] = {
+    adapter.provider: adapter
+    for adapter in (OpenAIAdapter, AnthropicAdapter)
+}
+PROVIDER_ALIASES: dict[str, str] = {"gemini": "google"}
+
+
+def provider_names() -> list[str]:
+    return list(ADAPTERS)
+
+
+def adapter_class(provider: str) -> type[ProviderAdapter]:
+    try:
+        return ADAPTERS[PROVIDER_ALIASES.get(provider, provider)]
+    except KeyError:
+        raise ModelRefError(
+            "provider", f"unknown provider {provider!r}", f"use one of: {', '.join(ADAPTERS)}"
+        ) from None
+
+
+__all__ = ["ADAPTERS", "PROVIDER_ALIASES", "ProviderAdapter", "adapter_class", "provider_names"]

@@ -1,0 +1,171 @@
+"""Anthropic Message Batches: inline requests, `processing_status`, JSONL results at `results_url`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, ClassVar
+
+from airflow_batchwork.adapters.base import (
+    EndpointSpec,
+    ProviderAdapter,
+    ProviderLimits,
+    Refusal,
+    dumps,
+    first_unsupported,
+    merge_options,
+)
+from airflow_batchwork.adapters.openai_compat import error_fields, finish_reason, int_or_none
+from airflow_batchwork.core.refs import ModelRef
+from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, ItemResult
+
+API_VERSION = "2023-06-01"
+# The Messages API requires max_tokens; the AI SDK's Anthropic provider defaults it the same way.
+DEFAULT_MAX_TOKENS = 4096
+
+
+class AnthropicAdapter(ProviderAdapter):
+    provider: ClassVar[str] = "anthropic"
+    endpoints: ClassVar[tuple[EndpointSpec, ...]] = (EndpointSpec("messages", "text", "/v1/messages"),)
+    string_default: ClassVar[str] = "messages"
+    factory_default: ClassVar[str] = "messages"
+    key_env_vars: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY",)
+    default_base_url: ClassVar[str] = "https://api.anthropic.com"
+    # 100,000 requests or 256 MB per batch (Anthropic batch guide), whichever comes first.
+    limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 256 * 1024 * 1024, 256 * 1024 * 1024)
+    console_url: ClassVar[str | None] = "https://console.anthropic.com/workspaces/default/batches/{batch_id}"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key, "anthropic-version": API_VERSION}
+
+    def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
+        return first_unsupported(
+            request, ("seed", "presence_penalty", "frequency_penalty", "dimensions"), "anthropic", ref.endpoint
+        )
+
+    def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
+        params: dict[str, Any] = {
+            "model": ref.model,
+            "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+            "messages": [
+                {"role": m.role, "content": m.content if isinstance(m.content, str)
+                 else [{"type": "text", "text": p.text} for p in m.content]}
+                for m in request.conversation()
+            ],
+        }
+        system = request.system_text()
+        if system:
+            params["system"] = system
+        for field in ("temperature", "top_p", "top_k", "stop_sequences"):
+            if getattr(request, field) is not None:
+                params[field] = getattr(request, field)
+        return dumps({"custom_id": request.custom_id, "params": merge_options(params, request)})
+
+    async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
+        # Message Batches have no metadata field; the request list is the whole body.
+        body = b'{"requests":[' + b",".join(items) + b"]}"
+        response = await self.http.request(
+            "POST", "/v1/messages/batches", retry_safe=False, content=body,
+            headers={"content-type": "application/json"},
+        )
+        return self.check_id(response.json().get("id"))
+
+    async def _batch(self, batch_id: str) -> dict[str, Any]:
+        response = await self.http.request("GET", f"/v1/messages/batches/{self.check_id(batch_id)}", retry_safe=True)
+        return dict(response.json())
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        return self._status(await self._batch(batch_id))
+
+    def _status(self, batch: Mapping[str, Any]) -> BatchStatus:
+        raw = str(batch.get("processing_status"))
+        c = batch.get("request_counts") or {}
+        counts = Counts(
+            succeeded=int_or_none(c.get("succeeded")) or 0, errored=int_or_none(c.get("errored")) or 0,
+            expired=int_or_none(c.get("expired")) or 0, canceled=int_or_none(c.get("canceled")) or 0,
+            processing=int_or_none(c.get("processing")) or 0,
+        )
+        counts = Counts(counts.succeeded + counts.errored + counts.expired + counts.canceled + counts.processing,
+                        *counts.as_tuple()[1:])
+        state: BatchState
+        if raw == "in_progress":
+            state = "in_progress"
+        elif raw == "canceling":
+            state = "cancelling"
+        elif raw == "ended" and batch.get("cancel_initiated_at"):
+            state = "cancelled"
+        elif raw == "ended" and counts.expired and not counts.succeeded and not counts.errored:
+            state = "expired"
+        elif raw == "ended":
+            state = "completed"
+        else:
+            state = "in_progress"
+        return BatchStatus(id=self.check_id(batch.get("id")), state=state, counts=counts, raw_state=raw)
+
+    async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
+        batch = await self._batch(batch_id)
+        url = batch.get("results_url")
+        if not url:
+            return
+        url = self.http.check_origin(str(url), what="results_url")
+        async with self.http.stream("GET", url, headers={"accept": "application/binary"}) as response:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    item = parse_line(line, batch_id)
+                    if item is not None:
+                        yield item
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        response = await self.http.request(
+            "POST", f"/v1/messages/batches/{self.check_id(batch_id)}/cancel", retry_safe=True
+        )
+        return self._status(response.json())
+
+    async def list_batches(self, *, limit: int = 100) -> AsyncIterator[BatchStatus]:
+        after: str | None = None
+        seen = 0
+        while seen < limit:
+            params: dict[str, Any] = {"limit": min(1000, limit - seen)}
+            if after:
+                params["after_id"] = after
+            page = (await self.http.request("GET", "/v1/messages/batches", retry_safe=True, params=params)).json()
+            for batch in page.get("data") or []:
+                seen += 1
+                yield self._status(batch)
+            if not page.get("has_more") or not page.get("last_id"):
+                return
+            after = self.check_id(page["last_id"])
+
+
+def parse_line(line: str, batch_id: str) -> ItemResult | None:
+    """One `{custom_id, result: {type, message | error}}` line."""
+    data = json.loads(line)
+    custom_id = data.get("custom_id")
+    if not isinstance(custom_id, str):
+        return None
+    result = data.get("result") or {}
+    kind = result.get("type")
+    item = ItemResult(custom_id=custom_id, status="succeeded", batch_id=batch_id, response=line)
+    if kind == "succeeded":
+        message = result.get("message") or {}
+        texts = [b.get("text", "") for b in message.get("content") or []
+                 if isinstance(b, Mapping) and b.get("type") == "text"]
+        item.text = "".join(texts)
+        item.finish_reason = finish_reason(message.get("stop_reason"))
+        usage = message.get("usage") or {}
+        item.input_tokens = int_or_none(usage.get("input_tokens"))
+        item.output_tokens = int_or_none(usage.get("output_tokens"))
+        if item.input_tokens is not None:
+            item.total_tokens = item.input_tokens + (item.output_tokens or 0)
+        return item
+    if kind == "expired":
+        item.status, item.error_code, item.error_message = "expired", "expired", "the batch expired before this request ran"
+    elif kind == "canceled":
+        item.status, item.error_code, item.error_message = "canceled", "canceled", "the batch was canceled before this request ran"
+    else:
+        code, message_text = error_fields(result.get("error"))
+        item.status, item.finish_reason = "errored", "error"
+        item.error_code = code or "error"
+        item.error_message = message_text or "the provider returned no error message"
+    return item

@@ -1,0 +1,169 @@
+"""The provider adapter seam: everything provider-specific lives behind `ProviderAdapter`.
+
+This package must never import a provider SDK or Airflow: adapters speak each provider's wire format
+directly over httpx, so the core runs from a plain script and the SDKs stay test-only dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import httpx
+
+from airflow_batchwork.core.credentials import Credentials
+from airflow_batchwork.core.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
+from airflow_batchwork.core.refs import EndpointKind, ModelRef
+from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.core.status import BatchStatus, ItemResult
+
+# (field, problem, fix): a request the provider cannot serve, refused before any API call.
+Refusal = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One batch endpoint of a provider, as named in model strings (`openai.responses/…`)."""
+
+    name: str
+    kind: EndpointKind
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """Per-batch limits; a job over them is split into several provider batches."""
+
+    max_requests: int
+    max_bytes: int
+    max_request_bytes: int
+
+    def with_overrides(self, overrides: Mapping[str, int] | None) -> ProviderLimits:
+        return replace(self, **dict(overrides)) if overrides else self
+
+
+class ProviderAdapter(ABC):
+    """Build payloads for, submit to, poll, read results of, cancel and list one provider's batches."""
+
+    provider: ClassVar[str]
+    endpoints: ClassVar[tuple[EndpointSpec, ...]]
+    string_default: ClassVar[str]
+    factory_default: ClassVar[str]
+    key_env_vars: ClassVar[tuple[str, ...]]
+    default_base_url: ClassVar[str]
+    limits: ClassVar[ProviderLimits]
+    id_pattern: ClassVar[re.Pattern[str]] = SAFE_ID
+    console_url: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.http = ProviderHTTP(
+            self.provider,
+            credentials.base_url or self.default_base_url,
+            {**self.auth_headers(credentials.api_key), **credentials.headers},
+            error_parser=self.parse_error,
+            retry=retry,
+            transport=transport,
+        )
+
+    @classmethod
+    def offline(cls) -> ProviderAdapter:
+        """An instance for the pure methods (`check_request`, `encode`): no credentials, no HTTP client."""
+        return cls.__new__(cls)
+
+    # --- declaration -----------------------------------------------------------------------------
+    @classmethod
+    def endpoint(cls, name: str) -> EndpointSpec:
+        for spec in cls.endpoints:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @classmethod
+    def batch_link(cls, batch_id: str) -> str | None:
+        """The provider console page of a batch, where one exists."""
+        return cls.console_url.format(batch_id=batch_id) if cls.console_url else None
+
+    @abstractmethod
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """The headers that carry the API key."""
+
+    @staticmethod
+    def parse_error(response: httpx.Response) -> tuple[str | None, str]:
+        """(code, message) of an error answer."""
+        return default_error_parser(response)
+
+    def check_id(self, value: object, what: str = "batch id") -> str:
+        return check_id(value, what=f"{self.provider} {what}", pattern=self.id_pattern)
+
+    # --- payloads (pure: they must not touch self.http or self.credentials) ---------------------
+    def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
+        """A reason this provider/endpoint cannot serve `request`, or None."""
+        return None
+
+    @abstractmethod
+    def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
+        """One request as the provider's JSON item (a JSONL line or an inline entry), without newline."""
+
+    # --- calls -----------------------------------------------------------------------------------
+    @abstractmethod
+    async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
+        """Submit one provider batch of encoded items; return its id."""
+
+    @abstractmethod
+    async def status(self, batch_id: str) -> BatchStatus:
+        """Poll one batch."""
+
+    @abstractmethod
+    def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
+        """Stream the normalized results of an ended batch."""
+
+    @abstractmethod
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        """Ask the provider to stop a batch."""
+
+    @abstractmethod
+    def list_batches(self, *, limit: int = 100) -> AsyncIterator[BatchStatus]:
+        """Recent batches, newest first, following the provider's pagination."""
+
+    async def find_batch(self, metadata: Mapping[str, str], *, limit: int = 500) -> str | None:
+        """Id of a recent batch carrying `metadata`, where the provider stores metadata; else None."""
+        return None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def merge_options(body: dict[str, Any], request: BatchRequest) -> dict[str, Any]:
+    """Apply `provider_options`, the escape hatch merged over the built body."""
+    if request.provider_options:
+        body.update(request.provider_options)
+    return body
+
+
+def unsupported(field: str, provider: str, endpoint: str, fix: str = "remove it") -> Refusal:
+    return (field, f"not supported by {provider}.{endpoint} batches", fix)
+
+
+def first_unsupported(
+    request: BatchRequest, fields: Iterable[str], provider: str, endpoint: str
+) -> Refusal | None:
+    for name in fields:
+        if getattr(request, name) is not None:
+            return unsupported(name, provider, endpoint)
+    return None

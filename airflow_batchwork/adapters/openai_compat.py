@@ -1,0 +1,266 @@
+"""Pieces shared by providers that speak OpenAI's formats: chat bodies, chat results, result lines,
+and the Files + Batches flow (OpenAI and Groq run it as is; others reuse the parts they share)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, ClassVar
+
+from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
+from airflow_batchwork.core.refs import ModelRef
+from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
+
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",
+    "length": "length", "max_tokens": "length", "max_output_tokens": "length", "model_length": "length",
+    "content_filter": "content_filter", "safety": "content_filter", "refusal": "content_filter",
+    "tool_calls": "tool_calls", "function_call": "tool_calls", "tool_use": "tool_calls",
+    "error": "error",
+}
+SPOOL_BYTES = 8 * 1024 * 1024
+
+
+def finish_reason(raw: object) -> FinishReason | None:
+    if raw is None:
+        return None
+    return FINISH_REASONS.get(str(raw).lower(), "other")
+
+
+def int_or_none(value: object) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def chat_messages(request: BatchRequest) -> list[dict[str, Any]]:
+    """The OpenAI chat `messages` list, system first."""
+    messages: list[dict[str, Any]] = []
+    system = request.system_text()
+    if system:
+        messages.append({"role": "system", "content": system})
+    for message in request.conversation():
+        content: Any = message.content if isinstance(message.content, str) else [
+            {"type": "text", "text": part.text} for part in message.content
+        ]
+        messages.append({"role": message.role, "content": content})
+    return messages
+
+
+def chat_body(ref: ModelRef, request: BatchRequest, *, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
+    """An OpenAI-style `/v1/chat/completions` body."""
+    body: dict[str, Any] = {"model": ref.model, "messages": chat_messages(request)}
+    if request.max_output_tokens is not None:
+        body[max_tokens_field] = request.max_output_tokens
+    for ours, theirs in (
+        ("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop"), ("seed", "seed"),
+        ("presence_penalty", "presence_penalty"), ("frequency_penalty", "frequency_penalty"),
+    ):
+        value = getattr(request, ours)
+        if value is not None:
+            body[theirs] = value
+    return merge_options(body, request)
+
+
+def fill_from_chat_completion(item: ItemResult, body: Mapping[str, Any]) -> None:
+    """Text, finish reason and usage from a `chat.completion` body."""
+    choices = body.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    item.text = content if isinstance(content, str) else None
+    item.finish_reason = finish_reason(choice.get("finish_reason"))
+    if message.get("tool_calls") and item.finish_reason is None:
+        item.finish_reason = "tool_calls"
+    fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
+
+
+def fill_usage(item: ItemResult, usage: object, input_key: str, output_key: str) -> None:
+    if not isinstance(usage, Mapping):
+        return
+    item.input_tokens = int_or_none(usage.get(input_key))
+    item.output_tokens = int_or_none(usage.get(output_key))
+    total = int_or_none(usage.get("total_tokens"))
+    if total is None and item.input_tokens is not None:
+        total = item.input_tokens + (item.output_tokens or 0)
+    item.total_tokens = total
+
+
+def error_fields(error: object) -> tuple[str | None, str | None]:
+    """(code, message) from an error that may be an object, a string or missing."""
+    if isinstance(error, Mapping):
+        inner = error.get("error")
+        if isinstance(inner, Mapping):
+            error = inner
+        code = error.get("code") or error.get("type") or error.get("status")
+        message = error.get("message")
+        return (str(code) if code is not None else None), (str(message) if message is not None else None)
+    if isinstance(error, str):
+        return None, error
+    return None, None
+
+
+EXPIRED_CODES = frozenset({"batch_expired", "expired"})
+CANCELED_CODES = frozenset({"batch_cancelled", "batch_canceled", "cancelled", "canceled"})
+
+
+def parse_result_line(line: str, batch_id: str, fill: Any) -> ItemResult | None:
+    """One `{custom_id, response: {status_code, body}, error}` line; `fill(item, body)` reads a success body.
+
+    Returns None for a line without a custom_id (nothing to join it to)."""
+    data = json.loads(line)
+    custom_id = data.get("custom_id")
+    if not isinstance(custom_id, str):
+        return None
+    response = data.get("response") if isinstance(data.get("response"), Mapping) else None
+    item = ItemResult(custom_id=custom_id, status="succeeded", batch_id=batch_id, response=line)
+    status_code = int_or_none(response.get("status_code")) if response else None
+    body = response.get("body") if response else None
+    if response is not None and (status_code is None or status_code < 400) and isinstance(body, Mapping) \
+            and not data.get("error"):
+        fill(item, body)
+        return item
+    code, message = error_fields(data.get("error") or body)
+    if code in EXPIRED_CODES:
+        item.status = "expired"
+    elif code in CANCELED_CODES:
+        item.status = "canceled"
+    else:
+        item.status = "errored"
+    item.error_code = code or (str(status_code) if status_code else "error")
+    item.error_message = message or "the provider returned no error message"
+    item.finish_reason = "error" if item.status == "errored" else None
+    return item
+
+
+OPENAI_STATES: dict[str, BatchState] = {
+    "validating": "validating", "in_progress": "in_progress", "finalizing": "finalizing",
+    "completed": "completed", "failed": "failed", "expired": "expired",
+    "cancelling": "cancelling", "cancelled": "cancelled",
+}
+
+
+def openai_batch_status(batch: Mapping[str, Any], check_id: Any) -> BatchStatus:
+    """Normalize an OpenAI-shaped Batch object."""
+    raw = str(batch.get("status"))
+    state = OPENAI_STATES.get(raw, "in_progress")
+    counts_raw = batch.get("request_counts") or {}
+    total = int_or_none(counts_raw.get("total")) or 0
+    completed = int_or_none(counts_raw.get("completed")) or 0
+    failed = int_or_none(counts_raw.get("failed")) or 0
+    rest = max(total - completed - failed, 0)
+    counts = Counts(
+        total=total, succeeded=completed, errored=failed,
+        expired=rest if state == "expired" else 0,
+        canceled=rest if state == "cancelled" else 0,
+        processing=0 if state in ("completed", "failed", "expired", "cancelled") else rest,
+    )
+    errors = batch.get("errors")
+    data = errors.get("data") if isinstance(errors, Mapping) else errors
+    message = None
+    if isinstance(data, list) and data and isinstance(data[0], Mapping):
+        message = "; ".join(str(e.get("message")) for e in data[:5] if isinstance(e, Mapping))
+    return BatchStatus(id=check_id(batch.get("id")), state=state, counts=counts, raw_state=raw, error_message=message)
+
+
+class OpenAIFilesBatchAdapter(ProviderAdapter):
+    """Upload a JSONL file, create a batch on it, read output and error files (OpenAI's flow)."""
+
+    completion_window: ClassVar[str] = "24h"
+    files_path: ClassVar[str] = "/files"
+    batches_path: ClassVar[str] = "/batches"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"}
+
+    def line(self, ref: ModelRef, request: BatchRequest, body: dict[str, Any]) -> bytes:
+        return dumps({"custom_id": request.custom_id, "method": "POST", "url": ref.spec.path, "body": body})
+
+    def fill(self, ref: ModelRef) -> Any:
+        """The function that reads one success body of `ref`'s endpoint into an ItemResult."""
+        return fill_from_chat_completion
+
+    async def upload(self, items: Iterable[bytes]) -> str:
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            for item in items:
+                spool.write(item)
+                spool.write(b"\n")
+            spool.seek(0)
+            response = await self.http.request(
+                "POST", self.files_path, retry_safe=False,
+                files={"file": ("batchwork.jsonl", spool, "application/jsonl")}, data={"purpose": "batch"},
+            )
+        return self.check_id(response.json().get("id"), "file id")
+
+    async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
+        file_id = await self.upload(items)
+        body: dict[str, Any] = {
+            "input_file_id": file_id, "endpoint": ref.spec.path, "completion_window": self.completion_window,
+        }
+        if metadata:
+            body["metadata"] = dict(metadata)
+        response = await self.http.request("POST", self.batches_path, retry_safe=False, json=body)
+        return self.check_id(response.json().get("id"))
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        return openai_batch_status(await self._batch(batch_id), self.check_id)
+
+    async def _batch(self, batch_id: str) -> dict[str, Any]:
+        response = await self.http.request(
+            "GET", f"{self.batches_path}/{self.check_id(batch_id)}", retry_safe=True
+        )
+        return dict(response.json())
+
+    async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
+        batch = await self._batch(batch_id)
+        fill = self.fill(ref)
+        for key in ("output_file_id", "error_file_id"):
+            file_id = batch.get(key)
+            if not file_id:
+                continue
+            path = f"{self.files_path}/{self.check_id(file_id, 'file id')}/content"
+            async with self.http.stream("GET", path) as response:
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        item = parse_result_line(line, batch_id, fill)
+                        if item is not None:
+                            yield item
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        response = await self.http.request(
+            "POST", f"{self.batches_path}/{self.check_id(batch_id)}/cancel", retry_safe=True
+        )
+        return openai_batch_status(response.json(), self.check_id)
+
+    async def list_batches(self, *, limit: int = 100) -> AsyncIterator[BatchStatus]:
+        async for batch in self._list_raw(limit=limit):
+            yield openai_batch_status(batch, self.check_id)
+
+    async def _list_raw(self, *, limit: int) -> AsyncIterator[dict[str, Any]]:
+        after: str | None = None
+        seen = 0
+        while seen < limit:
+            params: dict[str, Any] = {"limit": min(100, limit - seen)}
+            if after:
+                params["after"] = after
+            page = (await self.http.request("GET", self.batches_path, retry_safe=True, params=params)).json()
+            for batch in page.get("data") or []:
+                seen += 1
+                yield batch
+            if not page.get("has_more") or not page.get("last_id"):
+                return
+            after = self.check_id(page["last_id"])
+
+    async def find_batch(self, metadata: Mapping[str, str], *, limit: int = 500) -> str | None:
+        async for batch in self._list_raw(limit=limit):
+            tags = batch.get("metadata") or {}
+            if all(tags.get(k) == v for k, v in metadata.items()) and batch.get("status") not in ("failed",):
+                return self.check_id(batch.get("id"))
+        return None

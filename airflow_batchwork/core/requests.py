@@ -1,0 +1,189 @@
+"""Batch requests, shaped like the AI SDK's `generateText` input (snake_case), and their validation.
+
+Everything here runs before any API call: a bad request is refused with the field and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from airflow_batchwork.core.errors import RequestValidationError
+
+if TYPE_CHECKING:
+    from airflow_batchwork.core.refs import ModelRef
+
+CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_REPORTED_PROBLEMS = 5
+
+
+class TextPart(BaseModel):
+    """A text content part of a message."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One conversation turn."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class BatchRequest(BaseModel):
+    """One item of a batch job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    custom_id: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    system: str | None = None
+    value: str | None = None
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, gt=0)
+    stop_sequences: list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    dimensions: int | None = Field(default=None, gt=0)
+    provider_options: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> BatchRequest:
+        given = [name for name in ("prompt", "messages", "value") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give exactly one of prompt, messages or value, not {' and '.join(given)}")
+        if self.messages is not None and not self.messages:
+            raise ValueError("messages is empty; give at least one message")
+        return self
+
+    def conversation(self) -> list[ChatMessage]:
+        """The request as a message list (system prompt excluded); `prompt` becomes one user turn."""
+        if self.messages is not None:
+            return [m for m in self.messages if m.role != "system"]
+        return [ChatMessage(role="user", content=self.prompt or "")]
+
+    def system_text(self) -> str | None:
+        """`system` plus any system-role messages, joined by blank lines."""
+        parts = [self.system] if self.system else []
+        parts += [m.text for m in self.messages or [] if m.role == "system"]
+        return "\n\n".join(parts) if parts else None
+
+
+REQUEST_FIELDS = frozenset(BatchRequest.model_fields)
+DEFAULTABLE_FIELDS = REQUEST_FIELDS - {"custom_id", "prompt", "messages", "value"}
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    msg = str(error.get("msg", "invalid"))
+    if error.get("type") == "extra_forbidden":
+        msg = f"unknown field; known fields are {', '.join(sorted(REQUEST_FIELDS))}"
+    return msg.removeprefix("Value error, ")
+
+
+def _location(prefix: str, loc: tuple[Any, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def validate_defaults(defaults: Mapping[str, Any] | None, *, field: str = "defaults") -> dict[str, Any]:
+    """Check a job-level `defaults` dict: only per-request option fields are allowed."""
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, Mapping):
+        raise RequestValidationError(field, f"expected a dict, got {type(defaults).__name__}",
+                                     'pass e.g. {"max_output_tokens": 256}')
+    unknown = sorted(set(defaults) - DEFAULTABLE_FIELDS)
+    if unknown:
+        raise RequestValidationError(
+            f"{field}.{unknown[0]}",
+            "cannot be a job-level default",
+            f"defaults may set only: {', '.join(sorted(DEFAULTABLE_FIELDS))}",
+        )
+    return dict(defaults)
+
+
+def prepare_requests(
+    raw: Iterable[Mapping[str, Any]],
+    *,
+    ref: ModelRef,
+    defaults: Mapping[str, Any] | None = None,
+    field: str = "requests",
+) -> list[BatchRequest]:
+    """Validate raw request dicts, apply `defaults`, and assign `custom_id`s (`request-{index}`)."""
+    base = validate_defaults(defaults)
+    kind = ref.kind
+    problems: list[tuple[str, str, str]] = []
+    seen: dict[str, int] = {}
+    out: list[BatchRequest] = []
+    for index, item in enumerate(raw):
+        where = f"{field}[{index}]"
+        if len(problems) >= MAX_REPORTED_PROBLEMS:
+            break
+        if not isinstance(item, Mapping):
+            problems.append((where, f"expected a dict, got {type(item).__name__}",
+                             'write each request as a dict, e.g. {"custom_id": "a", "prompt": "…"}'))
+            continue
+        data = {**base, **{k: v for k, v in item.items() if v is not None}}
+        data.setdefault("custom_id", f"request-{index}")
+        try:
+            request = BatchRequest.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            problems.append((_location(where, tuple(first["loc"])), _describe(first),
+                             "correct or remove this field (see the request fields in the README)"))
+            continue
+        problem = _check_request(request, kind)
+        if problem:
+            problems.append((f"{where}.{problem[0]}", problem[1], problem[2]))
+            continue
+        if request.custom_id in seen:
+            problems.append((f"{where}.custom_id", f"duplicate custom_id {request.custom_id!r} "
+                             f"(also at {field}[{seen[request.custom_id]}])", "make every custom_id unique"))
+            continue
+        seen[request.custom_id] = index
+        out.append(request)
+    if problems:
+        raise _combined(problems)
+    if not out:
+        raise RequestValidationError(field, "the request list is empty", "give at least one request")
+    return out
+
+
+def _check_request(request: BatchRequest, kind: str) -> tuple[str, str, str] | None:
+    if not CUSTOM_ID_PATTERN.match(request.custom_id):
+        return ("custom_id", f"{request.custom_id!r} is not a valid custom_id",
+                "use 1-64 characters from A-Z, a-z, 0-9, '_' and '-'")
+    if kind == "embedding":
+        if request.value is None:
+            return ("value", "an embedding request needs `value` (the text to embed)",
+                    "set value instead of prompt/messages")
+    elif request.prompt is None and request.messages is None:
+        return ("prompt", "neither prompt nor messages is set", "give exactly one of prompt or messages")
+    return None
+
+
+def _combined(problems: list[tuple[str, str, str]]) -> RequestValidationError:
+    field, problem, fix = problems[0]
+    error = RequestValidationError(field, problem, fix)
+    if len(problems) > 1:
+        more = "; ".join(f"{f}: {p}" for f, p, _ in problems[1:])
+        error.args = (f"{error.args[0]} (also: {more})",)
+    return error

@@ -1,0 +1,78 @@
+"""Reading requests from files on any fsspec URL (`.jsonl` or `.parquet`), streaming."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import fsspec
+import pyarrow.parquet as pq
+
+from airflow_batchwork.core.errors import ConfigurationError
+
+PARQUET_BATCH_ROWS = 10_000
+
+
+def read_requests(
+    url: str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield request dicts from `url`. `columns` maps request fields to source columns
+    (e.g. `{"prompt": "question", "custom_id": "row_id"}`); unmapped fields use their own names."""
+    lowered = url.lower().split("?", 1)[0]
+    if lowered.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        yield from _jsonl(url, columns, storage_options)
+    elif lowered.endswith(".parquet"):
+        yield from _parquet(url, columns, storage_options)
+    else:
+        raise ConfigurationError("requests_path", f"cannot tell the format of {url!r}",
+                                 "use a file ending in .jsonl or .parquet")
+
+
+def _rename(row: dict[str, Any], columns: Mapping[str, str] | None) -> dict[str, Any]:
+    if not columns:
+        return row
+    out = {field: row.get(source) for field, source in columns.items()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _open(url: str, storage_options: Mapping[str, Any] | None) -> Any:
+    try:
+        return fsspec.open(url, "rb", compression="infer", **dict(storage_options or {})).open()
+    except FileNotFoundError:
+        raise ConfigurationError("requests_path", f"{url!r} does not exist", "check the path") from None
+
+
+def _jsonl(url: str, columns: Mapping[str, str] | None, storage_options: Mapping[str, Any] | None
+           ) -> Iterator[dict[str, Any]]:
+    with _open(url, storage_options) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ConfigurationError(f"requests_path line {number}", f"not valid JSON ({exc})",
+                                         "write one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise ConfigurationError(f"requests_path line {number}", "not a JSON object",
+                                         'write one object per line, e.g. {"custom_id": "a", "prompt": "…"}')
+            yield _rename(row, columns)
+
+
+def _parquet(url: str, columns: Mapping[str, str] | None, storage_options: Mapping[str, Any] | None
+             ) -> Iterator[dict[str, Any]]:
+    with _open(url, storage_options) as handle:
+        parquet = pq.ParquetFile(handle)
+        names = parquet.schema_arrow.names
+        wanted = list(dict.fromkeys(columns.values())) if columns else None
+        missing = [c for c in wanted or [] if c not in names]
+        if missing:
+            raise ConfigurationError("columns", f"column {missing[0]!r} is not in {url!r}",
+                                     f"use one of: {', '.join(names)}")
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
+            for row in batch.to_pylist():
+                yield _rename({k: v for k, v in row.items() if v is not None}, columns)

@@ -1,0 +1,255 @@
+"""SubmitBatchOperator and CollectResultsOperator: submit a job, then land its results as Parquet.
+
+The operators only orchestrate; validation, wire formats and Parquet writing live in the core.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context, XComArg
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_batchwork.core.errors import ConfigurationError
+from airflow_batchwork.core.handle import JobHandle
+from airflow_batchwork.core.refs import parse_model
+from airflow_batchwork.core.sources import read_requests
+from airflow_batchwork.hooks.batchwork import BatchworkHook
+from airflow_batchwork.triggers.batch import EVENT_STATUSES, BatchCompleteTrigger
+
+DEFAULT_TIMEOUT = 24 * 3600
+# The deferral backstop outlives the trigger's own deadline, so the trigger gets to cancel first.
+BACKSTOP_MARGIN = 60
+
+
+def validate_event(event: Any) -> dict[str, Any]:
+    """Refuse an event that did not come from BatchCompleteTrigger."""
+    if not isinstance(event, Mapping) or event.get("status") not in EVENT_STATUSES:
+        raise AirflowException(f"unexpected trigger event: {event!r}")
+    return dict(event)
+
+
+def _is_templated(value: object) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _fail_fast(exc: ConfigurationError) -> AirflowFailException:
+    # Bad input will not fix itself: fail without retries.
+    return AirflowFailException(str(exc))
+
+
+class SubmitBatchOperator(BaseOperator):
+    """Validate and submit a batch job; return its handle (XCom `return_value`) and push `batch_ids`.
+
+    :param model: model reference, e.g. ``"openai/gpt-4o-mini"``, ``"anthropic/claude-sonnet-4-5"``
+        (templated).
+    :param requests: list of request dicts (AI SDK `generateText` fields plus ``custom_id``), or an
+        upstream task's output. Not Jinja-rendered, so prompts may contain ``{{``.
+    :param requests_path: a ``.jsonl`` or ``.parquet`` file on any fsspec URL, read streaming
+        (templated). Give exactly one of ``requests`` and ``requests_path``.
+    :param columns: for ``requests_path``: request field -> source column, e.g. ``{"prompt": "text"}``.
+    :param defaults: request fields applied where a request leaves them unset (templated).
+    :param conn_id: a ``batchwork`` connection; default ``batchwork_<provider>``, else env vars.
+    :param wait_for_completion: defer on :class:`BatchCompleteTrigger` until every batch is terminal.
+    :param timeout: seconds the job may take; past it the batches are cancelled and the task fails.
+
+    Bad input (model, requests, defaults, credentials) fails the task before any API call, without
+    retries. A job over the provider's limits is split into several batches under one handle.
+    """
+
+    template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata")
+    template_fields_renderers = {"defaults": "json", "metadata": "json"}
+    ui_color = "#e8f1ff"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        requests: list[dict[str, Any]] | XComArg | None = None,
+        requests_path: str | None = None,
+        columns: Mapping[str, str] | None = None,
+        defaults: dict[str, Any] | None = None,
+        conn_id: str | None = None,
+        wait_for_completion: bool = False,
+        poll_interval: float = 60,
+        timeout: float = DEFAULT_TIMEOUT,
+        metadata: dict[str, str] | None = None,
+        limits: dict[str, int] | None = None,
+        storage_options: dict[str, Any] | None = None,
+        cancel_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (requests is None) == (requests_path is None):
+            raise ConfigurationError(
+                "requests", "give exactly one of requests and requests_path",
+                "pass the requests inline (requests=[...]) or as a file URL (requests_path='s3://…/in.jsonl')",
+            )
+        if not _is_templated(model):
+            parse_model(model)
+        if poll_interval <= 0:
+            raise ConfigurationError("poll_interval", f"{poll_interval} is not positive", "use e.g. 60 (seconds)")
+        if timeout <= 0:
+            raise ConfigurationError("timeout", f"{timeout} is not positive", "use e.g. 86400 (seconds)")
+        self.model = model
+        self.requests = requests
+        if isinstance(requests, XComArg):
+            XComArg.apply_upstream_relationship(self, requests)
+        self.requests_path = requests_path
+        self.columns = dict(columns) if columns else None
+        self.defaults = defaults
+        self.conn_id = conn_id
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.metadata = metadata
+        self.limits = limits
+        self.storage_options = storage_options
+        self.cancel_on_kill = cancel_on_kill
+        self._job: JobHandle | None = None
+
+    def _requests(self, context: Context) -> Any:
+        if self.requests_path is not None:
+            return read_requests(self.requests_path, columns=self.columns, storage_options=self.storage_options)
+        requests = self.requests
+        if isinstance(requests, XComArg):
+            requests = requests.resolve(context)
+        return requests
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            ref = parse_model(self.model)
+            hook = BatchworkHook(conn_id=self.conn_id)
+            job = hook.submit(
+                self.model, self._requests(context), provider=ref.provider, defaults=self.defaults,
+                metadata=self.metadata, limits=self.limits,
+            )
+        except ConfigurationError as exc:
+            raise _fail_fast(exc) from None
+        self._job = job
+        self.log.info("Submitted %s job: %d requests in batches %s", job.provider, job.request_count,
+                      ", ".join(job.batch_ids))
+        context["ti"].xcom_push(key="batch_ids", value=job.batch_ids)
+        if self.wait_for_completion:
+            self.defer(
+                trigger=BatchCompleteTrigger(
+                    job=job.to_dict(), conn_id=self.conn_id, poll_interval=self.poll_interval,
+                    end_time=time.time() + self.timeout,
+                ),
+                method_name="execute_complete",
+                kwargs={"job": job.to_dict()},
+                timeout=timedelta(seconds=self.timeout + self.poll_interval + BACKSTOP_MARGIN),
+            )
+        return job.to_dict()
+
+    def execute_complete(self, context: Context, event: Any = None, job: dict[str, Any] | None = None
+                         ) -> dict[str, Any]:
+        outcome = validate_event(event)
+        status = outcome["status"]
+        if status in ("error", "timeout", "failed"):
+            raise AirflowException(f"batch job {status}: {outcome.get('message')}")
+        self.log.info("Job ended %s: %s", status, outcome.get("message"))
+        return JobHandle.coerce(job or outcome.get("job") or {}).to_dict()
+
+    def on_kill(self) -> None:
+        if self._job is not None and self.cancel_on_kill:
+            BatchworkHook(conn_id=self.conn_id).cancel(self._job)
+
+
+class CollectResultsOperator(BaseOperator):
+    """Wait for a job (deferring if it is still running), then write one Parquet row per request.
+
+    :param job: the job handle: ``submit.output``, a dict, or Jinja rendering to one (templated).
+    :param output_path: any fsspec URL (templated, e.g. ``s3://bucket/evals/{{ ds }}/``). A URL ending
+        in ``/`` is a folder that gets one ``part-NNNNN.parquet`` per provider batch; otherwise one file.
+    :param fail_on_error: fail the task, after the file is written, when any item errored, expired or
+        was canceled.
+    :param timeout: seconds from the job's submission after which the batches are cancelled.
+
+    Returns a manifest ``{path, files, rows, counts, provider, model, batch_ids}``. Files are written
+    under a temporary name and moved into place, so a retry overwrites, never appends.
+    """
+
+    template_fields: Sequence[str] = ("job", "output_path", "conn_id")
+    ui_color = "#eafbea"
+
+    def __init__(
+        self,
+        *,
+        job: dict[str, Any] | XComArg | str,
+        output_path: str,
+        conn_id: str | None = None,
+        poll_interval: float = 60,
+        timeout: float = DEFAULT_TIMEOUT,
+        fail_on_error: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not output_path:
+            raise ConfigurationError("output_path", "is empty", "give a URL such as s3://bucket/results/")
+        self.job = job
+        self.output_path = output_path
+        self.conn_id = conn_id
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.fail_on_error = fail_on_error
+        self.storage_options = storage_options
+
+    def _handle(self, job: Any) -> JobHandle:
+        try:
+            return JobHandle.coerce(job)
+        except ConfigurationError as exc:
+            raise _fail_fast(exc) from None
+
+    def _hook(self, handle: JobHandle) -> BatchworkHook:
+        return BatchworkHook(conn_id=self.conn_id or handle.conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        handle = self._handle(self.job)
+        status = self._hook(handle).status(handle)
+        self.log.info("Job %s: %s", ",".join(handle.batch_ids), status.progress_line())
+        if status.terminal:
+            return self._collect(handle, status.state)
+        submitted = _parse_time(handle.submitted_at)
+        end_time = max(submitted + self.timeout, time.time() + 1)
+        self.defer(
+            trigger=BatchCompleteTrigger(
+                job=handle.to_dict(), conn_id=self.conn_id or handle.conn_id,
+                poll_interval=self.poll_interval, end_time=end_time,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=end_time - time.time() + self.poll_interval + BACKSTOP_MARGIN),
+        )
+        raise AssertionError("defer() returns only by raising")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        outcome = validate_event(event)
+        status = outcome["status"]
+        if status in ("timeout", "error"):
+            raise AirflowException(f"batch job {status}: {outcome.get('message')}")
+        return self._collect(self._handle(self.job), status)
+
+    def _collect(self, handle: JobHandle, state: str) -> dict[str, Any]:
+        manifest = self._hook(handle).write_parquet(handle, self.output_path, storage_options=self.storage_options)
+        manifest["state"] = state
+        self.log.info("Wrote %d rows to %s: %s", manifest["rows"], manifest["path"], manifest["counts"])
+        if state == "failed":
+            raise AirflowException(f"the provider rejected the job (state failed); {manifest['rows']} rows "
+                                   f"written to {manifest['path']}")
+        bad = {k: v for k, v in manifest["counts"].items() if k != "succeeded" and v}
+        if self.fail_on_error and bad:
+            raise AirflowException(f"{sum(bad.values())} items did not succeed ({bad}); results at {manifest['path']}")
+        return manifest
+
+
+def _parse_time(value: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()

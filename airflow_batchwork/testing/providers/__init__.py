@@ -1,0 +1,29 @@
+"""Registry of emulated providers: one module per provider, one line each below.
+
+Each module exposes a :class:`~airflow_batchwork.testing.providers.base.ProviderSpec` named ``SPEC``;
+the emulator mounts every registered spec under its prefix. Prefixes fixed by the contract:
+``/openai/v1``, ``/anthropic``, ``/gemini``, ``/groq``, ``/mistral``, ``/together/v1``, ``/xai/v1``.
+"""
+
+from __future__ import annotations
+
+from airflow_batchwork.testing.providers import anthropic, openai
+from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec
+
+__all__ = ["PROVIDERS", "ApiError", "ProviderSpec", "provider_for_path"]
+
+PROVIDERS: dict[str, ProviderSpec] = {
+    spec.name: spec
+    for spec in (
+        openai.SPEC,
+        anthropic.SPEC,
+    )
+}
+
+
+def provider_for_path(path: str) -> ProviderSpec | None:
+    """The registered provider whose prefix owns ``path``, if any."""
+    for spec in PROVIDERS.values():
+        if spec.owns(path):
+            return spec
+    return None

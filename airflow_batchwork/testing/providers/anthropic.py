@@ -1,0 +1,294 @@
+"""Anthropic Message Batches API, served under ``/anthropic`` (reference §3).
+
+Wire behaviour worth knowing:
+
+- ``processing_status`` is ``in_progress`` until the batch ends, ``canceling`` between a cancel and
+  its end, then ``ended``; ``request_counts`` keep every request under ``processing`` until then.
+- The shape of each request (``custom_id`` pattern and uniqueness; ``params`` with ``model``,
+  ``max_tokens``, ``messages``) is checked at create time (400). Values inside ``params`` are checked
+  when the request is processed, as on the real API: e.g. ``max_tokens < 1`` gives an ``errored``
+  result, not a 400.
+- ``results_url`` is an absolute URL on the emulator's own origin, null until ``ended``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from airflow_batchwork.testing import echo
+from airflow_batchwork.testing.providers.base import (
+    ApiError,
+    ProviderSpec,
+    paginate,
+    query_int,
+    read_json,
+    rfc3339,
+)
+from airflow_batchwork.testing.store import BatchView, Item, ItemResult, Outcome, Store
+
+__all__ = ["SPEC"]
+
+NAME = "anthropic"
+PREFIX = "/anthropic"
+MAX_REQUESTS_PER_BATCH = 100_000
+CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_DAY = 24 * 3600
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def _check_request(request: Request) -> None:
+    key = request.headers.get("x-api-key")
+    if key is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = token if scheme.lower() == "bearer" else None
+    if key is None:
+        raise ApiError(401, "x-api-key header is required")
+    if not key.strip() or key.strip() == "invalid":
+        raise ApiError(401, "invalid x-api-key")
+    if not request.headers.get("anthropic-version"):
+        raise ApiError(400, "anthropic-version: header is required")
+
+
+def _error_body(error: ApiError, request_id: str) -> dict[str, Any]:
+    default = "api_error" if error.status >= 500 else "invalid_request_error"
+    return {
+        "type": "error",
+        "error": {"type": error.type or _ERROR_TYPES.get(error.status, default), "message": error.message},
+        "request_id": request_id,
+    }
+
+
+def _validate_requests(body: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    requests = body.get("requests")
+    if not isinstance(requests, list):
+        raise ApiError(400, "requests: Field required")
+    if not 1 <= len(requests) <= MAX_REQUESTS_PER_BATCH:
+        raise ApiError(400, f"requests: must contain between 1 and {MAX_REQUESTS_PER_BATCH} items")
+    items: list[tuple[str, Mapping[str, Any]]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(requests):
+        where = f"requests.{index}"
+        if not isinstance(entry, dict):
+            raise ApiError(400, f"{where}: Input should be an object")
+        custom_id = entry.get("custom_id")
+        if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.match(custom_id):
+            raise ApiError(400, f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
+        if custom_id in seen:
+            raise ApiError(
+                400, f"{where}.custom_id: duplicate custom_id {custom_id!r}; custom_ids must be unique"
+            )
+        seen.add(custom_id)
+        params = entry.get("params")
+        if not isinstance(params, dict):
+            raise ApiError(400, f"{where}.params: Field required")
+        for name, kind in (("model", str), ("max_tokens", int), ("messages", list)):
+            if name not in params:
+                raise ApiError(400, f"{where}.params.{name}: Field required")
+            if not isinstance(params[name], kind) or isinstance(params[name], bool):
+                raise ApiError(400, f"{where}.params.{name}: Input should be a valid {kind.__name__}")
+        items.append((custom_id, params))
+    return items
+
+
+def _batch_object(view: BatchView, origin: str) -> dict[str, Any]:
+    counts = view.counts
+    if view.terminal:
+        status = "ended"
+        request_counts = {
+            "processing": 0,
+            "succeeded": counts.succeeded,
+            "errored": counts.errored,
+            "canceled": counts.canceled,
+            "expired": counts.expired,
+        }
+    else:
+        status = "canceling" if view.phase == "cancelling" else "in_progress"
+        # The real API only reports per-outcome counts once the whole batch has ended.
+        request_counts = {
+            "processing": counts.total,
+            "succeeded": 0,
+            "errored": 0,
+            "canceled": 0,
+            "expired": 0,
+        }
+    return {
+        "id": view.id,
+        "type": "message_batch",
+        "processing_status": status,
+        "request_counts": request_counts,
+        "ended_at": rfc3339(view.ended_at),
+        "created_at": rfc3339(view.created_at),
+        "expires_at": rfc3339(view.created_at + _DAY),
+        "archived_at": None,
+        "cancel_initiated_at": rfc3339(view.cancel_requested_at),
+        "results_url": f"{origin}{PREFIX}/v1/messages/batches/{view.id}/results" if view.terminal else None,
+    }
+
+
+def _origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+class _AnthropicRoutes:
+    """Handlers for one emulator's Anthropic routes over the shared store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def routes(self) -> list[BaseRoute]:
+        base = "/v1/messages/batches"
+        return [
+            Route(base, self.create_batch, methods=["POST"]),
+            Route(base, self.list_batches, methods=["GET"]),
+            Route(base + "/{batch_id}", self.retrieve_batch, methods=["GET"]),
+            Route(base + "/{batch_id}", self.delete_batch, methods=["DELETE"]),
+            Route(base + "/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
+            Route(base + "/{batch_id}/results", self.results, methods=["GET"]),
+        ]
+
+    def _batch(self, batch_id: str) -> BatchView:
+        view = self.store.get_batch(NAME, batch_id)
+        if view is None:
+            raise ApiError(404, f"No message batch found with id '{batch_id}'.")
+        return view
+
+    async def create_batch(self, request: Request) -> Response:
+        items = _validate_requests(await read_json(request))
+        models = {params["model"] for _, params in items}
+        view = self.store.create_batch(
+            NAME,
+            endpoint="/v1/messages",
+            items=items,
+            model=models.pop() if len(models) == 1 else None,
+            render=self._render,
+            id_prefix="msgbatch_",
+        )
+        return JSONResponse(_batch_object(view, _origin(request)))
+
+    async def retrieve_batch(self, request: Request) -> Response:
+        return JSONResponse(_batch_object(self._batch(request.path_params["batch_id"]), _origin(request)))
+
+    async def cancel_batch(self, request: Request) -> Response:
+        view = self._batch(request.path_params["batch_id"])
+        view = self.store.cancel_batch(NAME, view.id) or view
+        return JSONResponse(_batch_object(view, _origin(request)))
+
+    async def delete_batch(self, request: Request) -> Response:
+        view = self._batch(request.path_params["batch_id"])
+        if not view.terminal:
+            raise ApiError(
+                400,
+                f"Batch {view.id} cannot be deleted while it is processing; "
+                "cancel it and wait until it has ended.",
+            )
+        self.store.delete_batch(NAME, view.id)
+        return JSONResponse({"id": view.id, "type": "message_batch_deleted"})
+
+    async def list_batches(self, request: Request) -> Response:
+        limit = query_int(request, "limit", default=20, low=1, high=1000)
+        after, before = request.query_params.get("after_id"), request.query_params.get("before_id")
+        if after and before:
+            raise ApiError(400, "Only one of 'before_id' and 'after_id' may be given.")
+        newest_first = list(reversed(self.store.batches(NAME)))
+        page, has_more = paginate(newest_first, lambda b: b.id, limit=limit, after=after, before=before)
+        origin = _origin(request)
+        return JSONResponse(
+            {
+                "data": [_batch_object(b, origin) for b in page],
+                "has_more": has_more,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+            }
+        )
+
+    async def results(self, request: Request) -> Response:
+        view = self._batch(request.path_params["batch_id"])
+        if not view.terminal or view.results is None:
+            raise ApiError(
+                400,
+                f"Batch {view.id} has not ended yet; "
+                "results are available once processing_status is 'ended'.",
+            )
+        lines = [json.dumps(r.line, separators=(",", ":")) + "\n" for r in view.results]
+
+        async def stream() -> AsyncIterator[bytes]:
+            for line in lines:
+                yield line.encode("utf-8")
+
+        return StreamingResponse(stream(), media_type="application/binary")
+
+    def _render(self, item: Item, outcome: Outcome) -> ItemResult:
+        if outcome == "succeeded":
+            params = item.body
+            if params["max_tokens"] < 1:
+                return self._errored(item, "max_tokens: Input should be greater than or equal to 1")
+            reply = echo.generate(
+                params["messages"], system=params.get("system"), max_tokens=params["max_tokens"]
+            )
+            message = {
+                "id": self.store.new_id("msg_"),
+                "type": "message",
+                "role": "assistant",
+                "model": params["model"],
+                "content": [{"type": "text", "text": reply.text, "citations": None}],
+                "stop_reason": "max_tokens" if reply.truncated else "end_turn",
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": reply.input_tokens,
+                    "output_tokens": reply.output_tokens,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+                    "server_tool_use": None,
+                    "service_tier": "batch",
+                },
+            }
+            line = {"custom_id": item.custom_id, "result": {"type": "succeeded", "message": message}}
+            return ItemResult(item.custom_id, "succeeded", line, reply.input_tokens, reply.output_tokens)
+        if outcome == "errored":
+            return self._errored(
+                item, f"Emulated error: the request contains the {echo.marker_token('error')} marker."
+            )
+        return ItemResult(item.custom_id, outcome, {"custom_id": item.custom_id, "result": {"type": outcome}})
+
+    def _errored(self, item: Item, message: str) -> ItemResult:
+        error = {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": message},
+            "request_id": self.store.new_id("req_"),
+        }
+        return ItemResult(
+            item.custom_id,
+            "errored",
+            {"custom_id": item.custom_id, "result": {"type": "errored", "error": error}},
+        )
+
+
+SPEC = ProviderSpec(
+    name=NAME,
+    prefix=PREFIX,
+    routes=lambda store: _AnthropicRoutes(store).routes(),
+    check_request=_check_request,
+    error_body=_error_body,
+    request_id_header="request-id",
+    request_id_prefix="req_",
+)

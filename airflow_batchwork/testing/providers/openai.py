@@ -1,0 +1,788 @@
+"""OpenAI Files + Batch API, served under ``/openai/v1`` (reference §2).
+
+Wire behaviour worth knowing:
+
+- Request-level problems (unknown file, wrong purpose, bad endpoint / completion_window / metadata)
+  are a 400 at ``POST /batches``. Problems *inside* the input file (bad JSON, missing fields, url or
+  model mismatch, duplicate custom_id, empty file, too many requests) are reported the way OpenAI
+  does: the batch is created, stays ``validating`` briefly, then turns ``failed`` with
+  ``errors.data[] = {code, line, message, param}``.
+- Results: succeeded lines go to the output file, every other line to the error file; a file is
+  only created when it has lines. ``[[error]]`` lines carry ``response.status_code`` 400 with an
+  OpenAI error body; ``[[expire]]`` lines carry ``error.code = "batch_expired"`` (and the batch
+  ends ``expired``); requests a cancel stopped carry ``error.code = "batch_cancelled"``.
+- ``/v1/completions`` honours the real default ``max_tokens`` of 16.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from airflow_batchwork.testing import echo
+from airflow_batchwork.testing.providers.base import (
+    ApiError,
+    ProviderSpec,
+    paginate,
+    query_int,
+    read_json,
+    unix,
+)
+from airflow_batchwork.testing.store import (
+    BatchError,
+    BatchView,
+    Item,
+    ItemResult,
+    Outcome,
+    Store,
+    StoredFile,
+)
+
+__all__ = ["SPEC", "SUPPORTED_ENDPOINTS", "OpenAIBatchRoutes", "check_request", "error_body"]
+
+NAME = "openai"
+
+SUPPORTED_ENDPOINTS: tuple[str, ...] = (
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/embeddings",
+)
+# Accepted by the real API but not emulated: a clear 400 beats a silently wrong result.
+_UNEMULATED_ENDPOINTS = ("/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
+_FILE_PURPOSES = (
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "vision",
+    "user_data",
+)
+MAX_REQUESTS_PER_BATCH = 50_000
+MAX_EMBEDDING_INPUTS_PER_BATCH = 50_000
+_DAY = 24 * 3600
+_BATCH_FILE_TTL = 30 * _DAY
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+_STATUS = {
+    "validating": "validating",
+    "in_progress": "in_progress",
+    "finalizing": "finalizing",
+    "ended": "completed",
+    "expired": "expired",
+    "failed": "failed",
+    "cancelling": "cancelling",
+    "cancelled": "cancelled",
+}
+
+_ERROR_TYPES = {429: "requests"}
+
+
+# -- auth and errors ------------------------------------------------------------------------------
+
+
+def check_request(request: Request) -> None:
+    """Bearer auth: a missing, empty or ``invalid`` key is a 401 ``invalid_api_key``."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise ApiError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header "
+            "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            code="invalid_api_key",
+        )
+    if key == "invalid":
+        raise ApiError(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
+
+
+def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
+    """``{"error": {message, type, param, code}}``."""
+    default = "server_error" if error.status >= 500 else "invalid_request_error"
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.type or _ERROR_TYPES.get(error.status, default),
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+class _Rejected(Exception):
+    """A request line the emulated endpoint answers with a per-item 400."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+def _bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+# -- input validation -----------------------------------------------------------------------------
+
+
+def _validate_metadata(metadata: object) -> dict[str, str] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise _bad_request("Invalid type for 'metadata': expected an object.", "metadata", "invalid_type")
+    if len(metadata) > 16:
+        raise _bad_request("Invalid 'metadata': at most 16 key-value pairs are allowed.", "metadata")
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise _bad_request(f"Invalid 'metadata': key {key!r} is longer than 64 characters.", "metadata")
+        if not isinstance(value, str) or len(value) > 512:
+            raise _bad_request(
+                f"Invalid 'metadata': value of {key!r} must be a string of at most 512 characters.",
+                "metadata",
+            )
+    return metadata
+
+
+def _embedding_input_count(body: Mapping[str, Any]) -> int:
+    value = body.get("input")
+    if isinstance(value, list) and value and not all(isinstance(v, int) for v in value):
+        return len(value)
+    return 1
+
+
+def _parse_input_file(
+    data: bytes, endpoint: str
+) -> tuple[list[tuple[str, Mapping[str, Any]]], str | None, list[BatchError]]:
+    """Parse and validate a batch input file: (items, model, errors)."""
+    items: list[tuple[str, Mapping[str, Any]]] = []
+    errors: list[BatchError] = []
+    seen: set[str] = set()
+    model: str | None = None
+    for lineno, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            line = None
+        if not isinstance(line, dict):
+            errors.append(
+                BatchError("invalid_json_line", "This line is not parseable as valid JSON.", lineno)
+            )
+            continue
+        custom_id = line.get("custom_id")
+        body = line.get("body")
+        if not isinstance(custom_id, str) or not custom_id:
+            errors.append(
+                BatchError("missing_required_parameter", "Missing 'custom_id'.", lineno, "custom_id")
+            )
+            continue
+        if line.get("method") != "POST":
+            errors.append(
+                BatchError("invalid_method", "Only 'POST' is supported as 'method'.", lineno, "method")
+            )
+        if line.get("url") != endpoint:
+            errors.append(
+                BatchError(
+                    "url_mismatch",
+                    f"The provided URL {line.get('url')!r} does not match the batch endpoint {endpoint!r}.",
+                    lineno,
+                    "url",
+                )
+            )
+        if custom_id in seen:
+            errors.append(
+                BatchError(
+                    "duplicate_custom_id",
+                    f"The custom_id {custom_id!r} is a duplicate of another request; "
+                    "custom_ids must be unique.",
+                    lineno,
+                    "custom_id",
+                )
+            )
+        seen.add(custom_id)
+        if not isinstance(body, dict):
+            errors.append(BatchError("missing_required_parameter", "Missing object 'body'.", lineno, "body"))
+            continue
+        line_model = body.get("model")
+        if not isinstance(line_model, str) or not line_model:
+            errors.append(
+                BatchError("missing_required_parameter", "Missing 'body.model'.", lineno, "body.model")
+            )
+            continue
+        # OpenAI requires every request in a batch file to target the same model.
+        if model is None:
+            model = line_model
+        elif line_model != model:
+            errors.append(
+                BatchError(
+                    "model_mismatch",
+                    f"The model {line_model!r} differs from {model!r} used by earlier lines; "
+                    "a batch file may only contain requests for one model.",
+                    lineno,
+                    "body.model",
+                )
+            )
+        items.append((custom_id, body))
+    if not items and not errors:
+        errors.append(BatchError("empty_file", "The input file is empty."))
+    if len(items) > MAX_REQUESTS_PER_BATCH:
+        errors.append(
+            BatchError(
+                "too_many_tasks",
+                f"The batch has {len(items)} requests; at most {MAX_REQUESTS_PER_BATCH} are allowed.",
+            )
+        )
+    if endpoint == "/v1/embeddings":
+        inputs = sum(_embedding_input_count(body) for _, body in items)
+        if inputs > MAX_EMBEDDING_INPUTS_PER_BATCH:
+            errors.append(
+                BatchError(
+                    "too_many_tasks",
+                    f"The batch has {inputs} embedding inputs; "
+                    f"at most {MAX_EMBEDDING_INPUTS_PER_BATCH} are allowed.",
+                )
+            )
+    return items, model, errors
+
+
+# -- endpoint bodies (the echo model dressed as each endpoint's response) ------------------------
+
+
+def _max_tokens(body: Mapping[str, Any], *names: str, default: int | None = None) -> int | None:
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _Rejected(f"Invalid '{name}': integer below minimum value. Expected a value >= 1.", name)
+        return value
+    return default
+
+
+_EndpointRenderer = Callable[[Mapping[str, Any], Callable[[str], str], int], tuple[dict[str, Any], int, int]]
+
+
+def _chat_completion(
+    body: Mapping[str, Any], new_id: Callable[[str], str], now: int
+) -> tuple[dict[str, Any], int, int]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise _Rejected("Invalid 'messages': expected a non-empty array of message objects.", "messages")
+    reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"))
+    response = {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": now,
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []},
+                "logprobs": None,
+                "finish_reason": "length" if reply.truncated else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.input_tokens,
+            "completion_tokens": reply.output_tokens,
+            "total_tokens": reply.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_batchwork_emulator",
+    }
+    return response, reply.input_tokens, reply.output_tokens
+
+
+def _responses_messages(value: object) -> list[Mapping[str, Any]]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list):
+        # Only message items carry text; other item types (tool outputs, reasoning) are ignored.
+        return [
+            item
+            for item in value
+            if isinstance(item, dict) and item.get("type", "message") == "message" and "role" in item
+        ]
+    raise _Rejected("Invalid 'input': expected a string or an array of input items.", "input")
+
+
+def _response(
+    body: Mapping[str, Any], new_id: Callable[[str], str], now: int
+) -> tuple[dict[str, Any], int, int]:
+    max_output_tokens = _max_tokens(body, "max_output_tokens")
+    instructions = body.get("instructions")
+    reply = echo.generate(
+        _responses_messages(body.get("input")), system=instructions, max_tokens=max_output_tokens
+    )
+    status = "incomplete" if reply.truncated else "completed"
+    response = {
+        "id": new_id("resp_"),
+        "object": "response",
+        "created_at": now,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if reply.truncated else None,
+        "instructions": instructions,
+        "max_output_tokens": max_output_tokens,
+        "model": body["model"],
+        "output": [
+            {
+                "type": "message",
+                "id": new_id("msg_"),
+                "status": status,
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": bool(body.get("store", True)),
+        "temperature": body.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": reply.input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": reply.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": reply.total_tokens,
+        },
+        "user": None,
+        "metadata": body.get("metadata") or {},
+    }
+    return response, reply.input_tokens, reply.output_tokens
+
+
+def _completion(
+    body: Mapping[str, Any], new_id: Callable[[str], str], now: int
+) -> tuple[dict[str, Any], int, int]:
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise _Rejected("Invalid 'prompt': expected a string or an array of strings.", "prompt")
+    max_tokens = _max_tokens(body, "max_tokens", default=_COMPLETIONS_DEFAULT_MAX_TOKENS)
+    replies = [echo.generate([{"role": "user", "content": p}], max_tokens=max_tokens) for p in prompts]
+    input_tokens = sum(r.input_tokens for r in replies)
+    output_tokens = sum(r.output_tokens for r in replies)
+    response = {
+        "id": new_id("cmpl-"),
+        "object": "text_completion",
+        "created": now,
+        "model": body["model"],
+        "choices": [
+            {
+                "text": r.text,
+                "index": i,
+                "logprobs": None,
+                "finish_reason": "length" if r.truncated else "stop",
+            }
+            for i, r in enumerate(replies)
+        ],
+        "usage": {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "system_fingerprint": "fp_batchwork_emulator",
+    }
+    return response, input_tokens, output_tokens
+
+
+def _embedding_texts(value: object) -> list[str]:
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        texts = [" ".join(map(str, value))]  # one pre-tokenized input
+    elif isinstance(value, list) and value and all(isinstance(v, str | list) for v in value):
+        texts = [v if isinstance(v, str) else " ".join(map(str, v)) for v in value]
+    else:
+        raise _Rejected("Invalid 'input': expected a string or an array of strings.", "input")
+    if any(not text for text in texts):
+        raise _Rejected("Invalid 'input': inputs must not be empty strings.", "input")
+    return texts
+
+
+def _embeddings(
+    body: Mapping[str, Any], new_id: Callable[[str], str], now: int
+) -> tuple[dict[str, Any], int, int]:
+    texts = _embedding_texts(body.get("input"))
+    dimensions = _max_tokens(body, "dimensions", default=echo.DEFAULT_EMBEDDING_DIMENSIONS)
+    assert dimensions is not None
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise _Rejected("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
+    data = []
+    for index, text in enumerate(texts):
+        vector: list[float] | str = echo.embed(text, dimensions)
+        if encoding == "base64":
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = echo.count_words(*texts)
+    response = {
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return response, tokens, 0
+
+
+_ENDPOINTS: dict[str, _EndpointRenderer] = {
+    "/v1/chat/completions": _chat_completion,
+    "/v1/responses": _response,
+    "/v1/completions": _completion,
+    "/v1/embeddings": _embeddings,
+}
+
+
+# -- objects --------------------------------------------------------------------------------------
+
+
+def _file_object(stored: StoredFile) -> dict[str, Any]:
+    expires_at = stored.created_at + _BATCH_FILE_TTL if stored.purpose in ("batch", "batch_output") else None
+    return {
+        "id": stored.id,
+        "object": "file",
+        "bytes": stored.size,
+        "created_at": unix(stored.created_at),
+        "filename": stored.filename,
+        "purpose": stored.purpose,
+        "status": "processed",
+        "expires_at": unix(expires_at),
+        "status_details": None,
+    }
+
+
+def _batch_object(view: BatchView) -> dict[str, Any]:
+    phase = view.phase
+    counts = view.counts
+    succeeded = [r for r in view.results or () if r.outcome == "succeeded"]
+    input_tokens = sum(r.input_tokens for r in succeeded)
+    output_tokens = sum(r.output_tokens for r in succeeded)
+    errors = None
+    if view.errors:
+        errors = {
+            "object": "list",
+            "data": [
+                {"code": e.code, "message": e.message, "param": e.param, "line": e.line} for e in view.errors
+            ],
+        }
+    return {
+        "id": view.id,
+        "object": "batch",
+        "endpoint": view.endpoint,
+        "model": view.model,
+        "errors": errors,
+        "input_file_id": view.extra["input_file_id"],
+        "completion_window": view.extra["completion_window"],
+        "status": _STATUS[phase],
+        "output_file_id": view.extra.get("output_file_id"),
+        "error_file_id": view.extra.get("error_file_id"),
+        "created_at": unix(view.created_at),
+        "in_progress_at": unix(view.in_progress_at),
+        "expires_at": unix(view.created_at + _DAY),
+        "finalizing_at": unix(view.finalizing_at),
+        "completed_at": unix(view.ended_at) if phase == "ended" else None,
+        "failed_at": unix(view.ended_at) if phase == "failed" else None,
+        "expired_at": unix(view.ended_at) if phase == "expired" else None,
+        "cancelling_at": unix(view.cancel_requested_at),
+        "cancelled_at": unix(view.ended_at) if phase == "cancelled" else None,
+        # Requests a cancel stopped count in neither bucket, as on the real API.
+        "request_counts": {
+            "total": counts.total,
+            "completed": counts.succeeded,
+            "failed": counts.errored + counts.expired,
+        },
+        "metadata": dict(view.metadata) if view.metadata else None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
+
+
+def _jsonl(lines: Sequence[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
+
+
+# -- routes ---------------------------------------------------------------------------------------
+
+
+class OpenAIBatchRoutes:
+    """Files + Batch API handlers over the shared store.
+
+    Reusable by OpenAI-compatible providers (Groq, Together, ...): pass their ``provider`` name (the
+    store namespace), the ``completion_windows`` they accept and the ``endpoints`` they emulate.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        provider: str = NAME,
+        completion_windows: Sequence[str] = ("24h",),
+        endpoints: Sequence[str] = SUPPORTED_ENDPOINTS,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.completion_windows = tuple(completion_windows)
+        self.endpoints = tuple(endpoints)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/files", self.create_file, methods=["POST"]),
+            Route("/files", self.list_files, methods=["GET"]),
+            Route("/files/{file_id}", self.retrieve_file, methods=["GET"]),
+            Route("/files/{file_id}", self.delete_file, methods=["DELETE"]),
+            Route("/files/{file_id}/content", self.file_content, methods=["GET"]),
+            Route("/batches", self.create_batch, methods=["POST"]),
+            Route("/batches", self.list_batches, methods=["GET"]),
+            Route("/batches/{batch_id}", self.retrieve_batch, methods=["GET"]),
+            Route("/batches/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
+        ]
+
+    # files
+
+    def _file(self, file_id: str) -> StoredFile:
+        stored = self.store.get_file(self.provider, file_id)
+        if stored is None:
+            raise ApiError(404, f"No such File object: {file_id}", param="id")
+        return stored
+
+    async def create_file(self, request: Request) -> Response:
+        async with request.form() as form:
+            upload = form.get("file")
+            purpose = form.get("purpose")
+            if not isinstance(upload, UploadFile):
+                raise _bad_request(
+                    "Missing required parameter: 'file'.", "file", "missing_required_parameter"
+                )
+            if not isinstance(purpose, str) or not purpose:
+                raise _bad_request(
+                    "Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter"
+                )
+            if purpose not in _FILE_PURPOSES:
+                raise _bad_request(f"Invalid value for 'purpose': {purpose!r}.", "purpose")
+            data = await upload.read()
+            stored = self.store.add_file(self.provider, data, upload.filename or "upload.jsonl", purpose)
+        return JSONResponse(_file_object(stored))
+
+    async def list_files(self, request: Request) -> Response:
+        limit = query_int(request, "limit", default=10_000, low=1, high=10_000)
+        purpose = request.query_params.get("purpose")
+        newest_first = reversed(self.store.files(self.provider))
+        files = [f for f in newest_first if purpose is None or f.purpose == purpose]
+        page, has_more = paginate(files, lambda f: f.id, limit=limit, after=request.query_params.get("after"))
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [_file_object(f) for f in page],
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+                "has_more": has_more,
+            }
+        )
+
+    async def retrieve_file(self, request: Request) -> Response:
+        return JSONResponse(_file_object(self._file(request.path_params["file_id"])))
+
+    async def delete_file(self, request: Request) -> Response:
+        stored = self._file(request.path_params["file_id"])
+        self.store.delete_file(self.provider, stored.id)
+        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
+
+    async def file_content(self, request: Request) -> Response:
+        stored = self._file(request.path_params["file_id"])
+        return Response(stored.data, media_type="application/octet-stream")
+
+    # batches
+
+    def _batch(self, batch_id: str) -> BatchView:
+        view = self.store.get_batch(self.provider, batch_id)
+        if view is None:
+            raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
+        return view
+
+    async def create_batch(self, request: Request) -> Response:
+        body = await read_json(request)
+        for name in ("input_file_id", "endpoint", "completion_window"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise _bad_request(
+                    f"Missing required parameter: '{name}'.", name, "missing_required_parameter"
+                )
+        endpoint = body["endpoint"]
+        if endpoint not in self.endpoints:
+            known = endpoint in SUPPORTED_ENDPOINTS or endpoint in _UNEMULATED_ENDPOINTS
+            raise _bad_request(
+                f"Invalid value for 'endpoint': {endpoint!r}"
+                + (" is valid on the real API but not emulated" if known else "")
+                + f". Supported values are: {', '.join(self.endpoints)}.",
+                "endpoint",
+            )
+        window = body["completion_window"]
+        if window not in self.completion_windows:
+            raise _bad_request(
+                f"Invalid value for 'completion_window': {window!r}. "
+                f"Supported values are: {', '.join(map(repr, self.completion_windows))}.",
+                "completion_window",
+            )
+        metadata = _validate_metadata(body.get("metadata"))
+        input_file = self.store.get_file(self.provider, body["input_file_id"])
+        if input_file is None:
+            raise _bad_request(
+                f"Invalid 'input_file_id': no file with id {body['input_file_id']!r} exists.", "input_file_id"
+            )
+        if input_file.purpose != "batch":
+            raise _bad_request(
+                f"Invalid 'input_file_id': the file has purpose {input_file.purpose!r}; "
+                "batch input files must be uploaded with purpose 'batch'.",
+                "input_file_id",
+            )
+        items, model, errors = _parse_input_file(input_file.data, endpoint)
+        view = self.store.create_batch(
+            self.provider,
+            endpoint=endpoint,
+            items=items,
+            model=model,
+            metadata=metadata,
+            errors=errors,
+            render=lambda item, outcome: self._render(endpoint, item, outcome),
+            on_end=self._write_result_files,
+            extra={"input_file_id": input_file.id, "completion_window": window},
+        )
+        return JSONResponse(_batch_object(view))
+
+    async def retrieve_batch(self, request: Request) -> Response:
+        return JSONResponse(_batch_object(self._batch(request.path_params["batch_id"])))
+
+    async def cancel_batch(self, request: Request) -> Response:
+        view = self._batch(request.path_params["batch_id"])
+        if view.terminal and view.phase != "cancelled":
+            raise _bad_request(f"Cannot cancel a batch with status '{_STATUS[view.phase]}'.", None, None)
+        view = self.store.cancel_batch(self.provider, view.id) or view
+        return JSONResponse(_batch_object(view))
+
+    async def list_batches(self, request: Request) -> Response:
+        limit = query_int(request, "limit", default=20, low=1, high=100)
+        newest_first = list(reversed(self.store.batches(self.provider)))
+        page, has_more = paginate(
+            newest_first, lambda b: b.id, limit=limit, after=request.query_params.get("after")
+        )
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [_batch_object(b) for b in page],
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+                "has_more": has_more,
+            }
+        )
+
+    # results
+
+    def _render(self, endpoint: str, item: Item, outcome: Outcome) -> ItemResult:
+        line_id = self.store.new_id("batch_req_")
+        request_id = self.store.new_id("req_")
+        if outcome == "succeeded":
+            try:
+                body, input_tokens, output_tokens = _ENDPOINTS[endpoint](
+                    item.body, self.store.new_id, int(self.store.now())
+                )
+            except _Rejected as exc:
+                return self._rejected(item, line_id, request_id, exc.message, exc.param, exc.code)
+            line = {
+                "id": line_id,
+                "custom_id": item.custom_id,
+                "response": {"status_code": 200, "request_id": request_id, "body": body},
+                "error": None,
+            }
+            return ItemResult(item.custom_id, "succeeded", line, input_tokens, output_tokens)
+        if outcome == "errored":
+            return self._rejected(
+                item,
+                line_id,
+                request_id,
+                f"Emulated error: the request contains the {echo.marker_token('error')} marker.",
+                None,
+                "emulated_error",
+            )
+        if outcome == "expired":
+            code, message = (
+                "batch_expired",
+                "This request could not be executed before the completion window expired.",
+            )
+        else:
+            code, message = (
+                "batch_cancelled",
+                "This request was not executed because the batch was cancelled.",
+            )
+        line = {
+            "id": line_id,
+            "custom_id": item.custom_id,
+            "response": None,
+            "error": {"code": code, "message": message},
+        }
+        return ItemResult(item.custom_id, outcome, line)
+
+    @staticmethod
+    def _rejected(
+        item: Item, line_id: str, request_id: str, message: str, param: str | None, code: str | None
+    ) -> ItemResult:
+        error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+        line = {
+            "id": line_id,
+            "custom_id": item.custom_id,
+            "response": {"status_code": 400, "request_id": request_id, "body": {"error": error}},
+            "error": None,
+        }
+        return ItemResult(item.custom_id, "errored", line)
+
+    def _write_result_files(self, view: BatchView) -> dict[str, Any]:
+        results = view.results or ()
+        succeeded = [r.line for r in results if r.outcome == "succeeded"]
+        others = [r.line for r in results if r.outcome != "succeeded"]
+        updates: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
+        for kind, lines in (("output", succeeded), ("error", others)):
+            if lines:
+                filename = f"{view.id}_{kind}.jsonl"
+                stored = self.store.add_file(self.provider, _jsonl(lines), filename, "batch_output")
+                updates[f"{kind}_file_id"] = stored.id
+        return updates
+
+
+SPEC = ProviderSpec(
+    name=NAME,
+    prefix="/openai/v1",
+    routes=lambda store: OpenAIBatchRoutes(store).routes(),
+    check_request=check_request,
+    error_body=error_body,
+    request_id_header="x-request-id",
+    request_id_prefix="req_",
+)

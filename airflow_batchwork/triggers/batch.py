@@ -1,0 +1,145 @@
+"""BatchCompleteTrigger: wait on the triggerer until every provider batch of a job is terminal.
+
+Pure async: connection lookup and HTTP both run on the event loop without blocking it. The trigger
+never submits, downloads or writes anything, so running it twice (triggerer HA) is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_batchwork.core.client import BatchClient
+from airflow_batchwork.core.errors import BatchworkError, ProviderAPIError
+from airflow_batchwork.core.handle import JobHandle
+from airflow_batchwork.core.polling import next_step, sleep_for
+from airflow_batchwork.core.status import JobStatus
+from airflow_batchwork.hooks.batchwork import BatchworkHook
+
+EVENT_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "timeout", "error"})
+MAX_CONSECUTIVE_POLL_FAILURES = 5
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ProviderAPIError):
+        return exc.status_code == 0 or exc.retryable
+    return isinstance(exc, OSError | asyncio.TimeoutError)
+
+
+class BatchCompleteTrigger(BaseTrigger):
+    """Poll all batches of `job` every `poll_interval` seconds until done or `end_time` (Unix seconds).
+
+    Yields exactly one event: `{"status": completed|failed|expired|cancelled|timeout|error, "counts",
+    "batch_ids", "job", "message"}`. On timeout the job is cancelled first (`cancel_on_timeout`). `end_time`
+    is wall-clock on purpose: the trigger may resume in another triggerer process, where a monotonic
+    clock reading would mean nothing.
+    """
+
+    def __init__(
+        self,
+        job: dict[str, Any],
+        conn_id: str | None = None,
+        poll_interval: float = 60.0,
+        end_time: float | None = None,
+        cancel_on_timeout: bool = True,
+        cancel_on_kill: bool = True,
+        max_poll_failures: int = MAX_CONSECUTIVE_POLL_FAILURES,
+    ) -> None:
+        super().__init__()
+        self.job = JobHandle.coerce(job)
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = end_time
+        self.cancel_on_timeout = cancel_on_timeout
+        self.cancel_on_kill = cancel_on_kill
+        self.max_poll_failures = max_poll_failures
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        # Only ids, names and numbers: the handle holds no key and no payload.
+        return (
+            "airflow_batchwork.triggers.batch.BatchCompleteTrigger",
+            {
+                "job": self.job.to_dict(),
+                "conn_id": self.conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "cancel_on_timeout": self.cancel_on_timeout,
+                "cancel_on_kill": self.cancel_on_kill,
+                "max_poll_failures": self.max_poll_failures,
+            },
+        )
+
+    async def _client(self) -> BatchClient:
+        return await BatchworkHook(conn_id=self.conn_id).aclient(self.job.provider)
+
+    def _event(self, status: str, message: str, job_status: JobStatus | None = None) -> TriggerEvent:
+        return TriggerEvent({
+            "status": status,
+            "message": message,
+            "batch_ids": self.job.batch_ids,
+            "job": self.job.to_dict(),
+            "counts": job_status.counts.as_dict() if job_status else None,
+        })
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.time()
+        failures = 0
+        try:
+            client = await self._client()
+        except BatchworkError as exc:
+            yield self._event("error", str(exc))
+            return
+        async with client:
+            while True:
+                try:
+                    status = await client.status(self.job)
+                except Exception as exc:
+                    failures += 1
+                    if not _transient(exc) or failures >= self.max_poll_failures:
+                        yield self._event("error", f"polling failed ({failures}x): {exc}")
+                        return
+                    self.log.warning("Poll %d/%d failed, will retry: %s", failures, self.max_poll_failures, exc)
+                    status = None
+                else:
+                    failures = 0
+                    self.log.info(
+                        "%s %s — %s, elapsed %ds", self.job.provider, ",".join(self.job.batch_ids),
+                        status.progress_line(), int(time.time() - started),
+                    )
+                now = time.time()
+                if status is not None:
+                    step = next_step(status, now=now, deadline=self.end_time)
+                    if step == "done":
+                        yield self._event(status.state, status.progress_line(), status)
+                        return
+                elif self.end_time is not None and now >= self.end_time:
+                    step = "timeout"
+                else:
+                    step = "wait"
+                if step == "timeout":
+                    message = f"job not finished by its deadline ({int(now - started)}s in this trigger)"
+                    if self.cancel_on_timeout:
+                        message += await self._cancel(client, "timeout")
+                    yield self._event("timeout", message, status)
+                    return
+                await asyncio.sleep(sleep_for(self.poll_interval, now=now, deadline=self.end_time))
+
+    async def _cancel(self, client: BatchClient, reason: str) -> str:
+        try:
+            await client.cancel(self.job)
+        except Exception as exc:
+            self.log.error("Could not cancel %s after %s: %s", self.job.batch_ids, reason, exc)
+            return f"; cancelling failed: {exc}"
+        self.log.info("Cancelled %s batches %s after %s", self.job.provider, self.job.batch_ids, reason)
+        return "; the provider batches were cancelled"
+
+    async def on_kill(self) -> None:
+        """Airflow >= 3.3 calls this when a user marks the task failed/success or clears it."""
+        if not self.cancel_on_kill:
+            return
+        async with await self._client() as client:
+            await self._cancel(client, "the task was killed")

@@ -1,0 +1,36 @@
+"""DAGs used by the Airflow-layer tests (dag.test() needs them in the DAGs folder).
+
+Outputs go to the Airflow Variable `batchwork_test_output`, which the tests set per test.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_batchwork.operators.batch import CollectResultsOperator, SubmitBatchOperator
+
+THREE = [
+    {"custom_id": "ok", "prompt": "hello world"},
+    {"custom_id": "bad", "prompt": "boom [[error]]"},
+    {"custom_id": "late", "prompt": "slow [[expire]]"},
+]
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+OUTPUT = "{{ var.value.batchwork_test_output }}"
+
+for _provider, _model in (("openai", "openai/gpt-4o-mini"), ("anthropic", "anthropic/claude-haiku-4-5")):
+    with DAG(dag_id=f"test_collect_{_provider}", schedule=None, start_date=START) as _dag:
+        _submit = SubmitBatchOperator(task_id="submit", model=_model, requests=THREE,
+                                      defaults={"max_output_tokens": 64})
+        CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.5,
+                               output_path=OUTPUT + "/{{ ds }}/")
+    globals()[f"collect_{_provider}"] = _dag
+
+with DAG(dag_id="test_wait_fail_on_error", schedule=None, start_date=START) as wait_fail_on_error:
+    _submit = SubmitBatchOperator(task_id="submit", model="openai/gpt-4o-mini", requests=THREE,
+                                  wait_for_completion=True, poll_interval=0.5)
+    CollectResultsOperator(task_id="collect", job=_submit.output, fail_on_error=True,
+                           output_path=OUTPUT + "/out.parquet")
+
+with DAG(dag_id="test_bad_request", schedule=None, start_date=START) as bad_request:
+    SubmitBatchOperator(task_id="submit", model="openai/gpt-4o-mini", retries=3, requests=[{"custom_id": "a"}])

@@ -1,0 +1,92 @@
+"""The same job written to file://, memory:// and s3:// (a local moto server) reads back identical."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_batchwork.core import BatchClient, Credentials
+from airflow_batchwork.testing import Emulator
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_options() -> Iterator[dict[str, Any]]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}}
+    import boto3
+
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="results-bucket")
+    yield options
+    server.stop()
+
+
+def read(url: str, options: dict[str, Any] | None = None) -> pa.Table:
+    fs, path = fsspec.core.url_to_fs(url, **(options or {}))
+    with fs.open(path, "rb") as handle:
+        return pq.read_table(handle)
+
+
+async def test_file_memory_s3_identical(emulator: Emulator, tmp_path: Path, s3_options: dict[str, Any]) -> None:
+    creds = {"openai": Credentials("k", emulator.base_url("openai"))}
+    async with BatchClient(creds) as client:
+        job = await client.submit("openai/gpt-4o-mini", [
+            {"custom_id": "a", "prompt": "first one"}, {"custom_id": "b", "prompt": "second [[error]]"},
+        ])
+        await client.wait(job, poll_interval=0.1, timeout=30)
+        targets = {
+            "file": (f"file://{tmp_path}/r.parquet", None),
+            "memory": ("memory://batchwork-test/r.parquet", None),
+            "s3": ("s3://results-bucket/evals/2026-11-20/r.parquet", s3_options),
+        }
+        for url, options in targets.values():
+            manifest = await client.write_parquet(job, url, storage_options=options)
+            assert manifest["rows"] == 2
+
+    tables = {name: read(url, options).sort_by("custom_id") for name, (url, options) in targets.items()}
+    assert tables["file"].equals(tables["memory"])
+    assert tables["file"].equals(tables["s3"])
+    assert tables["file"].schema.metadata == tables["s3"].schema.metadata
+    # No temporary file is left next to the result.
+    s3 = fsspec.filesystem("s3", **s3_options)
+    assert s3.ls("results-bucket/evals/2026-11-20/") == ["results-bucket/evals/2026-11-20/r.parquet"]
+
+
+async def test_failed_write_leaves_no_file(emulator: Emulator, tmp_path: Path) -> None:
+    creds = {"openai": Credentials("k", emulator.base_url("openai"))}
+    async with BatchClient(creds) as client:
+        job = await client.submit("openai/gpt-4o-mini", [{"prompt": "x"}])
+        await client.wait(job, poll_interval=0.1, timeout=30)
+        broken = job.model_copy(update={"batches": [*job.batches, job.batches[0].model_copy(update={"id": "batch_gone"})]})
+        with pytest.raises(Exception, match="404"):
+            await client.write_parquet(broken, f"{tmp_path}/out.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_rewrite_overwrites_not_appends(emulator: Emulator, tmp_path: Path) -> None:
+    creds = {"openai": Credentials("k", emulator.base_url("openai"))}
+    async with BatchClient(creds) as client:
+        job = await client.submit("openai/gpt-4o-mini", [{"prompt": "x"}, {"prompt": "y"}])
+        await client.wait(job, poll_interval=0.1, timeout=30)
+        for _ in range(2):
+            await client.write_parquet(job, f"{tmp_path}/dir/")
+    assert pq.read_table(tmp_path / "dir").num_rows == 2
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["part-00000.parquet"]
