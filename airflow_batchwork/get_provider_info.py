@@ -30,7 +30,8 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "headers": {
                         "label": "Extra headers",
-                        "description": 'JSON object of headers sent with every call, e.g. {"OpenAI-Project": "proj_x"}.',
+                        "description": "JSON object of headers sent with every call, "
+                        'e.g. {"OpenAI-Project": "proj_x"}.',
                         "schema": {"type": ["object", "null"]},
                     },
                 },

@@ -311,9 +311,10 @@ def test_cli_serves_and_prints_base_urls() -> None:
     )
     try:
         assert process.stdout is not None
+        wanted = [f"http://127.0.0.1:{port}/openai/v1", f"http://127.0.0.1:{port}/anthropic"]
         lines: list[str] = []
         deadline = time.monotonic() + 30
-        while len(lines) < 3 and time.monotonic() < deadline:
+        while not all(url in "\n".join(lines) for url in wanted) and time.monotonic() < deadline:
             line = process.stdout.readline()
             if not line:
                 break
@@ -333,4 +334,7 @@ def test_cli_serves_and_prints_base_urls() -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             raise
+        finally:
+            if process.stdout is not None:
+                process.stdout.close()
     assert returncode == 0

@@ -30,7 +30,8 @@ def test_enrichment(offline: Path) -> None:
     assert manifest["rows"] == 5 and manifest["counts"] == {"succeeded": 4, "errored": 1}
     table = pq.read_table(manifest["path"].removeprefix("file://"))
     assert table.num_rows == 5
-    assert all(t.startswith("echo: Write a one-line product summary") for t in table.column("text").drop_null().to_pylist())
+    texts = table.column("text").drop_null().to_pylist()
+    assert all(t.startswith("echo: Write a one-line product summary") for t in texts)
 
 
 def test_nightly_eval_maps_over_models(offline: Path) -> None:

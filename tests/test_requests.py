@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -77,18 +78,34 @@ async def test_request_over_per_request_size(offline: tuple[BatchClient, NoNetwo
 def test_several_problems_reported_together() -> None:
     client = BatchClient({"openai": Credentials(api_key="k")})
     with pytest.raises(RequestValidationError) as info:
-        client.prepare("openai/m", [{"custom_id": "a b", "prompt": "x"}, {"prompt": None}])
+        client.prepare("openai/m", [{"custom_id": "a b", "prompt": "x"}, {"prompt": None}]).close()
     assert "also:" in str(info.value)
     assert "requests[1]" in str(info.value)
 
 
 def test_defaults_fill_unset_fields_only() -> None:
     client = BatchClient()
-    _, prepared, _ = client.prepare(
+    with client.prepare(
         "openai/m", [{"prompt": "a"}, {"prompt": "b", "max_output_tokens": 5}], defaults={"max_output_tokens": 64}
-    )
-    assert [r.max_output_tokens for r in prepared] == [64, 5]
-    assert [r.custom_id for r in prepared] == ["request-0", "request-1"]
+    ) as job:
+        lines = [json.loads(item) for item in job.shards[0]]
+    assert [line["body"]["max_completion_tokens"] for line in lines] == [64, 5]
+    assert [line["custom_id"] for line in lines] == ["request-0", "request-1"]
+
+
+def test_prepare_shards_by_count_and_bytes_and_fingerprints() -> None:
+    requests = [{"custom_id": f"r{i}", "prompt": "x" * 100} for i in range(10)]
+    client = BatchClient()
+    with client.prepare("openai/m", requests, limits={"max_requests": 4}) as by_count:
+        assert [len(s) for s in by_count.shards] == [4, 4, 2]
+        first = by_count.fingerprint
+    with client.prepare("openai/m", requests, limits={"max_bytes": 600}) as by_bytes:
+        assert all(s.nbytes <= 600 for s in by_bytes.shards) and sum(len(s) for s in by_bytes.shards) == 10
+    with client.prepare("openai/m", requests, limits={"max_requests": 4}) as again:
+        assert again.fingerprint == first
+    with client.prepare("openai/m", [*requests[:-1], {"custom_id": "r9", "prompt": "y"}],
+                        limits={"max_requests": 4}) as changed:
+        assert changed.fingerprint != first
 
 
 def test_missing_credentials_name_env_var_and_connection() -> None:

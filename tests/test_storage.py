@@ -75,7 +75,8 @@ async def test_failed_write_leaves_no_file(emulator: Emulator, tmp_path: Path) -
     async with BatchClient(creds) as client:
         job = await client.submit("openai/gpt-4o-mini", [{"prompt": "x"}])
         await client.wait(job, poll_interval=0.1, timeout=30)
-        broken = job.model_copy(update={"batches": [*job.batches, job.batches[0].model_copy(update={"id": "batch_gone"})]})
+        gone = job.batches[0].model_copy(update={"id": "batch_gone"})
+        broken = job.model_copy(update={"batches": [*job.batches, gone]})
         with pytest.raises(Exception, match="404"):
             await client.write_parquet(broken, f"{tmp_path}/out.parquet")
     assert list(tmp_path.iterdir()) == []

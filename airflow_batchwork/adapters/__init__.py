@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from airflow_batchwork.adapters.anthropic import AnthropicAdapter
 from airflow_batchwork.adapters.base import ProviderAdapter
+from airflow_batchwork.adapters.google import GoogleAdapter
+from airflow_batchwork.adapters.groq import GroqAdapter
+from airflow_batchwork.adapters.mistral import MistralAdapter
 from airflow_batchwork.adapters.openai import OpenAIAdapter
+from airflow_batchwork.adapters.together import TogetherAdapter
+from airflow_batchwork.adapters.xai import XAIAdapter
 from airflow_batchwork.core.errors import ModelRefError
 
 ADAPTERS: dict[str, type[ProviderAdapter]] = {
     adapter.provider: adapter
-    for adapter in (OpenAIAdapter, AnthropicAdapter)
+    for adapter in (OpenAIAdapter, AnthropicAdapter, GoogleAdapter, XAIAdapter, GroqAdapter, MistralAdapter,
+                    TogetherAdapter)
 }
 PROVIDER_ALIASES: dict[str, str] = {"gemini": "google"}
 

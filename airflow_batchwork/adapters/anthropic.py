@@ -159,10 +159,10 @@ def parse_line(line: str, batch_id: str) -> ItemResult | None:
         if item.input_tokens is not None:
             item.total_tokens = item.input_tokens + (item.output_tokens or 0)
         return item
-    if kind == "expired":
-        item.status, item.error_code, item.error_message = "expired", "expired", "the batch expired before this request ran"
-    elif kind == "canceled":
-        item.status, item.error_code, item.error_message = "canceled", "canceled", "the batch was canceled before this request ran"
+    if kind in ("expired", "canceled"):
+        item.status = "expired" if kind == "expired" else "canceled"
+        item.error_code = kind
+        item.error_message = f"the batch was {kind} before this request ran"
     else:
         code, message_text = error_fields(result.get("error"))
         item.status, item.finish_reason = "errored", "error"

@@ -14,9 +14,11 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import httpx
+import pyarrow as pa
 
 from airflow_batchwork.core.credentials import Credentials
 from airflow_batchwork.core.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
+from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import EndpointKind, ModelRef
 from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.core.status import BatchStatus, ItemResult
@@ -127,6 +129,18 @@ class ProviderAdapter(ABC):
     @abstractmethod
     def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         """Stream the normalized results of an ended batch."""
+
+    async def result_batches(self, ref: ModelRef, batch_id: str, *, rows: int = 10_000
+                             ) -> AsyncIterator[pa.RecordBatch]:
+        """The results as Arrow record batches of `ITEM_SCHEMA`; adapters may override with a vectorized parser."""
+        chunk: list[ItemResult] = []
+        async for item in self.results(ref, batch_id):
+            chunk.append(item)
+            if len(chunk) >= rows:
+                yield items_to_batch(chunk)
+                chunk = []
+        if chunk:
+            yield items_to_batch(chunk)
 
     @abstractmethod
     async def cancel(self, batch_id: str) -> BatchStatus:

@@ -4,11 +4,17 @@ and the Files + Batches flow (OpenAI and Groq run it as is; others reuse the par
 from __future__ import annotations
 
 import json
+import logging
+import re
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
+import pyarrow as pa
+
+from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chat_chunk
 from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
+from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
@@ -21,6 +27,8 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "error": "error",
 }
 SPOOL_BYTES = 8 * 1024 * 1024
+_CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
+log = logging.getLogger(__name__)
 
 
 def finish_reason(raw: object) -> FinishReason | None:
@@ -140,6 +148,31 @@ def parse_result_line(line: str, batch_id: str, fill: Any) -> ItemResult | None:
     return item
 
 
+def salvage_line(line: str, batch_id: str, reason: str) -> ItemResult | None:
+    """A result line that cannot be read: `errored` (parse_error) if its custom_id can still be found."""
+    match = _CUSTOM_ID.search(line)
+    if not match:
+        log.warning("Skipping an unreadable result line of batch %s with no custom_id (%s)", batch_id, reason)
+        return None
+    return ItemResult(
+        custom_id=match.group(1), status="errored", batch_id=batch_id, response=line, finish_reason="error",
+        error_code="parse_error", error_message=f"the provider's result line could not be read: {reason}",
+    )
+
+
+def parse_lines(lines: Iterable[str], batch_id: str, fill: Any) -> Iterator[ItemResult]:
+    """`parse_result_line` over many lines; unreadable lines are salvaged, never fatal."""
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            item = parse_result_line(line, batch_id, fill)
+        except (ValueError, TypeError, AttributeError) as exc:
+            item = salvage_line(line, batch_id, f"{type(exc).__name__}: {exc}")
+        if item is not None:
+            yield item
+
+
 OPENAI_STATES: dict[str, BatchState] = {
     "validating": "validating", "in_progress": "in_progress", "finalizing": "finalizing",
     "completed": "completed", "failed": "failed", "expired": "expired",
@@ -187,6 +220,10 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
         """The function that reads one success body of `ref`'s endpoint into an ItemResult."""
         return fill_from_chat_completion
 
+    def batch_window(self) -> str:
+        """The `completion_window` sent on create (per instance, for providers where it is configurable)."""
+        return self.completion_window
+
     async def upload(self, items: Iterable[bytes]) -> str:
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
             for item in items:
@@ -202,7 +239,7 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
         file_id = await self.upload(items)
         body: dict[str, Any] = {
-            "input_file_id": file_id, "endpoint": ref.spec.path, "completion_window": self.completion_window,
+            "input_file_id": file_id, "endpoint": ref.spec.path, "completion_window": self.batch_window(),
         }
         if metadata:
             body["metadata"] = dict(metadata)
@@ -218,20 +255,37 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
         )
         return dict(response.json())
 
-    async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
+    def result_file_ids(self, batch: Mapping[str, Any]) -> list[str]:
+        return [str(batch[key]) for key in ("output_file_id", "error_file_id") if batch.get(key)]
+
+    async def _result_chunks(self, batch_id: str) -> AsyncIterator[bytes]:
+        """The output and error files, as chunks of whole lines."""
         batch = await self._batch(batch_id)
-        fill = self.fill(ref)
-        for key in ("output_file_id", "error_file_id"):
-            file_id = batch.get(key)
-            if not file_id:
-                continue
+        for file_id in self.result_file_ids(batch):
             path = f"{self.files_path}/{self.check_id(file_id, 'file id')}/content"
             async with self.http.stream("GET", path) as response:
-                async for line in response.aiter_lines():
-                    if line.strip():
-                        item = parse_result_line(line, batch_id, fill)
-                        if item is not None:
-                            yield item
+                async for chunk in complete_chunks(response.aiter_bytes()):
+                    yield chunk
+
+    async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
+        fill = self.fill(ref)
+        async for chunk in self._result_chunks(batch_id):
+            for item in parse_lines(chunk.decode("utf-8", errors="replace").split("\n"), batch_id, fill):
+                yield item
+
+    async def result_batches(self, ref: ModelRef, batch_id: str, *, rows: int = 10_000
+                             ) -> AsyncIterator[pa.RecordBatch]:
+        """Chat results are parsed vectorized; other endpoints, and any chunk the fast path refuses,
+        line by line."""
+        fill = self.fill(ref)
+        fast = fill is fill_from_chat_completion
+        async for chunk in self._result_chunks(batch_id):
+            records = parse_chat_chunk(chunk, batch_id, dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES) \
+                if fast else None
+            if records is None:
+                lines = chunk.decode("utf-8", errors="replace").split("\n")
+                records = items_to_batch(parse_lines(lines, batch_id, fill))
+            yield records
 
     async def cancel(self, batch_id: str) -> BatchStatus:
         response = await self.http.request(

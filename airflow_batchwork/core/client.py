@@ -16,39 +16,26 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+import fsspec
 import httpx
 
 from airflow_batchwork.adapters import adapter_class
-from airflow_batchwork.adapters.base import ProviderAdapter, ProviderLimits
+from airflow_batchwork.adapters.base import ProviderAdapter
 from airflow_batchwork.core.credentials import Credentials, credentials_from_env
-from airflow_batchwork.core.errors import BatchTimeoutError, RequestValidationError
+from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError
 from airflow_batchwork.core.handle import JobHandle, ShardHandle
 from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.parquet import ParquetResultWriter, is_directory_url, part_name
+from airflow_batchwork.core.ledger import SubmitLedger
 from airflow_batchwork.core.polling import next_step, sleep_for
 from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.requests import BatchRequest, prepare_requests
+from airflow_batchwork.core.results import JobResultWriter
 from airflow_batchwork.core.status import ItemResult, JobStatus
+from airflow_batchwork.core.submission import PreparedJob, prepare_job
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[JobStatus], Awaitable[None] | None]
 JobLike = JobHandle | Mapping[str, Any] | str
-
-
-def plan_shards(sizes: Iterable[int], limits: ProviderLimits) -> list[int]:
-    """Shard lengths for items of the given encoded sizes (one separator byte each)."""
-    shards: list[int] = []
-    count = size = 0
-    for item in sizes:
-        if count and (count + 1 > limits.max_requests or size + item + 1 > limits.max_bytes):
-            shards.append(count)
-            count = size = 0
-        count += 1
-        size += item + 1
-    if count:
-        shards.append(count)
-    return shards
 
 
 class BatchClient:
@@ -93,34 +80,9 @@ class BatchClient:
         *,
         defaults: Mapping[str, Any] | None = None,
         limits: Mapping[str, int] | None = None,
-    ) -> tuple[ModelRef, list[BatchRequest], list[list[bytes]]]:
-        """Validate and encode a job, and split it into provider-sized shards. Makes no API call."""
-        ref = parse_model(model)
-        prepared = prepare_requests(requests, ref=ref, defaults=defaults)
-        cls = adapter_class(ref.provider)
-        effective = cls.limits.with_overrides(limits)
-        checker = cls.offline()
-        encoded: list[bytes] = []
-        for index, request in enumerate(prepared):
-            refusal = checker.check_request(ref, request)
-            if refusal:
-                field, problem, fix = refusal
-                raise RequestValidationError(f"requests[{index}].{field}", problem, fix)
-            item = checker.encode(ref, request)
-            if len(item) > effective.max_request_bytes:
-                raise RequestValidationError(
-                    f"requests[{index}]",
-                    f"request {request.custom_id!r} is {len(item):,} bytes; {ref.provider} accepts at most "
-                    f"{effective.max_request_bytes:,} bytes per request",
-                    "shorten the prompt or split it into several requests",
-                )
-            encoded.append(item)
-        shards: list[list[bytes]] = []
-        start = 0
-        for length in plan_shards((len(item) for item in encoded), effective):
-            shards.append(encoded[start:start + length])
-            start += length
-        return ref, prepared, shards
+    ) -> PreparedJob:
+        """Validate, encode and shard a job without any API call (close the result when done)."""
+        return prepare_job(model, requests, defaults=defaults, limits=limits)
 
     async def submit(
         self,
@@ -131,32 +93,122 @@ class BatchClient:
         metadata: Mapping[str, str] | None = None,
         conn_id: str | None = None,
         limits: Mapping[str, int] | None = None,
+        ledger: SubmitLedger | None = None,
+        identity: str | None = None,
+        on_changed_input: str = "resubmit",
+        on_orphaned_intent: str = "resubmit",
     ) -> JobHandle:
-        """Validate, shard and submit a job. If a later shard fails, earlier shards are cancelled."""
-        ref, _, shards = self.prepare(model, requests, defaults=defaults, limits=limits)
-        adapter = self.adapter(ref.provider)
-        submitted: list[ShardHandle] = []
+        """Validate, shard and submit a job.
+
+        With a `ledger` (and an `identity` that is stable across retries) the submission is idempotent:
+        an intent is saved before each create call and the batch id right after, the identity is written
+        into provider-side metadata where the API has it, and a repeated call re-attaches to what was
+        already submitted. A changed input cancels the stale batches and resubmits (`on_changed_input=
+        "fail"` refuses instead). Without a ledger, a failure part-way cancels the shards already sent."""
+        if on_changed_input not in ("resubmit", "fail") or on_orphaned_intent not in ("resubmit", "fail"):
+            raise ConfigurationError("on_changed_input/on_orphaned_intent", "must be 'resubmit' or 'fail'",
+                                     "pass one of the two values")
+        with prepare_job(model, requests, defaults=defaults, limits=limits) as job:
+            adapter = self.adapter(job.ref.provider)
+            state = ledger.read() if ledger else None
+            if state and state.get("fingerprint") != job.fingerprint:
+                stale = [s["id"] for s in state.get("shards", []) if s.get("id")]
+                if on_changed_input == "fail":
+                    raise ConfigurationError(
+                        "requests", f"the input changed since batches {stale} were submitted for this task",
+                        "restore the original input, or use on_changed_input='resubmit' to cancel and resubmit",
+                    )
+                log.warning("Input changed since batches %s were submitted: cancelling them and resubmitting",
+                            stale)
+                for batch_id in stale:
+                    await self._cancel_quietly(adapter, batch_id)
+                state = None
+            if state and state.get("handle"):
+                handle = JobHandle.coerce(state["handle"])
+                log.info("Re-attaching to %s batches %s submitted by an earlier try", handle.provider,
+                         handle.batch_ids)
+                return handle
+            return await self._submit_shards(job, adapter, state, ledger, identity, metadata, conn_id,
+                                             on_orphaned_intent)
+
+    async def _submit_shards(
+        self, job: PreparedJob, adapter: ProviderAdapter, state: dict[str, Any] | None,
+        ledger: SubmitLedger | None, identity: str | None, metadata: Mapping[str, str] | None,
+        conn_id: str | None, on_orphaned_intent: str,
+    ) -> JobHandle:
+        state = state or {"identity": identity, "fingerprint": job.fingerprint, "model": str(job.ref), "shards": []}
+        shards: list[dict[str, Any]] = state["shards"]
+        ids_url = None
+        if ledger is not None and ledger.ids_url:
+            ids_url = ledger.ids_url
+            fs, path = fsspec.core.url_to_fs(ids_url, **getattr(ledger, "storage_options", {}))
+            if "/" in path:
+                fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+            fs.put_file(str(job.ids_path), path)
+        sent: list[str] = []
         try:
-            for index, items in enumerate(shards):
+            for index, shard in enumerate(job.shards):
                 tags = dict(metadata or {})
-                if len(shards) > 1:
-                    tags["batchwork_shard"] = f"{index + 1}/{len(shards)}"
-                batch_id = await adapter.create(ref, items, metadata=tags)
-                submitted.append(ShardHandle(id=batch_id, request_count=len(items)))
-                log.info("Submitted %s batch %s (%d requests, shard %d/%d)",
-                         ref.provider, batch_id, len(items), index + 1, len(shards))
+                shard_tag = f"{index + 1}/{len(job.shards)}"
+                if identity:
+                    tags.update(batchwork_id=identity, batchwork_fp=job.fingerprint[:16], batchwork_shard=shard_tag)
+                entry = shards[index] if index < len(shards) else None
+                if entry and entry.get("id"):
+                    continue
+                if entry and identity:
+                    found = await adapter.find_batch(
+                        {"batchwork_id": identity, "batchwork_fp": job.fingerprint[:16], "batchwork_shard": shard_tag}
+                    )
+                    if found:
+                        log.info("Found batch %s created by an earlier try whose response was lost", found)
+                        entry.update(status="submitted", id=found)
+                        self._save(ledger, state)
+                        continue
+                    if on_orphaned_intent == "fail":
+                        raise BatchworkError(
+                            f"an earlier try may have created shard {shard_tag} on {job.ref.provider}, but it "
+                            "cannot be found; check the provider console, then clear the task state to resubmit"
+                        )
+                    log.warning("Shard %s: an earlier try's create call may have succeeded but no batch carries "
+                                "its identity; submitting again", shard_tag)
+                entry = {"index": index, "status": "intent", "request_count": len(shard), "intent_at": time.time()}
+                if index < len(shards):
+                    shards[index] = entry
+                else:
+                    shards.append(entry)
+                self._save(ledger, state)
+                batch_id = await adapter.create(job.ref, shard, metadata=tags)
+                entry.update(status="submitted", id=batch_id)
+                self._save(ledger, state)
+                sent.append(batch_id)
+                log.info("Submitted %s batch %s (%d requests, shard %s)", job.ref.provider, batch_id, len(shard),
+                         shard_tag)
         except BaseException:
-            for shard in submitted:
-                try:
-                    await adapter.cancel(shard.id)
-                    log.warning("Cancelled shard %s after a later shard failed to submit", shard.id)
-                except Exception:
-                    log.exception("Could not cancel shard %s; cancel it by hand", shard.id)
+            if ledger is None:
+                for batch_id in sent:
+                    await self._cancel_quietly(adapter, batch_id)
             raise
-        return JobHandle(
-            provider=ref.provider, model=str(ref), batches=submitted,
-            request_count=sum(s.request_count for s in submitted), conn_id=conn_id,
+        handle = JobHandle(
+            provider=job.ref.provider, model=str(job.ref),
+            batches=[ShardHandle(id=s["id"], request_count=s["request_count"]) for s in shards],
+            request_count=job.request_count, conn_id=conn_id, ids_url=ids_url, identity=identity,
         )
+        state["handle"] = handle.to_dict()
+        self._save(ledger, state)
+        return handle
+
+    @staticmethod
+    def _save(ledger: SubmitLedger | None, state: Mapping[str, Any]) -> None:
+        if ledger is not None:
+            ledger.write(state)
+
+    @staticmethod
+    async def _cancel_quietly(adapter: ProviderAdapter, batch_id: str) -> None:
+        try:
+            await adapter.cancel(batch_id)
+            log.warning("Cancelled %s batch %s", adapter.provider, batch_id)
+        except Exception as exc:
+            log.error("Could not cancel %s batch %s (%s); cancel it by hand", adapter.provider, batch_id, exc)
 
     # --- follow ----------------------------------------------------------------------------------
     async def status(self, job: JobLike) -> JobStatus:
@@ -222,43 +274,8 @@ class BatchClient:
         self, job: JobLike, url: str, *, storage_options: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Stream all results into Parquet at `url` (a file, or a folder ending in `/` that gets one
-        part file per provider batch); return a manifest `{path, rows, counts, provider, batch_ids}`."""
+        part file per provider batch); return a manifest `{path, files, rows, counts, provider, model,
+        batch_ids, duplicates_dropped, unaccounted}`."""
         handle = JobHandle.coerce(job)
-        meta = handle.to_dict()
-        writers: list[ParquetResultWriter] = []
-        paths: list[str] = []
-
-        def writer_for(index: int) -> ParquetResultWriter:
-            while len(writers) <= index:
-                target = f"{url}{part_name(len(writers))}" if is_directory_url(url) else url
-                writers.append(ParquetResultWriter(
-                    target, provider=handle.provider, model=handle.model, metadata=meta,
-                    storage_options=storage_options,
-                ))
-                paths.append(target)
-            return writers[index]
-
-        try:
-            for index in range(len(handle.batches) if is_directory_url(url) else 1):
-                writer_for(index)
-            async for index, item in self._results_by_shard(handle):
-                writer_for(index if is_directory_url(url) else 0).write(item)
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
-        for writer in writers:
-            writer.commit()
-        counts: dict[str, int] = {}
-        for writer in writers:
-            for status, n in writer.counts.items():
-                counts[status] = counts.get(status, 0) + n
-        return {
-            "path": url if is_directory_url(url) else paths[0],
-            "files": paths,
-            "rows": sum(w.rows for w in writers),
-            "counts": counts,
-            "provider": handle.provider,
-            "model": handle.model,
-            "batch_ids": handle.batch_ids,
-        }
+        writer = JobResultWriter(handle, url, storage_options=storage_options)
+        return await writer.collect(self.adapter(handle.provider))

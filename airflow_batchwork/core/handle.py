@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,8 @@ class JobHandle(BaseModel):
     batches: list[ShardHandle]
     request_count: int = Field(ge=0)
     conn_id: str | None = None
+    ids_url: str | None = None
+    identity: str | None = None
     submitted_at: str = Field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     @property
@@ -39,7 +42,7 @@ class JobHandle(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def coerce(cls, value: JobHandle | dict[str, Any] | str, *, field: str = "job") -> JobHandle:
+    def coerce(cls, value: JobHandle | Mapping[str, Any] | str, *, field: str = "job") -> JobHandle:
         """Accept a handle, its dict form (XCom) or its JSON text."""
         if isinstance(value, JobHandle):
             return value

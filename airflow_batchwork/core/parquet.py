@@ -1,9 +1,9 @@
 """Streaming, bounded-memory Parquet writing of normalized results to any fsspec URL.
 
-Rows are buffered per column and flushed as row groups, so memory stays flat however many results
-a job has. Files are written under a temporary name in the same folder and moved into place when
-complete, so a reader never sees a half-written file; names starting with `_` are skipped by
-Parquet dataset readers.
+Results arrive as Arrow record batches of the item columns (`ITEM_SCHEMA`) and are written as row
+groups as they come, so memory stays flat however many results a job has. Files are written under a
+temporary name in the same folder and moved into place when complete, so a reader never sees a
+half-written file; names starting with `_` are skipped by Parquet dataset readers.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_batchwork.core.status import ItemResult
@@ -39,11 +40,18 @@ RESULT_SCHEMA = pa.schema(
         pa.field("embedding", pa.list_(pa.float32())),
     ]
 )
+# What adapters produce: everything but the job-level constants.
+ITEM_SCHEMA = pa.schema([f for f in RESULT_SCHEMA if f.name not in ("provider", "model")])
 JOB_METADATA_KEY = b"batchwork.job"
-ROW_GROUP_ROWS = 20_000
-_ITEM_COLUMNS = [
-    name for name in RESULT_SCHEMA.names if name not in ("provider", "model")
-]
+TMP_PREFIX = "_batchwork-tmp-"
+
+
+def items_to_batch(items: Iterable[ItemResult]) -> pa.RecordBatch:
+    """Normalized items as one record batch of `ITEM_SCHEMA`."""
+    rows = list(items)
+    return pa.RecordBatch.from_arrays(
+        [pa.array([getattr(item, f.name) for item in rows], f.type) for f in ITEM_SCHEMA], schema=ITEM_SCHEMA
+    )
 
 
 def is_directory_url(url: str) -> bool:
@@ -55,7 +63,7 @@ def part_name(index: int) -> str:
 
 
 class ParquetResultWriter:
-    """Write `ItemResult`s of one provider/model to one Parquet file, atomically."""
+    """Write record batches of one job's results to one Parquet file, atomically."""
 
     def __init__(
         self,
@@ -65,19 +73,16 @@ class ParquetResultWriter:
         model: str,
         metadata: Mapping[str, Any] | None = None,
         storage_options: Mapping[str, Any] | None = None,
-        row_group_rows: int = ROW_GROUP_ROWS,
     ) -> None:
         self.fs, self.path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.url = url
         self.provider = provider
         self.model = model
-        self.row_group_rows = row_group_rows
         parent, _, name = self.path.rpartition("/")
-        self._tmp_path = f"{parent}/_batchwork-tmp-{uuid.uuid4().hex[:12]}-{name}" if parent else \
-            f"_batchwork-tmp-{uuid.uuid4().hex[:12]}-{name}"
+        tmp_name = f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
+        self.tmp_path = f"{parent}/{tmp_name}" if parent else tmp_name
         schema_meta = {JOB_METADATA_KEY: json.dumps(dict(metadata or {}), sort_keys=True).encode()}
         self.schema = RESULT_SCHEMA.with_metadata(schema_meta)
-        self._columns: dict[str, list[Any]] = {name: [] for name in _ITEM_COLUMNS}
         self._file: Any = None
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
@@ -94,45 +99,45 @@ class ParquetResultWriter:
         else:
             self.abort()
 
-    def write(self, item: ItemResult) -> None:
-        columns = self._columns
-        for name in _ITEM_COLUMNS:
-            columns[name].append(getattr(item, name))
-        self.rows += 1
-        self.counts[item.status] += 1
-        if len(columns["custom_id"]) >= self.row_group_rows:
-            self._flush()
+    def _open(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            parent = self.tmp_path.rpartition("/")[0]
+            if parent:
+                self.fs.makedirs(parent, exist_ok=True)
+            self._file = self.fs.open(self.tmp_path, "wb")
+            self._writer = pq.ParquetWriter(self._file, self.schema)
+        return self._writer
 
-    def _flush(self) -> None:
-        n = len(self._columns["custom_id"])
-        if n == 0 and self._writer is not None:
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Append one record batch of `ITEM_SCHEMA` as a row group."""
+        n = batch.num_rows
+        if n == 0:
             return
-        arrays = []
+        columns = []
         for field in RESULT_SCHEMA:
             if field.name == "provider":
-                arrays.append(pa.array([self.provider] * n, pa.string()))
+                columns.append(pa.repeat(pa.scalar(self.provider, pa.string()), n))
             elif field.name == "model":
-                arrays.append(pa.array([self.model] * n, pa.string()))
+                columns.append(pa.repeat(pa.scalar(self.model, pa.string()), n))
             else:
-                arrays.append(pa.array(self._columns[field.name], field.type))
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        if self._writer is None:
-            self.fs.makedirs(self._tmp_path.rpartition("/")[0] or ".", exist_ok=True)
-            self._file = self.fs.open(self._tmp_path, "wb")
-            self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
-        self._writer.write_table(table)
-        for values in self._columns.values():
-            values.clear()
+                columns.append(batch.column(field.name))
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        self._open().write_table(table)
+        self.rows += n
+        for entry in pc.value_counts(batch.column("status")).to_pylist():
+            self.counts[entry["values"]] += entry["counts"]
+
+    def write(self, item: ItemResult) -> None:
+        self.write_batch(items_to_batch([item]))
 
     def commit(self) -> None:
-        """Flush, close and move the file into place."""
-        self._flush()
-        assert self._writer is not None
-        self._writer.close()
+        """Close and move the file into place (an empty file when there were no rows)."""
+        writer = self._open()
+        writer.close()
         self._file.close()
         self._writer = None
         # Local and object stores replace an existing destination in one step.
-        self.fs.mv(self._tmp_path, self.path)
+        self.fs.mv(self.tmp_path, self.path)
 
     def abort(self) -> None:
         """Drop the temporary file; the destination is left as it was."""
@@ -143,5 +148,5 @@ class ParquetResultWriter:
                 self._file.close()
         finally:
             self._writer = None
-            if self.fs.exists(self._tmp_path):
-                self.fs.rm(self._tmp_path)
+            if self.fs.exists(self.tmp_path):
+                self.fs.rm(self.tmp_path)

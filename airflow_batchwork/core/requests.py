@@ -6,7 +6,7 @@ Everything here runs before any API call: a bad request is refused with the fiel
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -120,19 +120,22 @@ def validate_defaults(defaults: Mapping[str, Any] | None, *, field: str = "defau
     return dict(defaults)
 
 
-def prepare_requests(
+def iter_requests(
     raw: Iterable[Mapping[str, Any]],
     *,
     ref: ModelRef,
     defaults: Mapping[str, Any] | None = None,
     field: str = "requests",
-) -> list[BatchRequest]:
-    """Validate raw request dicts, apply `defaults`, and assign `custom_id`s (`request-{index}`)."""
+) -> Iterator[tuple[int, BatchRequest]]:
+    """Validate raw request dicts one by one, apply `defaults`, assign `custom_id`s (`request-{index}`).
+
+    Streaming: valid requests are yielded as they come; problems are gathered (up to five) and raised
+    together when the input ends, so a caller must not act on what it got before then."""
     base = validate_defaults(defaults)
     kind = ref.kind
     problems: list[tuple[str, str, str]] = []
     seen: dict[str, int] = {}
-    out: list[BatchRequest] = []
+    count = 0
     for index, item in enumerate(raw):
         where = f"{field}[{index}]"
         if len(problems) >= MAX_REPORTED_PROBLEMS:
@@ -159,12 +162,24 @@ def prepare_requests(
                              f"(also at {field}[{seen[request.custom_id]}])", "make every custom_id unique"))
             continue
         seen[request.custom_id] = index
-        out.append(request)
+        count += 1
+        if not problems:
+            yield index, request
     if problems:
         raise _combined(problems)
-    if not out:
+    if not count:
         raise RequestValidationError(field, "the request list is empty", "give at least one request")
-    return out
+
+
+def prepare_requests(
+    raw: Iterable[Mapping[str, Any]],
+    *,
+    ref: ModelRef,
+    defaults: Mapping[str, Any] | None = None,
+    field: str = "requests",
+) -> list[BatchRequest]:
+    """All requests validated (see `iter_requests`), as a list."""
+    return [request for _, request in iter_requests(raw, ref=ref, defaults=defaults, field=field)]
 
 
 def _check_request(request: BatchRequest, kind: str) -> tuple[str, str, str] | None:

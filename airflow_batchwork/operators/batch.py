@@ -10,14 +10,16 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context, XComArg
+from airflow.sdk import BaseOperator, Context, XComArg, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.core.handle import JobHandle
+from airflow_batchwork.core.ledger import SubmitLedger
 from airflow_batchwork.core.refs import parse_model
 from airflow_batchwork.core.sources import read_requests
 from airflow_batchwork.hooks.batchwork import BatchworkHook
+from airflow_batchwork.hooks.task_state import ledger_for, task_identity
 from airflow_batchwork.triggers.batch import EVENT_STATUSES, BatchCompleteTrigger
 
 DEFAULT_TIMEOUT = 24 * 3600
@@ -55,12 +57,20 @@ class SubmitBatchOperator(BaseOperator):
     :param conn_id: a ``batchwork`` connection; default ``batchwork_<provider>``, else env vars.
     :param wait_for_completion: defer on :class:`BatchCompleteTrigger` until every batch is terminal.
     :param timeout: seconds the job may take; past it the batches are cancelled and the task fails.
+    :param state_path: fsspec folder for the submission state (templated); default the Airflow config
+        ``[batchwork] state_path``, else Airflow 3.3's task state store.
+    :param on_changed_input: a retry whose input differs from what was submitted: ``"resubmit"``
+        (cancel the stale batches, submit anew) or ``"fail"``.
+    :param on_orphaned_intent: an earlier try may have created a batch whose id was lost and the provider
+        cannot be searched for it: ``"resubmit"`` (may pay twice) or ``"fail"``.
 
     Bad input (model, requests, defaults, credentials) fails the task before any API call, without
-    retries. A job over the provider's limits is split into several batches under one handle.
+    retries. A job over the provider's limits is split into several batches under one handle. Retries are
+    idempotent: an intent is recorded before each paid call and the batch id right after, under an
+    identity made of dag, task, run and map index; a retried task re-attaches to its batches.
     """
 
-    template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata")
+    template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata", "state_path")
     template_fields_renderers = {"defaults": "json", "metadata": "json"}
     ui_color = "#e8f1ff"
 
@@ -80,9 +90,15 @@ class SubmitBatchOperator(BaseOperator):
         limits: dict[str, int] | None = None,
         storage_options: dict[str, Any] | None = None,
         cancel_on_kill: bool = True,
+        state_path: str | None = None,
+        on_changed_input: str = "resubmit",
+        on_orphaned_intent: str = "resubmit",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        for name, value in (("on_changed_input", on_changed_input), ("on_orphaned_intent", on_orphaned_intent)):
+            if value not in ("resubmit", "fail"):
+                raise ConfigurationError(name, f"{value!r} is not an option", "use 'resubmit' or 'fail'")
         if (requests is None) == (requests_path is None):
             raise ConfigurationError(
                 "requests", "give exactly one of requests and requests_path",
@@ -109,6 +125,9 @@ class SubmitBatchOperator(BaseOperator):
         self.limits = limits
         self.storage_options = storage_options
         self.cancel_on_kill = cancel_on_kill
+        self.state_path = state_path
+        self.on_changed_input = on_changed_input
+        self.on_orphaned_intent = on_orphaned_intent
         self._job: JobHandle | None = None
 
     def _requests(self, context: Context) -> Any:
@@ -119,13 +138,25 @@ class SubmitBatchOperator(BaseOperator):
             requests = requests.resolve(context)
         return requests
 
+    def _ledger(self, context: Context) -> tuple[str, SubmitLedger | None]:
+        ti = context["ti"]
+        identity = task_identity(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
+        state_path = self.state_path or conf.get("batchwork", "state_path", fallback=None)
+        ledger = ledger_for(context, identity, state_path, self.storage_options)
+        if ledger is None:
+            self.log.warning("No submission state store (set state_path or [batchwork] state_path): "
+                             "a retry of this task cannot re-attach and would submit again")
+        return identity, ledger
+
     def execute(self, context: Context) -> dict[str, Any]:
         try:
             ref = parse_model(self.model)
             hook = BatchworkHook(conn_id=self.conn_id)
+            identity, ledger = self._ledger(context)
             job = hook.submit(
                 self.model, self._requests(context), provider=ref.provider, defaults=self.defaults,
-                metadata=self.metadata, limits=self.limits,
+                metadata=self.metadata, limits=self.limits, ledger=ledger, identity=identity,
+                on_changed_input=self.on_changed_input, on_orphaned_intent=self.on_orphaned_intent,
             )
         except ConfigurationError as exc:
             raise _fail_fast(exc) from None

@@ -181,7 +181,7 @@ class Emulator:
 
     def base_url(self, provider: str) -> str:
         """Base URL for ``provider``'s SDK and our adapters, e.g. ``http://127.0.0.1:PORT/openai/v1``."""
-        spec = PROVIDERS.get(provider)
+        spec = PROVIDERS.get(provider) or next((s for s in PROVIDERS.values() if provider in s.aliases), None)
         if spec is None:
             raise ValueError(f"unknown provider {provider!r}; the emulator serves: {', '.join(PROVIDERS)}")
         return self.url + spec.prefix

@@ -289,10 +289,12 @@ class Store:
 
     # -- files -----------------------------------------------------------------------------------
 
-    def add_file(self, provider: str, data: bytes, filename: str, purpose: str) -> StoredFile:
-        """Store a file and return it."""
+    def add_file(
+        self, provider: str, data: bytes, filename: str, purpose: str, *, file_id: str | None = None
+    ) -> StoredFile:
+        """Store a file and return it; ``file_id`` is for ids announced before the bytes arrive."""
         stored = StoredFile(
-            id=self.new_id("file-"),
+            id=file_id or self.new_id("file-"),
             provider=provider,
             filename=filename,
             purpose=purpose,

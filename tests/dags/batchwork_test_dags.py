@@ -5,6 +5,8 @@ Outputs go to the Airflow Variable `batchwork_test_output`, which the tests set 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import DAG
 
@@ -34,3 +36,20 @@ with DAG(dag_id="test_wait_fail_on_error", schedule=None, start_date=START) as w
 
 with DAG(dag_id="test_bad_request", schedule=None, start_date=START) as bad_request:
     SubmitBatchOperator(task_id="submit", model="openai/gpt-4o-mini", retries=3, requests=[{"custom_id": "a"}])
+
+
+class CrashAfterSubmit(SubmitBatchOperator):
+    """Dies on its first try after the provider accepted the batch, before the XCom push (a lost worker)."""
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        handle = super().execute(context)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("simulated worker loss after submit")
+        return handle
+
+
+for _name, _state_path in (("fsspec", OUTPUT + "/state"), ("task_state_store", None)):
+    with DAG(dag_id=f"test_retry_reattach_{_name}", schedule=None, start_date=START) as _dag:
+        CrashAfterSubmit(task_id="submit", model="openai/gpt-4o-mini", requests=THREE, retries=1,
+                         retry_delay=timedelta(0), state_path=_state_path)
+    globals()[f"retry_reattach_{_name}"] = _dag

@@ -7,7 +7,7 @@ the emulator mounts every registered spec under its prefix. Prefixes fixed by th
 
 from __future__ import annotations
 
-from airflow_batchwork.testing.providers import anthropic, openai
+from airflow_batchwork.testing.providers import anthropic, gemini, groq, mistral, openai, together, xai
 from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec
 
 __all__ = ["PROVIDERS", "ApiError", "ProviderSpec", "provider_for_path"]
@@ -17,6 +17,11 @@ PROVIDERS: dict[str, ProviderSpec] = {
     for spec in (
         openai.SPEC,
         anthropic.SPEC,
+        gemini.SPEC,
+        xai.SPEC,
+        groq.SPEC,
+        mistral.SPEC,
+        together.SPEC,
     )
 }
 

@@ -86,6 +86,8 @@ class ProviderSpec:
     """Renders an error as the provider's JSON error body; the second argument is the request id."""
     request_id_header: str = "x-request-id"
     request_id_prefix: str = "req_"
+    aliases: tuple[str, ...] = ()
+    """Other names ``Emulator.base_url`` accepts for this provider (e.g. ``gemini`` for ``google``)."""
 
     def new_request_id(self) -> str:
         """A fresh request id in this provider's style."""

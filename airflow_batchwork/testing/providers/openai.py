@@ -12,6 +12,9 @@ Wire behaviour worth knowing:
   OpenAI error body; ``[[expire]]`` lines carry ``error.code = "batch_expired"`` (and the batch
   ends ``expired``); requests a cancel stopped carry ``error.code = "batch_cancelled"``.
 - ``/v1/completions`` honours the real default ``max_tokens`` of 16.
+
+OpenAI-compatible providers reuse :class:`OpenAIBatchRoutes`, :func:`check_request` and
+:func:`error_body` with their own provider name, prefix and limits.
 """
 
 from __future__ import annotations
@@ -568,6 +571,21 @@ class OpenAIBatchRoutes:
             Route("/batches/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
         ]
 
+    # hooks for OpenAI-compatible providers
+
+    def check_completion_window(self, window: str) -> None:
+        """Raise a 400 unless ``window`` is accepted."""
+        if window not in self.completion_windows:
+            raise _bad_request(
+                f"Invalid value for 'completion_window': {window!r}. "
+                f"Supported values are: {', '.join(map(repr, self.completion_windows))}.",
+                "completion_window",
+            )
+
+    def batch_object(self, view: BatchView) -> dict[str, Any]:
+        """The Batch object returned by every batch route."""
+        return _batch_object(view)
+
     # files
 
     def _file(self, file_id: str) -> StoredFile:
@@ -647,12 +665,7 @@ class OpenAIBatchRoutes:
                 "endpoint",
             )
         window = body["completion_window"]
-        if window not in self.completion_windows:
-            raise _bad_request(
-                f"Invalid value for 'completion_window': {window!r}. "
-                f"Supported values are: {', '.join(map(repr, self.completion_windows))}.",
-                "completion_window",
-            )
+        self.check_completion_window(window)
         metadata = _validate_metadata(body.get("metadata"))
         input_file = self.store.get_file(self.provider, body["input_file_id"])
         if input_file is None:
@@ -677,17 +690,17 @@ class OpenAIBatchRoutes:
             on_end=self._write_result_files,
             extra={"input_file_id": input_file.id, "completion_window": window},
         )
-        return JSONResponse(_batch_object(view))
+        return JSONResponse(self.batch_object(view))
 
     async def retrieve_batch(self, request: Request) -> Response:
-        return JSONResponse(_batch_object(self._batch(request.path_params["batch_id"])))
+        return JSONResponse(self.batch_object(self._batch(request.path_params["batch_id"])))
 
     async def cancel_batch(self, request: Request) -> Response:
         view = self._batch(request.path_params["batch_id"])
         if view.terminal and view.phase != "cancelled":
             raise _bad_request(f"Cannot cancel a batch with status '{_STATUS[view.phase]}'.", None, None)
         view = self.store.cancel_batch(self.provider, view.id) or view
-        return JSONResponse(_batch_object(view))
+        return JSONResponse(self.batch_object(view))
 
     async def list_batches(self, request: Request) -> Response:
         limit = query_int(request, "limit", default=20, low=1, high=100)
@@ -698,7 +711,7 @@ class OpenAIBatchRoutes:
         return JSONResponse(
             {
                 "object": "list",
-                "data": [_batch_object(b) for b in page],
+                "data": [self.batch_object(b) for b in page],
                 "first_id": page[0].id if page else None,
                 "last_id": page[-1].id if page else None,
                 "has_more": has_more,

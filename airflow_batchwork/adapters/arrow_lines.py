@@ -1,0 +1,148 @@
+"""Vectorized parsing of OpenAI-format chat result lines with pyarrow's JSON reader (C++).
+
+A chunk of JSONL is parsed into Arrow in one call and turned into result columns with Arrow compute,
+so collecting a million results never builds a million Python dicts. Anything the fast path cannot
+read exactly (a malformed line, an unexpected type) returns None and the caller falls back to the
+per-line parser for that chunk.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from airflow_batchwork.core.parquet import ITEM_SCHEMA
+
+CHUNK_BYTES = 4 * 1024 * 1024
+_ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])
+CHAT_LINE_SCHEMA = pa.schema([
+    ("custom_id", pa.string()),
+    ("response", pa.struct([
+        ("status_code", pa.int64()),
+        ("body", pa.struct([
+            ("choices", pa.list_(pa.struct([
+                ("message", pa.struct([("content", pa.string())])),
+                ("finish_reason", pa.string()),
+            ]))),
+            ("usage", pa.struct([
+                ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("total_tokens", pa.int64()),
+            ])),
+            ("error", _ERROR),
+        ])),
+    ])),
+    ("error", _ERROR),
+])
+
+
+def _const(value: str | None, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
+def _field(array: pa.Array, *path: str) -> pa.Array:
+    for name in path:
+        array = pc.struct_field(array, name)
+    return array
+
+
+def parse_chat_chunk(
+    chunk: bytes,
+    batch_id: str,
+    finish_reasons: dict[str, str],
+    expired_codes: frozenset[str],
+    canceled_codes: frozenset[str],
+) -> pa.RecordBatch | None:
+    """Result columns for every line of `chunk` (complete lines only), or None to fall back."""
+    try:
+        lines = pc.split_pattern(pa.array([chunk], pa.large_binary()), "\n").flatten().cast(pa.string())
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    lines = lines.filter(pc.greater(pc.binary_length(lines), 0))
+    n = len(lines)
+    if n == 0:
+        return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+    try:
+        table = pj.read_json(
+            io.BytesIO(chunk),
+            read_options=pj.ReadOptions(block_size=1 << 20, use_threads=True),
+            parse_options=pj.ParseOptions(explicit_schema=CHAT_LINE_SCHEMA, unexpected_field_behavior="ignore"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows != n:
+        return None
+    t = table.combine_chunks()
+    custom_id = t.column("custom_id").chunk(0) if t.column("custom_id").num_chunks else pa.nulls(n, pa.string())
+    if custom_id.null_count:
+        return None
+    response = t.column("response").combine_chunks()
+    error = t.column("error").combine_chunks()
+    status_code = _field(response, "status_code")
+    body = _field(response, "body")
+    code = pc.coalesce(_field(error, "code"), _field(body, "error", "code"))
+    message = pc.coalesce(_field(error, "message"), _field(body, "error", "message"))
+    ok = pc.and_kleene(
+        pc.and_kleene(pc.is_valid(status_code), pc.less(pc.fill_null(status_code, 0), 400)),
+        pc.and_kleene(pc.is_null(code), pc.is_null(message)),
+    )
+    ok = pc.fill_null(ok, False)
+    status = pc.if_else(
+        ok, "succeeded",
+        pc.if_else(pc.fill_null(pc.is_in(code, pa.array(sorted(expired_codes))), False), "expired",
+                   pc.if_else(pc.fill_null(pc.is_in(code, pa.array(sorted(canceled_codes))), False),
+                              "canceled", "errored")))
+    choices = _field(body, "choices")
+    try:
+        first = pc.list_element(pc.if_else(pc.greater(pc.fill_null(pc.list_value_length(choices), 0), 0),
+                                           choices, pa.nulls(n, choices.type)), 0)
+    except (pa.ArrowInvalid, pa.ArrowIndexError):
+        return None
+    content = _field(first, "message", "content")
+    raw_reason = pc.utf8_lower(_field(first, "finish_reason"))
+    keys = pa.array(list(finish_reasons))
+    mapped = pc.take(pa.array(list(finish_reasons.values()), pa.string()), pc.index_in(raw_reason, keys))
+    mapped = pc.if_else(pc.and_kleene(pc.is_null(mapped), pc.is_valid(raw_reason)), "other", mapped)
+    errored = pc.equal(status, "errored")
+    usage = _field(body, "usage")
+    prompt = _field(usage, "prompt_tokens")
+    completion = _field(usage, "completion_tokens")
+    total = pc.coalesce(_field(usage, "total_tokens"), pc.add(prompt, pc.fill_null(completion, 0)))
+    not_ok = pc.invert(ok)
+    columns = {
+        "custom_id": custom_id,
+        "batch_id": _const(batch_id, n),
+        "status": status,
+        "text": pc.if_else(ok, content, pa.nulls(n, pa.string())),
+        "finish_reason": pc.if_else(errored, _const("error", n),
+                                    pc.if_else(ok, mapped, pa.nulls(n, pa.string()))),
+        "input_tokens": pc.if_else(ok, prompt, pa.nulls(n, pa.int64())),
+        "output_tokens": pc.if_else(ok, completion, pa.nulls(n, pa.int64())),
+        "total_tokens": pc.if_else(ok, total, pa.nulls(n, pa.int64())),
+        "error_code": pc.if_else(not_ok, pc.coalesce(code, pc.cast(status_code, pa.string()), _const("error", n)),
+                                 pa.nulls(n, pa.string())),
+        "error_message": pc.if_else(not_ok, pc.coalesce(message, _const("the provider returned no error message", n)),
+                                    pa.nulls(n, pa.string())),
+        "response": lines.cast(pa.string()),
+        "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
+    }
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+
+
+async def complete_chunks(pieces: AsyncIterator[bytes], size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
+    """Re-cut a byte stream into chunks of about `size` bytes that end on a line boundary."""
+    buffer = bytearray()
+    async for piece in pieces:
+        buffer += piece
+        if len(buffer) >= size:
+            cut = buffer.rfind(b"\n") + 1
+            if cut:
+                yield bytes(buffer[:cut])
+                del buffer[:cut]
+    if buffer:
+        yield bytes(buffer)
+
+
+ChunkParser = Callable[[bytes], "pa.RecordBatch | None"]

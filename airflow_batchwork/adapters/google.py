@@ -1,0 +1,422 @@
+"""Google Gemini API batch mode: `batches/…` long-running Operations on generativelanguage.googleapis.com.
+
+Small jobs go inline in the create call; a job whose inline body would exceed the API's 20 MB limit is
+written as JSONL, uploaded with the resumable Files protocol and referenced by `inputConfig.fileName`.
+Results come inline in the finished Operation or as a JSONL responses file, correlated by `key`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from airflow_batchwork.adapters.base import (
+    EndpointSpec,
+    ProviderAdapter,
+    ProviderLimits,
+    Refusal,
+    dumps,
+    first_unsupported,
+)
+from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
+from airflow_batchwork.core.errors import ProviderAPIError
+from airflow_batchwork.core.http import check_id, default_error_parser
+from airflow_batchwork.core.refs import ModelRef
+from airflow_batchwork.core.requests import BatchRequest, ChatMessage
+from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v1beta"
+BATCH_NAME = re.compile(r"^batches/[A-Za-z0-9_-]{1,200}$")
+FILE_NAME = re.compile(r"^files/[A-Za-z0-9_-]{1,200}$")
+MODEL_PATH = re.compile(r"^(models|tunedModels)/[A-Za-z0-9._-]{1,200}$")
+# The resumable protocol takes the file in chunks; 8 MB is what the official SDK sends per request.
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+DISPLAY_NAME = "batchwork"
+MAX_DISPLAY_NAME = 512
+
+# Raw REST sends BATCH_STATE_*; the SDKs and docs show JOB_STATE_* (Vertex names), so both are read.
+STATES: dict[str, BatchState] = {
+    "BATCH_STATE_UNSPECIFIED": "validating", "BATCH_STATE_PENDING": "validating",
+    "BATCH_STATE_RUNNING": "in_progress", "BATCH_STATE_SUCCEEDED": "completed",
+    "BATCH_STATE_FAILED": "failed", "BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired",
+    "JOB_STATE_UNSPECIFIED": "validating", "JOB_STATE_PENDING": "validating",
+    "JOB_STATE_QUEUED": "validating", "JOB_STATE_RUNNING": "in_progress",
+    "JOB_STATE_UPDATING": "in_progress", "JOB_STATE_PAUSED": "in_progress",
+    "JOB_STATE_CANCELLING": "cancelling", "JOB_STATE_SUCCEEDED": "completed",
+    "JOB_STATE_PARTIALLY_SUCCEEDED": "completed", "JOB_STATE_FAILED": "failed",
+    "JOB_STATE_CANCELLED": "cancelled", "JOB_STATE_EXPIRED": "expired",
+}
+TERMINAL: frozenset[BatchState] = frozenset({"completed", "failed", "expired", "cancelled"})
+
+FINISH_REASONS: dict[str, FinishReason] = {
+    "STOP": "stop", "MAX_TOKENS": "length",
+    "SAFETY": "content_filter", "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter", "IMAGE_SAFETY": "content_filter",
+}
+
+# (our field, generationConfig field)
+GENERATION_FIELDS = (
+    ("max_output_tokens", "maxOutputTokens"), ("temperature", "temperature"), ("top_p", "topP"),
+    ("top_k", "topK"), ("stop_sequences", "stopSequences"), ("seed", "seed"),
+    ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
+)
+EMBEDDING_UNSUPPORTED = (
+    "system", "max_output_tokens", "temperature", "top_p", "top_k", "stop_sequences", "seed",
+    "presence_penalty", "frequency_penalty",
+)
+
+
+def merge_provider_options(body: dict[str, Any], request: BatchRequest) -> dict[str, Any]:
+    """`provider_options` over the built request; nested objects (e.g. `generationConfig`) are merged
+    one level deep, so an option such as `responseMimeType` does not drop the mapped fields."""
+    for key, value in (request.provider_options or {}).items():
+        if isinstance(value, Mapping) and isinstance(body.get(key), dict):
+            body[key] = {**body[key], **value}
+        else:
+            body[key] = value
+    return body
+
+
+def _parts(message: ChatMessage) -> list[dict[str, str]]:
+    if isinstance(message.content, str):
+        return [{"text": message.content}]
+    return [{"text": part.text} for part in message.content]
+
+
+def generate_content_request(request: BatchRequest) -> dict[str, Any]:
+    """A `GenerateContentRequest` (model omitted: the batch's model applies)."""
+    body: dict[str, Any] = {
+        "contents": [
+            {"role": "model" if m.role == "assistant" else "user", "parts": _parts(m)}
+            for m in request.conversation()
+        ],
+    }
+    system = request.system_text()
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+    config = {theirs: getattr(request, ours) for ours, theirs in GENERATION_FIELDS
+              if getattr(request, ours) is not None}
+    if config:
+        body["generationConfig"] = config
+    return merge_provider_options(body, request)
+
+
+def embed_content_request(request: BatchRequest) -> dict[str, Any]:
+    """An `EmbedContentRequest` (model omitted: the batch's model applies)."""
+    body: dict[str, Any] = {"content": {"parts": [{"text": request.value or ""}]}}
+    if request.dimensions is not None:
+        body["outputDimensionality"] = request.dimensions
+    return merge_provider_options(body, request)
+
+
+def display_name(metadata: Mapping[str, str]) -> str:
+    """`batch.displayName` carrying the job's metadata (Gemini batches have no metadata field)."""
+    if not metadata:
+        return DISPLAY_NAME
+    name = f"{DISPLAY_NAME} {json.dumps(dict(sorted(metadata.items())), separators=(',', ':'))}"
+    return name if len(name) <= MAX_DISPLAY_NAME else DISPLAY_NAME
+
+
+def metadata_from_display_name(name: object) -> dict[str, str] | None:
+    """The metadata `display_name` encoded, or None for a batch not named by us."""
+    if not isinstance(name, str) or not name.startswith(DISPLAY_NAME + " {"):
+        return None
+    try:
+        value = json.loads(name[len(DISPLAY_NAME) + 1:])
+    except ValueError:
+        return None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+
+def fill_from_generate(item: ItemResult, response: Mapping[str, Any]) -> None:
+    """Text, finish reason and usage from a `GenerateContentResponse`."""
+    candidates = response.get("candidates") or []
+    candidate = candidates[0] if candidates and isinstance(candidates[0], Mapping) else {}
+    parts = (candidate.get("content") or {}).get("parts") or []
+    # Thought summaries are parts flagged `thought: true`; they are not the answer.
+    texts = [p["text"] for p in parts if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+             and not p.get("thought")]
+    item.text = "".join(texts) if texts else None
+    raw = candidate.get("finishReason")
+    if raw is None and not candidates and (response.get("promptFeedback") or {}).get("blockReason"):
+        item.finish_reason = "content_filter"
+    elif raw is not None:
+        item.finish_reason = FINISH_REASONS.get(str(raw), "other")
+        calls = any(isinstance(p, Mapping) and p.get("functionCall") for p in parts)
+        if item.finish_reason == "stop" and calls:
+            item.finish_reason = "tool_calls"
+    usage = response.get("usageMetadata")
+    if isinstance(usage, Mapping):
+        item.input_tokens = int_or_none(usage.get("promptTokenCount"))
+        candidates_tokens = int_or_none(usage.get("candidatesTokenCount"))
+        thoughts = int_or_none(usage.get("thoughtsTokenCount"))
+        # Zero counts are omitted on the wire; thinking tokens are billed as output.
+        if candidates_tokens is not None or thoughts is not None or item.input_tokens is not None:
+            item.output_tokens = (candidates_tokens or 0) + (thoughts or 0)
+        item.total_tokens = int_or_none(usage.get("totalTokenCount"))
+        if item.total_tokens is None and item.input_tokens is not None:
+            item.total_tokens = item.input_tokens + (item.output_tokens or 0)
+
+
+def fill_from_embed(item: ItemResult, response: Mapping[str, Any]) -> None:
+    """The vector of an `EmbedContentResponse`."""
+    embedding = response.get("embedding") or {}
+    values = embedding.get("values") if isinstance(embedding, Mapping) else None
+    item.embedding = [float(x) for x in values] if isinstance(values, list) else None
+    item.finish_reason = "stop"
+    usage = response.get("usageMetadata")
+    if isinstance(usage, Mapping):
+        item.input_tokens = int_or_none(usage.get("promptTokenCount"))
+        item.total_tokens = int_or_none(usage.get("totalTokenCount")) or item.input_tokens
+
+
+def parse_entry(data: Mapping[str, Any], raw: str, batch_id: str, fill: Any) -> ItemResult | None:
+    """One inline `{response | error, metadata: {key}}` entry or file line `{key, response | error}`.
+
+    Returns None for an entry without a key (nothing to join it to)."""
+    metadata = data.get("metadata")
+    key = data.get("key")
+    if key is None and isinstance(metadata, Mapping):
+        key = metadata.get("key")
+    if not isinstance(key, str):
+        return None
+    item = ItemResult(custom_id=key, status="succeeded", batch_id=batch_id, response=raw)
+    response = data.get("response")
+    if isinstance(response, Mapping) and not data.get("error"):
+        fill(item, response)
+        return item
+    error = data.get("error")
+    code, message = error_fields(error)
+    if isinstance(error, Mapping) and error.get("status"):
+        code = str(error["status"])
+    item.status, item.finish_reason = "errored", "error"
+    item.error_code = code or "error"
+    item.error_message = message or "the provider returned no error message"
+    return item
+
+
+def operation_output(operation: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The batch output: `response` of a done Operation, else its `metadata.output` mirror."""
+    for output in (operation.get("response"), (operation.get("metadata") or {}).get("output")):
+        if isinstance(output, Mapping) and (
+            output.get("responsesFile") or output.get("inlinedResponses")
+            or output.get("inlinedEmbedContentResponses")
+        ):
+            return output
+    return None
+
+
+def operation_status(operation: Mapping[str, Any], check: Any) -> BatchStatus:
+    """Normalize a raw batch Operation (`metadata.state`, string `batchStats` with zeros omitted)."""
+    metadata = operation.get("metadata") or {}
+    raw = str(metadata.get("state") or "")
+    state: BatchState = STATES.get(raw, "in_progress")
+    error = operation.get("error")
+    if operation.get("done") and state not in TERMINAL:
+        state = "failed" if error else "completed"
+    stats = metadata.get("batchStats") or {}
+    total = int_or_none(stats.get("requestCount")) or 0
+    succeeded = int_or_none(stats.get("successfulRequestCount")) or 0
+    failed = int_or_none(stats.get("failedRequestCount")) or 0
+    rest = max(total - succeeded - failed, 0)
+    counts = Counts(
+        total=total, succeeded=succeeded, errored=failed,
+        expired=rest if state == "expired" else 0,
+        canceled=rest if state == "cancelled" else 0,
+        processing=0 if state in TERMINAL else rest,
+    )
+    _, message = error_fields(error)
+    return BatchStatus(id=check(operation.get("name")), state=state, counts=counts, raw_state=raw,
+                       error_message=message)
+
+
+class GoogleAdapter(ProviderAdapter):
+    provider: ClassVar[str] = "google"
+    endpoints: ClassVar[tuple[EndpointSpec, ...]] = (
+        EndpointSpec("chat", "text", "batchGenerateContent"),
+        EndpointSpec("embedding", "embedding", "asyncBatchEmbedContent"),
+    )
+    string_default: ClassVar[str] = "chat"
+    factory_default: ClassVar[str] = "chat"
+    key_env_vars: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com"
+    # Input file <= 2 GB (batch guide). No request-count limit is documented; 100,000 is our own cap.
+    limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 2 * 1024**3, 2 * 1024**3)
+    id_pattern: ClassVar[re.Pattern[str]] = BATCH_NAME
+    # Above this create-body size a batch is uploaded as a file (inline requests must stay under 20 MB).
+    # Set it on an instance (`client.adapter("google").inline_max_bytes = …`) to move the switch.
+    inline_max_bytes: int = 20 * 1024 * 1024
+    list_page_size: int = 100
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-goog-api-key": api_key}
+
+    @staticmethod
+    def parse_error(response: httpx.Response) -> tuple[str | None, str]:
+        """(`status`, message) of a `{"error": {code, message, status, details}}` body."""
+        try:
+            body = response.json()
+        except ValueError:
+            return default_error_parser(response)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            status = error.get("status") or error.get("code")
+            return (str(status) if status is not None else None), str(error["message"])
+        return default_error_parser(response)
+
+    # --- payloads --------------------------------------------------------------------------------
+    def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
+        if ref.endpoint == "embedding":
+            return first_unsupported(request, EMBEDDING_UNSUPPORTED, "google", ref.endpoint)
+        return first_unsupported(request, ("dimensions",), "google", ref.endpoint)
+
+    def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
+        """The file-mode line `{"key", "request"}`; `create` turns it into an inline entry when inlining."""
+        build = embed_content_request if ref.kind == "embedding" else generate_content_request
+        return dumps({"key": request.custom_id, "request": build(request)})
+
+    @staticmethod
+    def model_path(ref: ModelRef) -> str:
+        path = ref.model if ref.model.startswith(("models/", "tunedModels/")) else f"models/{ref.model}"
+        return check_id(path, what="google model", pattern=MODEL_PATH)
+
+    # --- calls -----------------------------------------------------------------------------------
+    async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
+        lines = list(items)
+        url = f"/{API_VERSION}/{self.model_path(ref)}:{ref.spec.path}"
+        batch: dict[str, Any] = {"displayName": display_name(metadata)}
+        body: bytes | None = None
+        if sum(len(line) + 1 for line in lines) <= self.inline_max_bytes:
+            entries = []
+            for line in lines:
+                data = json.loads(line)
+                entries.append({"request": data["request"], "metadata": {"key": data["key"]}})
+            batch["inputConfig"] = {"requests": {"requests": entries}}
+            body = dumps({"batch": batch})
+            if len(body) > self.inline_max_bytes:
+                body = None
+        if body is None:
+            batch["inputConfig"] = {"fileName": await self.upload(lines)}
+            body = dumps({"batch": batch})
+        response = await self.http.request(
+            "POST", url, retry_safe=False, content=body, headers={"content-type": "application/json"}
+        )
+        return self.check_id(response.json().get("name"))
+
+    async def upload(self, lines: Iterable[bytes]) -> str:
+        """Upload JSONL with the resumable protocol; return the `files/…` name."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            for line in lines:
+                spool.write(line)
+                spool.write(b"\n")
+            size = spool.tell()
+            spool.seek(0)
+            start = await self.http.request(
+                "POST", f"/upload/{API_VERSION}/files", retry_safe=False,
+                json={"file": {"displayName": "batchwork-input.jsonl"}},
+                headers={
+                    "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
+                    "X-Goog-Upload-Header-Content-Length": str(size),
+                    "X-Goog-Upload-Header-Content-Type": "application/jsonl",
+                },
+            )
+            upload_url = start.headers.get("x-goog-upload-url")
+            if not upload_url:
+                message = "the upload start returned no x-goog-upload-url"
+                raise ProviderAPIError("google", start.status_code, message, code="upload")
+            # The key travels with every call of this client: never to another origin.
+            upload_url = self.http.check_origin(upload_url, what="upload URL")
+            offset = 0
+            while True:
+                chunk = spool.read(UPLOAD_CHUNK_BYTES)
+                last = offset + len(chunk) >= size
+                response = await self.http.request(
+                    "POST", upload_url, retry_safe=False, content=chunk,
+                    headers={"X-Goog-Upload-Command": "upload, finalize" if last else "upload",
+                             "X-Goog-Upload-Offset": str(offset)},
+                )
+                offset += len(chunk)
+                if last:
+                    break
+        file = response.json().get("file") or {}
+        return check_id(file.get("name"), what="google file name", pattern=FILE_NAME)
+
+    async def _operation(self, batch_id: str) -> dict[str, Any]:
+        path = f"/{API_VERSION}/{self.check_id(batch_id)}"
+        return dict((await self.http.request("GET", path, retry_safe=True)).json())
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        return operation_status(await self._operation(batch_id), self.check_id)
+
+    async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
+        operation = await self._operation(batch_id)
+        fill = fill_from_embed if ref.kind == "embedding" else fill_from_generate
+        output = operation_output(operation)
+        if output is None:
+            state = operation_status(operation, self.check_id).state
+            if state == "expired":
+                # Gemini keeps nothing of an expired batch (batch guide): there are no rows to give.
+                log.warning("Gemini batch %s expired; the API keeps no results of expired batches", batch_id)
+            return
+        inlined = output.get("inlinedResponses") or output.get("inlinedEmbedContentResponses") or {}
+        entries = inlined.get("inlinedResponses") if isinstance(inlined, Mapping) else None
+        for entry in entries or []:
+            if isinstance(entry, Mapping):
+                item = parse_entry(entry, json.dumps(entry, ensure_ascii=False), batch_id, fill)
+                if item is not None:
+                    yield item
+        file_name = output.get("responsesFile")
+        if file_name:
+            name = check_id(file_name, what="google responses file", pattern=FILE_NAME)
+            path = f"/download/{API_VERSION}/{name}:download"
+            async with self.http.stream("GET", path, params={"alt": "media"}) as response:
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        item = parse_entry(json.loads(line), line, batch_id, fill)
+                        if item is not None:
+                            yield item
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        # The cancel call answers an empty object; the state is read back.
+        await self.http.request("POST", f"/{API_VERSION}/{self.check_id(batch_id)}:cancel", retry_safe=True)
+        return await self.status(batch_id)
+
+    async def list_batches(self, *, limit: int = 100) -> AsyncIterator[BatchStatus]:
+        async for operation in self._list_raw(limit=limit):
+            yield operation_status(operation, self.check_id)
+
+    async def _list_raw(self, *, limit: int) -> AsyncIterator[dict[str, Any]]:
+        token: str | None = None
+        seen = 0
+        while seen < limit:
+            params: dict[str, Any] = {"pageSize": min(self.list_page_size, limit - seen)}
+            if token:
+                params["pageToken"] = token
+            page = (await self.http.request(
+                "GET", f"/{API_VERSION}/batches", retry_safe=True, params=params
+            )).json()
+            for operation in page.get("operations") or []:
+                if seen >= limit:
+                    return
+                seen += 1
+                yield operation
+            token = page.get("nextPageToken")
+            if not token:
+                return
+
+    async def find_batch(self, metadata: Mapping[str, str], *, limit: int = 500) -> str | None:
+        async for operation in self._list_raw(limit=limit):
+            tags = metadata_from_display_name((operation.get("metadata") or {}).get("displayName"))
+            if tags is None or not all(tags.get(k) == v for k, v in metadata.items()):
+                continue
+            if operation_status(operation, self.check_id).state != "failed":
+                return self.check_id(operation.get("name"))
+        return None

@@ -1,0 +1,413 @@
+"""xAI (Grok) Batch API: a named batch filled by add-requests calls (or sealed from a JSONL file),
+status derived from `state` counters, results as paginated JSON.
+
+xAI has no batch status enum and no metadata map. A batch is complete when `num_pending` reaches 0,
+cancelled once `cancel_time` is set, expired past `expire_time`. Tags given to `create` travel in the
+batch `name` (`batchwork:<urlencoded tags>`), which is what `find_batch` matches on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sized
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal, cast
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+
+from airflow_batchwork.adapters.base import (
+    EndpointSpec,
+    ProviderAdapter,
+    ProviderLimits,
+    Refusal,
+    dumps,
+    first_unsupported,
+    merge_options,
+)
+from airflow_batchwork.adapters.openai import fill_from_response
+from airflow_batchwork.adapters.openai_compat import (
+    SPOOL_BYTES,
+    chat_body,
+    chat_messages,
+    error_fields,
+    fill_from_chat_completion,
+    int_or_none,
+)
+from airflow_batchwork.core.http import default_error_parser
+from airflow_batchwork.core.refs import ModelRef
+from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.core.status import TERMINAL_STATES, BatchState, BatchStatus, Counts, ItemResult
+
+InputMode = Literal["auto", "inline", "file"]
+
+# Endpoint name (model string) -> the operation key of an inline entry and of a result.
+OPS: dict[str, str] = {"chat": "chat_get_completion", "responses": "responses"}
+NAME_PREFIX = "batchwork:"
+MB = 1024 * 1024
+# File-backed batches: at most 50,000 requests and 200 MB (xAI batch guide).
+FILE_MAX_REQUESTS = 50_000
+FILE_MAX_BYTES = 200 * MB
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def batch_name(metadata: Mapping[str, str]) -> str:
+    """The batch `name` carrying `metadata` (xAI stores no metadata map)."""
+    return NAME_PREFIX + urlencode(sorted(metadata.items()))
+
+
+def name_tags(name: object) -> dict[str, str] | None:
+    """The tags of a name made by `batch_name`; None for any other name."""
+    if not isinstance(name, str) or not name.startswith(NAME_PREFIX):
+        return None
+    return dict(parse_qsl(name[len(NAME_PREFIX):], keep_blank_values=True))
+
+
+def parse_time(value: object, *, end_of_day: bool = False) -> float | None:
+    """Unix seconds from RFC 3339, a date (`2025-11-12`), Unix seconds or a protobuf JSON Timestamp.
+
+    `end_of_day` reads a date-only value as the end of that UTC day, so an expiry given as a bare date
+    is never taken as passed too early."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, Mapping):
+        seconds = int_or_none(value.get("seconds"))
+        return None if seconds is None else seconds + (int_or_none(value.get("nanos")) or 0) / 1e9
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    with contextlib.suppress(ValueError):
+        return float(text)
+    if _DATE_ONLY.match(text):
+        day = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        return (day + timedelta(days=1) if end_of_day else day).timestamp()
+    try:
+        parsed = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text.replace("z", "Z")))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def batch_status(batch: Mapping[str, Any], check_id: Any, *, now: float) -> BatchStatus:
+    """Normalize an xAI Batch object; its state is derived from counters and time fields."""
+    raw = batch.get("state")
+    counters = raw if isinstance(raw, Mapping) else {}
+    total, pending, success, error, cancelled = (
+        int_or_none(counters.get(key)) or 0
+        for key in ("num_requests", "num_pending", "num_success", "num_error", "num_cancelled")
+    )
+    xai_message = batch.get("cancel_by_xai_message") or None
+    cancel_time = batch.get("cancel_time")
+    # CONFLICT: the REST reference and proto say `expire_time`, the guide text `expires_at`.
+    expire = parse_time(batch.get("expire_time") or batch.get("expires_at"), end_of_day=True)
+    flags = []
+    state: BatchState
+    if xai_message:
+        state = "cancelling" if pending else "failed"
+        flags.append("cancel_by_xai")
+    elif cancel_time:
+        state = "cancelling" if pending else "cancelled"
+        flags.append("cancel_time")
+    elif total and not pending:
+        state = "completed"
+    elif expire is not None and now >= expire:
+        state = "expired"
+        flags.append("expired")
+    elif not total:
+        state = "validating"
+    else:
+        state = "in_progress"
+    terminal = state in TERMINAL_STATES
+    counts = Counts(
+        total=total, succeeded=success, errored=error,
+        expired=pending if state == "expired" else 0,
+        canceled=cancelled,
+        processing=0 if terminal else pending,
+    )
+    raw_state = ",".join([f"num_pending={pending}/num_requests={total}", *flags])
+    return BatchStatus(
+        id=check_id(batch.get("batch_id")), state=state, counts=counts, raw_state=raw_state,
+        error_message=str(xai_message) if xai_message else None,
+    )
+
+
+def _op_body(response: object) -> Mapping[str, Any] | None:
+    """The body under the single operation key of `batch_result.response`."""
+    if isinstance(response, Mapping):
+        for value in response.values():
+            if isinstance(value, Mapping):
+                return value
+    return None
+
+
+def parse_result(entry: Mapping[str, Any], batch_id: str) -> ItemResult | None:
+    """One entry of `GET /v1/batches/{id}/results`; None without a `batch_request_id`."""
+    custom_id = entry.get("batch_request_id")
+    if not isinstance(custom_id, str):
+        return None
+    raw = dumps(entry).decode()
+    item = ItemResult(custom_id=custom_id, status="succeeded", batch_id=batch_id, response=raw)
+    result = entry.get("batch_result")
+    result = result if isinstance(result, Mapping) else {}
+    body = _op_body(result.get("response"))
+    # CONFLICT: a failure is `batch_result.error` (REST reference, a string), a top-level
+    # `error_message` (guide) or an `error` object with code/message (proto google.rpc.Status).
+    failure = result.get("error") or entry.get("error_message") or entry.get("error")
+    if body is not None and not failure:
+        if "choices" in body:
+            fill_from_chat_completion(item, body)
+        elif "output" in body:
+            fill_from_response(item, body)
+        return item
+    code, message = error_fields(failure)
+    item.status, item.finish_reason = "errored", "error"
+    item.error_code = code or "error"
+    item.error_message = message or "the provider returned no result and no error message"
+    return item
+
+
+def unfinished_item(meta: Mapping[str, Any], batch: BatchStatus) -> ItemResult | None:
+    """A row for a request without a result line, from its `batch_request_metadata` entry."""
+    custom_id = meta.get("batch_request_id")
+    if not isinstance(custom_id, str):
+        return None
+    state = str(meta.get("state") or "").lower().removeprefix("state_")
+    raw = dumps(meta).decode()
+    item = ItemResult(custom_id=custom_id, status="canceled", batch_id=batch.id, response=raw)
+    never_ran = state in ("pending", "unknown", "")
+    if state == "cancelled" or (never_ran and batch.state in ("cancelled", "failed")):
+        item.error_code = "cancelled"
+        item.error_message = batch.error_message or "the batch was cancelled before this request ran"
+    elif never_ran and batch.state == "expired":
+        item.status, item.error_code = "expired", "expired"
+        item.error_message = "the batch expired before this request ran"
+    elif state in ("succeeded", "failed"):
+        item.status, item.error_code = "missing", "missing"
+        item.error_message = f"xAI lists this request as {state} but returned no result for it"
+    else:
+        return None
+    return item
+
+
+def error_parser(response: httpx.Response) -> tuple[str | None, str]:
+    """(code, message) of `{"code": <gRPC status text>, "error": <message>}`, or the OpenAI form."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        code = body.get("code")
+        return (str(code) if code is not None else None), body["error"]
+    return default_error_parser(response)
+
+
+class XAIAdapter(ProviderAdapter):
+    """xAI batches. Knobs (class attributes, overridable per instance):
+
+    - `input_mode`: "inline" (add-requests calls), "file" (one JSONL upload, sealed batch) or "auto":
+      file for a shard of at least `file_min_requests` that fits the file limits, inline otherwise.
+    - `add_page_size` / `add_page_bytes`: bounds of one add-requests call.
+    - `list_page_size` / `result_page_size`: `limit` of list and results pages.
+    """
+
+    provider: ClassVar[str] = "xai"
+    endpoints: ClassVar[tuple[EndpointSpec, ...]] = (
+        EndpointSpec("chat", "text", "/v1/chat/completions"),
+        EndpointSpec("responses", "text", "/v1/responses"),
+    )
+    string_default: ClassVar[str] = "chat"
+    # The AI SDK's `xai("…")` is its Responses model; `xai.chat("…")` the chat one.
+    factory_default: ClassVar[str] = "responses"
+    key_env_vars: ClassVar[tuple[str, ...]] = ("XAI_API_KEY",)
+    default_base_url: ClassVar[str] = "https://api.x.ai/v1"
+    # Inline batches have no size limit, but shards are kept within the file limits so that every
+    # shard can go either way; each request is at most 25 MB (xAI batch guide).
+    limits: ClassVar[ProviderLimits] = ProviderLimits(FILE_MAX_REQUESTS, FILE_MAX_BYTES, 25 * MB)
+
+    input_mode: InputMode = "auto"
+    file_min_requests: int = 5_000
+    add_page_size: int = 1_000
+    add_page_bytes: int = 25 * MB
+    list_page_size: int = 100
+    result_page_size: int = 1_000
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"}
+
+    @staticmethod
+    def parse_error(response: httpx.Response) -> tuple[str | None, str]:
+        return error_parser(response)
+
+    # --- payloads --------------------------------------------------------------------------------
+    def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
+        if ref.endpoint == "chat":
+            return first_unsupported(request, ("top_k", "dimensions"), "xai", "chat")
+        return first_unsupported(
+            request,
+            ("top_k", "stop_sequences", "seed", "presence_penalty", "frequency_penalty", "dimensions"),
+            "xai", ref.endpoint,
+        )
+
+    def body(self, ref: ModelRef, request: BatchRequest) -> dict[str, Any]:
+        """The `/v1/chat/completions` or `/v1/responses` body of one request."""
+        if ref.endpoint == "chat":
+            return chat_body(ref, request, max_tokens_field="max_completion_tokens")
+        # System prompts go into `input` as a system message, as in xAI's batch examples.
+        body: dict[str, Any] = {"model": ref.model, "input": chat_messages(request)}
+        if request.max_output_tokens is not None:
+            body["max_output_tokens"] = request.max_output_tokens
+        for field in ("temperature", "top_p"):
+            if getattr(request, field) is not None:
+                body[field] = getattr(request, field)
+        return merge_options(body, request)
+
+    def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
+        """An inline add-requests entry; `create` turns it into a JSONL line in file mode."""
+        return dumps({
+            "batch_request_id": request.custom_id,
+            "batch_request": {OPS[ref.endpoint]: self.body(ref, request)},
+        })
+
+    # --- create ----------------------------------------------------------------------------------
+    async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
+        entries = items if isinstance(items, Sized) else list(items)
+        if self._use_file(entries):
+            return await self._create_from_file(ref, entries, metadata)
+        response = await self.http.request(
+            "POST", "/batches", retry_safe=False, json={"name": batch_name(metadata)}
+        )
+        batch_id = self.check_id(response.json().get("batch_id"))
+        try:
+            for page in self._add_pages(entries):
+                await self.http.request(
+                    "POST", f"/batches/{batch_id}/requests", retry_safe=False, content=page,
+                    headers={"content-type": "application/json"},
+                )
+        except Exception:
+            # A half-filled batch would run part of the job: stop it before surfacing the error.
+            with contextlib.suppress(Exception):
+                await self.cancel(batch_id)
+            raise
+        return batch_id
+
+    def _use_file(self, entries: Sized) -> bool:
+        if self.input_mode != "auto":
+            return self.input_mode == "file"
+        if not self.file_min_requests <= len(entries) <= FILE_MAX_REQUESTS:
+            return False
+        # A prepared shard knows its size; anything else is measured.
+        size = getattr(entries, "nbytes", None)
+        if not isinstance(size, int):
+            size = sum(len(e) + 1 for e in cast(Iterable[bytes], entries))
+        return size <= FILE_MAX_BYTES
+
+    def _add_pages(self, entries: Iterable[bytes]) -> Iterator[bytes]:
+        """`{"batch_requests": [...]}` bodies of at most `add_page_size` entries / `add_page_bytes`."""
+        head, tail = b'{"batch_requests":[', b"]}"
+        page: list[bytes] = []
+        size = len(head) + len(tail)
+        for entry in entries:
+            if page and (len(page) >= self.add_page_size or size + len(entry) + 1 > self.add_page_bytes):
+                yield head + b",".join(page) + tail
+                page, size = [], len(head) + len(tail)
+            page.append(entry)
+            size += len(entry) + 1
+        if page:
+            yield head + b",".join(page) + tail
+
+    async def _create_from_file(
+        self, ref: ModelRef, entries: Iterable[bytes], metadata: Mapping[str, str]
+    ) -> str:
+        op = OPS[ref.endpoint]
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            for raw in entries:
+                entry = json.loads(raw)
+                spool.write(dumps({
+                    "custom_id": entry["batch_request_id"], "method": "POST", "url": ref.spec.path,
+                    "body": entry["batch_request"][op],
+                }))
+                spool.write(b"\n")
+            spool.seek(0)
+            # The documented upload sends only `file` (no purpose).
+            upload = {"file": ("batchwork.jsonl", spool, "application/jsonl")}
+            uploaded = await self.http.request("POST", "/files", retry_safe=False, files=upload)
+        file_id = self.check_id(uploaded.json().get("id"), "file id")
+        body = {"name": batch_name(metadata), "input_file_id": file_id}
+        response = await self.http.request("POST", "/batches", retry_safe=False, json=body)
+        return self.check_id(response.json().get("batch_id"))
+
+    # --- follow ----------------------------------------------------------------------------------
+    async def _batch(self, batch_id: str) -> dict[str, Any]:
+        response = await self.http.request("GET", f"/batches/{self.check_id(batch_id)}", retry_safe=True)
+        return dict(response.json())
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        return batch_status(await self._batch(batch_id), self.check_id, now=time.time())
+
+    async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
+        status = await self.status(batch_id)
+        base = f"/batches/{self.check_id(batch_id)}"
+        seen: set[str] = set()
+        async for entry in self._pages(f"{base}/results", "results", self.result_page_size):
+            item = parse_result(entry, batch_id)
+            if item is not None:
+                seen.add(item.custom_id)
+                yield item
+        # Requests that never ran (cancelled, expired) have no result entry: only the per-request
+        # metadata listing names them.
+        if status.state in ("cancelled", "expired", "failed") or status.counts.canceled:
+            metas = self._pages(f"{base}/requests", "batch_request_metadata", self.result_page_size)
+            async for meta in metas:
+                if meta.get("batch_request_id") not in seen:
+                    item = unfinished_item(meta, status)
+                    if item is not None:
+                        seen.add(item.custom_id)
+                        yield item
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        path = f"/batches/{self.check_id(batch_id)}:cancel"
+        response = await self.http.request("POST", path, retry_safe=True)
+        return batch_status(response.json(), self.check_id, now=time.time())
+
+    async def list_batches(self, *, limit: int = 100) -> AsyncIterator[BatchStatus]:
+        async for batch in self._pages("/batches", "batches", self.list_page_size, total=limit):
+            yield batch_status(batch, self.check_id, now=time.time())
+
+    async def find_batch(self, metadata: Mapping[str, str], *, limit: int = 500) -> str | None:
+        async for batch in self._pages("/batches", "batches", self.list_page_size, total=limit):
+            tags = name_tags(batch.get("name"))
+            if tags is not None and not batch.get("cancel_by_xai_message") \
+                    and all(tags.get(k) == v for k, v in metadata.items()):
+                return self.check_id(batch.get("batch_id"))
+        return None
+
+    async def _pages(
+        self, path: str, key: str, page_size: int, *, total: int | None = None
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """Entries under `key` across `limit` / `pagination_token` pages; the token is empty or null
+        on the last page."""
+        token: str | None = None
+        seen = 0
+        while total is None or seen < total:
+            params: dict[str, Any] = {"limit": page_size if total is None else min(page_size, total - seen)}
+            if token:
+                params["pagination_token"] = token
+            page = (await self.http.request("GET", path, retry_safe=True, params=params)).json()
+            for entry in page.get(key) or []:
+                if isinstance(entry, Mapping):
+                    seen += 1
+                    yield entry
+                    if total is not None and seen >= total:
+                        return
+            following = page.get("pagination_token")
+            if not isinstance(following, str) or not following or following == token:
+                return
+            token = following

@@ -1,0 +1,173 @@
+"""Collecting a job's results into Parquet: one row per submitted custom_id, written atomically.
+
+Each provider batch's results stream in as record batches and go straight to disk. Two checks run
+at the end over the custom_id column only (a few bytes per row): a result the provider sent twice is
+dropped (the rare path rewrites the affected files), and a submitted id with no result becomes a
+`missing` row when the job recorded its ids at submit time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from airflow_batchwork.adapters.base import ProviderAdapter
+from airflow_batchwork.core.handle import JobHandle
+from airflow_batchwork.core.parquet import (
+    ITEM_SCHEMA,
+    ParquetResultWriter,
+    is_directory_url,
+    part_name,
+)
+from airflow_batchwork.core.refs import parse_model
+
+log = logging.getLogger(__name__)
+
+MISSING_MESSAGE = "the provider returned no result for this request"
+
+
+def read_submitted_ids(url: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    """The `custom_id`/`shard` table recorded at submit time."""
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    with fs.open(path, "rb") as handle:
+        return pq.read_table(handle, columns=["custom_id", "shard"])
+
+
+def missing_batch(ids: pa.Array, batch_id: str) -> pa.RecordBatch:
+    n = len(ids)
+    columns: list[pa.Array] = []
+    for field in ITEM_SCHEMA:
+        if field.name == "custom_id":
+            columns.append(ids.cast(pa.string()))
+        elif field.name == "batch_id":
+            columns.append(pa.repeat(pa.scalar(batch_id, pa.string()), n))
+        elif field.name == "status" or field.name == "error_code":
+            columns.append(pa.repeat(pa.scalar("missing", pa.string()), n))
+        elif field.name == "error_message":
+            columns.append(pa.repeat(pa.scalar(MISSING_MESSAGE, pa.string()), n))
+        else:
+            columns.append(pa.nulls(n, field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=ITEM_SCHEMA)
+
+
+class JobResultWriter:
+    """Write every result of a job to `url`: one file, or one part per provider batch for a folder URL."""
+
+    def __init__(
+        self, handle: JobHandle, url: str, *, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.handle = handle
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        directory = is_directory_url(url)
+        targets = [f"{url}{part_name(i)}" for i in range(len(handle.batches))] if directory else [url]
+        meta = handle.to_dict()
+        self.writers = [
+            ParquetResultWriter(t, provider=handle.provider, model=handle.model, metadata=meta,
+                                storage_options=self.storage_options)
+            for t in targets
+        ]
+        self._ids: list[list[pa.Array]] = [[] for _ in self.writers]
+
+    def _writer_index(self, shard: int) -> int:
+        return shard if len(self.writers) > 1 else 0
+
+    async def collect(self, adapter: ProviderAdapter) -> dict[str, Any]:
+        """Stream, check and commit; the destination changes only if everything succeeds."""
+        ref = parse_model(self.handle.model)
+        try:
+            for shard, batch in enumerate(self.handle.batches):
+                index = self._writer_index(shard)
+                async for records in adapter.result_batches(ref, batch.id):
+                    self.writers[index].write_batch(records)
+                    self._ids[index].append(records.column("custom_id"))
+                log.info("Collected %s batch %s (%d/%d)", self.handle.provider, batch.id, shard + 1,
+                         len(self.handle.batches))
+            dropped = self._drop_duplicates()
+            missing = self._add_missing()
+        except BaseException:
+            for writer in self.writers:
+                writer.abort()
+            raise
+        for writer in self.writers:
+            writer.commit()
+        return self._manifest(dropped, missing)
+
+    def _all_ids(self) -> pa.ChunkedArray:
+        chunks = [chunk for ids in self._ids for chunk in ids]
+        return pa.chunked_array(chunks, pa.string())
+
+    def _drop_duplicates(self) -> int:
+        ids = self._all_ids()
+        if len(ids) == 0 or pc.count_distinct(ids).as_py() == len(ids):
+            return 0
+        # Rare path: keep the first result per custom_id, rewriting the affected files.
+        seen: set[str] = set()
+        dropped = 0
+        for index, writer in enumerate(self.writers):
+            if not self._ids[index]:
+                continue
+            keep: list[bool] = []
+            for value in pa.chunked_array(self._ids[index], pa.string()).to_pylist():
+                keep.append(value not in seen)
+                seen.add(value)
+            if all(keep):
+                continue
+            dropped += keep.count(False)
+            self._rewrite(index, writer, pa.array(keep))
+        log.warning("Dropped %d duplicate results (the provider sent some custom_ids twice)", dropped)
+        return dropped
+
+    def _rewrite(self, index: int, writer: ParquetResultWriter, keep: pa.BooleanArray) -> None:
+        assert writer._writer is not None
+        writer._writer.close()
+        writer._file.close()
+        writer._writer = None
+        with writer.fs.open(writer.tmp_path, "rb") as handle:
+            table = pq.read_table(handle).filter(keep)
+        writer.fs.rm(writer.tmp_path)
+        writer.rows = 0
+        writer.counts.clear()
+        kept = table.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
+        for records in kept.to_batches():
+            writer.write_batch(records)
+        self._ids[index] = [table.column("custom_id").combine_chunks()]
+
+    def _add_missing(self) -> int:
+        if not self.handle.ids_url:
+            return 0
+        submitted = read_submitted_ids(self.handle.ids_url, self.storage_options)
+        returned = self._all_ids()
+        absent = submitted.filter(pc.invert(pc.is_in(submitted.column("custom_id"), value_set=returned)))
+        for shard, batch in enumerate(self.handle.batches):
+            ids = absent.filter(pc.equal(absent.column("shard"), shard)).column("custom_id")
+            if len(ids):
+                index = self._writer_index(shard)
+                self.writers[index].write_batch(missing_batch(ids.combine_chunks(), batch.id))
+                log.warning("%d submitted requests of batch %s have no result: written as missing",
+                            len(ids), batch.id)
+        return absent.num_rows
+
+    def _manifest(self, dropped: int, missing: int) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for writer in self.writers:
+            for status, n in writer.counts.items():
+                counts[status] = counts.get(status, 0) + n
+        rows = sum(w.rows for w in self.writers)
+        return {
+            "path": self.url if is_directory_url(self.url) else self.writers[0].url,
+            "files": [w.url for w in self.writers],
+            "rows": rows,
+            "counts": dict(sorted(counts.items())),
+            "provider": self.handle.provider,
+            "model": self.handle.model,
+            "batch_ids": self.handle.batch_ids,
+            "duplicates_dropped": dropped,
+            "unaccounted": max(self.handle.request_count - rows, 0),
+        }

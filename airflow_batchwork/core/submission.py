@@ -1,0 +1,143 @@
+"""Preparing a job for submission: validate, encode and shard in one streaming pass.
+
+Encoded items go to temporary files on local disk, one per shard, so a million-request job never
+sits in memory; the same pass computes the input fingerprint (for idempotent retries) and records
+the custom_ids (so the collector can tell which submitted requests got no result). Nothing here
+makes an API call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from airflow_batchwork.adapters import adapter_class
+from airflow_batchwork.adapters.base import ProviderLimits
+from airflow_batchwork.core.errors import RequestValidationError
+from airflow_batchwork.core.refs import ModelRef, parse_model
+from airflow_batchwork.core.requests import iter_requests
+
+IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
+_IDS_FLUSH = 50_000
+
+
+@dataclass
+class Shard:
+    """The encoded items of one provider batch, on disk; iterating yields each item's JSON bytes."""
+
+    path: Path
+    count: int = 0
+    nbytes: int = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as handle:
+            for line in handle:
+                yield line.rstrip(b"\n")
+
+    def __len__(self) -> int:
+        return self.count
+
+
+@dataclass
+class PreparedJob:
+    """A validated, encoded and sharded job, ready to submit."""
+
+    ref: ModelRef
+    limits: ProviderLimits
+    shards: list[Shard]
+    fingerprint: str
+    ids_path: Path
+    request_count: int
+    _workdir: tempfile.TemporaryDirectory[str] = field(repr=False)
+
+    def __enter__(self) -> PreparedJob:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._workdir.cleanup()
+
+
+def prepare_job(
+    model: str | ModelRef,
+    requests: Iterable[Mapping[str, Any]],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    limits: Mapping[str, int] | None = None,
+) -> PreparedJob:
+    """One pass over `requests`: validation (all problems up to five, before any API call), encoding,
+    per-request size check, greedy sharding by the provider's count and byte limits."""
+    ref = parse_model(model)
+    cls = adapter_class(ref.provider)
+    effective = cls.limits.with_overrides(limits)
+    payload = cls.offline()
+    workdir = tempfile.TemporaryDirectory(prefix="batchwork-submit-")
+    root = Path(workdir.name)
+    digest = hashlib.sha256(f"{ref}\n{effective}\n".encode())
+    shards: list[Shard] = []
+    out: BinaryIO | None = None
+    ids: list[str] = []
+    id_shards: list[int] = []
+    ids_path = root / "ids.parquet"
+    ids_writer = pq.ParquetWriter(ids_path, IDS_SCHEMA)
+    count = 0
+    try:
+        for index, request in iter_requests(requests, ref=ref, defaults=defaults):
+            refusal = payload.check_request(ref, request)
+            if refusal:
+                field_name, problem, fix = refusal
+                raise RequestValidationError(f"requests[{index}].{field_name}", problem, fix)
+            item = payload.encode(ref, request)
+            size = len(item) + 1
+            if size - 1 > effective.max_request_bytes:
+                raise RequestValidationError(
+                    f"requests[{index}]",
+                    f"request {request.custom_id!r} is {len(item):,} bytes; {ref.provider} accepts at most "
+                    f"{effective.max_request_bytes:,} bytes per request",
+                    "shorten the prompt or split it into several requests",
+                )
+            current = shards[-1] if shards else None
+            if current is None or current.count + 1 > effective.max_requests \
+                    or current.nbytes + size > effective.max_bytes:
+                if out is not None:
+                    out.close()
+                current = Shard(root / f"shard-{len(shards):05d}.jsonl")
+                shards.append(current)
+                out = current.path.open("wb")
+            assert out is not None
+            out.write(item)
+            out.write(b"\n")
+            current.count += 1
+            current.nbytes += size
+            digest.update(item)
+            digest.update(b"\n")
+            ids.append(request.custom_id)
+            id_shards.append(len(shards) - 1)
+            count += 1
+            if len(ids) >= _IDS_FLUSH:
+                ids_writer.write_table(pa.table([ids, id_shards], schema=IDS_SCHEMA))
+                ids, id_shards = [], []
+        if ids:
+            ids_writer.write_table(pa.table([ids, id_shards], schema=IDS_SCHEMA))
+    except BaseException:
+        if out is not None:
+            out.close()
+        ids_writer.close()
+        workdir.cleanup()
+        raise
+    if out is not None:
+        out.close()
+    ids_writer.close()
+    return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
+                       request_count=count, _workdir=workdir)

@@ -1,0 +1,612 @@
+"""Google Gemini API batch mode, served under ``/gemini`` (reference §4); store namespace ``google``.
+
+Wire behaviour worth knowing:
+
+- Every route exists under ``v1``, ``v1beta`` and ``v1alpha`` (google-genai 3.x defaults to ``v1``, the
+  REST docs use ``v1beta``). Auth is ``x-goog-api-key`` (or ``?key=``). A missing key is the real 403
+  ``PERMISSION_DENIED`` ("unregistered callers"); the key ``invalid`` is the real 400 ``INVALID_ARGUMENT``
+  "API key not valid" with an ``ErrorInfo`` reason ``API_KEY_INVALID``. Gemini has no 401 for API keys.
+- Batches are raw LRO Operations: ``metadata.state`` is ``BATCH_STATE_*``; ``batchStats`` counters are
+  int64 as strings with zeros omitted; ``done: true`` only once terminal. Output is in ``response`` and
+  mirrored in ``metadata.output`` (google-genai reads the mirror).
+- Inline jobs (body over 20 MB is a 400) return ``inlinedResponses``; file jobs (``inputConfig.fileName``
+  from a resumable upload) get a generated ``responsesFile`` served at
+  ``/download/{v}/files/{id}:download?alt=media`` and ``/{v}/files/{id}:download?alt=media``.
+- ``[[error]]`` gives that entry ``{"error": {code: 400, message, status: "INVALID_ARGUMENT"}}``.
+  ``[[expire]]`` keeps that request from finishing, so the whole batch ends ``BATCH_STATE_EXPIRED`` with an
+  Operation ``error`` and, as on the real API, no results at all. A cancelled batch ends
+  ``BATCH_STATE_CANCELLED`` with the responses of the requests finished before the cancel.
+- Input problems: a malformed create body or inline entry is a 400; problems inside an uploaded JSONL
+  file fail the batch (``BATCH_STATE_FAILED`` with an Operation ``error``) after a short pending phase.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from airflow_batchwork.testing import echo
+from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int, rfc3339
+from airflow_batchwork.testing.store import (
+    BatchError,
+    BatchView,
+    Item,
+    ItemResult,
+    Outcome,
+    Store,
+    StoredFile,
+)
+
+__all__ = ["SPEC"]
+
+NAME = "google"
+PREFIX = "/gemini"
+VERSIONS = ("v1", "v1beta", "v1alpha")
+MAX_INLINE_BYTES = 20 * 1024 * 1024
+_UPLOAD_GRANULARITY = 8 * 1024 * 1024
+_FILE_TTL = 48 * 3600
+_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main."
+_GENERATE = "batchGenerateContent"
+_EMBED = "asyncBatchEmbedContent"
+_BATCH_TYPES = {_GENERATE: "GenerateContentBatch", _EMBED: "EmbedContentBatch"}
+
+_STATE = {
+    "validating": "BATCH_STATE_PENDING",
+    "in_progress": "BATCH_STATE_RUNNING",
+    "finalizing": "BATCH_STATE_RUNNING",
+    # Gemini has no cancelling state: the job keeps running until the cancel takes effect.
+    "cancelling": "BATCH_STATE_RUNNING",
+    "ended": "BATCH_STATE_SUCCEEDED",
+    "failed": "BATCH_STATE_FAILED",
+    "expired": "BATCH_STATE_EXPIRED",
+    "cancelled": "BATCH_STATE_CANCELLED",
+}
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+# google.rpc.Code values used in Operation.error.
+_RPC_INVALID_ARGUMENT = 3
+_RPC_DEADLINE_EXCEEDED = 4
+_UNREGISTERED = (
+    "Method doesn't allow unregistered callers (callers without established identity). "
+    "Please use API Key or other form of API consumer identity to call this API."
+)
+
+
+# -- auth and errors ------------------------------------------------------------------------------
+
+
+def _is_upload_chunk(request: Request) -> bool:
+    # The upload URL's upload_id is the credential of a resumable session; the key is not re-checked.
+    return "/upload/" in request.url.path and "upload_id" in request.query_params
+
+
+def _check_request(request: Request) -> None:
+    if _is_upload_chunk(request):
+        return
+    key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+    if key is None or not key.strip():
+        raise ApiError(403, _UNREGISTERED)
+    if key.strip() == "invalid":
+        raise ApiError(400, "API key not valid. Please pass a valid API key.", code="API_KEY_INVALID")
+
+
+def _error_body(error: ApiError, request_id: str) -> dict[str, Any]:
+    default = "INTERNAL" if error.status >= 500 else "FAILED_PRECONDITION"
+    body: dict[str, Any] = {
+        "code": error.status,
+        "message": error.message,
+        "status": error.type or _STATUS_NAMES.get(error.status, default),
+    }
+    details: list[dict[str, Any]] = []
+    if error.code and error.code.isupper():
+        details.append({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": error.code,
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com"},
+        })
+    retry_after = error.headers.get("retry-after")
+    if error.status == 429 and retry_after:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"})
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+class _Rejected(Exception):
+    """A request the model answers with a per-entry INVALID_ARGUMENT error."""
+
+
+# -- small wire helpers ---------------------------------------------------------------------------
+
+
+def _get(obj: object, camel: str) -> Any:
+    """A field by its lowerCamel or snake_case name (protobuf JSON accepts both)."""
+    if not isinstance(obj, Mapping):
+        return None
+    if camel in obj:
+        return obj[camel]
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return obj.get(snake)
+
+
+def _nonzero(values: Mapping[str, int]) -> dict[str, int]:
+    """Proto3 JSON: zero-valued numbers are omitted."""
+    return {k: v for k, v in values.items() if v}
+
+
+def _origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _version(request: Request) -> str:
+    version = str(request.path_params.get("version"))
+    if version not in VERSIONS:
+        raise ApiError(404, f"Unknown request URL: {request.method} {request.url.path}.")
+    return version
+
+
+def _positive_int(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Rejected(f"* {name}: must be a positive integer, got {value!r}")
+    return value
+
+
+# -- the echo model dressed as GenerateContentResponse / EmbedContentResponse ---------------------
+
+
+def _messages(contents: object) -> list[dict[str, Any]]:
+    if not isinstance(contents, list) or not contents:
+        raise _Rejected("* GenerateContentRequest.contents: contents is not specified")
+    messages = []
+    for content in contents:
+        if not isinstance(content, Mapping):
+            raise _Rejected("* GenerateContentRequest.contents: each content must be an object")
+        role = content.get("role") or "user"
+        if role not in ("user", "model"):
+            raise _Rejected(f"* GenerateContentRequest.contents.role: Please use a valid role: user, model. "
+                            f"Got {role!r}.")
+        messages.append({"role": "assistant" if role == "model" else "user", "content": content.get("parts")})
+    return messages
+
+
+def _generate(request: Mapping[str, Any], model: str, response_id: str) -> tuple[dict[str, Any], int, int]:
+    messages = _messages(_get(request, "contents"))
+    system = _get(request, "systemInstruction")
+    if isinstance(system, Mapping):
+        system = system.get("parts")
+    config = _get(request, "generationConfig") or {}
+    max_tokens = _positive_int(_get(config, "maxOutputTokens"), "GenerationConfig.max_output_tokens")
+    reply = echo.generate(messages, system=system, max_tokens=max_tokens)
+    response = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": reply.text}], "role": "model"},
+                "finishReason": "MAX_TOKENS" if reply.truncated else "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": _nonzero({
+            "promptTokenCount": reply.input_tokens,
+            "candidatesTokenCount": reply.output_tokens,
+            "totalTokenCount": reply.total_tokens,
+        }),
+        "modelVersion": model.removeprefix("models/"),
+        "responseId": response_id,
+    }
+    return response, reply.input_tokens, reply.output_tokens
+
+
+def _embed(request: Mapping[str, Any]) -> tuple[dict[str, Any], int, int]:
+    content = _get(request, "content")
+    text = echo.content_text(content.get("parts") if isinstance(content, Mapping) else None)
+    if not text:
+        raise _Rejected("* EmbedContentRequest.content: content is not specified")
+    dimensions = _positive_int(
+        _get(request, "outputDimensionality"), "EmbedContentRequest.output_dimensionality"
+    )
+    values = echo.embed(text, dimensions or echo.DEFAULT_EMBEDDING_DIMENSIONS)
+    return {"embedding": {"values": values}}, echo.count_words(text), 0
+
+
+# -- input parsing --------------------------------------------------------------------------------
+
+
+def _inline_items(requests: object) -> list[tuple[str, Mapping[str, Any]]]:
+    entries = _get(requests, "requests")
+    if not isinstance(entries, list) or not entries:
+        raise ApiError(400, "* BatchGenerateContentRequest.batch.input_config.requests.requests: "
+                            "at least one request is required")
+    items: list[tuple[str, Mapping[str, Any]]] = []
+    for index, entry in enumerate(entries):
+        where = f"batch.input_config.requests.requests[{index}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("request"), Mapping):
+            raise ApiError(400, f"* {where}.request: request is not specified")
+        metadata = entry.get("metadata")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ApiError(400, f"Invalid JSON payload received. {where}.metadata: expected an object.")
+        key = (metadata or {}).get("key")
+        items.append((str(key) if key is not None else f"#{index}", entry))
+    return items
+
+
+def _file_items(data: bytes) -> tuple[list[tuple[str, Mapping[str, Any]]], list[BatchError]]:
+    items: list[tuple[str, Mapping[str, Any]]] = []
+    errors: list[BatchError] = []
+    for lineno, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            line = None
+        if not isinstance(line, dict) or not isinstance(line.get("request"), dict):
+            errors.append(BatchError("invalid_line", f"Line {lineno} of the input file is not a JSON object "
+                                                     "with a 'request' object.", lineno))
+            continue
+        key = line.get("key")
+        items.append((str(key) if key is not None else f"#{lineno}", line))
+    if not items and not errors:
+        errors.append(BatchError("empty_file", "The input file contains no requests."))
+    return items, errors
+
+
+# -- routes ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Upload:
+    display_name: str
+    mime_type: str
+    declared_size: int | None
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _GeminiRoutes:
+    """Handlers for one emulator's Gemini routes over the shared store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._uploads: dict[str, _Upload] = {}
+        self._mime_types: dict[str, str] = {}
+
+    def routes(self) -> list[BaseRoute]:
+        # `{id}:verb` routes come before `{id}`: Starlette's `{id}` would also match "x:verb".
+        return [
+            Route("/{version}/models/{model}:batchGenerateContent", self.create_generate, methods=["POST"]),
+            Route("/{version}/models/{model}:asyncBatchEmbedContent", self.create_embed, methods=["POST"]),
+            Route("/{version}/batches", self.list_batches, methods=["GET"]),
+            Route("/{version}/batches/{batch_id}:cancel", self.cancel_batch, methods=["POST"]),
+            Route("/{version}/batches/{batch_id}", self.get_batch, methods=["GET"]),
+            Route("/{version}/batches/{batch_id}", self.delete_batch, methods=["DELETE"]),
+            Route("/upload/{version}/files", self.upload, methods=["POST"]),
+            Route("/download/{version}/files/{file_id}:download", self.download, methods=["GET"]),
+            Route("/{version}/files/{file_id}:download", self.download, methods=["GET"]),
+            Route("/{version}/files/{file_id}", self.get_file, methods=["GET"]),
+        ]
+
+    # objects
+
+    def _file_object(self, stored: StoredFile, origin: str) -> dict[str, Any]:
+        name = f"files/{stored.id}"
+        obj: dict[str, Any] = {
+            "name": name,
+            "displayName": stored.filename,
+            "mimeType": self._mime_types.get(stored.id, "application/jsonl"),
+            "sizeBytes": str(stored.size),
+            "createTime": rfc3339(stored.created_at),
+            "updateTime": rfc3339(stored.created_at),
+            "expirationTime": rfc3339(stored.created_at + _FILE_TTL),
+            "sha256Hash": base64.b64encode(hashlib.sha256(stored.data).hexdigest().encode()).decode(),
+            "uri": f"{origin}{PREFIX}/v1beta/{name}",
+            "state": "ACTIVE",
+            "source": stored.purpose,
+        }
+        if stored.purpose == "GENERATED":
+            obj["downloadUri"] = f"{origin}{PREFIX}/download/v1beta/{name}:download?alt=media"
+        return obj
+
+    def _operation(self, view: BatchView) -> dict[str, Any]:
+        counts = view.counts
+        batch_type = _BATCH_TYPES[view.endpoint]
+        updated = max(t for t in (view.created_at, view.in_progress_at, view.cancel_requested_at,
+                                  view.ended_at) if t is not None)
+        metadata: dict[str, Any] = {"@type": _TYPE + batch_type, "model": view.model}
+        if view.extra.get("display_name") is not None:
+            metadata["displayName"] = view.extra["display_name"]
+        if view.extra.get("file_name"):
+            metadata["inputConfig"] = {"fileName": view.extra["file_name"]}
+        metadata["createTime"] = rfc3339(view.created_at)
+        if view.ended_at is not None:
+            metadata["endTime"] = rfc3339(view.ended_at)
+        metadata["updateTime"] = rfc3339(updated)
+        metadata["batchStats"] = {
+            k: str(v)
+            for k, v in _nonzero({
+                "requestCount": counts.total,
+                "successfulRequestCount": counts.succeeded,
+                "failedRequestCount": counts.errored,
+                "pendingRequestCount": counts.processing + counts.expired + counts.canceled,
+            }).items()
+        }
+        metadata["state"] = _STATE[view.phase]
+        metadata["name"] = view.id
+        operation: dict[str, Any] = {"name": view.id, "metadata": metadata}
+        if not view.terminal:
+            return operation
+        operation["done"] = True
+        if view.phase in ("ended", "cancelled"):
+            output = self._output(view)
+            metadata["output"] = output
+            operation["response"] = {"@type": _TYPE + batch_type + "Output", **output}
+        elif view.phase == "expired":
+            operation["error"] = {
+                "code": _RPC_DEADLINE_EXCEEDED,
+                "message": "The batch was pending or running for more than 48 hours and expired; "
+                           "expired batches have no results.",
+            }
+        else:
+            operation["error"] = {
+                "code": _RPC_INVALID_ARGUMENT,
+                "message": "; ".join(e.message for e in view.errors) or "The batch failed.",
+            }
+        return operation
+
+    def _output(self, view: BatchView) -> dict[str, Any]:
+        if view.extra.get("responses_file"):
+            return {"responsesFile": view.extra["responses_file"]}
+        lines = [r.line for r in view.results or () if r.outcome in ("succeeded", "errored")]
+        return {"inlinedResponses": {"inlinedResponses": lines} if lines else {}}
+
+    def _batch(self, batch_id: str) -> BatchView:
+        view = self.store.get_batch(NAME, f"batches/{batch_id}")
+        if view is None:
+            raise ApiError(404, f"Batch batches/{batch_id} not found.")
+        return view
+
+    # batches
+
+    async def create_generate(self, request: Request) -> Response:
+        return await self._create(request, _GENERATE)
+
+    async def create_embed(self, request: Request) -> Response:
+        return await self._create(request, _EMBED)
+
+    async def _create(self, request: Request, method: str) -> Response:
+        _version(request)
+        raw = await request.body()
+        if len(raw) > MAX_INLINE_BYTES:
+            raise ApiError(400, f"Request payload size exceeds the limit: {MAX_INLINE_BYTES} bytes.")
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid JSON payload received. {exc}") from exc
+        batch = body.get("batch") if isinstance(body, dict) else None
+        if not isinstance(batch, Mapping):
+            raise ApiError(400, "* BatchGenerateContentRequest.batch: batch is not specified")
+        config = _get(batch, "inputConfig")
+        file_name = _get(config, "fileName")
+        requests = _get(config, "requests")
+        if (file_name is None) == (requests is None):
+            raise ApiError(400, "* batch.input_config: exactly one of file_name or requests must be set")
+        errors: list[BatchError] = []
+        if requests is not None:
+            items = _inline_items(requests)
+        else:
+            stored = self.store.get_file(NAME, str(file_name).removeprefix("files/"))
+            if stored is None or stored.purpose != "UPLOADED":
+                raise ApiError(
+                    400, f"* batch.input_config.file_name: File {file_name} not found or not readable."
+                )
+            items, errors = _file_items(stored.data)
+        model = f"models/{request.path_params['model']}"
+        inline = requests is not None
+        view = self.store.create_batch(
+            NAME,
+            endpoint=method,
+            items=items,
+            model=model,
+            errors=errors,
+            render=lambda item, outcome: self._render(method, model, inline, item, outcome),
+            on_end=None if inline else self._write_responses_file,
+            extra={"display_name": _get(batch, "displayName"), "file_name": file_name},
+            id_prefix="batches/",
+        )
+        return JSONResponse(self._operation(view))
+
+    async def get_batch(self, request: Request) -> Response:
+        _version(request)
+        return JSONResponse(self._operation(self._batch(request.path_params["batch_id"])))
+
+    async def cancel_batch(self, request: Request) -> Response:
+        _version(request)
+        view = self._batch(request.path_params["batch_id"])
+        if view.terminal and view.phase != "cancelled":
+            raise ApiError(400, f"Batch {view.id} is already in a terminal state ({_STATE[view.phase]}).",
+                           type="FAILED_PRECONDITION")
+        self.store.cancel_batch(NAME, view.id)
+        return JSONResponse({})
+
+    async def delete_batch(self, request: Request) -> Response:
+        _version(request)
+        view = self._batch(request.path_params["batch_id"])
+        self.store.delete_batch(NAME, view.id)
+        return JSONResponse({})
+
+    async def list_batches(self, request: Request) -> Response:
+        _version(request)
+        limit = query_int(request, "pageSize", default=50, low=1, high=1000)
+        newest_first = list(reversed(self.store.batches(NAME)))
+        after = None
+        token = request.query_params.get("pageToken")
+        if token:
+            try:
+                after = base64.urlsafe_b64decode(token.encode()).decode()
+            except (ValueError, UnicodeDecodeError):
+                after = None
+            if after not in {b.id for b in newest_first}:
+                raise ApiError(400, "Invalid page token.")
+        page, has_more = paginate(newest_first, lambda b: b.id, limit=limit, after=after)
+        body: dict[str, Any] = {"operations": [self._operation(b) for b in page]}
+        if has_more:
+            body["nextPageToken"] = base64.urlsafe_b64encode(page[-1].id.encode()).decode()
+        return JSONResponse(body)
+
+    # files
+
+    async def upload(self, request: Request) -> Response:
+        version = _version(request)
+        upload_id = request.query_params.get("upload_id")
+        command = request.headers.get("x-goog-upload-command", "").lower()
+        if upload_id is None:
+            return await self._start_upload(request, version, command)
+        final = {"x-goog-upload-status": "final"}
+        with self._lock:
+            pending = self._uploads.get(upload_id)
+        if pending is None:
+            raise ApiError(
+                404, "The upload session was not found or has already been finalized.", headers=final
+            )
+        offset = request.headers.get("x-goog-upload-offset")
+        if offset is None or not offset.isdigit() or int(offset) != len(pending.data):
+            raise ApiError(
+                400,
+                f"Invalid X-Goog-Upload-Offset {offset!r}: the server holds {len(pending.data)} bytes.",
+                headers=final,
+            )
+        pending.data += await request.body()
+        if "finalize" not in command:
+            return Response(b"", headers={"x-goog-upload-status": "active"})
+        with self._lock:
+            self._uploads.pop(upload_id, None)
+        if pending.declared_size is not None and pending.declared_size != len(pending.data):
+            raise ApiError(400, f"The upload has {len(pending.data)} bytes but {pending.declared_size} were "
+                                "declared in X-Goog-Upload-Header-Content-Length.", headers=final)
+        stored = self.store.add_file(NAME, bytes(pending.data), pending.display_name, "UPLOADED")
+        self._mime_types[stored.id] = pending.mime_type
+        return JSONResponse({"file": self._file_object(stored, _origin(request))}, headers=final)
+
+    async def _start_upload(self, request: Request, version: str, command: str) -> Response:
+        if request.headers.get("x-goog-upload-protocol", "").lower() != "resumable" or command != "start":
+            raise ApiError(400, "Only the resumable upload protocol is emulated: send "
+                                "X-Goog-Upload-Protocol: resumable and X-Goog-Upload-Command: start.")
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid JSON payload received. {exc}") from exc
+        meta = _get(body, "file") or {}
+        size = request.headers.get("x-goog-upload-header-content-length")
+        mime = request.headers.get("x-goog-upload-header-content-type") or _get(meta, "mimeType")
+        upload = _Upload(
+            display_name=str(_get(meta, "displayName") or "upload"),
+            mime_type=str(mime or "application/octet-stream"),
+            declared_size=int(size) if size and size.isdigit() else None,
+        )
+        upload_id = secrets.token_urlsafe(24)
+        with self._lock:
+            self._uploads[upload_id] = upload
+        query = f"upload_id={upload_id}&upload_protocol=resumable"
+        url = f"{_origin(request)}{PREFIX}/upload/{version}/files?{query}"
+        return Response(b"", headers={
+            "x-goog-upload-url": url,
+            "x-goog-upload-status": "active",
+            "x-goog-upload-chunk-granularity": str(_UPLOAD_GRANULARITY),
+            "x-goog-upload-control-url": url,
+        })
+
+    def _file(self, file_id: str) -> StoredFile:
+        stored = self.store.get_file(NAME, file_id)
+        if stored is None:
+            raise ApiError(
+                403, f"You do not have permission to access the File {file_id} or it may not exist."
+            )
+        return stored
+
+    async def get_file(self, request: Request) -> Response:
+        _version(request)
+        return JSONResponse(self._file_object(self._file(request.path_params["file_id"]), _origin(request)))
+
+    async def download(self, request: Request) -> Response:
+        _version(request)
+        stored = self._file(request.path_params["file_id"])
+        if request.query_params.get("alt") != "media":
+            return JSONResponse(self._file_object(stored, _origin(request)))
+        if stored.purpose != "GENERATED":
+            raise ApiError(400, "Only generated files can be downloaded; uploaded files cannot.")
+        return Response(stored.data, media_type=self._mime_types.get(stored.id, "application/jsonl"))
+
+    # results
+
+    def _render(self, method: str, model: str, inline: bool, item: Item, outcome: Outcome) -> ItemResult:
+        entry = item.body
+        request = entry["request"]
+        line: dict[str, Any] = {} if inline or "key" not in entry else {"key": entry["key"]}
+        input_tokens = output_tokens = 0
+        if outcome == "succeeded":
+            try:
+                new_id = self.store.new_id
+                reply = _embed(request) if method == _EMBED else _generate(request, model, new_id("resp-"))
+                line["response"], input_tokens, output_tokens = reply
+            except _Rejected as exc:
+                outcome = "errored"
+                line["error"] = {"code": 400, "message": str(exc), "status": "INVALID_ARGUMENT"}
+        elif outcome == "errored":
+            line["error"] = {
+                "code": 400,
+                "message": f"Emulated error: the request contains the {echo.marker_token('error')} marker.",
+                "status": "INVALID_ARGUMENT",
+            }
+        else:
+            # Never shown: expired batches have no output and a cancel drops unfinished requests.
+            line["error"] = {"code": 499, "message": f"The request was {outcome}.", "status": "CANCELLED"}
+        if inline and entry.get("metadata") is not None:
+            line["metadata"] = entry["metadata"]
+        return ItemResult(item.custom_id, outcome, line, input_tokens, output_tokens)
+
+    def _write_responses_file(self, view: BatchView) -> Mapping[str, Any]:
+        if view.phase not in ("ended", "cancelled"):
+            return {}
+        lines: Sequence[Mapping[str, Any]] = [
+            r.line for r in view.results or () if r.outcome in ("succeeded", "errored")
+        ]
+        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
+        stored = self.store.add_file(NAME, data, f"{view.id}-responses.jsonl", "GENERATED")
+        self._mime_types[stored.id] = "application/jsonl"
+        return {"responses_file": f"files/{stored.id}"}
+
+
+SPEC = ProviderSpec(
+    name=NAME,
+    prefix=PREFIX,
+    routes=lambda store: _GeminiRoutes(store).routes(),
+    check_request=_check_request,
+    error_body=_error_body,
+    request_id_header="x-request-id",
+    request_id_prefix="req_",
+    aliases=("gemini",),
+)

@@ -1,0 +1,517 @@
+"""Mistral Files + Batch jobs API, served under ``/mistral`` (reference §6).
+
+Wire behaviour worth knowing:
+
+- A job takes its requests either from uploaded JSONL files (``input_files``, purpose ``batch``) or
+  inline (``requests``, fewer than 10,000). Lines are ``{custom_id, body}``; the job names the model
+  (a ``model`` inside a body is ignored) and the endpoint. A job with unreadable lines is created and
+  then turns ``FAILED`` with ``errors = [{message, count}]``.
+- Status: ``QUEUED`` → ``RUNNING`` → ``SUCCESS`` | ``TIMEOUT_EXCEEDED`` (a request carries
+  ``[[expire]]``) | ``FAILED``; a cancel goes through ``CANCELLATION_REQUESTED`` to ``CANCELLED``.
+  ``completed_requests`` = ``succeeded_requests`` + ``failed_requests``; requests a timeout or a
+  cancel stopped are in neither.
+- Results of file jobs go to ``output_file`` (successes) and ``error_file`` (the rest). Inline jobs
+  get no files (emulator choice; the real behaviour is not documented): their results are returned in
+  ``outputs`` by ``GET /v1/batch/jobs/{id}?inline=true``, which works for file jobs too.
+- A result line is ``{id, custom_id, response: {status_code, body}, error}``. ``[[error]]`` gives
+  status 400 with a Mistral error body; requests stopped by a timeout or a cancel have
+  ``response: null`` and ``error`` as a bare string (observed on the real API by third parties).
+- Errors are ``{"object": "error", message, type, param, code}``; a missing, empty or ``invalid`` key
+  is a 401 ``{"detail": "Unauthorized"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from airflow_batchwork.testing import echo
+from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, query_int, read_json, unix
+from airflow_batchwork.testing.store import (
+    BatchError,
+    BatchView,
+    Item,
+    ItemResult,
+    Outcome,
+    Store,
+    StoredFile,
+)
+
+__all__ = ["SPEC", "MistralBatchRoutes", "check_request", "error_body"]
+
+NAME = "mistral"
+PREFIX = "/mistral"
+SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+# Valid on the real API (SDK `APIEndpoint`) but not emulated: a clear 400 beats a wrong result.
+_UNEMULATED_ENDPOINTS = (
+    "/v1/fim/completions",
+    "/v1/moderations",
+    "/v1/chat/moderations",
+    "/v1/ocr",
+    "/v1/classifications",
+    "/v1/chat/classifications",
+    "/v1/conversations",
+    "/v1/audio/transcriptions",
+)
+FILE_PURPOSES = ("fine-tune", "batch", "ocr", "agentic_safety")
+MAX_INLINE_REQUESTS = 10_000
+MAX_REQUESTS_PER_BATCH = 1_000_000
+DEFAULT_TIMEOUT_HOURS = 24
+
+_STATUS = {
+    "validating": "QUEUED",
+    "in_progress": "RUNNING",
+    "finalizing": "RUNNING",
+    "ended": "SUCCESS",
+    "expired": "TIMEOUT_EXCEEDED",
+    "failed": "FAILED",
+    "cancelling": "CANCELLATION_REQUESTED",
+    "cancelled": "CANCELLED",
+}
+_ERROR_TYPES = {429: "rate_limited"}
+
+
+def check_request(request: Request) -> None:
+    """Bearer auth: a missing, empty or ``invalid`` key is a 401."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip() or key.strip() == "invalid":
+        raise ApiError(401, "Unauthorized")
+
+
+def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
+    """``{"detail": "Unauthorized"}`` for a 401, else ``{"object": "error", message, type, param, code}``."""
+    if error.status == 401:
+        return {"detail": error.message}
+    default = "internal_server_error" if error.status >= 500 else "invalid_request_error"
+    return {
+        "object": "error",
+        "message": error.message,
+        "type": error.type or _ERROR_TYPES.get(error.status, default),
+        "param": error.param,
+        "code": error.code,
+    }
+
+
+class _Rejected(Exception):
+    """A request body the emulated endpoint answers with a per-item 400."""
+
+
+# -- endpoint bodies (the echo model dressed as Mistral's responses) -----------------------------
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int | None:
+    value = body.get("max_tokens")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Rejected("Input should be greater than or equal to 1 (body.max_tokens).")
+    return value
+
+
+def _chat(
+    body: Mapping[str, Any], model: str, new_id: Callable[[str], str], now: int
+) -> tuple[dict[str, Any], int, int]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise _Rejected("Field required: body.messages must be a non-empty list of messages.")
+    reply = echo.generate(messages, max_tokens=_max_tokens(body))
+    response = {
+        "id": new_id("cmpl-"),
+        "object": "chat.completion",
+        "model": model,
+        "created": now,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text, "tool_calls": None, "prefix": False},
+                "finish_reason": "length" if reply.truncated else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.input_tokens,
+            "completion_tokens": reply.output_tokens,
+            "total_tokens": reply.total_tokens,
+        },
+    }
+    return response, reply.input_tokens, reply.output_tokens
+
+
+def _embeddings(
+    body: Mapping[str, Any], model: str, new_id: Callable[[str], str], now: int
+) -> tuple[dict[str, Any], int, int]:
+    value = body.get("input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise _Rejected("Field required: body.input must be a string or a list of strings.")
+    dimensions = body.get("output_dimension")
+    if dimensions is None:
+        dimensions = echo.DEFAULT_EMBEDDING_DIMENSIONS
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+        raise _Rejected("Input should be greater than or equal to 1 (body.output_dimension).")
+    tokens = echo.count_words(*texts)
+    response = {
+        "id": new_id("embd-"),
+        "object": "list",
+        "data": [
+            {"object": "embedding", "embedding": echo.embed(text, dimensions), "index": index}
+            for index, text in enumerate(texts)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens},
+    }
+    return response, tokens, 0
+
+
+_ENDPOINTS = {"/v1/chat/completions": _chat, "/v1/embeddings": _embeddings}
+
+
+# -- objects --------------------------------------------------------------------------------------
+
+_SAMPLE_TYPES = {"batch": "batch_request", "batch_result": "batch_result", "batch_error": "batch_error"}
+
+
+def _file_object(stored: StoredFile) -> dict[str, Any]:
+    # Generated result files are stored with their sample type as purpose; on the wire they are "batch".
+    generated = stored.purpose in ("batch_result", "batch_error")
+    return {
+        "id": stored.id,
+        "object": "file",
+        "bytes": stored.size,
+        "created_at": unix(stored.created_at),
+        "filename": stored.filename,
+        "purpose": "batch" if generated else stored.purpose,
+        "sample_type": _SAMPLE_TYPES.get(stored.purpose, "instruct"),
+        "source": "mistral" if generated else "upload",
+        "num_lines": stored.data.count(b"\n") + (0 if stored.data.endswith(b"\n") or not stored.data else 1),
+        "mimetype": "application/jsonl",
+        "signature": None,
+        "expires_at": None,
+        "visibility": "workspace",
+    }
+
+
+def _jsonl(lines: Sequence[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
+
+
+class MistralBatchRoutes:
+    """Files + batch jobs handlers over the shared store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/v1/files", self.create_file, methods=["POST"]),
+            Route("/v1/files", self.list_files, methods=["GET"]),
+            Route("/v1/files/{file_id}", self.retrieve_file, methods=["GET"]),
+            Route("/v1/files/{file_id}", self.delete_file, methods=["DELETE"]),
+            Route("/v1/files/{file_id}/content", self.file_content, methods=["GET"]),
+            Route("/v1/batch/jobs", self.create_job, methods=["POST"]),
+            Route("/v1/batch/jobs", self.list_jobs, methods=["GET"]),
+            Route("/v1/batch/jobs/{job_id}", self.get_job, methods=["GET"]),
+            Route("/v1/batch/jobs/{job_id}", self.delete_job, methods=["DELETE"]),
+            Route("/v1/batch/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
+        ]
+
+    # files
+
+    def _file(self, file_id: str) -> StoredFile:
+        stored = self.store.get_file(NAME, file_id)
+        if stored is None:
+            raise ApiError(404, f"File {file_id} not found", code="file_not_found")
+        return stored
+
+    async def create_file(self, request: Request) -> Response:
+        async with request.form() as form:
+            upload = form.get("file")
+            purpose = form.get("purpose") or "fine-tune"
+            if not isinstance(upload, UploadFile):
+                raise ApiError(422, "Field required: file", param="file")
+            if purpose not in FILE_PURPOSES:
+                raise ApiError(
+                    422, f"Input should be one of {', '.join(FILE_PURPOSES)}: purpose", param="purpose"
+                )
+            data = await upload.read()
+            stored = self.store.add_file(
+                NAME, data, upload.filename or "upload.jsonl", str(purpose), file_id=str(uuid.uuid4())
+            )
+        return JSONResponse(_file_object(stored))
+
+    async def list_files(self, request: Request) -> Response:
+        page = query_int(request, "page", default=0, low=0, high=1_000_000)
+        page_size = query_int(request, "page_size", default=100, low=1, high=1000)
+        purpose = request.query_params.get("purpose")
+        files = [
+            f
+            for f in reversed(self.store.files(NAME))
+            if purpose is None or _file_object(f)["purpose"] == purpose
+        ]
+        chunk = files[page * page_size : (page + 1) * page_size]
+        return JSONResponse({"data": [_file_object(f) for f in chunk], "object": "list", "total": len(files)})
+
+    async def retrieve_file(self, request: Request) -> Response:
+        return JSONResponse({**_file_object(self._file(request.path_params["file_id"])), "deleted": False})
+
+    async def delete_file(self, request: Request) -> Response:
+        stored = self._file(request.path_params["file_id"])
+        self.store.delete_file(NAME, stored.id)
+        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
+
+    async def file_content(self, request: Request) -> Response:
+        return Response(
+            self._file(request.path_params["file_id"]).data, media_type="application/octet-stream"
+        )
+
+    # jobs
+
+    def _job(self, job_id: str) -> BatchView:
+        view = self.store.get_batch(NAME, job_id)
+        if view is None:
+            raise ApiError(404, f"Batch job {job_id} not found", code="batch_job_not_found")
+        return view
+
+    async def create_job(self, request: Request) -> Response:
+        body = await read_json(request)
+        endpoint = body.get("endpoint")
+        if endpoint not in SUPPORTED_ENDPOINTS:
+            known = endpoint in _UNEMULATED_ENDPOINTS
+            raise ApiError(
+                422,
+                f"Invalid endpoint {endpoint!r}"
+                + (" (valid on the real API but not emulated)" if known else "")
+                + f"; supported: {', '.join(SUPPORTED_ENDPOINTS)}",
+                param="endpoint",
+            )
+        if body.get("agent_id") is not None:
+            raise ApiError(422, "Agent batch jobs are not emulated; give `model`.", param="agent_id")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(422, "Field required: model", param="model")
+        metadata = body.get("metadata")
+        if metadata is not None and (
+            not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+        ):
+            raise ApiError(422, "Input should be a valid dictionary of strings: metadata", param="metadata")
+        timeout_hours = body.get("timeout_hours", DEFAULT_TIMEOUT_HOURS)
+        if isinstance(timeout_hours, bool) or not isinstance(timeout_hours, int) or timeout_hours < 1:
+            raise ApiError(422, "Input should be a positive integer: timeout_hours", param="timeout_hours")
+        input_files, requests = body.get("input_files"), body.get("requests")
+        if (input_files is None) == (requests is None):
+            raise ApiError(422, "Give exactly one of `input_files` or `requests`.", param="input_files")
+        if requests is not None:
+            items, errors = self._inline_items(requests)
+            input_files = []
+        else:
+            items, errors = self._file_items(input_files)
+        view = self.store.create_batch(
+            NAME,
+            endpoint=endpoint,
+            items=items,
+            model=model,
+            metadata=metadata,
+            errors=errors,
+            render=lambda item, outcome: self._render(endpoint, model, timeout_hours, item, outcome),
+            on_end=None if requests is not None else self._write_result_files,
+            extra={"input_files": list(input_files), "timeout_hours": timeout_hours},
+            id_prefix="batch-",
+        )
+        return JSONResponse(_job_object(view))
+
+    @staticmethod
+    def _inline_items(requests: object) -> tuple[list[tuple[str, Mapping[str, Any]]], list[BatchError]]:
+        if not isinstance(requests, list) or not requests:
+            raise ApiError(422, "Input should be a non-empty list: requests", param="requests")
+        if len(requests) >= MAX_INLINE_REQUESTS:
+            raise ApiError(
+                422,
+                f"Inline batching supports fewer than {MAX_INLINE_REQUESTS} requests; got {len(requests)}. "
+                "Upload a file and use `input_files` instead.",
+                param="requests",
+            )
+        items = []
+        for index, entry in enumerate(requests):
+            if not isinstance(entry, dict) or not isinstance(entry.get("body"), dict):
+                raise ApiError(422, f"Field required: requests.{index}.body", param="requests")
+            items.append((str(entry.get("custom_id") or index), entry["body"]))
+        return items, []
+
+    def _file_items(
+        self, input_files: object
+    ) -> tuple[list[tuple[str, Mapping[str, Any]]], list[BatchError]]:
+        if not isinstance(input_files, list) or not input_files:
+            raise ApiError(422, "Input should be a non-empty list: input_files", param="input_files")
+        items: list[tuple[str, Mapping[str, Any]]] = []
+        errors: list[BatchError] = []
+        for file_id in input_files:
+            stored = self.store.get_file(NAME, str(file_id))
+            if stored is None:
+                raise ApiError(404, f"File {file_id} not found", code="file_not_found")
+            if stored.purpose != "batch":
+                raise ApiError(
+                    422, f"File {file_id} has purpose {stored.purpose!r}; batch input files need 'batch'"
+                )
+            for lineno, raw in enumerate(stored.data.decode("utf-8", errors="replace").splitlines(), start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    line = None
+                if not isinstance(line, dict) or not isinstance(line.get("body"), dict):
+                    errors.append(
+                        BatchError("invalid_line", f"{file_id} line {lineno}: expected {{custom_id, body}}")
+                    )
+                    continue
+                items.append((str(line.get("custom_id") or len(items)), line["body"]))
+        if not items and not errors:
+            errors.append(BatchError("empty_file", "The input files contain no requests."))
+        if len(items) > MAX_REQUESTS_PER_BATCH:
+            errors.append(
+                BatchError("too_many_requests", f"At most {MAX_REQUESTS_PER_BATCH} requests per job.")
+            )
+        return items, errors
+
+    async def list_jobs(self, request: Request) -> Response:
+        page = query_int(request, "page", default=0, low=0, high=1_000_000)
+        page_size = query_int(request, "page_size", default=100, low=1, high=1000)
+        model = request.query_params.get("model")
+        statuses = set(request.query_params.getlist("status"))
+        jobs = self.store.batches(NAME)
+        if request.query_params.get("order_by", "-created") == "-created":
+            jobs.reverse()
+        jobs = [
+            j
+            for j in jobs
+            if (model is None or j.model == model) and (not statuses or _STATUS[j.phase] in statuses)
+        ]
+        chunk = jobs[page * page_size : (page + 1) * page_size]
+        return JSONResponse({"data": [_job_object(j) for j in chunk], "object": "list", "total": len(jobs)})
+
+    async def get_job(self, request: Request) -> Response:
+        view = self._job(request.path_params["job_id"])
+        inline = request.query_params.get("inline", "").lower() == "true"
+        return JSONResponse(_job_object(view, inline=inline))
+
+    async def cancel_job(self, request: Request) -> Response:
+        view = self._job(request.path_params["job_id"])
+        if view.terminal and view.phase != "cancelled":
+            raise ApiError(400, f"Cannot cancel a batch job with status {_STATUS[view.phase]}")
+        view = self.store.cancel_batch(NAME, view.id) or view
+        return JSONResponse(_job_object(view))
+
+    async def delete_job(self, request: Request) -> Response:
+        view = self._job(request.path_params["job_id"])
+        self.store.delete_batch(NAME, view.id)
+        return JSONResponse({"id": view.id, "object": "batch", "deleted": True})
+
+    # results
+
+    def _render(
+        self, endpoint: str, model: str, timeout_hours: int, item: Item, outcome: Outcome
+    ) -> ItemResult:
+        line_id = self.store.new_id("batchreq-")
+        if outcome == "succeeded":
+            try:
+                body, input_tokens, output_tokens = _ENDPOINTS[endpoint](
+                    item.body, model, self.store.new_id, int(self.store.now())
+                )
+            except _Rejected as exc:
+                return _rejected(item, line_id, str(exc))
+            line = {
+                "id": line_id,
+                "custom_id": item.custom_id,
+                "response": {"status_code": 200, "body": body},
+                "error": None,
+            }
+            return ItemResult(item.custom_id, "succeeded", line, input_tokens, output_tokens)
+        if outcome == "errored":
+            return _rejected(
+                item, line_id, f"Emulated error: the request contains {echo.marker_token('error')}."
+            )
+        message = (
+            f"Request not processed: the batch job exceeded its timeout of {timeout_hours} hours."
+            if outcome == "expired"
+            else "Request not processed: the batch job was cancelled."
+        )
+        return ItemResult(
+            item.custom_id,
+            outcome,
+            {"id": line_id, "custom_id": item.custom_id, "response": None, "error": message},
+        )
+
+    def _write_result_files(self, view: BatchView) -> dict[str, Any]:
+        results = view.results or ()
+        updates: dict[str, Any] = {"output_file": None, "error_file": None}
+        for key, kind, lines in (
+            ("output_file", "batch_result", [r.line for r in results if r.outcome == "succeeded"]),
+            ("error_file", "batch_error", [r.line for r in results if r.outcome != "succeeded"]),
+        ):
+            if lines:
+                stored = self.store.add_file(
+                    NAME, _jsonl(lines), f"{view.id}_{kind}.jsonl", kind, file_id=str(uuid.uuid4())
+                )
+                updates[key] = stored.id
+        return updates
+
+
+def _rejected(item: Item, line_id: str, message: str) -> ItemResult:
+    error = {
+        "object": "error",
+        "message": message,
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    line = {
+        "id": line_id,
+        "custom_id": item.custom_id,
+        "response": {"status_code": 400, "body": error},
+        "error": None,
+    }
+    return ItemResult(item.custom_id, "errored", line)
+
+
+def _job_object(view: BatchView, *, inline: bool = False) -> dict[str, Any]:
+    counts = view.counts
+    job: dict[str, Any] = {
+        "id": view.id,
+        "object": "batch",
+        "input_files": view.extra["input_files"],
+        "metadata": dict(view.metadata) if view.metadata else None,
+        "endpoint": view.endpoint,
+        "model": view.model,
+        "agent_id": None,
+        "output_file": view.extra.get("output_file"),
+        "error_file": view.extra.get("error_file"),
+        "errors": [{"message": e.message, "count": 1} for e in view.errors],
+        "status": _STATUS[view.phase],
+        "created_at": unix(view.created_at),
+        "total_requests": counts.total,
+        "completed_requests": counts.succeeded + counts.errored,
+        "succeeded_requests": counts.succeeded,
+        "failed_requests": counts.errored,
+        "started_at": unix(view.in_progress_at),
+        "completed_at": unix(view.ended_at),
+    }
+    if inline:
+        job["outputs"] = [dict(r.line) for r in view.results] if view.results is not None else None
+    return job
+
+
+SPEC = ProviderSpec(
+    name=NAME,
+    prefix=PREFIX,
+    routes=lambda store: MistralBatchRoutes(store).routes(),
+    check_request=check_request,
+    error_body=error_body,
+    request_id_header="x-request-id",
+    request_id_prefix="",
+)
