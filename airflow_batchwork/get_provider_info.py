@@ -16,7 +16,12 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [{"integration-name": "Batchwork", "tags": ["ai"]}],
         "hooks": [{"integration-name": "Batchwork", "python-modules": ["airflow_batchwork.hooks.batchwork"]}],
         "operators": [{"integration-name": "Batchwork", "python-modules": ["airflow_batchwork.operators.batch"]}],
-        "triggers": [{"integration-name": "Batchwork", "python-modules": ["airflow_batchwork.triggers.batch"]}],
+        "triggers": [{"integration-name": "Batchwork", "python-modules": ["airflow_batchwork.triggers.batch",
+                                                                           "airflow_batchwork.triggers.webhook"]}],
+        "extra-links": ["airflow_batchwork.links.BatchConsoleLink"],
+        "notifications": ["airflow_batchwork.notifications.webhook.BatchWebhookNotifier"],
+        "plugins": [{"name": "batchwork_webhooks",
+                     "plugin-class": "airflow_batchwork.plugins.webhooks.BatchworkWebhooksPlugin"}],
         "connection-types": [
             {
                 "connection-type": "batchwork",

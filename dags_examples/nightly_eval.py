@@ -16,6 +16,11 @@ from airflow_batchwork.operators.batch import CollectResultsOperator, SubmitBatc
 MODELS = [
     "openai/gpt-4o-mini",
     "anthropic/claude-haiku-4-5",
+    "google/gemini-2.5-flash",
+    "groq/llama-3.3-70b-versatile",
+    "mistral/mistral-small-latest",
+    "together/meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "xai/grok-4",
 ]
 EVAL_SET = [
     {"custom_id": "capital-fr", "prompt": "What is the capital of France? Answer in one word."},

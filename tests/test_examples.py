@@ -38,9 +38,10 @@ def test_nightly_eval_maps_over_models(offline: Path) -> None:
     run = load_dag("batchwork_nightly_eval").test()
     assert run.state == "success", task_states(run)
     scores = xcom(run, "compare")
-    assert scores == {"openai.chat/gpt-4o-mini": 1.0, "anthropic/claude-haiku-4-5": 1.0}
+    assert len(scores) == 7 and set(scores.values()) == {1.0}
+    assert {"openai.chat/gpt-4o-mini", "anthropic/claude-haiku-4-5", "google.chat/gemini-2.5-flash"} <= set(scores)
     files = sorted((offline / "out" / "eval").rglob("*.parquet"))
-    assert [f.name for f in files] == ["anthropic__claude-haiku-4-5.parquet", "openai.chat__gpt-4o-mini.parquet"]
+    assert len(files) == 7
     schemas = {pq.read_schema(f).remove_metadata() for f in files}
     assert len(schemas) == 1
 

@@ -63,7 +63,8 @@ def test_key_not_in_repr() -> None:
     creds = Credentials(SECRET, "https://x")
     assert SECRET not in repr(creds)
     client = BatchClient({"openai": creds})
-    assert SECRET not in repr(client.adapter("openai").http.__dict__.get("_client"))
+    assert SECRET not in repr(client.adapter("openai").http)
+    assert SECRET not in repr(client.adapter("openai"))
 
 
 async def test_key_absent_from_errors_and_logs(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:

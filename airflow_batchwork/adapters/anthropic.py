@@ -35,6 +35,10 @@ class AnthropicAdapter(ProviderAdapter):
     # 100,000 requests or 256 MB per batch (Anthropic batch guide), whichever comes first.
     limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 256 * 1024 * 1024, 256 * 1024 * 1024)
     console_url: ClassVar[str | None] = "https://console.anthropic.com/workspaces/default/batches/{batch_id}"
+    # `error.type` of an errored result (Anthropic errors page: 429, 500, 529 overloaded, 504 timeout).
+    retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
+        "rate_limit_error", "api_error", "overloaded_error", "timeout_error",
+    })
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key, "anthropic-version": API_VERSION}
@@ -60,6 +64,9 @@ class AnthropicAdapter(ProviderAdapter):
         for field in ("temperature", "top_p", "top_k", "stop_sequences"):
             if getattr(request, field) is not None:
                 params[field] = getattr(request, field)
+        if request.output_schema is not None:
+            # Native structured outputs (`output_config.format`, anthropic SDK `OutputConfigParam`).
+            params["output_config"] = {"format": {"type": "json_schema", "schema": dict(request.output_schema)}}
         return dumps({"custom_id": request.custom_id, "params": merge_options(params, request)})
 
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:

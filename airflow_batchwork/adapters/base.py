@@ -60,6 +60,10 @@ class ProviderAdapter(ABC):
     limits: ClassVar[ProviderLimits]
     id_pattern: ClassVar[re.Pattern[str]] = SAFE_ID
     console_url: ClassVar[str | None] = None
+    #: Item `error_code`s worth resubmitting (rate limits, server errors, timeouts, overload).
+    retryable_error_codes: ClassVar[frozenset[str]] = frozenset({"429", "500", "502", "503", "504"})
+    #: Lower-case fragments of item error messages that mark a retryable failure (for codeless errors).
+    retryable_error_messages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -158,9 +162,12 @@ class ProviderAdapter(ABC):
         await self.http.aclose()
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def merge_options(body: dict[str, Any], request: BatchRequest) -> dict[str, Any]:

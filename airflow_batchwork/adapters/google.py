@@ -70,7 +70,7 @@ GENERATION_FIELDS = (
 )
 EMBEDDING_UNSUPPORTED = (
     "system", "max_output_tokens", "temperature", "top_p", "top_k", "stop_sequences", "seed",
-    "presence_penalty", "frequency_penalty",
+    "presence_penalty", "frequency_penalty", "output_schema",
 )
 
 
@@ -104,6 +104,9 @@ def generate_content_request(request: BatchRequest) -> dict[str, Any]:
         body["systemInstruction"] = {"parts": [{"text": system}]}
     config = {theirs: getattr(request, ours) for ours, theirs in GENERATION_FIELDS
               if getattr(request, ours) is not None}
+    if request.output_schema is not None:
+        # JSON Schema proper goes in `responseJsonSchema`; `responseSchema` takes only an OpenAPI subset.
+        config.update(responseMimeType="application/json", responseJsonSchema=dict(request.output_schema))
     if config:
         body["generationConfig"] = config
     return merge_provider_options(body, request)
@@ -250,6 +253,10 @@ class GoogleAdapter(ProviderAdapter):
     default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com"
     # Input file <= 2 GB (batch guide). No request-count limit is documented; 100,000 is our own cap.
     limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 2 * 1024**3, 2 * 1024**3)
+    # An errored entry's `error.status` (google.rpc codes).
+    retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
+        "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED",
+    })
     id_pattern: ClassVar[re.Pattern[str]] = BATCH_NAME
     # Above this create-body size a batch is uploaded as a file (inline requests must stay under 20 MB).
     # Set it on an instance (`client.adapter("google").inline_max_bytes = …`) to move the switch.

@@ -59,6 +59,11 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
     # 50,000 lines per input file (batch guide). Size: the guide says 200 MB, the SDK docstring 100 MB;
     # the smaller one is used so a shard is never refused.
     limits: ClassVar[ProviderLimits] = ProviderLimits(50_000, 100 * 1024 * 1024, 100 * 1024 * 1024)
+    # OpenAI's codes, plus 498 (flex capacity unavailable, Groq errors page).
+    retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
+        "rate_limit_exceeded", "server_error", "timeout", "service_unavailable", "capacity_exceeded",
+        "429", "498", "500", "502", "503", "504",
+    })
 
     def __init__(
         self,

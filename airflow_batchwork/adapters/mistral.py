@@ -97,6 +97,11 @@ class MistralAdapter(ProviderAdapter):
     inline_max_requests: ClassVar[int] = 9_999
     inline_max_bytes: ClassVar[int] = 10 * 1024 * 1024
     timeout_hours: ClassVar[int] = 24
+    # The error body's `code`, else its `type` (e.g. `rate_limited`), else the HTTP status.
+    retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
+        "rate_limited", "service_unavailable", "server_error", "internal_server_error", "timeout",
+        "429", "500", "502", "503", "504",
+    })
     list_page_size: ClassVar[int] = 100
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
@@ -122,6 +127,7 @@ class MistralAdapter(ProviderAdapter):
                 "seed",
                 "presence_penalty",
                 "frequency_penalty",
+                "output_schema",
             ),
             "mistral",
             ref.endpoint,

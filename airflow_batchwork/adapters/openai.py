@@ -24,6 +24,7 @@ from airflow_batchwork.adapters.openai_compat import (
     fill_from_chat_completion,
     fill_usage,
     finish_reason,
+    json_schema_format,
 )
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
@@ -83,6 +84,10 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
     # 50,000 requests and 200 MB per batch input file (OpenAI batch guide).
     limits: ClassVar[ProviderLimits] = ProviderLimits(50_000, 200 * 1024 * 1024, 200 * 1024 * 1024)
     console_url: ClassVar[str | None] = "https://platform.openai.com/batches/{batch_id}"
+    # Item error lines carry the HTTP error body's `error.code`/`type`, else the status code.
+    retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
+        "rate_limit_exceeded", "server_error", "timeout", "service_unavailable", "429", "500", "502", "503", "504",
+    })
 
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         name = ref.endpoint
@@ -97,9 +102,11 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
         if name == "completion":
             if request.messages is not None:
                 return unsupported("messages", "openai", name, "give a single `prompt` string instead")
-            return first_unsupported(request, ("system", "top_k", "dimensions"), "openai", name)
+            return first_unsupported(request, ("system", "top_k", "dimensions", "output_schema"), "openai", name)
         return first_unsupported(
-            request, ("system", "max_output_tokens", "temperature", "top_p", "top_k", "stop_sequences", "seed"),
+            request,
+            ("system", "max_output_tokens", "temperature", "top_p", "top_k", "stop_sequences", "seed",
+             "output_schema"),
             "openai", name,
         )
 
@@ -121,6 +128,8 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
             for field in ("temperature", "top_p"):
                 if getattr(request, field) is not None:
                     body[field] = getattr(request, field)
+            if request.output_schema is not None:
+                body["text"] = {"format": {"type": "json_schema", **json_schema_format(request.output_schema)}}
             return merge_options(body, request)
         if name == "completion":
             return self._completion_body(ref, request)

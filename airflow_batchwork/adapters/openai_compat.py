@@ -18,6 +18,7 @@ from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
+from airflow_batchwork.core.structured import is_strict_compatible, schema_name
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",
@@ -52,6 +53,9 @@ def chat_messages(request: BatchRequest) -> list[dict[str, Any]]:
     system = request.system_text()
     if system:
         messages.append({"role": "system", "content": system})
+    if request.messages is None:
+        messages.append({"role": "user", "content": request.prompt or ""})
+        return messages
     for message in request.conversation():
         content: Any = message.content if isinstance(message.content, str) else [
             {"type": "text", "text": part.text} for part in message.content
@@ -60,8 +64,18 @@ def chat_messages(request: BatchRequest) -> list[dict[str, Any]]:
     return messages
 
 
+def json_schema_format(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`{name, schema, strict?}`: the JSON Schema spec of OpenAI-style structured output. `strict` is sent
+    only for schemas its strict subset accepts (`is_strict_compatible`)."""
+    spec: dict[str, Any] = {"name": schema_name(schema), "schema": dict(schema)}
+    if is_strict_compatible(schema):
+        spec["strict"] = True
+    return spec
+
+
 def chat_body(ref: ModelRef, request: BatchRequest, *, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
-    """An OpenAI-style `/v1/chat/completions` body."""
+    """An OpenAI-style `/v1/chat/completions` body; `output_schema` becomes
+    `response_format: {type: "json_schema", json_schema: {name, schema, strict}}`."""
     body: dict[str, Any] = {"model": ref.model, "messages": chat_messages(request)}
     if request.max_output_tokens is not None:
         body[max_tokens_field] = request.max_output_tokens
@@ -72,6 +86,8 @@ def chat_body(ref: ModelRef, request: BatchRequest, *, max_tokens_field: str = "
         value = getattr(request, ours)
         if value is not None:
             body[theirs] = value
+    if request.output_schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": json_schema_format(request.output_schema)}
     return merge_options(body, request)
 
 

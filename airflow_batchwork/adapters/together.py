@@ -91,6 +91,10 @@ class TogetherAdapter(ProviderAdapter):
     default_base_url: ClassVar[str] = "https://api.together.xyz/v1"
     # 50,000 requests and 100 MB per input file, 10 MB per line (batch overview).
     limits: ClassVar[ProviderLimits] = ProviderLimits(50_000, 100 * 1024 * 1024, 10 * 1024 * 1024)
+    # Error-file `error.code`s (batch docs show `timeout`; the rest are Together's HTTP error codes).
+    retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
+        "timeout", "rate_limit_exceeded", "server_error", "service_unavailable", "429", "500", "502", "503", "504",
+    })
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from airflow_batchwork.adapters.openai_compat import (
     error_fields,
     fill_from_chat_completion,
     int_or_none,
+    json_schema_format,
 )
 from airflow_batchwork.core.http import default_error_parser
 from airflow_batchwork.core.refs import ModelRef
@@ -231,6 +232,16 @@ class XAIAdapter(ProviderAdapter):
     # Inline batches have no size limit, but shards are kept within the file limits so that every
     # shard can go either way; each request is at most 25 MB (xAI batch guide).
     limits: ClassVar[ProviderLimits] = ProviderLimits(FILE_MAX_REQUESTS, FILE_MAX_BYTES, 25 * MB)
+    # A failed result is usually a bare string (REST reference), so its message decides; a proto-shaped
+    # `error.code` may also be a gRPC status (8 RESOURCE_EXHAUSTED, 13 INTERNAL, 14 UNAVAILABLE, 4 DEADLINE).
+    retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
+        "4", "8", "13", "14", "RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED",
+        "429", "500", "502", "503", "504",
+    })
+    retryable_error_messages: ClassVar[tuple[str, ...]] = (
+        "resource has been exhausted", "rate limit", "unavailable", "overloaded", "internal error",
+        "deadline exceeded", "timed out", "try again",
+    )
 
     input_mode: InputMode = "auto"
     file_min_requests: int = 5_000
@@ -267,6 +278,8 @@ class XAIAdapter(ProviderAdapter):
         for field in ("temperature", "top_p"):
             if getattr(request, field) is not None:
                 body[field] = getattr(request, field)
+        if request.output_schema is not None:
+            body["text"] = {"format": {"type": "json_schema", **json_schema_format(request.output_schema)}}
         return merge_options(body, request)
 
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:

@@ -22,14 +22,18 @@ import httpx
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
 from airflow_batchwork.core.credentials import Credentials, credentials_from_env
+from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
 from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError
 from airflow_batchwork.core.handle import JobHandle, ShardHandle
 from airflow_batchwork.core.http import RetryPolicy
 from airflow_batchwork.core.ledger import SubmitLedger
+from airflow_batchwork.core.parquet import RowEnricher
 from airflow_batchwork.core.polling import next_step, sleep_for
+from airflow_batchwork.core.pricing import PricesLike, check_max_cost
 from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.results import JobResultWriter
+from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
 from airflow_batchwork.core.status import ItemResult, JobStatus
+from airflow_batchwork.core.structured import with_output_schema
 from airflow_batchwork.core.submission import PreparedJob, prepare_job
 
 log = logging.getLogger(__name__)
@@ -97,8 +101,15 @@ class BatchClient:
         identity: str | None = None,
         on_changed_input: str = "resubmit",
         on_orphaned_intent: str = "resubmit",
+        output_schema: Any = None,
+        max_cost_usd: float | None = None,
+        prices: PricesLike | None = None,
     ) -> JobHandle:
         """Validate, shard and submit a job.
+
+        `output_schema` (a JSON Schema dict or pydantic model class) asks every request for structured output
+        (a request's own `output_schema` wins). `max_cost_usd` refuses, before any API call, a job whose
+        estimated cost (see core/pricing.py; `prices` overrides the packaged price table) is higher.
 
         With a `ledger` (and an `identity` that is stable across retries) the submission is idempotent:
         an intent is saved before each create call and the batch id right after, the identity is written
@@ -108,7 +119,20 @@ class BatchClient:
         if on_changed_input not in ("resubmit", "fail") or on_orphaned_intent not in ("resubmit", "fail"):
             raise ConfigurationError("on_changed_input/on_orphaned_intent", "must be 'resubmit' or 'fail'",
                                      "pass one of the two values")
+        defaults = with_output_schema(defaults, output_schema)
         with prepare_job(model, requests, defaults=defaults, limits=limits) as job:
+            if job.recorder and job.recorder.schemas.needs_ids and not (ledger and ledger.ids_url):
+                raise ConfigurationError(
+                    "output_schema", "requests use different output schemas, so the collector must be told which "
+                    "request used which; that needs a place to keep it until collect",
+                    "use one job-level output_schema, or set state_path (or [batchwork] state_path)",
+                )
+            check_max_cost(job.ref, job.recorder, max_cost_usd, prices)
+            if job.passthrough and not (ledger and ledger.ids_url):
+                raise ConfigurationError(
+                    "passthrough_columns", "carrying input columns through needs a place to keep them until collect",
+                    "set state_path (a folder on any fsspec store) or the Airflow config [batchwork] state_path",
+                )
             adapter = self.adapter(job.ref.provider)
             state = ledger.read() if ledger else None
             if state and state.get("fingerprint") != job.fingerprint:
@@ -130,6 +154,20 @@ class BatchClient:
                 return handle
             return await self._submit_shards(job, adapter, state, ledger, identity, metadata, conn_id,
                                              on_orphaned_intent)
+
+    async def submit_prepared(
+        self, job: PreparedJob, *, ledger: SubmitLedger, identity: str, metadata: Mapping[str, str] | None = None,
+        conn_id: str | None = None,
+    ) -> JobHandle:
+        """Submit an already prepared job (e.g. a resubmission round built from stored items), idempotently:
+        the `ledger` re-attaches a repeated call with the same input to what was already submitted."""
+        adapter = self.adapter(job.ref.provider)
+        state = ledger.read()
+        if state and state.get("fingerprint") != job.fingerprint:
+            state = None
+        if state and state.get("handle"):
+            return JobHandle.coerce(state["handle"])
+        return await self._submit_shards(job, adapter, state, ledger, identity, metadata, conn_id, "resubmit")
 
     async def _submit_shards(
         self, job: PreparedJob, adapter: ProviderAdapter, state: dict[str, Any] | None,
@@ -192,6 +230,8 @@ class BatchClient:
             provider=job.ref.provider, model=str(job.ref),
             batches=[ShardHandle(id=s["id"], request_count=s["request_count"]) for s in shards],
             request_count=job.request_count, conn_id=conn_id, ids_url=ids_url, identity=identity,
+            passthrough=job.passthrough or None,
+            structured=job.recorder.schemas.handle_value() if job.recorder else None,
         )
         state["handle"] = handle.to_dict()
         self._save(ledger, state)
@@ -271,11 +311,16 @@ class BatchClient:
                 yield index, item
 
     async def write_parquet(
-        self, job: JobLike, url: str, *, storage_options: Mapping[str, Any] | None = None
+        self, job: JobLike, url: str, *, storage_options: Mapping[str, Any] | None = None,
+        prices: PricesLike | None = None,
     ) -> dict[str, Any]:
         """Stream all results into Parquet at `url` (a file, or a folder ending in `/` that gets one
         part file per provider batch); return a manifest `{path, files, rows, counts, provider, model,
         batch_ids, duplicates_dropped, unaccounted}`."""
         handle = JobHandle.coerce(job)
-        writer = JobResultWriter(handle, url, storage_options=storage_options)
-        return await writer.collect(self.adapter(handle.provider))
+        enrichers: list[RowEnricher] = []
+        if handle.passthrough and handle.ids_url:
+            enrichers.append(PassthroughEnricher(handle.ids_url, handle.passthrough, storage_options))
+        enrichers += standard_enrichers(handle, prices=prices, storage_options=storage_options)
+        writer = JobResultWriter(handle, url, storage_options=storage_options, enrichers=enrichers)
+        return add_cost(await writer.collect(self.adapter(handle.provider)), storage_options)

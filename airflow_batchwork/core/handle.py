@@ -32,6 +32,9 @@ class JobHandle(BaseModel):
     conn_id: str | None = None
     ids_url: str | None = None
     identity: str | None = None
+    passthrough: list[str] | None = None
+    structured: dict[str, Any] | None = None
+    """Output schemas: `{"schemas": {digest: JSON Schema}, "all": digest | None}` (see core/structured.py)."""
     submitted_at: str = Field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     @property

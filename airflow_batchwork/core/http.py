@@ -13,6 +13,7 @@ import email.utils
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -30,6 +31,16 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 MAX_RETRY_AFTER = 60.0
 
 ErrorParser = Callable[[httpx.Response], tuple[str | None, str]]
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: building one loads the CA bundle (milliseconds of CPU), which a
+    triggerer running a thousand triggers must not pay per trigger on its event loop."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = httpx.create_ssl_context()
+    return _SSL_CONTEXT
 
 
 @dataclass(frozen=True)
@@ -107,12 +118,10 @@ class ProviderHTTP:
         self.base_url = base_url.rstrip("/")
         self._error_parser = error_parser
         self.retry = retry or RetryPolicy()
-        self._client = httpx.AsyncClient(
-            headers=dict(headers),
-            timeout=httpx.Timeout(timeout, connect=15.0),
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._headers = dict(headers)
+        self._timeout = timeout
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
         origin = urlsplit(self.base_url)
         self.origin = (origin.scheme, origin.netloc)
 
@@ -129,8 +138,29 @@ class ProviderHTTP:
             )
         return url
 
+    def _make_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            headers=self._headers,
+            timeout=httpx.Timeout(self._timeout, connect=15.0),
+            transport=self._transport,
+            follow_redirects=False,
+            verify=shared_ssl_context(),
+        )
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        """The client, created on first use inside the running event loop."""
+        if self._http is None:
+            self._http = self._make_client()
+        return self._http
+
+    def __repr__(self) -> str:
+        return f"<ProviderHTTP {self.provider} {self.base_url}>"
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        client, self._http = self._http, None
+        if client is not None:
+            await client.aclose()
 
     async def request(self, method: str, path: str, *, retry_safe: bool, **kwargs: Any) -> httpx.Response:
         """Send one call with the retry rule above; raise `ProviderAPIError` on an error answer."""

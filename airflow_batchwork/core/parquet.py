@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import fsspec
 import pyarrow as pa
@@ -38,10 +38,26 @@ RESULT_SCHEMA = pa.schema(
         pa.field("error_message", pa.string()),
         pa.field("response", pa.string()),
         pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("structured", pa.string()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("attempt", pa.int32()),
     ]
 )
-# What adapters produce: everything but the job-level constants.
-ITEM_SCHEMA = pa.schema([f for f in RESULT_SCHEMA if f.name not in ("provider", "model")])
+# Filled by the collector, not by adapters: job constants and the columns enrichers compute.
+JOB_COLUMNS = ("provider", "model", "structured", "cost_usd", "attempt")
+# What adapters produce.
+ITEM_SCHEMA = pa.schema([f for f in RESULT_SCHEMA if f.name not in JOB_COLUMNS])
+
+
+class RowEnricher(Protocol):
+    """Computes columns from a batch of item rows (e.g. cost, validated structured output, input
+    columns carried through). It may also replace item columns such as `status`."""
+
+    @property
+    def fields(self) -> Sequence[pa.Field]:
+        """Columns it adds beyond `RESULT_SCHEMA` (empty when it only fills or replaces existing ones)."""
+
+    def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]: ...
 JOB_METADATA_KEY = b"batchwork.job"
 TMP_PREFIX = "_batchwork-tmp-"
 
@@ -73,16 +89,21 @@ class ParquetResultWriter:
         model: str,
         metadata: Mapping[str, Any] | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        enrichers: Sequence[RowEnricher] = (),
+        attempt: int = 1,
     ) -> None:
         self.fs, self.path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.url = url
         self.provider = provider
         self.model = model
+        self.enrichers = list(enrichers)
+        self.attempt = attempt
         parent, _, name = self.path.rpartition("/")
         tmp_name = f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
         self.tmp_path = f"{parent}/{tmp_name}" if parent else tmp_name
         schema_meta = {JOB_METADATA_KEY: json.dumps(dict(metadata or {}), sort_keys=True).encode()}
-        self.schema = RESULT_SCHEMA.with_metadata(schema_meta)
+        extra_fields = [f for enricher in self.enrichers for f in enricher.fields]
+        self.schema = pa.schema([*RESULT_SCHEMA, *extra_fields]).with_metadata(schema_meta)
         self._file: Any = None
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
@@ -109,22 +130,29 @@ class ParquetResultWriter:
         return self._writer
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
-        """Append one record batch of `ITEM_SCHEMA` as a row group."""
+        """Append one record batch of `ITEM_SCHEMA` as a row group (enrichers fill the rest)."""
         n = batch.num_rows
         if n == 0:
             return
+        computed: dict[str, pa.Array] = {
+            "provider": pa.repeat(pa.scalar(self.provider, pa.string()), n),
+            "model": pa.repeat(pa.scalar(self.model, pa.string()), n),
+            "attempt": pa.repeat(pa.scalar(self.attempt, pa.int32()), n),
+        }
+        for enricher in self.enrichers:
+            computed.update(enricher(batch))
         columns = []
-        for field in RESULT_SCHEMA:
-            if field.name == "provider":
-                columns.append(pa.repeat(pa.scalar(self.provider, pa.string()), n))
-            elif field.name == "model":
-                columns.append(pa.repeat(pa.scalar(self.model, pa.string()), n))
-            else:
+        for field in self.schema:
+            if field.name in computed:
+                columns.append(computed[field.name])
+            elif field.name in batch.schema.names:
                 columns.append(batch.column(field.name))
+            else:
+                columns.append(pa.nulls(n, field.type))
         table = pa.Table.from_arrays(columns, schema=self.schema)
         self._open().write_table(table)
         self.rows += n
-        for entry in pc.value_counts(batch.column("status")).to_pylist():
+        for entry in pc.value_counts(table.column("status")).to_pylist():
             self.counts[entry["values"]] += entry["counts"]
 
     def write(self, item: ItemResult) -> None:

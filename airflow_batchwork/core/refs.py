@@ -8,6 +8,7 @@ declared by the adapters (`airflow_batchwork.adapters`), not here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
 from airflow_batchwork.core.errors import ModelRefError
@@ -32,7 +33,7 @@ class ModelRef:
             return f"{self.provider}/{self.model}"
         return f"{self.provider}.{self.endpoint}/{self.model}"
 
-    @property
+    @cached_property
     def spec(self) -> EndpointSpec:
         return _adapter_class(self.provider).endpoint(self.endpoint)
 

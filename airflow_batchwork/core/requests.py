@@ -9,9 +9,10 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from airflow_batchwork.core.errors import RequestValidationError
+from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
+from airflow_batchwork.core.structured import to_json_schema
 
 if TYPE_CHECKING:
     from airflow_batchwork.core.refs import ModelRef
@@ -61,7 +62,19 @@ class BatchRequest(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     dimensions: int | None = Field(default=None, gt=0)
+    output_schema: dict[str, Any] | None = None
+    """Structured output: a JSON Schema dict (a pydantic model class is turned into one)."""
     provider_options: dict[str, Any] | None = None
+
+    @field_validator("output_schema", mode="before")
+    @classmethod
+    def _schema(cls, value: object) -> object:
+        if value is None:
+            return None
+        try:
+            return to_json_schema(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.problem) from None
 
     @model_validator(mode="after")
     def _one_input(self) -> BatchRequest:

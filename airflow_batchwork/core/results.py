@@ -9,7 +9,7 @@ dropped (the rare path rewrites the affected files), and a submitted id with no 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -22,6 +22,7 @@ from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.parquet import (
     ITEM_SCHEMA,
     ParquetResultWriter,
+    RowEnricher,
     is_directory_url,
     part_name,
 )
@@ -39,28 +40,55 @@ def read_submitted_ids(url: str, storage_options: Mapping[str, Any] | None = Non
         return pq.read_table(handle, columns=["custom_id", "shard"])
 
 
-def missing_batch(ids: pa.Array, batch_id: str) -> pa.RecordBatch:
+# A submitted request with no result line: what its batch's end state says happened to it.
+UNRETURNED_STATUS = {"expired": ("expired", "the batch expired before this request ran"),
+                     "cancelled": ("canceled", "the batch was cancelled before this request ran"),
+                     "failed": ("errored", "the provider rejected the batch")}
+
+
+def missing_batch(ids: pa.Array, batch_id: str, batch_state: str | None = None) -> pa.RecordBatch:
     n = len(ids)
+    status, message = UNRETURNED_STATUS.get(batch_state or "", ("missing", MISSING_MESSAGE))
     columns: list[pa.Array] = []
     for field in ITEM_SCHEMA:
         if field.name == "custom_id":
             columns.append(ids.cast(pa.string()))
         elif field.name == "batch_id":
             columns.append(pa.repeat(pa.scalar(batch_id, pa.string()), n))
-        elif field.name == "status" or field.name == "error_code":
-            columns.append(pa.repeat(pa.scalar("missing", pa.string()), n))
+        elif field.name in ("status", "error_code"):
+            columns.append(pa.repeat(pa.scalar(status, pa.string()), n))
         elif field.name == "error_message":
-            columns.append(pa.repeat(pa.scalar(MISSING_MESSAGE, pa.string()), n))
+            columns.append(pa.repeat(pa.scalar(message, pa.string()), n))
         else:
             columns.append(pa.nulls(n, field.type))
     return pa.RecordBatch.from_arrays(columns, schema=ITEM_SCHEMA)
+
+
+class PassthroughEnricher:
+    """Joins the input columns recorded at submit time back onto the results, by custom_id."""
+
+    def __init__(self, ids_url: str, columns: Sequence[str], storage_options: Mapping[str, Any] | None = None):
+        fs, path = fsspec.core.url_to_fs(ids_url, **dict(storage_options or {}))
+        with fs.open(path, "rb") as handle:
+            self.table = pq.read_table(handle, columns=["custom_id", *columns]).combine_chunks()
+        self.columns = list(columns)
+        self.fields = [self.table.schema.field(name) for name in self.columns]
+
+    def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]:
+        positions = pc.index_in(items.column("custom_id"), value_set=self.table.column("custom_id"))
+        return {name: self.table.column(name).take(positions) for name in self.columns}
 
 
 class JobResultWriter:
     """Write every result of a job to `url`: one file, or one part per provider batch for a folder URL."""
 
     def __init__(
-        self, handle: JobHandle, url: str, *, storage_options: Mapping[str, Any] | None = None
+        self,
+        handle: JobHandle,
+        url: str,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        enrichers: Sequence[RowEnricher] = (),
     ) -> None:
         self.handle = handle
         self.url = url
@@ -70,7 +98,7 @@ class JobResultWriter:
         meta = handle.to_dict()
         self.writers = [
             ParquetResultWriter(t, provider=handle.provider, model=handle.model, metadata=meta,
-                                storage_options=self.storage_options)
+                                storage_options=self.storage_options, enrichers=enrichers)
             for t in targets
         ]
         self._ids: list[list[pa.Array]] = [[] for _ in self.writers]
@@ -90,7 +118,7 @@ class JobResultWriter:
                 log.info("Collected %s batch %s (%d/%d)", self.handle.provider, batch.id, shard + 1,
                          len(self.handle.batches))
             dropped = self._drop_duplicates()
-            missing = self._add_missing()
+            missing = await self._add_missing(adapter)
         except BaseException:
             for writer in self.writers:
                 writer.abort()
@@ -134,12 +162,12 @@ class JobResultWriter:
         writer.fs.rm(writer.tmp_path)
         writer.rows = 0
         writer.counts.clear()
-        kept = table.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
+        kept = pa.Table.from_batches(table.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA).to_batches(), ITEM_SCHEMA)
         for records in kept.to_batches():
             writer.write_batch(records)
         self._ids[index] = [table.column("custom_id").combine_chunks()]
 
-    def _add_missing(self) -> int:
+    async def _add_missing(self, adapter: ProviderAdapter) -> int:
         if not self.handle.ids_url:
             return 0
         submitted = read_submitted_ids(self.handle.ids_url, self.storage_options)
@@ -148,10 +176,12 @@ class JobResultWriter:
         for shard, batch in enumerate(self.handle.batches):
             ids = absent.filter(pc.equal(absent.column("shard"), shard)).column("custom_id")
             if len(ids):
+                state = (await adapter.status(batch.id)).state
                 index = self._writer_index(shard)
-                self.writers[index].write_batch(missing_batch(ids.combine_chunks(), batch.id))
-                log.warning("%d submitted requests of batch %s have no result: written as missing",
-                            len(ids), batch.id)
+                records = missing_batch(ids.combine_chunks(), batch.id, state)
+                self.writers[index].write_batch(records)
+                log.warning("%d submitted requests of batch %s (%s) have no result line: written as %s",
+                            len(ids), batch.id, state, records.column("status")[0])
         return absent.num_rows
 
     def _manifest(self, dropped: int, missing: int) -> dict[str, Any]:

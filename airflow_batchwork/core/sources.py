@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -12,29 +12,39 @@ import pyarrow.parquet as pq
 from airflow_batchwork.core.errors import ConfigurationError
 
 PARQUET_BATCH_ROWS = 10_000
+# Key under which a source row's carried-through columns travel with its request dict.
+PASSTHROUGH_KEY = "__passthrough__"
 
 
 def read_requests(
     url: str,
     *,
     columns: Mapping[str, str] | None = None,
+    passthrough: Sequence[str] = (),
     storage_options: Mapping[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield request dicts from `url`. `columns` maps request fields to source columns
-    (e.g. `{"prompt": "question", "custom_id": "row_id"}`); unmapped fields use their own names."""
+    (e.g. `{"prompt": "question", "custom_id": "row_id"}`); unmapped fields use their own names.
+    `passthrough` source columns ride along under `PASSTHROUGH_KEY` to reappear in the results."""
     lowered = url.lower().split("?", 1)[0]
     if lowered.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        yield from _jsonl(url, columns, storage_options)
+        rows = _jsonl(url, storage_options)
     elif lowered.endswith(".parquet"):
-        yield from _parquet(url, columns, storage_options)
+        wanted = [*(columns or {}).values(), *passthrough] if columns else None
+        rows = _parquet(url, wanted, storage_options)
     else:
         raise ConfigurationError("requests_path", f"cannot tell the format of {url!r}",
                                  "use a file ending in .jsonl or .parquet")
+    for row in rows:
+        request = _rename(row, columns, passthrough)
+        if passthrough:
+            request[PASSTHROUGH_KEY] = {name: row.get(name) for name in passthrough}
+        yield request
 
 
-def _rename(row: dict[str, Any], columns: Mapping[str, str] | None) -> dict[str, Any]:
+def _rename(row: dict[str, Any], columns: Mapping[str, str] | None, passthrough: Sequence[str]) -> dict[str, Any]:
     if not columns:
-        return row
+        return {k: v for k, v in row.items() if k not in passthrough}
     out = {field: row.get(source) for field, source in columns.items()}
     return {k: v for k, v in out.items() if v is not None}
 
@@ -46,8 +56,7 @@ def _open(url: str, storage_options: Mapping[str, Any] | None) -> Any:
         raise ConfigurationError("requests_path", f"{url!r} does not exist", "check the path") from None
 
 
-def _jsonl(url: str, columns: Mapping[str, str] | None, storage_options: Mapping[str, Any] | None
-           ) -> Iterator[dict[str, Any]]:
+def _jsonl(url: str, storage_options: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
     with _open(url, storage_options) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -60,19 +69,19 @@ def _jsonl(url: str, columns: Mapping[str, str] | None, storage_options: Mapping
             if not isinstance(row, dict):
                 raise ConfigurationError(f"requests_path line {number}", "not a JSON object",
                                          'write one object per line, e.g. {"custom_id": "a", "prompt": "…"}')
-            yield _rename(row, columns)
+            yield row
 
 
-def _parquet(url: str, columns: Mapping[str, str] | None, storage_options: Mapping[str, Any] | None
+def _parquet(url: str, wanted: Sequence[str] | None, storage_options: Mapping[str, Any] | None
              ) -> Iterator[dict[str, Any]]:
     with _open(url, storage_options) as handle:
         parquet = pq.ParquetFile(handle)
         names = parquet.schema_arrow.names
-        wanted = list(dict.fromkeys(columns.values())) if columns else None
-        missing = [c for c in wanted or [] if c not in names]
+        selected = list(dict.fromkeys(wanted)) if wanted else None
+        missing = [c for c in selected or [] if c not in names]
         if missing:
             raise ConfigurationError("columns", f"column {missing[0]!r} is not in {url!r}",
                                      f"use one of: {', '.join(names)}")
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=selected):
             for row in batch.to_pylist():
-                yield _rename({k: v for k, v in row.items() if v is not None}, columns)
+                yield {k: v for k, v in row.items() if v is not None}

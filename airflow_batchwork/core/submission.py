@@ -21,9 +21,12 @@ import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderLimits
-from airflow_batchwork.core.errors import RequestValidationError
+from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
+from airflow_batchwork.core.parquet import RESULT_SCHEMA
+from airflow_batchwork.core.recorder import RequestRecorder
 from airflow_batchwork.core.refs import ModelRef, parse_model
 from airflow_batchwork.core.requests import iter_requests
+from airflow_batchwork.core.sources import PASSTHROUGH_KEY
 
 IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
 _IDS_FLUSH = 50_000
@@ -56,7 +59,9 @@ class PreparedJob:
     fingerprint: str
     ids_path: Path
     request_count: int
+    passthrough: list[str]
     _workdir: tempfile.TemporaryDirectory[str] = field(repr=False)
+    recorder: RequestRecorder | None = field(default=None, repr=False)
 
     def __enter__(self) -> PreparedJob:
         return self
@@ -89,11 +94,38 @@ def prepare_job(
     out: BinaryIO | None = None
     ids: list[str] = []
     id_shards: list[int] = []
+    carried: dict[int, Mapping[str, Any]] = {}
+    carried_rows: list[Mapping[str, Any]] = []
+    passthrough: list[str] = []
     ids_path = root / "ids.parquet"
-    ids_writer = pq.ParquetWriter(ids_path, IDS_SCHEMA)
+    ids_writer: pq.ParquetWriter | None = None
+    recorder = RequestRecorder(ref)
+
+    def strip_passthrough(raw: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        for position, item in enumerate(raw):
+            if isinstance(item, Mapping) and PASSTHROUGH_KEY in item:
+                carried[position] = item[PASSTHROUGH_KEY]
+                item = {k: v for k, v in item.items() if k != PASSTHROUGH_KEY}
+            yield item
+
+    def flush() -> None:
+        nonlocal ids_writer
+        columns: dict[str, list[Any]] = {"custom_id": ids, "shard": id_shards}
+        for name in passthrough:
+            columns[name] = [row.get(name) for row in carried_rows]
+        columns.update(recorder.flush())
+        table = pa.table(columns)
+        table = table.cast(pa.schema([*IDS_SCHEMA, *list(table.schema)[2:]]))
+        if ids_writer is None:
+            ids_writer = pq.ParquetWriter(ids_path, table.schema)
+        ids_writer.write_table(table.cast(ids_writer.schema))
+        ids.clear()
+        id_shards.clear()
+        carried_rows.clear()
+
     count = 0
     try:
-        for index, request in iter_requests(requests, ref=ref, defaults=defaults):
+        for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults):
             refusal = payload.check_request(ref, request)
             if refusal:
                 field_name, problem, fix = refusal
@@ -124,20 +156,36 @@ def prepare_job(
             digest.update(b"\n")
             ids.append(request.custom_id)
             id_shards.append(len(shards) - 1)
+            recorder.add(request, item)
+            row = carried.pop(index, None)
+            if row is not None:
+                if not passthrough:
+                    passthrough = _check_passthrough(row)
+                carried_rows.append(row)
+                digest.update(repr(sorted(row.items())).encode())
             count += 1
-            if len(ids) >= _IDS_FLUSH:
-                ids_writer.write_table(pa.table([ids, id_shards], schema=IDS_SCHEMA))
-                ids, id_shards = [], []
-        if ids:
-            ids_writer.write_table(pa.table([ids, id_shards], schema=IDS_SCHEMA))
+            if len(ids) >= _IDS_FLUSH or recorder.nbytes >= recorder.flush_bytes:
+                flush()
+        if ids or ids_writer is None:
+            flush()
     except BaseException:
         if out is not None:
             out.close()
-        ids_writer.close()
+        if ids_writer is not None:
+            ids_writer.close()
         workdir.cleanup()
         raise
     if out is not None:
         out.close()
+    assert ids_writer is not None
     ids_writer.close()
     return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
-                       request_count=count, _workdir=workdir)
+                       request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder)
+
+
+def _check_passthrough(row: Mapping[str, Any]) -> list[str]:
+    clashes = sorted(set(row) & {*RESULT_SCHEMA.names, "shard"})
+    if clashes:
+        raise ConfigurationError("passthrough_columns", f"{clashes[0]!r} is also a result column",
+                                 "rename that source column or leave it out of passthrough_columns")
+    return list(row)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -23,6 +24,8 @@ from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.status import JobStatus
 
 T = TypeVar("T")
+CREDENTIALS_TTL = 60.0
+_CREDENTIALS_CACHE: dict[tuple[str | None, str], tuple[float, Credentials]] = {}
 
 
 def default_conn_id(provider: str) -> str:
@@ -59,7 +62,19 @@ class BatchworkHook(BaseHook):
         return self._from_connection(provider, conn_id, conn.password, conn.host, conn.extra_dejson)
 
     async def acredentials(self, provider: str) -> Credentials:
-        """Resolve credentials without blocking the event loop (triggerer side)."""
+        """Resolve credentials without blocking the event loop (triggerer side).
+
+        Cached per process for `CREDENTIALS_TTL` seconds: a triggerer with a thousand triggers on one
+        connection looks it up once, not a thousand times per restart."""
+        key = (self.conn_id, provider)
+        cached = _CREDENTIALS_CACHE.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        creds = await self._acredentials(provider)
+        _CREDENTIALS_CACHE[key] = (time.monotonic() + CREDENTIALS_TTL, creds)
+        return creds
+
+    async def _acredentials(self, provider: str) -> Credentials:
         from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
         conn_id = self.conn_id or default_conn_id(provider)

@@ -13,13 +13,17 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context, XComArg, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, results_outlet
 from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.ledger import SubmitLedger
 from airflow_batchwork.core.refs import parse_model
 from airflow_batchwork.core.sources import read_requests
+from airflow_batchwork.core.structured import to_json_schema
 from airflow_batchwork.hooks.batchwork import BatchworkHook
 from airflow_batchwork.hooks.task_state import ledger_for, task_identity
+from airflow_batchwork.links import BatchConsoleLink, persist_batch_link
+from airflow_batchwork.operators.resubmit import ResubmitMixin
 from airflow_batchwork.triggers.batch import EVENT_STATUSES, BatchCompleteTrigger
 
 DEFAULT_TIMEOUT = 24 * 3600
@@ -53,6 +57,9 @@ class SubmitBatchOperator(BaseOperator):
     :param requests_path: a ``.jsonl`` or ``.parquet`` file on any fsspec URL, read streaming
         (templated). Give exactly one of ``requests`` and ``requests_path``.
     :param columns: for ``requests_path``: request field -> source column, e.g. ``{"prompt": "text"}``.
+    :param passthrough_columns: for ``requests_path``: source columns copied into the result rows (joined
+        by custom_id at collect), so a backfill can join back without another lookup. Needs a state store
+        with files (``state_path``).
     :param defaults: request fields applied where a request leaves them unset (templated).
     :param conn_id: a ``batchwork`` connection; default ``batchwork_<provider>``, else env vars.
     :param wait_for_completion: defer on :class:`BatchCompleteTrigger` until every batch is terminal.
@@ -63,6 +70,10 @@ class SubmitBatchOperator(BaseOperator):
         (cancel the stale batches, submit anew) or ``"fail"``.
     :param on_orphaned_intent: an earlier try may have created a batch whose id was lost and the provider
         cannot be searched for it: ``"resubmit"`` (may pay twice) or ``"fail"``.
+    :param output_schema: structured output for every request: a JSON Schema dict or a pydantic model class
+        (a request's own ``output_schema`` wins); see docs/beyond.md.
+    :param max_cost_usd: refuse the job, before any API call, when its estimated cost is higher.
+    :param prices: price table overrides (a dict, or a YAML/JSON file URL; templated) for ``max_cost_usd``.
 
     Bad input (model, requests, defaults, credentials) fails the task before any API call, without
     retries. A job over the provider's limits is split into several batches under one handle. Retries are
@@ -70,9 +81,11 @@ class SubmitBatchOperator(BaseOperator):
     identity made of dag, task, run and map index; a retried task re-attaches to its batches.
     """
 
-    template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata", "state_path")
+    template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata", "state_path",
+                                      "prices")
     template_fields_renderers = {"defaults": "json", "metadata": "json"}
     ui_color = "#e8f1ff"
+    operator_extra_links = (BatchConsoleLink(),)
 
     def __init__(
         self,
@@ -81,6 +94,7 @@ class SubmitBatchOperator(BaseOperator):
         requests: list[dict[str, Any]] | XComArg | None = None,
         requests_path: str | None = None,
         columns: Mapping[str, str] | None = None,
+        passthrough_columns: Sequence[str] | None = None,
         defaults: dict[str, Any] | None = None,
         conn_id: str | None = None,
         wait_for_completion: bool = False,
@@ -93,9 +107,15 @@ class SubmitBatchOperator(BaseOperator):
         state_path: str | None = None,
         on_changed_input: str = "resubmit",
         on_orphaned_intent: str = "resubmit",
+        output_schema: Any = None,
+        max_cost_usd: float | None = None,
+        prices: dict[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.output_schema = to_json_schema(output_schema) if output_schema is not None else None
+        self.max_cost_usd = max_cost_usd
+        self.prices = prices
         for name, value in (("on_changed_input", on_changed_input), ("on_orphaned_intent", on_orphaned_intent)):
             if value not in ("resubmit", "fail"):
                 raise ConfigurationError(name, f"{value!r} is not an option", "use 'resubmit' or 'fail'")
@@ -116,6 +136,10 @@ class SubmitBatchOperator(BaseOperator):
             XComArg.apply_upstream_relationship(self, requests)
         self.requests_path = requests_path
         self.columns = dict(columns) if columns else None
+        if passthrough_columns and requests_path is None:
+            raise ConfigurationError("passthrough_columns", "works only with requests_path",
+                                     "read the requests from a file, or put the values in custom_id")
+        self.passthrough_columns = list(passthrough_columns or [])
         self.defaults = defaults
         self.conn_id = conn_id
         self.wait_for_completion = wait_for_completion
@@ -132,7 +156,8 @@ class SubmitBatchOperator(BaseOperator):
 
     def _requests(self, context: Context) -> Any:
         if self.requests_path is not None:
-            return read_requests(self.requests_path, columns=self.columns, storage_options=self.storage_options)
+            return read_requests(self.requests_path, columns=self.columns, passthrough=self.passthrough_columns,
+                                 storage_options=self.storage_options)
         requests = self.requests
         if isinstance(requests, XComArg):
             requests = requests.resolve(context)
@@ -157,6 +182,7 @@ class SubmitBatchOperator(BaseOperator):
                 self.model, self._requests(context), provider=ref.provider, defaults=self.defaults,
                 metadata=self.metadata, limits=self.limits, ledger=ledger, identity=identity,
                 on_changed_input=self.on_changed_input, on_orphaned_intent=self.on_orphaned_intent,
+                output_schema=self.output_schema, max_cost_usd=self.max_cost_usd, prices=self.prices,
             )
         except ConfigurationError as exc:
             raise _fail_fast(exc) from None
@@ -164,6 +190,7 @@ class SubmitBatchOperator(BaseOperator):
         self.log.info("Submitted %s job: %d requests in batches %s", job.provider, job.request_count,
                       ", ".join(job.batch_ids))
         context["ti"].xcom_push(key="batch_ids", value=job.batch_ids)
+        persist_batch_link(context, job)
         if self.wait_for_completion:
             self.defer(
                 trigger=BatchCompleteTrigger(
@@ -190,7 +217,7 @@ class SubmitBatchOperator(BaseOperator):
             BatchworkHook(conn_id=self.conn_id).cancel(self._job)
 
 
-class CollectResultsOperator(BaseOperator):
+class CollectResultsOperator(ResubmitMixin, BaseOperator):
     """Wait for a job (deferring if it is still running), then write one Parquet row per request.
 
     :param job: the job handle: ``submit.output``, a dict, or Jinja rendering to one (templated).
@@ -199,13 +226,24 @@ class CollectResultsOperator(BaseOperator):
     :param fail_on_error: fail the task, after the file is written, when any item errored, expired or
         was canceled.
     :param timeout: seconds from the job's submission after which the batches are cancelled.
+    :param results_asset: the outlet announcing new results (event ``extra``: counts, rows, cost): an
+        ``Asset``, ``AssetAlias`` or static URI; default ``Asset(output_path)``, or for a templated
+        ``output_path`` the alias ``batchwork-results:<dag_id>.<task_id>``; ``False`` for none.
+    :param max_item_retries: resubmit items that expired or failed with a retryable error (rate limit, server
+        error, timeout, overload) up to this many times, deferring while each round runs; the dataset keeps
+        one row per custom_id, from its last ``attempt``. Needs the job submitted with ``state_path``.
+    :param keep_history: with ``max_item_retries``: keep the replaced rows of earlier attempts in a Parquet
+        file (``True``: next to the output, see the manifest's ``history_path``; or a URL).
+    :param prices: price table overrides for the ``cost_usd`` column (a dict, or a YAML/JSON file URL;
+        templated).
 
     Returns a manifest ``{path, files, rows, counts, provider, model, batch_ids}``. Files are written
     under a temporary name and moved into place, so a retry overwrites, never appends.
     """
 
-    template_fields: Sequence[str] = ("job", "output_path", "conn_id")
+    template_fields: Sequence[str] = ("job", "output_path", "conn_id", "prices")
     ui_color = "#eafbea"
+    operator_extra_links = (BatchConsoleLink(),)
 
     def __init__(
         self,
@@ -217,6 +255,10 @@ class CollectResultsOperator(BaseOperator):
         timeout: float = DEFAULT_TIMEOUT,
         fail_on_error: bool = False,
         storage_options: dict[str, Any] | None = None,
+        results_asset: ResultsAssetArg = None,
+        max_item_retries: int = 0,
+        keep_history: bool | str = False,
+        prices: dict[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -229,6 +271,16 @@ class CollectResultsOperator(BaseOperator):
         self.timeout = timeout
         self.fail_on_error = fail_on_error
         self.storage_options = storage_options
+        if isinstance(max_item_retries, bool) or not isinstance(max_item_retries, int) or max_item_retries < 0:
+            raise ConfigurationError("max_item_retries", f"{max_item_retries!r} is not a whole number >= 0",
+                                     "use e.g. max_item_retries=2")
+        self.max_item_retries = max_item_retries
+        self.keep_history = keep_history
+        self.prices = prices
+        # Outlets are resolved at parse time: a templated output_path publishes through an AssetAlias.
+        self.results_outlet = results_outlet(output_path, results_asset, dag_id=self.dag_id, task_id=self.task_id)
+        if self.results_outlet is not None:
+            self.outlets = [*self.outlets, self.results_outlet]
 
     def _handle(self, job: Any) -> JobHandle:
         try:
@@ -241,10 +293,11 @@ class CollectResultsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         handle = self._handle(self.job)
+        persist_batch_link(context, handle)
         status = self._hook(handle).status(handle)
         self.log.info("Job %s: %s", ",".join(handle.batch_ids), status.progress_line())
         if status.terminal:
-            return self._collect(handle, status.state)
+            return self._collect(handle, status.state, context)
         submitted = _parse_time(handle.submitted_at)
         end_time = max(submitted + self.timeout, time.time() + 1)
         self.defer(
@@ -262,12 +315,18 @@ class CollectResultsOperator(BaseOperator):
         status = outcome["status"]
         if status in ("timeout", "error"):
             raise AirflowException(f"batch job {status}: {outcome.get('message')}")
-        return self._collect(self._handle(self.job), status)
+        return self._collect(self._handle(self.job), status, context)
 
-    def _collect(self, handle: JobHandle, state: str) -> dict[str, Any]:
-        manifest = self._hook(handle).write_parquet(handle, self.output_path, storage_options=self.storage_options)
+    def _collect(self, handle: JobHandle, state: str, context: Context, **resume: Any) -> dict[str, Any]:
+        if self.max_item_retries:
+            manifest = self._write_rounds(handle, state, **resume)
+        else:
+            manifest = self._hook(handle).write_parquet(handle, self.output_path,
+                                                        storage_options=self.storage_options, prices=self.prices)
         manifest["state"] = state
-        self.log.info("Wrote %d rows to %s: %s", manifest["rows"], manifest["path"], manifest["counts"])
+        attach_event_extra(context, self.results_outlet, manifest)
+        self.log.info("Wrote %d rows to %s: %s (cost_usd: %s)", manifest["rows"], manifest["path"],
+                      manifest["counts"], manifest.get("cost_usd"))
         if state == "failed":
             raise AirflowException(f"the provider rejected the job (state failed); {manifest['rows']} rows "
                                    f"written to {manifest['path']}")

@@ -3,20 +3,24 @@
 Use it as a context manager in tests (``with Emulator() as emu: ...``) and give
 ``emu.base_url("openai")`` to our adapters or to the provider's official SDK; or run it from a shell::
 
-    python -m airflow_batchwork.testing.emulator --port 8090 [--host 127.0.0.1] [--processing-seconds 1.0]
+    python -m airflow_batchwork.testing.emulator --port 8090 [--host 127.0.0.1] [--processing-seconds 1.0] \
+        [--rate-limit-every N] [--server-error-every N] [--drop-connection-every N] ... [--providers openai,groq]
 
-Any API key is accepted except a missing or empty one and the literal ``invalid``.
+Any API key is accepted except a missing or empty one and the literal ``invalid``. Faults
+(:class:`~airflow_batchwork.testing.faults.FaultConfig`) are constructor arguments, ``emu.faults`` at runtime,
+or CLI flags; docs/emulator.md describes every knob.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from types import FrameType, TracebackType
 
 import uvicorn
@@ -25,28 +29,37 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Scope
 
-from airflow_batchwork.testing.faults import FaultConfig, FaultMiddleware
+from airflow_batchwork.testing.faults import FaultConfig, Faults
+from airflow_batchwork.testing.middleware import DropConnection, FaultMiddleware
 from airflow_batchwork.testing.providers import PROVIDERS, provider_for_path
 from airflow_batchwork.testing.providers.base import ProviderApp
 from airflow_batchwork.testing.store import BatchView, RequestRecord, Store, StoredFile
+from airflow_batchwork.testing.webhooks import WebhookSender
 
-__all__ = ["Emulator", "build_app", "main"]
+__all__ = ["Emulator", "build_app", "build_parser", "fault_config", "main"]
 
 _START_TIMEOUT_SECONDS = 10.0
 _STOP_TIMEOUT_SECONDS = 5.0
+_ALIASES = {spec.name: spec.aliases for spec in PROVIDERS.values()}
 
 
 def build_app(store: Store, faults: FaultConfig | None = None) -> Starlette:
     """The emulator's ASGI app over ``store``: every registered provider under its prefix.
 
-    ``faults`` may be a :class:`FaultConfig` or, via :class:`Emulator`, follow ``emu.faults``.
+    ``faults``, if given, becomes the config of ``store.faults``. Served by another ASGI server, dropped
+    connections degrade (see :mod:`~airflow_batchwork.testing.middleware`).
     """
-    config = faults or FaultConfig()
-    return _build_app(store, lambda: config)
+    if faults is not None:
+        config = faults
+        store.faults.source = lambda: config
+    return _build_app(store)
 
 
-def _build_app(store: Store, faults: Callable[[], FaultConfig]) -> Starlette:
+def _build_app(store: Store, drop: DropConnection | None = None) -> Starlette:
+    store.faults.aliases.update(_ALIASES)
+
     async def index(request: Request) -> Response:
         origin = f"{request.url.scheme}://{request.url.netloc}"
         return JSONResponse(
@@ -58,7 +71,7 @@ def _build_app(store: Store, faults: Callable[[], FaultConfig]) -> Starlette:
 
     routes: list[BaseRoute] = [Route("/", index, methods=["GET"])]
     routes += [Mount(spec.prefix, app=ProviderApp(spec, store)) for spec in PROVIDERS.values()]
-    middleware = [Middleware(FaultMiddleware, store=store, faults=faults, resolve=provider_for_path)]
+    middleware = [Middleware(FaultMiddleware, store=store, resolve=provider_for_path, drop=drop)]
     return Starlette(routes=routes, middleware=middleware)
 
 
@@ -67,7 +80,8 @@ class Emulator:
 
     The server binds ``host`` (loopback by default) on ``port`` (0 = a free port). Batches created
     while it runs end ``processing_seconds`` after creation. ``faults`` may be replaced or mutated
-    at any time. State lives in :attr:`store` and survives :meth:`stop` / :meth:`start`.
+    at any time; :attr:`requests` and :meth:`fault_counts` show what was injected. State lives in
+    :attr:`store` and survives :meth:`stop` / :meth:`start`.
     """
 
     def __init__(
@@ -76,16 +90,22 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: FaultConfig | None = None,
+        webhooks: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
-        self.store = Store(processing_seconds=processing_seconds)
         self.faults = faults or FaultConfig()
-        self.app = _build_app(self.store, lambda: self.faults)
+        _check_providers(self.faults)
+        self.store = Store(processing_seconds=processing_seconds, faults=Faults(lambda: self.faults))
+        self.app = _build_app(self.store, drop=self._drop_connection)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self._port: int | None = None
+        # Signed batch webhooks ({provider: (url, secret)}), sent from a background thread: testing/webhooks.py.
+        self.webhooks = WebhookSender(self.store)
+        for provider, (url, secret) in (webhooks or {}).items():
+            self.webhooks.configure(provider, url, secret)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -126,6 +146,7 @@ class Emulator:
             time.sleep(0.01)
         self._server, self._thread, self._socket = server, thread, sock
         self._port = sock.getsockname()[1]
+        self.webhooks.start()
         return self
 
     def stop(self) -> None:
@@ -133,6 +154,7 @@ class Emulator:
         server, thread, sock = self._server, self._thread, self._socket
         self._server = self._thread = self._socket = None
         self._port = None
+        self.webhooks.stop()
         if server is None or thread is None:
             return
         server.should_exit = True
@@ -142,6 +164,10 @@ class Emulator:
             thread.join(_STOP_TIMEOUT_SECONDS)
         if sock is not None:
             sock.close()
+
+    def configure_webhook(self, provider: str, url: str, secret: str) -> None:
+        """POST signed webhooks for `provider`'s batches created from now on (openai, gemini) to `url`."""
+        self.webhooks.configure(provider, url, secret)
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -153,6 +179,18 @@ class Emulator:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _drop_connection(self, scope: Scope) -> Awaitable[None] | None:
+        """Close the client connection serving ``scope``; the result ends once uvicorn noticed. None if not found."""
+        server, client = self._server, scope.get("client")
+        if server is None or client is None:
+            return None
+        connections = server.server_state.connections
+        for connection in list(connections):
+            if getattr(connection, "client", None) == tuple(client):
+                connection.transport.close()
+                return _connection_lost(connections, connection)
+        return None
 
     @property
     def running(self) -> bool:
@@ -207,12 +245,46 @@ class Emulator:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """Every provider request answered so far, in order."""
+        """Every provider request answered so far, in order (``RequestRecord.fault`` names injected faults)."""
         return self.store.requests
 
+    def fault_counts(self, provider: str | None = None) -> dict[str, dict[str, int]]:
+        """Injected faults so far: provider -> fault kind -> count; result faults count lines or entries."""
+        return self.store.faults.counts(provider)
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: serve until interrupted, printing each provider's base URL."""
+
+async def _connection_lost(connections: Collection[object], connection: object) -> None:
+    # uvicorn must see the connection lost before the app returns, or it answers a 500 of its own.
+    for _ in range(1000):
+        if connection not in connections:
+            return
+        await asyncio.sleep(0.001)
+
+
+def _check_providers(config: FaultConfig) -> None:
+    known = set(PROVIDERS) | {alias for aliases in _ALIASES.values() for alias in aliases}
+    named = set(config.providers or ()) | set(config.per_provider)
+    unknown = sorted(named - known)
+    if unknown:
+        raise ValueError(f"unknown provider(s) in FaultConfig: {', '.join(unknown)}; known: {', '.join(PROVIDERS)}")
+
+
+def _every(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser (server options and fault knobs)."""
     parser = argparse.ArgumentParser(
         prog="python -m airflow_batchwork.testing.emulator",
         description="Serve the airflow-batchwork provider emulator until interrupted.",
@@ -222,9 +294,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--port", type=int, default=8090, help="port to bind, 0 = any free port (default: 8090)"
     )
     parser.add_argument(
-        "--processing-seconds", type=float, default=1.0, help="time until a batch ends (default: 1.0)"
+        "--processing-seconds", type=_seconds, default=1.0, help="time until a batch ends (default: 1.0)"
     )
+    faults = parser.add_argument_group("faults", "see docs/emulator.md; N = every Nth, 0 = off (default)")
+    for flag, help_text in (
+        ("--rate-limit-every", "every Nth request per provider answers 429 with Retry-After"),
+        ("--server-error-every", "every Nth request per provider answers 500, 502, 503, 500, ..."),
+        ("--drop-connection-every", "every Nth request per provider: connection closed mid-response"),
+        ("--lose-create-response-every", "every Nth batch create: batch created, connection closed before any byte"),
+        ("--truncate-results-every", "every Nth result line (or entry) cut in half"),
+        ("--malformed-results-every", "every Nth result line (or entry) replaced by non-JSON garbage"),
+    ):
+        faults.add_argument(flag, type=_every, default=0, metavar="N", help=help_text)
+    faults.add_argument(
+        "--retry-after-seconds", type=_every, default=1, metavar="S", help="Retry-After of injected 429s (default: 1)"
+    )
+    faults.add_argument("--fail-validation", action="store_true", help="new batches fail validation")
+    faults.add_argument(
+        "--expire-partial", action="store_true", help="new batches expire with the first half of their requests done"
+    )
+    faults.add_argument("--slow-seconds", type=_seconds, default=0.0, metavar="S", help="delay every response")
+    faults.add_argument(
+        "--providers",
+        metavar="P1,P2",
+        help=f"apply the faults to these providers only (default: all; known: {', '.join(PROVIDERS)})",
+    )
+    return parser
+
+
+def fault_config(args: argparse.Namespace) -> FaultConfig:
+    """The :class:`FaultConfig` described by parsed CLI arguments (ValueError for an unknown provider)."""
+    config = FaultConfig(
+        rate_limit_every=args.rate_limit_every,
+        retry_after_seconds=args.retry_after_seconds,
+        server_error_every=args.server_error_every,
+        drop_connection_every=args.drop_connection_every,
+        lose_create_response_every=args.lose_create_response_every,
+        truncate_results_every=args.truncate_results_every,
+        malformed_results_every=args.malformed_results_every,
+        fail_validation=args.fail_validation,
+        expire_partial=args.expire_partial,
+        slow_seconds=args.slow_seconds,
+        providers=args.providers,
+    )
+    _check_providers(config)
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: serve until interrupted, printing each provider's base URL and the active faults."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        faults = fault_config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     stop = threading.Event()
 
@@ -233,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    emulator = Emulator(processing_seconds=args.processing_seconds, host=args.host, port=args.port)
+    emulator = Emulator(processing_seconds=args.processing_seconds, host=args.host, port=args.port, faults=faults)
     try:
         emulator.start()
     except OSError as exc:
@@ -249,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         width = max(len(name) for name in emulator.providers)
         for name in emulator.providers:
             print(f"  {name:<{width}}  {emulator.base_url(name)}", flush=True)
+        print(f"faults: {faults.describe()}", flush=True)
         while not stop.wait(0.5):
             pass
     finally:

@@ -15,10 +15,16 @@ Items finish one after another, evenly spread over ``in_progress``; an item carr
 marker never finishes, so it expires at the end (and the batch's terminal phase is ``expired``). On
 cancel, items that had not finished become ``canceled``. Results are rendered once, the first time
 anyone looks at the batch after it reached a terminal phase.
+
+Batch faults come from the store's :class:`~airflow_batchwork.testing.faults.Faults`, asked once per
+:meth:`Store.create_batch`: ``fail_validation`` gives the batch a validation error (or marks every item
+``fail_validation``, which errors), ``expire_partial`` marks the second half of the items ``expire``. Files written by
+a batch's end hook are that batch's result files (:attr:`StoredFile.result_of`).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_batchwork.testing.echo import find_marker
+from airflow_batchwork.testing.faults import VALIDATION_FAILURE_MESSAGE, Faults
 
 __all__ = [
     "TERMINAL_PHASES",
@@ -66,6 +73,8 @@ class StoredFile:
     purpose: str
     data: bytes
     created_at: float
+    result_of: str | None = None
+    """Id of the batch whose results this file holds (set for files written by a batch's end hook)."""
 
     @property
     def size(self) -> int:
@@ -82,7 +91,8 @@ class Item:
     body: Mapping[str, Any]
     """The request body as the provider received it (e.g. OpenAI ``body``, Anthropic ``params``)."""
     marker: str | None = None
-    """The item-fault marker found in the body (see :func:`echo.find_marker`), if any."""
+    """The item-fault marker found in the body (see :func:`echo.find_marker`), if any, or one a batch fault
+    assigned: ``expire`` (``expire_partial``) or ``fail_validation`` (on the items; errors)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,14 @@ class RequestRecord:
     method: str
     path: str
     status_code: int
+    """The status sent; 0 if the connection was dropped before a status line."""
     fault: str | None = None
+    """The faults injected into this request, comma-separated in the order applied (e.g. ``"slow,rate_limit"``)."""
+
+    @property
+    def faults(self) -> tuple[str, ...]:
+        """The injected faults as a tuple (empty without faults)."""
+        return tuple(self.fault.split(",")) if self.fault else ()
 
 
 # A renderer turns an item plus the outcome the store decided into the provider's result line.
@@ -239,7 +256,7 @@ class _Batch:
 
 
 def _planned_outcome(item: Item) -> Outcome:
-    if item.marker == "error":
+    if item.marker in ("error", "fail_validation", "transient"):
         return "errored"
     if item.marker == "expire":
         return "expired"
@@ -250,10 +267,17 @@ class Store:
     """Thread-safe in-memory state for all emulated providers.
 
     Every accessor takes the provider name, so one provider can never see another's ids.
-    ``clock`` returns wall-clock seconds; tests may inject a fake one.
+    ``clock`` returns wall-clock seconds; tests may inject a fake one. ``faults`` is the fault model every
+    provider module reaches as ``store.faults`` (default: one that never injects anything).
     """
 
-    def __init__(self, processing_seconds: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        processing_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        faults: Faults | None = None,
+    ) -> None:
+        self.faults = faults if faults is not None else Faults()
         self._lock = threading.RLock()
         self._clock = clock
         self._processing_seconds = float(processing_seconds)
@@ -263,6 +287,8 @@ class Store:
         self._files: dict[str, StoredFile] = {}
         self._batches: dict[str, _Batch] = {}
         self._requests: list[RequestRecord] = []
+        self._rendering: str | None = None  # id of the batch whose end hook runs (under the lock)
+        self._transient_seen: set[tuple[str, str, str]] = set()
 
     # -- settings and ids ------------------------------------------------------------------------
 
@@ -293,15 +319,16 @@ class Store:
         self, provider: str, data: bytes, filename: str, purpose: str, *, file_id: str | None = None
     ) -> StoredFile:
         """Store a file and return it; ``file_id`` is for ids announced before the bytes arrive."""
-        stored = StoredFile(
-            id=file_id or self.new_id("file-"),
-            provider=provider,
-            filename=filename,
-            purpose=purpose,
-            data=bytes(data),
-            created_at=self.now(),
-        )
         with self._lock:
+            stored = StoredFile(
+                id=file_id or self.new_id("file-"),
+                provider=provider,
+                filename=filename,
+                purpose=purpose,
+                data=bytes(data),
+                created_at=self.now(),
+                result_of=self._rendering,
+            )
             self._files[stored.id] = stored
         return stored
 
@@ -339,16 +366,30 @@ class Store:
         on_end: EndHook | None = None,
         extra: Mapping[str, Any] | None = None,
         id_prefix: str = "batch_",
+        validation_failure: Literal["batch", "items"] = "batch",
     ) -> BatchView:
         """Create a batch from ``(custom_id, body)`` pairs.
 
-        With ``errors`` the batch has no items and fails after the validating phase.
+        With ``errors`` the batch has no items and fails after the validating phase. ``validation_failure``
+        says how an injected ``fail_validation`` shows: a failed batch, or (for providers without a
+        batch-level failed state) every item ``errored``.
         """
+        injected = self.faults.on_create(provider, 0 if errors else len(items))
+        if injected.fail_validation and validation_failure == "batch":
+            errors = [BatchError("validation_failed", VALIDATION_FAILURE_MESSAGE)]
+
+        def marker(index: int, custom_id: str, body: Mapping[str, Any]) -> str | None:
+            if injected.fail_validation:
+                return "fail_validation"
+            if injected.expire_from is not None and index >= injected.expire_from:
+                return "expire"
+            return self._transient_once(provider, custom_id, body, find_marker(body))
+
         parsed = (
             ()
             if errors
             else tuple(
-                Item(index=i, custom_id=custom_id, body=body, marker=find_marker(body))
+                Item(index=i, custom_id=custom_id, body=body, marker=marker(i, custom_id, body))
                 for i, (custom_id, body) in enumerate(items)
             )
         )
@@ -402,6 +443,18 @@ class Store:
             del self._batches[batch_id]
             return True
 
+    def _transient_once(self, provider: str, custom_id: str, body: Mapping[str, Any], marker: str | None
+                        ) -> str | None:
+        """``transient`` only the first time this provider sees this custom_id with this body."""
+        if marker != "transient":
+            return marker
+        key = (provider, custom_id, json.dumps(body, sort_keys=True, default=str))
+        with self._lock:
+            if key in self._transient_seen:
+                return None
+            self._transient_seen.add(key)
+        return marker
+
     # -- request log (written by the fault middleware) -------------------------------------------
 
     def record_request(self, record: RequestRecord) -> None:
@@ -451,7 +504,11 @@ class Store:
             batch.render(item, outcome) for item, outcome in zip(batch.items, planned, strict=True)
         )
         if batch.on_end is not None:
-            batch.extra.update(batch.on_end(self._view(batch)))
+            self._rendering = batch.id
+            try:
+                batch.extra.update(batch.on_end(self._view(batch)))
+            finally:
+                self._rendering = None
 
     def _view(self, batch: _Batch) -> BatchView:
         now = self.now()

@@ -7,6 +7,7 @@ never submits, downloads or writes anything, so running it twice (triggerer HA) 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,7 @@ from airflow_batchwork.hooks.batchwork import BatchworkHook
 
 EVENT_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "timeout", "error"})
 MAX_CONSECUTIVE_POLL_FAILURES = 5
+START_JITTER_MAX = 5.0
 
 
 def _transient(exc: BaseException) -> bool:
@@ -88,6 +90,9 @@ class BatchCompleteTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.time()
         failures = 0
+        # Triggers restored together (a triggerer restart, a backfill) would otherwise all start and poll
+        # in the same instant: spread them over up to one poll interval (at most 5 s).
+        await asyncio.sleep(random.uniform(0, min(self.poll_interval, START_JITTER_MAX)))
         try:
             client = await self._client()
         except BatchworkError as exc:

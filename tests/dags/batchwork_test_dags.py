@@ -20,9 +20,14 @@ THREE = [
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 OUTPUT = "{{ var.value.batchwork_test_output }}"
 
-for _provider, _model in (("openai", "openai/gpt-4o-mini"), ("anthropic", "anthropic/claude-haiku-4-5")):
+# Gemini has no per-request expiry (an expired Gemini job keeps no results), so its third request is plain.
+GEMINI_THREE = [*THREE[:2], {"custom_id": "late", "prompt": "slow"}]
+
+for _provider, _model in (("openai", "openai/gpt-4o-mini"), ("anthropic", "anthropic/claude-haiku-4-5"),
+                          ("google", "google/gemini-2.5-flash"), ("xai", "xai/grok-4")):
     with DAG(dag_id=f"test_collect_{_provider}", schedule=None, start_date=START) as _dag:
-        _submit = SubmitBatchOperator(task_id="submit", model=_model, requests=THREE,
+        _submit = SubmitBatchOperator(task_id="submit", model=_model,
+                                      requests=GEMINI_THREE if _provider == "google" else THREE,
                                       defaults={"max_output_tokens": 64})
         CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.5,
                                output_path=OUTPUT + "/{{ ds }}/")
@@ -53,3 +58,10 @@ for _name, _state_path in (("fsspec", OUTPUT + "/state"), ("task_state_store", N
         CrashAfterSubmit(task_id="submit", model="openai/gpt-4o-mini", requests=THREE, retries=1,
                          retry_delay=timedelta(0), state_path=_state_path)
     globals()[f"retry_reattach_{_name}"] = _dag
+
+# 120,000 requests from a file: three OpenAI batches at the real 50,000-request limit.
+with DAG(dag_id="test_scale_120k", schedule=None, start_date=START) as scale_120k:
+    _submit = SubmitBatchOperator(task_id="submit", model="openai/gpt-4o-mini",
+                                  requests_path=OUTPUT + "/requests.jsonl", state_path=OUTPUT + "/state",
+                                  defaults={"max_output_tokens": 8})
+    CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=1, output_path=OUTPUT + "/results/")

@@ -13,7 +13,6 @@ Wire behaviour worth knowing:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -23,6 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from airflow_batchwork.testing import echo
+from airflow_batchwork.testing.faults import VALIDATION_FAILURE_MESSAGE
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -181,6 +181,7 @@ class _AnthropicRoutes:
             model=models.pop() if len(models) == 1 else None,
             render=self._render,
             id_prefix="msgbatch_",
+            validation_failure="items",  # Message Batches have no failed state
         )
         return JSONResponse(_batch_object(view, _origin(request)))
 
@@ -228,7 +229,7 @@ class _AnthropicRoutes:
                 f"Batch {view.id} has not ended yet; "
                 "results are available once processing_status is 'ended'.",
             )
-        lines = [json.dumps(r.line, separators=(",", ":")) + "\n" for r in view.results]
+        lines = self.store.faults.result_lines(NAME, [r.line for r in view.results])
 
         async def stream() -> AsyncIterator[bytes]:
             for line in lines:
@@ -241,8 +242,10 @@ class _AnthropicRoutes:
             params = item.body
             if params["max_tokens"] < 1:
                 return self._errored(item, "max_tokens: Input should be greater than or equal to 1")
+            fmt = (params.get("output_config") or {}).get("format") or {}
             reply = echo.generate(
-                params["messages"], system=params.get("system"), max_tokens=params["max_tokens"]
+                params["messages"], system=params.get("system"), max_tokens=params["max_tokens"],
+                schema=fmt.get("schema") if fmt.get("type") == "json_schema" else None,
             )
             message = {
                 "id": self.store.new_id("msg_"),
@@ -264,16 +267,20 @@ class _AnthropicRoutes:
             }
             line = {"custom_id": item.custom_id, "result": {"type": "succeeded", "message": message}}
             return ItemResult(item.custom_id, "succeeded", line, reply.input_tokens, reply.output_tokens)
+        if outcome == "errored" and item.marker == "fail_validation":
+            return self._errored(item, VALIDATION_FAILURE_MESSAGE)
+        if outcome == "errored" and item.marker == "transient":
+            return self._errored(item, echo.TRANSIENT_MESSAGE, "overloaded_error")
         if outcome == "errored":
             return self._errored(
                 item, f"Emulated error: the request contains the {echo.marker_token('error')} marker."
             )
         return ItemResult(item.custom_id, outcome, {"custom_id": item.custom_id, "result": {"type": outcome}})
 
-    def _errored(self, item: Item, message: str) -> ItemResult:
+    def _errored(self, item: Item, message: str, kind: str = "invalid_request_error") -> ItemResult:
         error = {
             "type": "error",
-            "error": {"type": "invalid_request_error", "message": message},
+            "error": {"type": kind, "message": message},
             "request_id": self.store.new_id("req_"),
         }
         return ItemResult(

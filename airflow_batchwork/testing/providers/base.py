@@ -33,7 +33,9 @@ __all__ = [
     "query_int",
     "read_json",
     "request_id",
+    "response_format_schema",
     "rfc3339",
+    "text_format_schema",
     "unix",
 ]
 
@@ -221,3 +223,20 @@ def rfc3339(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def response_format_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The JSON Schema of a chat body's ``response_format: {type: json_schema, json_schema: {schema}}``."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), Mapping):
+        schema = fmt["json_schema"].get("schema")
+        return schema if isinstance(schema, Mapping) else None
+    return None
+
+
+def text_format_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The JSON Schema of a Responses body's ``text.format: {type: json_schema, schema}``."""
+    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), Mapping) else None
+    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), Mapping):
+        return fmt["schema"]
+    return None

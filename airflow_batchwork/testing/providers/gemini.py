@@ -200,7 +200,9 @@ def _generate(request: Mapping[str, Any], model: str, response_id: str) -> tuple
         system = system.get("parts")
     config = _get(request, "generationConfig") or {}
     max_tokens = _positive_int(_get(config, "maxOutputTokens"), "GenerationConfig.max_output_tokens")
-    reply = echo.generate(messages, system=system, max_tokens=max_tokens)
+    json_out = _get(config, "responseMimeType") == "application/json"
+    schema = _get(config, "responseJsonSchema") or _get(config, "responseSchema") if json_out else None
+    reply = echo.generate(messages, system=system, max_tokens=max_tokens, schema=schema)
     response = {
         "candidates": [
             {
@@ -380,6 +382,7 @@ class _GeminiRoutes:
         if view.extra.get("responses_file"):
             return {"responsesFile": view.extra["responses_file"]}
         lines = [r.line for r in view.results or () if r.outcome in ("succeeded", "errored")]
+        lines = self.store.faults.result_entries(NAME, lines, id_keys=("metadata",))
         return {"inlinedResponses": {"inlinedResponses": lines} if lines else {}}
 
     def _batch(self, batch_id: str) -> BatchView:
@@ -558,7 +561,8 @@ class _GeminiRoutes:
             return JSONResponse(self._file_object(stored, _origin(request)))
         if stored.purpose != "GENERATED":
             raise ApiError(400, "Only generated files can be downloaded; uploaded files cannot.")
-        return Response(stored.data, media_type=self._mime_types.get(stored.id, "application/jsonl"))
+        data = self.store.faults.result_file(NAME, stored, id_key="key")
+        return Response(data, media_type=self._mime_types.get(stored.id, "application/jsonl"))
 
     # results
 
@@ -575,6 +579,8 @@ class _GeminiRoutes:
             except _Rejected as exc:
                 outcome = "errored"
                 line["error"] = {"code": 400, "message": str(exc), "status": "INVALID_ARGUMENT"}
+        elif outcome == "errored" and item.marker == "transient":
+            line["error"] = {"code": 503, "message": echo.TRANSIENT_MESSAGE, "status": "UNAVAILABLE"}
         elif outcome == "errored":
             line["error"] = {
                 "code": 400,

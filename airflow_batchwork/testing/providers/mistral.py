@@ -33,7 +33,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from airflow_batchwork.testing import echo
-from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, query_int, read_json, unix
+from airflow_batchwork.testing.providers.base import (
+    ApiError,
+    ProviderSpec,
+    query_int,
+    read_json,
+    response_format_schema,
+    unix,
+)
 from airflow_batchwork.testing.store import (
     BatchError,
     BatchView,
@@ -121,7 +128,7 @@ def _chat(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise _Rejected("Field required: body.messages must be a non-empty list of messages.")
-    reply = echo.generate(messages, max_tokens=_max_tokens(body))
+    reply = echo.generate(messages, max_tokens=_max_tokens(body), schema=response_format_schema(body))
     response = {
         "id": new_id("cmpl-"),
         "object": "chat.completion",
@@ -267,7 +274,8 @@ class MistralBatchRoutes:
 
     async def file_content(self, request: Request) -> Response:
         return Response(
-            self._file(request.path_params["file_id"]).data, media_type="application/octet-stream"
+            self.store.faults.result_file(NAME, self._file(request.path_params["file_id"])),
+            media_type="application/octet-stream",
         )
 
     # jobs
@@ -398,7 +406,10 @@ class MistralBatchRoutes:
     async def get_job(self, request: Request) -> Response:
         view = self._job(request.path_params["job_id"])
         inline = request.query_params.get("inline", "").lower() == "true"
-        return JSONResponse(_job_object(view, inline=inline))
+        job = _job_object(view, inline=inline)
+        if job.get("outputs"):
+            job["outputs"] = self.store.faults.result_entries(NAME, job["outputs"], id_keys=("id", "custom_id"))
+        return JSONResponse(job)
 
     async def cancel_job(self, request: Request) -> Response:
         view = self._job(request.path_params["job_id"])
@@ -432,6 +443,8 @@ class MistralBatchRoutes:
                 "error": None,
             }
             return ItemResult(item.custom_id, "succeeded", line, input_tokens, output_tokens)
+        if outcome == "errored" and item.marker == "transient":
+            return _rejected(item, line_id, echo.TRANSIENT_MESSAGE, 429, "rate_limited")
         if outcome == "errored":
             return _rejected(
                 item, line_id, f"Emulated error: the request contains {echo.marker_token('error')}."
@@ -462,18 +475,20 @@ class MistralBatchRoutes:
         return updates
 
 
-def _rejected(item: Item, line_id: str, message: str) -> ItemResult:
+def _rejected(
+    item: Item, line_id: str, message: str, status: int = 400, kind: str = "invalid_request_error"
+) -> ItemResult:
     error = {
         "object": "error",
         "message": message,
-        "type": "invalid_request_error",
+        "type": kind,
         "param": None,
         "code": None,
     }
     line = {
         "id": line_id,
         "custom_id": item.custom_id,
-        "response": {"status_code": 400, "body": error},
+        "response": {"status_code": status, "body": error},
         "error": None,
     }
     return ItemResult(item.custom_id, "errored", line)

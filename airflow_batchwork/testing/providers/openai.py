@@ -37,6 +37,8 @@ from airflow_batchwork.testing.providers.base import (
     paginate,
     query_int,
     read_json,
+    response_format_schema,
+    text_format_schema,
     unix,
 )
 from airflow_batchwork.testing.store import (
@@ -283,7 +285,8 @@ def _chat_completion(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise _Rejected("Invalid 'messages': expected a non-empty array of message objects.", "messages")
-    reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"))
+    reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
+                          schema=response_format_schema(body))
     response = {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -334,7 +337,8 @@ def _response(
     max_output_tokens = _max_tokens(body, "max_output_tokens")
     instructions = body.get("instructions")
     reply = echo.generate(
-        _responses_messages(body.get("input")), system=instructions, max_tokens=max_output_tokens
+        _responses_messages(body.get("input")), system=instructions, max_tokens=max_output_tokens,
+        schema=text_format_schema(body),
     )
     status = "incomplete" if reply.truncated else "completed"
     response = {
@@ -363,7 +367,7 @@ def _response(
         "service_tier": "default",
         "store": bool(body.get("store", True)),
         "temperature": body.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}},
+        "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": "auto",
         "tools": [],
         "top_p": body.get("top_p", 1.0),
@@ -638,7 +642,7 @@ class OpenAIBatchRoutes:
 
     async def file_content(self, request: Request) -> Response:
         stored = self._file(request.path_params["file_id"])
-        return Response(stored.data, media_type="application/octet-stream")
+        return Response(self.store.faults.result_file(self.provider, stored), media_type="application/octet-stream")
 
     # batches
 
@@ -737,6 +741,11 @@ class OpenAIBatchRoutes:
                 "error": None,
             }
             return ItemResult(item.custom_id, "succeeded", line, input_tokens, output_tokens)
+        if outcome == "errored" and item.marker == "transient":
+            error = {"message": echo.TRANSIENT_MESSAGE, "type": "server_error", "param": None, "code": "server_error"}
+            line = {"id": line_id, "custom_id": item.custom_id, "error": None,
+                    "response": {"status_code": 500, "request_id": request_id, "body": {"error": error}}}
+            return ItemResult(item.custom_id, "errored", line)
         if outcome == "errored":
             return self._rejected(
                 item,

@@ -40,7 +40,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from airflow_batchwork.testing import echo
-from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, read_json, rfc3339, unix
+from airflow_batchwork.testing.providers.base import (
+    ApiError,
+    ProviderSpec,
+    read_json,
+    response_format_schema,
+    rfc3339,
+    unix,
+)
 from airflow_batchwork.testing.store import (
     BatchError,
     BatchView,
@@ -134,7 +141,7 @@ def _chat(body: Mapping[str, Any], new_id: Callable[[str], str], now: int) -> tu
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
         raise _Rejected("max_tokens: must be a positive integer")
-    reply = echo.generate(messages, max_tokens=max_tokens)
+    reply = echo.generate(messages, max_tokens=max_tokens, schema=response_format_schema(body))
     response = {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -329,7 +336,8 @@ class TogetherRoutes:
         return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
 
     async def file_content(self, request: Request) -> Response:
-        return Response(self._file(request.path_params["file_id"]).data, media_type="text/plain")
+        stored = self._file(request.path_params["file_id"])
+        return Response(self.store.faults.result_file(NAME, stored), media_type="text/plain")
 
     # batches
 
@@ -406,6 +414,8 @@ class TogetherRoutes:
                 return _error_line(item, "errored", str(exc), "invalid_request_error")
             line = {"custom_id": item.custom_id, "response": {"status_code": 200, "body": body}}
             return ItemResult(item.custom_id, "succeeded", line, input_tokens, output_tokens)
+        if outcome == "errored" and item.marker == "transient":
+            return _error_line(item, outcome, echo.TRANSIENT_MESSAGE, "timeout")
         if outcome == "errored":
             message = f"Emulated error: the request contains the {echo.marker_token('error')} marker."
             return _error_line(item, outcome, message, "emulated_error")

@@ -40,7 +40,9 @@ from airflow_batchwork.testing.providers.base import (
     paginate,
     query_int,
     read_json,
+    response_format_schema,
     rfc3339,
+    text_format_schema,
     unix,
 )
 from airflow_batchwork.testing.store import BatchError, BatchView, Item, ItemResult, Outcome, Store
@@ -160,7 +162,8 @@ def _chat_completion(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any],
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise _Rejected("messages: expected a non-empty array of message objects")
-    reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"))
+    reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
+                          schema=response_format_schema(body))
     response = {
         "id": f"{uuid.uuid4()}_us-east-1",
         "object": "chat.completion",
@@ -201,7 +204,8 @@ def _response(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any], int, i
     else:
         raise _Rejected("input: expected a string or a non-empty array of input items")
     max_output_tokens = _max_tokens(body, "max_output_tokens")
-    reply = echo.generate(messages, system=body.get("instructions"), max_tokens=max_output_tokens)
+    reply = echo.generate(messages, system=body.get("instructions"), max_tokens=max_output_tokens,
+                          schema=text_format_schema(body))
     status = "incomplete" if reply.truncated else "completed"
     response = {
         "id": str(uuid.uuid4()),
@@ -546,8 +550,9 @@ class _XaiRoutes:
             for result in group.results or () if result.outcome in ("succeeded", "errored")
         ]
         page, more = paginate(lines, lambda ln: ln["batch_request_id"], limit=limit, after=_after(request))
+        start = lines.index(page[0]) if page else 0
         return JSONResponse({
-            "results": page,
+            "results": self.store.faults.result_entries(NAME, page, id_keys=("batch_request_id",), start=start),
             "pagination_token": _token(page[-1]["batch_request_id"]) if more and page else None,
         })
 
@@ -562,6 +567,8 @@ class _XaiRoutes:
                 return self._failed(item, str(exc))
             line = {"batch_request_id": item.custom_id, "batch_result": {"response": {op: response}}}
             return ItemResult(item.custom_id, "succeeded", line, input_tokens, output_tokens)
+        if outcome == "errored" and item.marker == "transient":
+            return self._failed(item, echo.TRANSIENT_MESSAGE)
         if outcome == "errored":
             marker = echo.marker_token("error")
             return self._failed(item, f"Emulated error: the request contains the {marker} marker.")

@@ -1,0 +1,57 @@
+"""The row enrichers every collect uses (structured output check, cost, attempt) and the cost in the manifest."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from airflow_batchwork.core.handle import JobHandle
+from airflow_batchwork.core.parquet import RowEnricher
+from airflow_batchwork.core.pricing import CostEnricher, PricesLike, PriceTable, load_prices, total_cost
+from airflow_batchwork.core.structured import StructuredEnricher
+
+log = logging.getLogger(__name__)
+
+
+class AttemptEnricher:
+    """Sets the `attempt` column (1 = first submission, 2 = first resubmission, ...)."""
+
+    fields: Sequence[pa.Field] = ()
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt = attempt
+
+    def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]:
+        return {"attempt": pa.repeat(pa.scalar(self.attempt, pa.int32()), items.num_rows)}
+
+
+def standard_enrichers(
+    handle: JobHandle,
+    *,
+    prices: PricesLike | PriceTable | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    attempt: int | None = None,
+) -> list[RowEnricher]:
+    """Structured output validation (when the job has schemas; it runs first, so a row's status is final),
+    `cost_usd` from the price table, and `attempt` when given."""
+    enrichers: list[RowEnricher] = []
+    if handle.structured:
+        enrichers.append(StructuredEnricher(handle.structured, handle.ids_url, storage_options))
+    price = load_prices(prices, storage_options=storage_options).lookup(handle.model)
+    if price is None:
+        log.info("No price known for %s: cost_usd stays empty (pass prices= to add one)", handle.model)
+    enrichers.append(CostEnricher(price))
+    if attempt is not None:
+        enrichers.append(AttemptEnricher(attempt))
+    return enrichers
+
+
+def add_cost(manifest: dict[str, Any], storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Put the job's total `cost_usd` (from the written files) into `manifest`, and log it."""
+    manifest["cost_usd"] = total_cost(manifest["files"], storage_options)
+    if manifest["cost_usd"] is not None:
+        log.info("Cost of %s (%d rows): $%.6f", manifest["model"], manifest["rows"], manifest["cost_usd"])
+    return manifest

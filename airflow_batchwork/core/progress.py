@@ -1,0 +1,88 @@
+"""Progress lines with an ETA, rate-limited: `in_progress: 812/1000 done, 3 errored, 81%, ETA 4m`.
+
+Pure (no Airflow, no I/O): the trigger and the script-level wait loop feed it each poll's status and
+log whatever it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from airflow_batchwork.core.status import JobStatus
+
+
+def format_duration(seconds: float) -> str:
+    """Short human duration: `45s`, `4m`, `2h 5m`, `3d 4h`."""
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds}s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+@dataclass
+class ProgressReporter:
+    """Turn successive job statuses into progress lines, at most one per `min_interval` seconds.
+
+    A line is also emitted at once on the first status, whenever the job's state changes and when it
+    ends. The ETA extrapolates the completion rate seen since the first status that showed progress.
+    """
+
+    min_interval: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _start: tuple[float, int] | None = field(default=None, init=False)
+    _last_emit: float | None = field(default=None, init=False)
+    _last_state: str | None = field(default=None, init=False)
+
+    def eta(self, status: JobStatus, now: float | None = None) -> float | None:
+        """Seconds until every item is done at the rate seen so far; None when unknown or finished."""
+        now = self.clock() if now is None else now
+        counts = status.counts
+        if status.terminal or not counts.total or self._start is None:
+            return None
+        started_at, done_at_start = self._start
+        progressed = counts.done - done_at_start
+        elapsed = now - started_at
+        if progressed <= 0 or elapsed <= 0:
+            return None
+        return (counts.total - counts.done) * elapsed / progressed
+
+    def line(self, status: JobStatus, now: float | None = None) -> str:
+        """The progress line for `status` (records it as a rate sample, emits nothing)."""
+        now = self.clock() if now is None else now
+        if self._start is None:
+            self._start = (now, status.counts.done)
+        c = status.counts
+        parts = [f"{c.done}/{c.total} done"]
+        for name, value in (("errored", c.errored), ("expired", c.expired), ("canceled", c.canceled)):
+            if value:
+                parts.append(f"{value} {name}")
+        parts.append(f"{100 * c.done // c.total if c.total else 0}%")
+        if not status.terminal:
+            eta = self.eta(status, now)
+            parts.append("ETA " + (format_duration(eta) if eta is not None else "unknown"))
+        return f"{status.state}: " + ", ".join(parts)
+
+    def update(self, status: JobStatus, now: float | None = None) -> str | None:
+        """The line to log for this poll, or None when the previous one is too recent."""
+        now = self.clock() if now is None else now
+        text = self.line(status, now)
+        due = (
+            self._last_emit is None
+            or status.state != self._last_state
+            or status.terminal
+            or now - self._last_emit >= self.min_interval
+        )
+        self._last_state = status.state
+        if not due:
+            return None
+        self._last_emit = now
+        return text

@@ -1,0 +1,68 @@
+"""What a job's preparation records per request, beyond its custom_id, for the steps that come later.
+
+- the encoded item, byte for byte, so that failed items can be resubmitted later exactly as they were sent
+  (column `_batchwork_item` of the submitted-ids file, see `core/resubmit.py`);
+- the digest of its output schema, when requests differ in their schema (column `_batchwork_schema`, read by
+  the structured output check at collect, see `core/structured.py`);
+- token estimates for `max_cost_usd` (`core/pricing.py`): input = characters / 4 of the prompt, messages,
+  system prompt, embedding value and output schema; output = `max_output_tokens`, else
+  `DEFAULT_OUTPUT_TOKENS` per text request (0 for embeddings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pyarrow as pa
+
+from airflow_batchwork.core.refs import ModelRef
+from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.core.structured import SCHEMA_COLUMN, SchemaSet
+
+ITEM_COLUMN = "_batchwork_item"
+CHARS_PER_TOKEN = 4
+# Output estimate of a text request without max_output_tokens; set max_output_tokens for a tight bound.
+DEFAULT_OUTPUT_TOKENS = 1024
+# The ids file is written in row groups; buffered items are flushed past this many bytes.
+FLUSH_BYTES = 64 * 1024 * 1024
+
+
+class RequestRecorder:
+    """Collects the per-request extras of one job while it is prepared (see the module docstring)."""
+
+    flush_bytes = FLUSH_BYTES
+
+    def __init__(self, ref: ModelRef) -> None:
+        self.embedding = ref.kind == "embedding"
+        self.schemas = SchemaSet()
+        self.estimated_input_tokens = 0
+        self.estimated_output_tokens = 0
+        self.nbytes = 0
+        self._items: list[bytes] = []
+        self._digests: list[str | None] = []
+        self._schema_chars: dict[str | None, int] = {None: 0}
+
+    def add(self, request: BatchRequest, item: bytes) -> None:
+        """Record one encoded request."""
+        digest = self.schemas.add(request.output_schema)
+        if digest not in self._schema_chars:
+            self._schema_chars[digest] = len(json.dumps(request.output_schema))
+        chars = sum(len(m.text) for m in request.messages or []) + len(request.prompt or "") \
+            + len(request.system or "") + len(request.value or "") + self._schema_chars[digest]
+        self.estimated_input_tokens += math.ceil(chars / CHARS_PER_TOKEN)
+        if not self.embedding:
+            self.estimated_output_tokens += request.max_output_tokens or DEFAULT_OUTPUT_TOKENS
+        self._items.append(item)
+        self._digests.append(digest)
+        self.nbytes += len(item)
+
+    def flush(self) -> dict[str, Any]:
+        """The extra columns of the rows recorded since the last flush (then forgotten)."""
+        columns = {
+            ITEM_COLUMN: pa.array(self._items, pa.binary()),
+            SCHEMA_COLUMN: pa.array(self._digests, pa.string()),
+        }
+        self._items, self._digests, self.nbytes = [], [], 0
+        return columns

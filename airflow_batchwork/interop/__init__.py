@@ -1,0 +1,1 @@
+"""Optional bridges to other Airflow packages; nothing here is imported unless that package asks for it."""

@@ -1,0 +1,1 @@
+"""Airflow notifiers: `webhook.BatchWebhookNotifier` posts signed job-completion events."""

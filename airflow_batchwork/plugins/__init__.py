@@ -1,0 +1,1 @@
+"""Airflow plugins shipped with the provider: `webhooks.BatchworkWebhooksPlugin` (the webhook intake)."""
