@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_batchwork.hooks import batchwork as batchwork_hook
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
 from tests.airflow_helpers import load_dag, task_states, xcom
@@ -18,6 +19,10 @@ from tests.airflow_helpers import load_dag, task_states, xcom
 def fresh_emulator(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """Batches take 1.5 s, so collect defers on the job and again on the resubmission round."""
     monkeypatch.setenv("AIRFLOW_VAR_BATCHWORK_TEST_OUTPUT", f"file://{tmp_path}")
+    # The hook caches resolved credentials per process; this emulator listens on a new port.
+    cache = getattr(batchwork_hook, "_CREDENTIALS_CACHE", None)
+    if cache is not None:
+        cache.clear()
     with Emulator(processing_seconds=1.5) as emu:
         for key, value in connection_env(emu).items():
             monkeypatch.setenv(key, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import httpx
@@ -79,3 +80,33 @@ async def test_key_absent_from_errors_and_logs(emulator: Emulator, caplog: pytes
     assert info.value.status_code == 401
     assert SECRET not in caplog.text
     assert SECRET not in str(info.value)
+
+
+def test_keys_are_registered_with_airflows_secret_masker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+
+    from airflow_batchwork.hooks.batchwork import BatchworkHook
+
+    env_key, conn_key, header = "sk-env-secret-98765", "sk-conn-secret-43210", "proj-header-secret-777"
+    monkeypatch.setenv("MISTRAL_API_KEY", env_key)
+    BatchworkHook().credentials("mistral")
+    monkeypatch.setenv("AIRFLOW_CONN_BATCHWORK_GROQ", json.dumps(
+        {"conn_type": "batchwork", "password": conn_key, "extra": {"provider": "groq", "headers": {"X-P": header}}}
+    ))
+    BatchworkHook().credentials("groq")
+    text = redact(f"calling with {env_key} and {conn_key} and {header}")
+    assert env_key not in text and conn_key not in text and header not in text
+
+
+def test_trigger_kwargs_and_handle_carry_no_secret(emulator: Emulator) -> None:
+    from airflow_batchwork.triggers.batch import BatchCompleteTrigger
+
+    async def submit() -> dict[str, object]:
+        async with BatchClient({"openai": Credentials(SECRET, emulator.base_url("openai"))}) as client:
+            return (await client.submit("openai/gpt-4o-mini", [{"prompt": "x"}])).to_dict()
+
+    import asyncio
+
+    handle = asyncio.run(submit())
+    _, kwargs = BatchCompleteTrigger(job=handle, conn_id="batchwork_openai").serialize()
+    assert SECRET not in json.dumps(handle) and SECRET not in json.dumps(kwargs)

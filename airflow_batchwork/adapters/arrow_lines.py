@@ -38,14 +38,50 @@ CHAT_LINE_SCHEMA = pa.schema([
 ])
 
 
-def _const(value: str | None, n: int) -> pa.Array:
+def const(value: str | None, n: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, pa.string()), n)
 
 
-def _field(array: pa.Array, *path: str) -> pa.Array:
+def field(array: pa.Array, *path: str) -> pa.Array:
     for name in path:
         array = pc.struct_field(array, name)
     return array
+
+
+def empty_batch() -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+
+
+def read_lines(chunk: bytes, schema: pa.Schema) -> tuple[pa.Array, pa.Table] | None:
+    """The non-empty raw lines of `chunk` and their parse under `schema` (unknown fields ignored),
+    or None when any line cannot be read that way."""
+    try:
+        lines = pc.split_pattern(pa.array([chunk], pa.large_binary()), "\n").flatten().cast(pa.string())
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    lines = lines.filter(pc.greater(pc.binary_length(lines), 0))
+    if len(lines) == 0:
+        return lines, pa.table({})
+    try:
+        table = pj.read_json(
+            io.BytesIO(chunk),
+            read_options=pj.ReadOptions(block_size=1 << 20, use_threads=False),
+            parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    ids = table.column("custom_id")
+    if table.num_rows != len(lines) or ids.null_count or \
+            not pc.all(pc.match_substring_regex(ids, r"^[A-Za-z0-9_-]{1,64}$")).as_py():
+        return None
+    return lines, table.combine_chunks()
+
+
+def map_values(raw: pa.Array, mapping: dict[str, str], other: str = "other") -> pa.Array:
+    """Lower-cased `raw` through `mapping`; unknown non-null values become `other`."""
+    lowered = pc.utf8_lower(raw)
+    mapped = pc.take(pa.array(list(mapping.values()), pa.string()), pc.index_in(lowered, pa.array(list(mapping))))
+    return pc.if_else(pc.and_kleene(pc.is_null(mapped), pc.is_valid(lowered)), other, mapped)
 
 
 def parse_chat_chunk(
@@ -56,34 +92,20 @@ def parse_chat_chunk(
     canceled_codes: frozenset[str],
 ) -> pa.RecordBatch | None:
     """Result columns for every line of `chunk` (complete lines only), or None to fall back."""
-    try:
-        lines = pc.split_pattern(pa.array([chunk], pa.large_binary()), "\n").flatten().cast(pa.string())
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+    parsed = read_lines(chunk, CHAT_LINE_SCHEMA)
+    if parsed is None:
         return None
-    lines = lines.filter(pc.greater(pc.binary_length(lines), 0))
+    lines, table = parsed
     n = len(lines)
     if n == 0:
-        return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
-    try:
-        table = pj.read_json(
-            io.BytesIO(chunk),
-            read_options=pj.ReadOptions(block_size=1 << 20, use_threads=True),
-            parse_options=pj.ParseOptions(explicit_schema=CHAT_LINE_SCHEMA, unexpected_field_behavior="ignore"),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    if table.num_rows != n:
-        return None
-    t = table.combine_chunks()
-    custom_id = t.column("custom_id").chunk(0) if t.column("custom_id").num_chunks else pa.nulls(n, pa.string())
-    if custom_id.null_count:
-        return None
-    response = t.column("response").combine_chunks()
-    error = t.column("error").combine_chunks()
-    status_code = _field(response, "status_code")
-    body = _field(response, "body")
-    code = pc.coalesce(_field(error, "code"), _field(body, "error", "code"))
-    message = pc.coalesce(_field(error, "message"), _field(body, "error", "message"))
+        return empty_batch()
+    custom_id = table.column("custom_id").combine_chunks()
+    response = table.column("response").combine_chunks()
+    error = table.column("error").combine_chunks()
+    status_code = field(response, "status_code")
+    body = field(response, "body")
+    code = pc.coalesce(field(error, "code"), field(body, "error", "code"))
+    message = pc.coalesce(field(error, "message"), field(body, "error", "message"))
     ok = pc.and_kleene(
         pc.and_kleene(pc.is_valid(status_code), pc.less(pc.fill_null(status_code, 0), 400)),
         pc.and_kleene(pc.is_null(code), pc.is_null(message)),
@@ -94,36 +116,33 @@ def parse_chat_chunk(
         pc.if_else(pc.fill_null(pc.is_in(code, pa.array(sorted(expired_codes))), False), "expired",
                    pc.if_else(pc.fill_null(pc.is_in(code, pa.array(sorted(canceled_codes))), False),
                               "canceled", "errored")))
-    choices = _field(body, "choices")
+    choices = field(body, "choices")
     try:
         first = pc.list_element(pc.if_else(pc.greater(pc.fill_null(pc.list_value_length(choices), 0), 0),
                                            choices, pa.nulls(n, choices.type)), 0)
     except (pa.ArrowInvalid, pa.ArrowIndexError):
         return None
-    content = _field(first, "message", "content")
-    raw_reason = pc.utf8_lower(_field(first, "finish_reason"))
-    keys = pa.array(list(finish_reasons))
-    mapped = pc.take(pa.array(list(finish_reasons.values()), pa.string()), pc.index_in(raw_reason, keys))
-    mapped = pc.if_else(pc.and_kleene(pc.is_null(mapped), pc.is_valid(raw_reason)), "other", mapped)
+    content = field(first, "message", "content")
+    mapped = map_values(field(first, "finish_reason"), finish_reasons)
     errored = pc.equal(status, "errored")
-    usage = _field(body, "usage")
-    prompt = _field(usage, "prompt_tokens")
-    completion = _field(usage, "completion_tokens")
-    total = pc.coalesce(_field(usage, "total_tokens"), pc.add(prompt, pc.fill_null(completion, 0)))
+    usage = field(body, "usage")
+    prompt = field(usage, "prompt_tokens")
+    completion = field(usage, "completion_tokens")
+    total = pc.coalesce(field(usage, "total_tokens"), pc.add(prompt, pc.fill_null(completion, 0)))
     not_ok = pc.invert(ok)
     columns = {
         "custom_id": custom_id,
-        "batch_id": _const(batch_id, n),
+        "batch_id": const(batch_id, n),
         "status": status,
         "text": pc.if_else(ok, content, pa.nulls(n, pa.string())),
-        "finish_reason": pc.if_else(errored, _const("error", n),
+        "finish_reason": pc.if_else(errored, const("error", n),
                                     pc.if_else(ok, mapped, pa.nulls(n, pa.string()))),
         "input_tokens": pc.if_else(ok, prompt, pa.nulls(n, pa.int64())),
         "output_tokens": pc.if_else(ok, completion, pa.nulls(n, pa.int64())),
         "total_tokens": pc.if_else(ok, total, pa.nulls(n, pa.int64())),
-        "error_code": pc.if_else(not_ok, pc.coalesce(code, pc.cast(status_code, pa.string()), _const("error", n)),
+        "error_code": pc.if_else(not_ok, pc.coalesce(code, pc.cast(status_code, pa.string()), const("error", n)),
                                  pa.nulls(n, pa.string())),
-        "error_message": pc.if_else(not_ok, pc.coalesce(message, _const("the provider returned no error message", n)),
+        "error_message": pc.if_else(not_ok, pc.coalesce(message, const("the provider returned no error message", n)),
                                     pa.nulls(n, pa.string())),
         "response": lines.cast(pa.string()),
         "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),

@@ -7,6 +7,7 @@ directly over httpx, so the core runs from a plain script and the SDKs stay test
 from __future__ import annotations
 
 import json
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -20,11 +21,26 @@ from airflow_batchwork.core.credentials import Credentials
 from airflow_batchwork.core.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
 from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import EndpointKind, ModelRef
-from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.core.requests import CUSTOM_ID_PATTERN, BatchRequest
 from airflow_batchwork.core.status import BatchStatus, ItemResult
 
 # (field, problem, fix): a request the provider cannot serve, refused before any API call.
 Refusal = tuple[str, str, str]
+log = logging.getLogger(__name__)
+# What a result line cannot be parsed into raises one of these; the line is then salvaged.
+PARSE_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+
+
+def salvage_line(line: str, batch_id: str, reason: str, *, id_key: str = "custom_id") -> ItemResult | None:
+    """A result line that cannot be read: `errored` (parse_error) if its id can still be found, else None."""
+    match = re.search(rf'"{re.escape(id_key)}"\s*:\s*"([A-Za-z0-9_-]{{1,64}})"', line)
+    if not match:
+        log.warning("Skipping an unreadable result line of batch %s with no %s (%s)", batch_id, id_key, reason)
+        return None
+    return ItemResult(
+        custom_id=match.group(1), status="errored", batch_id=batch_id, response=line, finish_reason="error",
+        error_code="parse_error", error_message=f"the provider's result line could not be read: {reason}",
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,8 @@ class ProviderAdapter(ABC):
     default_base_url: ClassVar[str]
     limits: ClassVar[ProviderLimits]
     id_pattern: ClassVar[re.Pattern[str]] = SAFE_ID
+    #: The field that carries our custom_id in a result line (to salvage unreadable lines).
+    result_id_key: ClassVar[str] = "custom_id"
     console_url: ClassVar[str | None] = None
     #: Item `error_code`s worth resubmitting (rate limits, server errors, timeouts, overload).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({"429", "500", "502", "503", "504"})
@@ -133,6 +151,25 @@ class ProviderAdapter(ABC):
     @abstractmethod
     def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         """Stream the normalized results of an ended batch."""
+
+    @abstractmethod
+    def read_result_line(self, ref: ModelRef, batch_id: str, line: str, state: str) -> ItemResult | None:
+        """One result line or entry (JSON text) as delivered; may raise on unreadable input. `state` is
+        the batch's normalized end state. None: the line names no request."""
+
+    def parse_result_line(self, ref: ModelRef, batch_id: str, line: str, state: str = "completed"
+                          ) -> ItemResult | None:
+        """`read_result_line` that never raises: an unreadable line becomes `errored` (parse_error)
+        when its id can be found, else None (the collector then reports the request as missing)."""
+        try:
+            item = self.read_result_line(ref, batch_id, line, state)
+        except PARSE_ERRORS as exc:
+            return salvage_line(line, batch_id, f"{type(exc).__name__}: {exc}", id_key=self.result_id_key)
+        if item is not None and not CUSTOM_ID_PATTERN.match(item.custom_id):
+            # We only ever submit ids of this form: anything else cannot be one of ours.
+            log.warning("Skipping a result line of batch %s with a foreign id %r", batch_id, item.custom_id[:80])
+            return None
+        return item
 
     async def result_batches(self, ref: ModelRef, batch_id: str, *, rows: int = 10_000
                              ) -> AsyncIterator[pa.RecordBatch]:

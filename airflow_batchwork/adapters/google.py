@@ -363,9 +363,17 @@ class GoogleAdapter(ProviderAdapter):
     async def status(self, batch_id: str) -> BatchStatus:
         return operation_status(await self._operation(batch_id), self.check_id)
 
+    result_id_key: ClassVar[str] = "key"
+
+    def read_result_line(self, ref: ModelRef, batch_id: str, line: str, state: str) -> ItemResult | None:
+        fill = fill_from_embed if ref.kind == "embedding" else fill_from_generate
+        data = json.loads(line)
+        if not isinstance(data, Mapping):
+            raise TypeError("a result entry is not a JSON object")
+        return parse_entry(data, line, batch_id, fill)
+
     async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         operation = await self._operation(batch_id)
-        fill = fill_from_embed if ref.kind == "embedding" else fill_from_generate
         output = operation_output(operation)
         if output is None:
             state = operation_status(operation, self.check_id).state
@@ -376,10 +384,9 @@ class GoogleAdapter(ProviderAdapter):
         inlined = output.get("inlinedResponses") or output.get("inlinedEmbedContentResponses") or {}
         entries = inlined.get("inlinedResponses") if isinstance(inlined, Mapping) else None
         for entry in entries or []:
-            if isinstance(entry, Mapping):
-                item = parse_entry(entry, json.dumps(entry, ensure_ascii=False), batch_id, fill)
-                if item is not None:
-                    yield item
+            item = self.parse_result_line(ref, batch_id, json.dumps(entry, ensure_ascii=False))
+            if item is not None:
+                yield item
         file_name = output.get("responsesFile")
         if file_name:
             name = check_id(file_name, what="google responses file", pattern=FILE_NAME)
@@ -387,7 +394,7 @@ class GoogleAdapter(ProviderAdapter):
             async with self.http.stream("GET", path, params={"alt": "media"}) as response:
                 async for line in response.aiter_lines():
                     if line.strip():
-                        item = parse_entry(json.loads(line), line, batch_id, fill)
+                        item = self.parse_result_line(ref, batch_id, line)
                         if item is not None:
                             yield item
 

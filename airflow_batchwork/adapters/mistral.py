@@ -199,7 +199,7 @@ class MistralAdapter(ProviderAdapter):
             response = await self.http.request(
                 "POST",
                 "/v1/files",
-                retry_safe=False,
+                retry_safe=True,  # a repeated upload only leaves an unused file
                 files={"file": ("batchwork.jsonl", spool, "application/jsonl")},
                 data={"purpose": "batch"},
             )
@@ -242,10 +242,12 @@ class MistralAdapter(ProviderAdapter):
             id=self.check_id(job.get("id")), state=state, counts=counts, raw_state=raw, error_message=message
         )
 
+    def read_result_line(self, ref: ModelRef, batch_id: str, line: str, state: str) -> ItemResult | None:
+        return parse_line(line, batch_id, self.fill(ref), state)  # type: ignore[arg-type]
+
     async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         job = await self._job(batch_id)
         state = STATES.get(str(job.get("status")), "in_progress")
-        fill = self.fill(ref)
         files = [job.get(key) for key in ("output_file", "error_file") if job.get(key)]
         if files:
             for file_id in files:
@@ -253,14 +255,14 @@ class MistralAdapter(ProviderAdapter):
                 async with self.http.stream("GET", path) as response:
                     async for line in response.aiter_lines():
                         if line.strip():
-                            item = parse_line(line, batch_id, fill, state)
+                            item = self.parse_result_line(ref, batch_id, line, state)
                             if item is not None:
                                 yield item
             return
         # Inline jobs: results come back in the job itself.
         outputs = (await self._job(batch_id, inline=True)).get("outputs") or []
         for output in outputs:
-            item = parse_line(json.dumps(output, ensure_ascii=False), batch_id, fill, state)
+            item = self.parse_result_line(ref, batch_id, json.dumps(output, ensure_ascii=False), state)
             if item is not None:
                 yield item
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chat_chunk
-from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
+from airflow_batchwork.adapters.base import PARSE_ERRORS, ProviderAdapter, dumps, merge_options, salvage_line
 from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
@@ -28,7 +27,6 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "error": "error",
 }
 SPOOL_BYTES = 8 * 1024 * 1024
-_CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 log = logging.getLogger(__name__)
 
 
@@ -164,29 +162,25 @@ def parse_result_line(line: str, batch_id: str, fill: Any) -> ItemResult | None:
     return item
 
 
-def salvage_line(line: str, batch_id: str, reason: str) -> ItemResult | None:
-    """A result line that cannot be read: `errored` (parse_error) if its custom_id can still be found."""
-    match = _CUSTOM_ID.search(line)
-    if not match:
-        log.warning("Skipping an unreadable result line of batch %s with no custom_id (%s)", batch_id, reason)
-        return None
-    return ItemResult(
-        custom_id=match.group(1), status="errored", batch_id=batch_id, response=line, finish_reason="error",
-        error_code="parse_error", error_message=f"the provider's result line could not be read: {reason}",
-    )
+LineParser = Callable[[str, str], "ItemResult | None"]
 
 
-def parse_lines(lines: Iterable[str], batch_id: str, fill: Any) -> Iterator[ItemResult]:
-    """`parse_result_line` over many lines; unreadable lines are salvaged, never fatal."""
+def parse_each(lines: Iterable[str], batch_id: str, parse_one: LineParser) -> Iterator[ItemResult]:
+    """`parse_one(line, batch_id)` over many lines; an unreadable line is salvaged, never fatal."""
     for line in lines:
         if not line.strip():
             continue
         try:
-            item = parse_result_line(line, batch_id, fill)
-        except (ValueError, TypeError, AttributeError) as exc:
+            item = parse_one(line, batch_id)
+        except PARSE_ERRORS as exc:
             item = salvage_line(line, batch_id, f"{type(exc).__name__}: {exc}")
         if item is not None:
             yield item
+
+
+def parse_lines(lines: Iterable[str], batch_id: str, fill: Any) -> Iterator[ItemResult]:
+    """OpenAI-format result lines, salvaging unreadable ones."""
+    return parse_each(lines, batch_id, lambda line, batch: parse_result_line(line, batch, fill))
 
 
 OPENAI_STATES: dict[str, BatchState] = {
@@ -247,7 +241,8 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
                 spool.write(b"\n")
             spool.seek(0)
             response = await self.http.request(
-                "POST", self.files_path, retry_safe=False,
+                # A repeated upload costs nothing but an unused file: safe to retry (httpx rewinds the file).
+                "POST", self.files_path, retry_safe=True,
                 files={"file": ("batchwork.jsonl", spool, "application/jsonl")}, data={"purpose": "batch"},
             )
         return self.check_id(response.json().get("id"), "file id")
@@ -282,6 +277,9 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
             async with self.http.stream("GET", path) as response:
                 async for chunk in complete_chunks(response.aiter_bytes()):
                     yield chunk
+
+    def read_result_line(self, ref: ModelRef, batch_id: str, line: str, state: str) -> ItemResult | None:
+        return parse_result_line(line, batch_id, self.fill(ref))
 
     async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         fill = self.fill(ref)

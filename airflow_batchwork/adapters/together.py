@@ -136,7 +136,7 @@ class TogetherAdapter(ProviderAdapter):
             uploaded = await self.http.request(
                 "POST",
                 "/files/upload",
-                retry_safe=False,
+                retry_safe=True,  # a repeated upload only leaves an unused file
                 files={"file": ("batchwork.jsonl", spool, "application/jsonl")},
                 data={"file_name": "batchwork.jsonl", "purpose": "batch-api", "file_type": "jsonl"},
             )
@@ -216,6 +216,9 @@ class TogetherAdapter(ProviderAdapter):
             self._succeeded[batch_id] = await self._file_lines(output_file_id) if output_file_id else 0
         return self._succeeded.get(batch_id)
 
+    def read_result_line(self, ref: ModelRef, batch_id: str, line: str, state: str) -> ItemResult | None:
+        return parse_result_line(line, batch_id, fill_from_chat_completion)
+
     async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         # A COMPLETED batch can still hold failures: always read both files.
         batch = await self._batch(batch_id)
@@ -227,7 +230,7 @@ class TogetherAdapter(ProviderAdapter):
             async with self.http.stream("GET", path) as response:
                 async for line in response.aiter_lines():
                     if line.strip():
-                        item = parse_result_line(line, batch_id, fill_from_chat_completion)
+                        item = self.parse_result_line(ref, batch_id, line)
                         if item is not None:
                             yield item
 

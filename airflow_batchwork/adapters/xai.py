@@ -351,7 +351,8 @@ class XAIAdapter(ProviderAdapter):
             spool.seek(0)
             # The documented upload sends only `file` (no purpose).
             upload = {"file": ("batchwork.jsonl", spool, "application/jsonl")}
-            uploaded = await self.http.request("POST", "/files", retry_safe=False, files=upload)
+            # A repeated upload only leaves an unused file.
+            uploaded = await self.http.request("POST", "/files", retry_safe=True, files=upload)
         file_id = self.check_id(uploaded.json().get("id"), "file id")
         body = {"name": batch_name(metadata), "input_file_id": file_id}
         response = await self.http.request("POST", "/batches", retry_safe=False, json=body)
@@ -365,12 +366,20 @@ class XAIAdapter(ProviderAdapter):
     async def status(self, batch_id: str) -> BatchStatus:
         return batch_status(await self._batch(batch_id), self.check_id, now=time.time())
 
+    result_id_key: ClassVar[str] = "batch_request_id"
+
+    def read_result_line(self, ref: ModelRef, batch_id: str, line: str, state: str) -> ItemResult | None:
+        entry = json.loads(line)
+        if not isinstance(entry, Mapping):
+            raise TypeError("a result entry is not a JSON object")
+        return parse_result(entry, batch_id)
+
     async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         status = await self.status(batch_id)
         base = f"/batches/{self.check_id(batch_id)}"
         seen: set[str] = set()
         async for entry in self._pages(f"{base}/results", "results", self.result_page_size):
-            item = parse_result(entry, batch_id)
+            item = self.parse_result_line(ref, batch_id, json.dumps(entry, ensure_ascii=False))
             if item is not None:
                 seen.add(item.custom_id)
                 yield item

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +52,14 @@ class JobHandle(BaseModel):
             return value
         try:
             if isinstance(value, str):
-                return cls.model_validate_json(value)
+                # Jinja renders a dict as its Python repr unless the DAG renders native objects.
+                text = value.strip()
+                if text.startswith("{") and "'" in text and '"' not in text.split(":", 1)[0]:
+                    try:
+                        return cls.model_validate(ast.literal_eval(text))
+                    except (ValueError, SyntaxError):
+                        pass
+                return cls.model_validate_json(text)
             return cls.model_validate(value)
         except ValidationError as exc:
             first = exc.errors()[0]

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.core.status import ItemResult
 
 RESULT_SCHEMA = pa.schema(
@@ -68,6 +69,18 @@ def items_to_batch(items: Iterable[ItemResult]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [pa.array([getattr(item, f.name) for item in rows], f.type) for f in ITEM_SCHEMA], schema=ITEM_SCHEMA
     )
+
+
+def check_output_url(url: str, field: str = "output_path") -> None:
+    """Refuse an output URL no installed filesystem can write, before anything else happens."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(field, "is empty", "give a URL such as s3://bucket/results/ or file:///tmp/out/")
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ValueError, ImportError) as exc:
+        raise ConfigurationError(field, f"no filesystem for {protocol!r} URLs ({exc})",
+                                 f"install the fsspec implementation for {protocol}:// (e.g. s3fs for s3://)") from None
 
 
 def is_directory_url(url: str) -> bool:

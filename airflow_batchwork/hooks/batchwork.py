@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.log import amask_secret, mask_secret
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.core.client import BatchClient
@@ -32,11 +33,9 @@ def default_conn_id(provider: str) -> str:
     return f"batchwork_{provider}"
 
 
-def _mask(value: str | None) -> None:
-    if value:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(value)
+def _secrets(creds: Credentials) -> list[str]:
+    """What to register with Airflow's secret masker: the key and every extra header value."""
+    return [value for value in (creds.api_key, *map(str, creds.headers.values())) if value]
 
 
 class BatchworkHook(BaseHook):
@@ -58,8 +57,12 @@ class BatchworkHook(BaseHook):
         try:
             conn = self.get_connection(conn_id)
         except AirflowNotFoundException:
-            return self._fallback(provider, conn_id)
-        return self._from_connection(provider, conn_id, conn.password, conn.host, conn.extra_dejson)
+            creds = self._fallback(provider, conn_id)
+        else:
+            creds = self._from_connection(provider, conn_id, conn.password, conn.host, conn.extra_dejson)
+        for secret in _secrets(creds):
+            mask_secret(secret)
+        return creds
 
     async def acredentials(self, provider: str) -> Credentials:
         """Resolve credentials without blocking the event loop (triggerer side).
@@ -81,9 +84,14 @@ class BatchworkHook(BaseHook):
         try:
             conn = await get_async_connection(conn_id, hook=self)
         except AirflowNotFoundException:
-            return self._fallback(provider, conn_id)
-        extra = await get_async_extra_dejson(conn)
-        return self._from_connection(provider, conn_id, conn.password, conn.host, extra)
+            creds = self._fallback(provider, conn_id)
+        else:
+            extra = await get_async_extra_dejson(conn)
+            creds = self._from_connection(provider, conn_id, conn.password, conn.host, extra)
+        # The async variant: the sync one may block on the supervisor while another call is in flight.
+        for secret in _secrets(creds):
+            await amask_secret(secret)
+        return creds
 
     def _fallback(self, provider: str, conn_id: str) -> Credentials:
         if self.conn_id:
@@ -103,7 +111,6 @@ class BatchworkHook(BaseHook):
                 f"create the connection '{conn_id}' (type batchwork, password = API key) or set "
                 f"{cls.key_env_vars[0]}",
             ) from None
-        _mask(creds.api_key)
         return creds
 
     @staticmethod
@@ -120,12 +127,9 @@ class BatchworkHook(BaseHook):
             raise CredentialsError(
                 "conn_id", f"connection {conn_id!r} has no API key", "put the API key in the connection's password"
             )
-        _mask(password)
         headers = extra.get("headers") or extra.get("extra__batchwork__headers") or {}
         if isinstance(headers, str):
             headers = json.loads(headers) if headers.strip() else {}
-        for value in headers.values():
-            _mask(str(value))
         base_url = host or extra.get("base_url") or None
         return Credentials(api_key=password, base_url=base_url, headers=dict(headers), source=f"connection {conn_id}")
 

@@ -17,6 +17,7 @@ from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, result
 from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.ledger import SubmitLedger
+from airflow_batchwork.core.parquet import check_output_url
 from airflow_batchwork.core.refs import parse_model
 from airflow_batchwork.core.sources import read_requests
 from airflow_batchwork.core.structured import to_json_schema
@@ -293,6 +294,10 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         handle = self._handle(self.job)
+        try:
+            check_output_url(self.output_path)
+        except ConfigurationError as exc:
+            raise _fail_fast(exc) from None
         persist_batch_link(context, handle)
         status = self._hook(handle).status(handle)
         self.log.info("Job %s: %s", ",".join(handle.batch_ids), status.progress_line())

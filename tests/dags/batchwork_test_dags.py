@@ -65,3 +65,10 @@ with DAG(dag_id="test_scale_120k", schedule=None, start_date=START) as scale_120
                                   requests_path=OUTPUT + "/requests.jsonl", state_path=OUTPUT + "/state",
                                   defaults={"max_output_tokens": 8})
     CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=1, output_path=OUTPUT + "/results/")
+
+# A 429/5xx storm: every task may fail and retry; the submission ledger keeps it to one paid batch.
+with DAG(dag_id="test_fault_storm", schedule=None, start_date=START,
+         default_args={"retries": 4, "retry_delay": timedelta(0)}) as fault_storm:
+    _submit = SubmitBatchOperator(task_id="submit", model="openai/gpt-4o-mini", state_path=OUTPUT + "/state",
+                                  requests=[{"custom_id": f"r{i}", "prompt": f"item {i}"} for i in range(12)])
+    CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.5, output_path=OUTPUT + "/out/")
