@@ -105,11 +105,10 @@ def run_floor(path: Path) -> int:
 
 def measure(kind: str, fmt: str, n: int) -> None:
     # Imports happen before the clock starts, for every path alike.
-    import pyarrow.json  # noqa: F401
-    import pyarrow.parquet  # noqa: F401
+    import importlib
 
-    if kind == "ours":
-        import airflow_batchwork.core  # noqa: F401
+    for module in ("pyarrow.json", "pyarrow.parquet", *(["airflow_batchwork.core"] if kind == "ours" else [])):
+        importlib.import_module(module)
     path = data_file(fmt, n)
     runner = {"ours": lambda: run_ours(fmt, path), "naive": lambda: run_naive(path),
               "floor": lambda: run_floor(path)}[kind]

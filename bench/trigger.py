@@ -76,7 +76,9 @@ def measure(n: int, freeze: bool) -> None:
             cpu, wall = time.process_time(), time.perf_counter()
 
             async def drain(trigger: BatchCompleteTrigger) -> str:
-                return [event async for event in trigger.run()][0].payload["status"]
+                async for event in trigger.run():
+                    return str(event.payload["status"])
+                raise RuntimeError("the trigger ended without an event")
 
             statuses = await asyncio.gather(*(drain(t) for t in triggers))
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall

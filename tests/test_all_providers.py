@@ -7,7 +7,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pytest
 
 from airflow_batchwork.core import RESULT_SCHEMA, BatchClient, Credentials
 from airflow_batchwork.core.ledger import FsspecLedger

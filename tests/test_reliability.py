@@ -100,7 +100,7 @@ async def test_triggerer_restart_mid_poll(emu: Emulator) -> None:
     await asyncio.sleep(0.5)
     assert not running.done()
     running.cancel()  # the triggerer process goes away mid-poll
-    classpath, kwargs = first.serialize()
+    _, kwargs = first.serialize()
     events = [e async for e in BatchCompleteTrigger(**kwargs).run()]
     assert [e.payload["status"] for e in events] == ["completed"]
     assert events[0].payload["counts"]["succeeded"] == 12 and events[0].payload["counts"]["total"] == 12

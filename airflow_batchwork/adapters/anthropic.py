@@ -9,7 +9,15 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_batchwork.adapters.arrow_lines import complete_chunks, const, empty_batch, field, map_values, read_lines
+from airflow_batchwork.adapters.arrow_lines import (
+    complete_chunks,
+    const,
+    empty_batch,
+    field,
+    map_values,
+    parse_ahead,
+    read_lines,
+)
 from airflow_batchwork.adapters.base import (
     EndpointSpec,
     ProviderAdapter,
@@ -142,11 +150,14 @@ class AnthropicAdapter(ProviderAdapter):
     async def result_batches(self, ref: ModelRef, batch_id: str, *, rows: int = 10_000
                              ) -> AsyncIterator[pa.RecordBatch]:
         """Vectorized where every line reads cleanly, line by line (with salvage) where not."""
-        async for chunk in self._result_chunks(batch_id):
+        def parse(chunk: bytes) -> pa.RecordBatch:
             records = parse_results_chunk(chunk, batch_id)
             if records is None:
                 lines = chunk.decode("utf-8", errors="replace").split("\n")
                 records = items_to_batch(parse_each(lines, batch_id, parse_line))
+            return records
+
+        async for records in parse_ahead(self._result_chunks(batch_id), parse):
             yield records
 
     async def cancel(self, batch_id: str) -> BatchStatus:

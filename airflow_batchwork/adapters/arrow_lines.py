@@ -8,8 +8,10 @@ per-line parser for that chunk.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,7 +19,7 @@ import pyarrow.json as pj
 
 from airflow_batchwork.core.parquet import ITEM_SCHEMA
 
-CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 3 * 1024 * 1024
 _ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])
 CHAT_LINE_SCHEMA = pa.schema([
     ("custom_id", pa.string()),
@@ -148,6 +150,24 @@ def parse_chat_chunk(
         "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
     }
     return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+
+
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchwork-parse")
+
+
+async def parse_ahead(chunks: AsyncIterator[bytes], parse: Callable[[bytes], pa.RecordBatch]
+                      ) -> AsyncIterator[pa.RecordBatch]:
+    """`parse` each chunk on a worker thread, one chunk ahead: while the caller writes batch k (Parquet
+    encoding releases the GIL), the next chunk is already being parsed (so does pyarrow's JSON reader)."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[pa.RecordBatch] | None = None
+    async for chunk in chunks:
+        ahead = loop.run_in_executor(_PARSER, parse, chunk)
+        if pending is not None:
+            yield await pending
+        pending = ahead
+    if pending is not None:
+        yield await pending
 
 
 async def complete_chunks(pieces: AsyncIterator[bytes], size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chat_chunk
+from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
 from airflow_batchwork.adapters.base import PARSE_ERRORS, ProviderAdapter, dumps, merge_options, salvage_line
 from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import ModelRef
@@ -293,12 +293,17 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
         line by line."""
         fill = self.fill(ref)
         fast = fill is fill_from_chat_completion
-        async for chunk in self._result_chunks(batch_id):
+
+        def parse(chunk: bytes) -> pa.RecordBatch:
             records = parse_chat_chunk(chunk, batch_id, dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES) \
                 if fast else None
             if records is None:
                 lines = chunk.decode("utf-8", errors="replace").split("\n")
-                records = items_to_batch(parse_lines(lines, batch_id, fill))
+                parsed = (self.parse_result_line(ref, batch_id, line) for line in lines if line.strip())
+                records = items_to_batch(item for item in parsed if item is not None)
+            return records
+
+        async for records in parse_ahead(self._result_chunks(batch_id), parse):
             yield records
 
     async def cancel(self, batch_id: str) -> BatchStatus:
