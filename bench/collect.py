@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import WORK, FileServer, child, peak_rss_mb, table, timed
 
 SIZES = (10_000, 100_000, 1_000_000)
-FORMATS = ("openai", "anthropic")
+FORMATS = ("openai", "anthropic", "gemini")
 
 
 def openai_line(i: int) -> dict[str, object]:
@@ -43,11 +43,21 @@ def anthropic_line(i: int) -> dict[str, object]:
         "usage": {"input_tokens": 12, "output_tokens": 7, "service_tier": "batch"}}}}
 
 
+def gemini_line(i: int) -> dict[str, object]:
+    if i % 50 == 7:
+        return {"key": f"req-{i}", "error": {"code": 400, "message": "bad request", "status": "INVALID_ARGUMENT"}}
+    return {"key": f"req-{i}", "response": {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": f"echo: summary number {i} of the product"}]},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 7, "totalTokenCount": 19},
+        "modelVersion": "gemini-2.5-flash", "responseId": f"resp-{i}"}}
+
+
 def data_file(fmt: str, n: int) -> Path:
     path = WORK / f"{fmt}-{n}.jsonl"
     if not path.exists():
         WORK.mkdir(parents=True, exist_ok=True)
-        make = {"openai": openai_line, "anthropic": anthropic_line}[fmt]
+        make = {"openai": openai_line, "anthropic": anthropic_line, "gemini": gemini_line}[fmt]
         with path.open("w") as out:
             for i in range(n):
                 out.write(json.dumps(make(i), separators=(",", ":")) + "\n")
@@ -63,6 +73,13 @@ def run_ours(fmt: str, path: Path) -> int:
                                                 "output_file_id": "file-out", "error_file_id": None}}
         files = {"/v1/files/file-out/content": path}
         model = "openai/gpt-4o-mini"
+    elif fmt == "gemini":
+        base = "https://generativelanguage.test"
+        routes = {"/v1beta/batches/bench": {
+            "name": "batches/bench", "done": True, "response": {"responsesFile": "files/bench-out"},
+            "metadata": {"name": "batches/bench", "state": "BATCH_STATE_SUCCEEDED"}}}
+        files = {"/download/v1beta/files/bench-out:download": path}
+        model = "google/gemini-2.5-flash"
     else:
         base = "https://api.anthropic.test"
         routes = {"/v1/messages/batches/msgbatch_bench": {
@@ -71,7 +88,7 @@ def run_ours(fmt: str, path: Path) -> int:
         files = {"/v1/messages/batches/msgbatch_bench/results": path}
         model = "anthropic/claude-haiku-4-5"
     provider = model.split("/")[0]
-    batch_id = next(iter(routes)).rsplit("/", 1)[1]
+    batch_id = "batches/bench" if fmt == "gemini" else next(iter(routes)).rsplit("/", 1)[1]
     job = {"provider": provider, "model": model, "batches": [{"id": batch_id, "request_count": 0}],
            "request_count": 0}
 

@@ -15,7 +15,7 @@ from airflow_batchwork.testing.airflow_env import connection_env
 from airflow_batchwork.webhooks.signing import generate_secret, verify
 from tests.airflow_helpers import load_dag, task_states, xcom
 from tests.dags.batchwork_event_dags import STATIC_RESULTS
-from tests.webhook_helpers import Receiver
+from tests.webhook_helpers import Receiver, forget_cached_credentials
 
 SECRET = generate_secret()
 
@@ -23,6 +23,7 @@ SECRET = generate_secret()
 @pytest.fixture
 def env(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     monkeypatch.setenv("AIRFLOW_VAR_BATCHWORK_TEST_OUTPUT", f"file://{tmp_path}")
+    forget_cached_credentials()
     with Emulator(processing_seconds=0.5) as emu, Receiver(statuses=[503, 200]) as receiver:
         for key, value in connection_env(emu).items():
             monkeypatch.setenv(key, value)

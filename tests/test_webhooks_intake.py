@@ -19,7 +19,7 @@ from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
 from airflow_batchwork.webhooks.signing import generate_secret, signed_headers
 from tests.airflow_helpers import load_dag, task_states, xcom
-from tests.webhook_helpers import Receiver, serve_asgi
+from tests.webhook_helpers import Receiver, forget_cached_credentials, serve_asgi
 
 SECRET = generate_secret()
 
@@ -139,6 +139,7 @@ def test_webhook_wakes_waiting_dag_before_its_next_poll(
 ) -> None:
     route = "gemini" if provider == "google" else provider
     monkeypatch.setenv("AIRFLOW_VAR_BATCHWORK_TEST_OUTPUT", f"file://{tmp_path}")
+    forget_cached_credentials()
     with Emulator(processing_seconds=3, webhooks={provider: (f"{intake}/batchwork/webhooks/{route}", SECRET)}) as emu:
         for key, value in connection_env(emu).items():
             monkeypatch.setenv(key, value)

@@ -13,6 +13,15 @@ from typing import Any
 
 import uvicorn
 
+from airflow_batchwork.hooks import batchwork as batchwork_hook
+
+
+def forget_cached_credentials() -> None:
+    """The hook caches resolved credentials per process; a new emulator listens on a new port."""
+    cache = getattr(batchwork_hook, "_CREDENTIALS_CACHE", None)
+    if cache is not None:
+        cache.clear()
+
 
 @contextmanager
 def serve_asgi(app: Any) -> Iterator[str]:

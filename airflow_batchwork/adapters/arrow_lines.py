@@ -54,7 +54,7 @@ def empty_batch() -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
 
 
-def read_lines(chunk: bytes, schema: pa.Schema) -> tuple[pa.Array, pa.Table] | None:
+def read_lines(chunk: bytes, schema: pa.Schema, id_column: str = "custom_id") -> tuple[pa.Array, pa.Table] | None:
     """The non-empty raw lines of `chunk` and their parse under `schema` (unknown fields ignored),
     or None when any line cannot be read that way."""
     try:
@@ -72,7 +72,7 @@ def read_lines(chunk: bytes, schema: pa.Schema) -> tuple[pa.Array, pa.Table] | N
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    ids = table.column("custom_id")
+    ids = table.column(id_column)
     if table.num_rows != len(lines) or ids.null_count or \
             not pc.all(pc.match_substring_regex(ids, r"^[A-Za-z0-9_-]{1,64}$")).as_py():
         return None

@@ -15,7 +15,18 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar
 
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from airflow_batchwork.adapters.arrow_lines import (
+    complete_chunks,
+    const,
+    empty_batch,
+    field,
+    map_values,
+    parse_ahead,
+    read_lines,
+)
 from airflow_batchwork.adapters.base import (
     EndpointSpec,
     ProviderAdapter,
@@ -27,6 +38,7 @@ from airflow_batchwork.adapters.base import (
 from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
 from airflow_batchwork.core.errors import ProviderAPIError
 from airflow_batchwork.core.http import check_id, default_error_parser
+from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest, ChatMessage
 from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
@@ -206,6 +218,80 @@ def parse_entry(data: Mapping[str, Any], raw: str, batch_id: str, fill: Any) -> 
     return item
 
 
+_PART = pa.struct([
+    ("text", pa.string()), ("thought", pa.bool_()), ("functionCall", pa.struct([("name", pa.string())])),
+])
+GENERATE_LINE_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("response", pa.struct([
+        ("candidates", pa.list_(pa.struct([
+            ("content", pa.struct([("parts", pa.list_(_PART))])), ("finishReason", pa.string()),
+        ]))),
+        ("usageMetadata", pa.struct([
+            ("promptTokenCount", pa.int64()), ("candidatesTokenCount", pa.int64()),
+            ("totalTokenCount", pa.int64()), ("thoughtsTokenCount", pa.int64()),
+        ])),
+    ])),
+    ("error", pa.struct([("code", pa.int64()), ("message", pa.string()), ("status", pa.string())])),
+])
+_LOWER_FINISH: dict[str, str] = {k.lower(): v for k, v in FINISH_REASONS.items()}
+
+
+def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
+    """Result columns for a chunk of file-mode `{key, response | error}` lines, computed in Arrow; None
+    when a line needs the line parser (thought or function-call parts, blocked prompts, odd shapes)."""
+    parsed = read_lines(chunk, GENERATE_LINE_SCHEMA, id_column="key")
+    if parsed is None:
+        return None
+    lines, table = parsed
+    n = len(lines)
+    if n == 0:
+        return empty_batch()
+    response, error = table.column("response").combine_chunks(), table.column("error").combine_chunks()
+    ok = pc.and_(pc.is_valid(response), pc.is_null(error))
+    if not pc.all(pc.xor(pc.is_valid(response), pc.is_valid(error))).as_py():
+        return None
+    candidates = field(response, "candidates")
+    if not pc.all(pc.or_(pc.invert(ok), pc.greater(pc.fill_null(pc.list_value_length(candidates), 0), 0))).as_py():
+        return None
+    parts_of_all = pc.list_flatten(field(pc.list_flatten(candidates), "content", "parts"))
+    if len(parts_of_all) and not (
+        pc.all(pc.invert(pc.fill_null(field(parts_of_all, "thought"), False))).as_py()
+        and field(parts_of_all, "functionCall").null_count == len(parts_of_all)
+        and field(parts_of_all, "text").null_count == 0
+    ):
+        return None
+    first = pc.list_element(pc.if_else(ok, candidates, pa.nulls(n, candidates.type)), 0)
+    parts = field(first, "content", "parts")
+    if not pc.all(pc.or_(pc.invert(ok), pc.greater(pc.fill_null(pc.list_value_length(parts), 0), 0))).as_py():
+        return None
+    texts = pa.ListArray.from_arrays(parts.offsets, field(pc.list_flatten(parts), "text"), mask=parts.is_null())
+    usage = field(response, "usageMetadata")
+    prompt, answer = field(usage, "promptTokenCount"), field(usage, "candidatesTokenCount")
+    thoughts = field(usage, "thoughtsTokenCount")
+    any_count = pc.or_(pc.or_(pc.is_valid(prompt), pc.is_valid(answer)), pc.is_valid(thoughts))
+    output = pc.if_else(any_count, pc.add(pc.fill_null(answer, 0), pc.fill_null(thoughts, 0)), pa.nulls(n, pa.int64()))
+    strings, ints = pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())
+    failed = pc.invert(ok)
+    columns = {
+        "custom_id": table.column("key").combine_chunks(),
+        "batch_id": const(batch_id, n),
+        "status": pc.if_else(ok, const("succeeded", n), const("errored", n)),
+        "text": pc.if_else(ok, pc.binary_join(texts, ""), strings),
+        "finish_reason": pc.if_else(ok, map_values(field(first, "finishReason"), _LOWER_FINISH), const("error", n)),
+        "input_tokens": pc.if_else(ok, prompt, ints),
+        "output_tokens": pc.if_else(ok, output, ints),
+        "total_tokens": pc.if_else(ok, pc.coalesce(field(usage, "totalTokenCount"), pc.add(prompt, output)), ints),
+        "error_code": pc.if_else(failed, pc.coalesce(field(error, "status"), pc.cast(field(error, "code"), pa.string()),
+                                                     const("error", n)), strings),
+        "error_message": pc.if_else(failed, pc.coalesce(field(error, "message"),
+                                                        const("the provider returned no error message", n)), strings),
+        "response": lines,
+        "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
+    }
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+
+
 def operation_output(operation: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The batch output: `response` of a done Operation, else its `metadata.output` mirror."""
     for output in (operation.get("response"), (operation.get("metadata") or {}).get("output")):
@@ -371,6 +457,34 @@ class GoogleAdapter(ProviderAdapter):
         if not isinstance(data, Mapping):
             raise TypeError("a result entry is not a JSON object")
         return parse_entry(data, line, batch_id, fill)
+
+    async def result_batches(self, ref: ModelRef, batch_id: str, *, rows: int = 10_000
+                             ) -> AsyncIterator[pa.RecordBatch]:
+        """File-mode generate results are parsed vectorized (falling back line by line); the rest as items."""
+        output = operation_output(await self._operation(batch_id))
+        file_name = output.get("responsesFile") if output else None
+        if not file_name or ref.kind == "embedding" or output.get("inlinedResponses"):  # type: ignore[union-attr]
+            async for records in super().result_batches(ref, batch_id, rows=rows):
+                yield records
+            return
+
+        def parse(chunk: bytes) -> pa.RecordBatch:
+            records = parse_generate_chunk(chunk, batch_id)
+            if records is None:
+                lines = chunk.decode("utf-8", errors="replace").split("\n")
+                parsed = (self.parse_result_line(ref, batch_id, line) for line in lines if line.strip())
+                records = items_to_batch(item for item in parsed if item is not None)
+            return records
+
+        async for records in parse_ahead(self._download_chunks(str(file_name)), parse):
+            yield records
+
+    async def _download_chunks(self, file_name: str) -> AsyncIterator[bytes]:
+        name = check_id(file_name, what="google responses file", pattern=FILE_NAME)
+        path = f"/download/{API_VERSION}/{name}:download"
+        async with self.http.stream("GET", path, params={"alt": "media"}) as response:
+            async for chunk in complete_chunks(response.aiter_bytes()):
+                yield chunk
 
     async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         operation = await self._operation(batch_id)

@@ -1,0 +1,118 @@
+"""The vectorized (Arrow) result parsers give exactly the rows of the line-by-line parsers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_batchwork.adapters.anthropic import parse_line, parse_results_chunk
+from airflow_batchwork.adapters.arrow_lines import parse_chat_chunk
+from airflow_batchwork.adapters.google import GoogleAdapter, parse_generate_chunk
+from airflow_batchwork.adapters.openai_compat import (
+    CANCELED_CODES,
+    EXPIRED_CODES,
+    FINISH_REASONS,
+    fill_from_chat_completion,
+    parse_each,
+    parse_lines,
+)
+from airflow_batchwork.core import parse_model
+from airflow_batchwork.core.parquet import items_to_batch
+
+
+def openai_lines() -> list[dict[str, object]]:
+    def ok(i: int, text: str, reason: str, usage: dict[str, int] | None) -> dict[str, object]:
+        body: dict[str, object] = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                                "finish_reason": reason}]}
+        if usage is not None:
+            body["usage"] = usage
+        return {"id": f"r{i}", "custom_id": f"c{i}", "response": {"status_code": 200, "body": body}, "error": None}
+
+    return [
+        ok(0, "echo: héllo wörld ✓", "stop", {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+        ok(1, "cut", "length", {"prompt_tokens": 3, "completion_tokens": 1}),
+        ok(2, "", "content_filter", None),
+        ok(3, "odd", "weird_reason", {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
+        {"custom_id": "c4", "response": {"status_code": 400, "body": {"error": {"message": "bad", "code": "x1"}}},
+         "error": None},
+        {"custom_id": "c5", "response": None, "error": {"code": "batch_expired", "message": "late"}},
+        {"custom_id": "c6", "response": None, "error": {"code": "batch_cancelled", "message": "stop"}},
+        {"custom_id": "c7", "response": {"status_code": 500, "body": {}}, "error": None},
+        {"custom_id": "c8", "response": None, "error": {"code": None, "message": None}},
+    ]
+
+
+def anthropic_lines() -> list[dict[str, object]]:
+    def ok(i: int, blocks: list[str], reason: str) -> dict[str, object]:
+        return {"custom_id": f"c{i}", "result": {"type": "succeeded", "message": {
+            "content": [{"type": "text", "text": t} for t in blocks], "stop_reason": reason,
+            "usage": {"input_tokens": 5, "output_tokens": 2}}}}
+
+    return [
+        ok(0, ["echo: ", "two blocks"], "end_turn"), ok(1, [], "max_tokens"), ok(2, ["ünïcode"], "refusal"),
+        {"custom_id": "c3", "result": {"type": "errored", "error": {
+            "type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}}},
+        {"custom_id": "c4", "result": {"type": "expired"}},
+        {"custom_id": "c5", "result": {"type": "canceled"}},
+        {"custom_id": "c6", "result": {"type": "errored"}},
+    ]
+
+
+def gemini_lines() -> list[dict[str, object]]:
+    def ok(i: int, texts: list[str], reason: str, usage: dict[str, int]) -> dict[str, object]:
+        return {"key": f"c{i}", "response": {"candidates": [{"content": {"role": "model", "parts": [
+            {"text": t} for t in texts]}, "finishReason": reason}], "usageMetadata": usage}}
+
+    return [
+        ok(0, ["echo: ", "hi"], "STOP", {"promptTokenCount": 2, "candidatesTokenCount": 3, "totalTokenCount": 5}),
+        ok(1, ["x"], "MAX_TOKENS", {"promptTokenCount": 2, "candidatesTokenCount": 1, "thoughtsTokenCount": 4}),
+        ok(2, ["y"], "SAFETY", {}),
+        ok(3, ["z"], "NEW_REASON", {"promptTokenCount": 1}),
+        {"key": "c4", "error": {"code": 500, "message": "boom", "status": "INTERNAL"}},
+        {"key": "c5", "error": {"code": 400, "message": "bad"}},
+    ]
+
+
+def chunk(lines: list[dict[str, object]]) -> bytes:
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
+
+
+@pytest.mark.parametrize("repeat", [1, 7])
+def test_openai_chat(repeat: int) -> None:
+    data = chunk(openai_lines() * repeat)
+    fast = parse_chat_chunk(data, "b", dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES)
+    slow = items_to_batch(parse_lines(data.decode().split("\n"), "b", fill_from_chat_completion))
+    assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+
+
+def test_anthropic() -> None:
+    data = chunk(anthropic_lines())
+    fast = parse_results_chunk(data, "b")
+    slow = items_to_batch(parse_each(data.decode().split("\n"), "b", parse_line))
+    assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+
+
+def test_gemini_file_lines() -> None:
+    data = chunk(gemini_lines())
+    fast = parse_generate_chunk(data, "batches/b")
+    adapter, ref = GoogleAdapter.offline(), parse_model("google/gemini-2.5-flash")
+    slow = items_to_batch(adapter.parse_result_line(ref, "batches/b", line) for line in data.decode().splitlines())
+    assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+
+
+@pytest.mark.parametrize("line", [
+    {"key": "t", "response": {"candidates": [{"content": {"parts": [{"text": "hm", "thought": True},
+                                                                    {"text": "answer"}]}, "finishReason": "STOP"}]}},
+    {"key": "f", "response": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f"}}]},
+                                              "finishReason": "STOP"}]}},
+    {"key": "p", "response": {"promptFeedback": {"blockReason": "SAFETY"}}},
+])
+def test_gemini_lines_the_fast_path_leaves_to_the_line_parser(line: dict[str, object]) -> None:
+    assert parse_generate_chunk(chunk([line]), "batches/b") is None
+
+
+def test_unreadable_chunks_fall_back() -> None:
+    bad = chunk(openai_lines()) + b'{"custom_id": "c9", "respo\n'
+    assert parse_chat_chunk(bad, "b", dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES) is None
+    assert parse_results_chunk(b'{"custom_id": "has space", "result": {"type": "expired"}}\n', "b") is None
