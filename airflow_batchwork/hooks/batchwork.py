@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from airflow_batchwork.core.status import JobStatus
 
 T = TypeVar("T")
 CREDENTIALS_TTL = 60.0
-_CREDENTIALS_CACHE: dict[tuple[str | None, str], tuple[float, Credentials]] = {}
+_CREDENTIALS_CACHE: dict[tuple[str | None, ...], tuple[float, Credentials]] = {}
 
 
 def default_conn_id(provider: str) -> str:
@@ -69,13 +70,21 @@ class BatchworkHook(BaseHook):
 
         Cached per process for `CREDENTIALS_TTL` seconds: a triggerer with a thousand triggers on one
         connection looks it up once, not a thousand times per restart."""
-        key = (self.conn_id, provider)
+        key = self._cache_key(provider)
         cached = _CREDENTIALS_CACHE.get(key)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         creds = await self._acredentials(provider)
         _CREDENTIALS_CACHE[key] = (time.monotonic() + CREDENTIALS_TTL, creds)
         return creds
+
+    def _cache_key(self, provider: str) -> tuple[str | None, ...]:
+        """The connection id plus every env var that can define it: a changed env var is a new entry."""
+        conn_id = self.conn_id or default_conn_id(provider)
+        cls = adapter_class(provider)
+        env = [os.environ.get(name) for name in (f"AIRFLOW_CONN_{conn_id.upper()}", *cls.key_env_vars,
+                                                  f"{provider.upper()}_BASE_URL")]
+        return (conn_id, provider, *env)
 
     async def _acredentials(self, provider: str) -> Credentials:
         from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
