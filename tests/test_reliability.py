@@ -88,13 +88,12 @@ def test_storm_one_in_three_dag_succeeds(dag_emu: Emulator, tmp_path: Path) -> N
     assert sum(dag_emu.fault_counts("openai").get("openai", {}).values()) >= 3
 
 
-async def test_triggerer_restart_mid_poll(emu: Emulator) -> None:
+async def test_triggerer_restart_mid_poll(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     emu.processing_seconds = 1.5
     async with client(emu, "openai") as c:
         job = await c.submit(MODELS["openai"], REQUESTS)
-    import os
-
-    os.environ.update(connection_env(emu))
+    for key, value in connection_env(emu).items():
+        monkeypatch.setenv(key, value)
     first = BatchCompleteTrigger(job=job.to_dict(), poll_interval=0.1, end_time=time.time() + 60)
     running = asyncio.ensure_future(anext(first.run()))
     await asyncio.sleep(0.5)

@@ -30,6 +30,7 @@ def env(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         monkeypatch.setenv("AIRFLOW_VAR_BATCHWORK_NOTIFY_URL", receiver.url)
         monkeypatch.setenv("AIRFLOW_CONN_BATCHWORK_NOTIFY", json.dumps({"conn_type": "http", "password": SECRET}))
         yield receiver
+    forget_cached_credentials()
 
 
 def _queued_for(dag_id: str) -> bool:

@@ -88,6 +88,7 @@ def test_keys_are_registered_with_airflows_secret_masker(monkeypatch: pytest.Mon
     from airflow_batchwork.hooks.batchwork import BatchworkHook
 
     env_key, conn_key, header = "sk-env-secret-98765", "sk-conn-secret-43210", "proj-header-secret-777"
+    monkeypatch.delenv("AIRFLOW_CONN_BATCHWORK_MISTRAL", raising=False)
     monkeypatch.setenv("MISTRAL_API_KEY", env_key)
     BatchworkHook().credentials("mistral")
     monkeypatch.setenv("AIRFLOW_CONN_BATCHWORK_GROQ", json.dumps(

@@ -26,10 +26,16 @@ from airflow_batchwork.hooks.task_state import ledger_for, task_identity
 from airflow_batchwork.links import BatchConsoleLink, persist_batch_link
 from airflow_batchwork.operators.resubmit import ResubmitMixin
 from airflow_batchwork.triggers.batch import EVENT_STATUSES, BatchCompleteTrigger
+from airflow_batchwork.triggers.webhook import WebhookBatchCompleteTrigger
 
 DEFAULT_TIMEOUT = 24 * 3600
 # The deferral backstop outlives the trigger's own deadline, so the trigger gets to cancel first.
 BACKSTOP_MARGIN = 60
+
+
+def completion_trigger(*, wake_on_webhook: bool, **kwargs: Any) -> BatchCompleteTrigger:
+    """The trigger to wait on: polling, or polling cut short by the webhook intake (`wake_on_webhook`)."""
+    return WebhookBatchCompleteTrigger(**kwargs) if wake_on_webhook else BatchCompleteTrigger(**kwargs)
 
 
 def validate_event(event: Any) -> dict[str, Any]:
@@ -65,6 +71,8 @@ class SubmitBatchOperator(BaseOperator):
     :param conn_id: a ``batchwork`` connection; default ``batchwork_<provider>``, else env vars.
     :param wait_for_completion: defer on :class:`BatchCompleteTrigger` until every batch is terminal.
     :param timeout: seconds the job may take; past it the batches are cancelled and the task fails.
+    :param wake_on_webhook: with ``wait_for_completion``, also wake when the webhook intake reports the
+        batch ended (OpenAI, Gemini; see docs/events.md); polling stays as the fallback.
     :param state_path: fsspec folder for the submission state (templated); default the Airflow config
         ``[batchwork] state_path``, else Airflow 3.3's task state store.
     :param on_changed_input: a retry whose input differs from what was submitted: ``"resubmit"``
@@ -105,6 +113,7 @@ class SubmitBatchOperator(BaseOperator):
         limits: dict[str, int] | None = None,
         storage_options: dict[str, Any] | None = None,
         cancel_on_kill: bool = True,
+        wake_on_webhook: bool = False,
         state_path: str | None = None,
         on_changed_input: str = "resubmit",
         on_orphaned_intent: str = "resubmit",
@@ -150,6 +159,7 @@ class SubmitBatchOperator(BaseOperator):
         self.limits = limits
         self.storage_options = storage_options
         self.cancel_on_kill = cancel_on_kill
+        self.wake_on_webhook = wake_on_webhook
         self.state_path = state_path
         self.on_changed_input = on_changed_input
         self.on_orphaned_intent = on_orphaned_intent
@@ -194,9 +204,9 @@ class SubmitBatchOperator(BaseOperator):
         persist_batch_link(context, job)
         if self.wait_for_completion:
             self.defer(
-                trigger=BatchCompleteTrigger(
+                trigger=completion_trigger(
                     job=job.to_dict(), conn_id=self.conn_id, poll_interval=self.poll_interval,
-                    end_time=time.time() + self.timeout,
+                    end_time=time.time() + self.timeout, wake_on_webhook=self.wake_on_webhook,
                 ),
                 method_name="execute_complete",
                 kwargs={"job": job.to_dict()},
@@ -224,6 +234,8 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
     :param job: the job handle: ``submit.output``, a dict, or Jinja rendering to one (templated).
     :param output_path: any fsspec URL (templated, e.g. ``s3://bucket/evals/{{ ds }}/``). A URL ending
         in ``/`` is a folder that gets one ``part-NNNNN.parquet`` per provider batch; otherwise one file.
+    :param wake_on_webhook: wake when the webhook intake reports the batch ended (OpenAI, Gemini), not only at
+        the next poll; give the task ``inlets=[batch_completions(provider)]`` (see docs/events.md).
     :param fail_on_error: fail the task, after the file is written, when any item errored, expired or
         was canceled.
     :param timeout: seconds from the job's submission after which the batches are cancelled.
@@ -255,6 +267,7 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         poll_interval: float = 60,
         timeout: float = DEFAULT_TIMEOUT,
         fail_on_error: bool = False,
+        wake_on_webhook: bool = False,
         storage_options: dict[str, Any] | None = None,
         results_asset: ResultsAssetArg = None,
         max_item_retries: int = 0,
@@ -271,6 +284,7 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.fail_on_error = fail_on_error
+        self.wake_on_webhook = wake_on_webhook
         self.storage_options = storage_options
         if isinstance(max_item_retries, bool) or not isinstance(max_item_retries, int) or max_item_retries < 0:
             raise ConfigurationError("max_item_retries", f"{max_item_retries!r} is not a whole number >= 0",
@@ -306,9 +320,9 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         submitted = _parse_time(handle.submitted_at)
         end_time = max(submitted + self.timeout, time.time() + 1)
         self.defer(
-            trigger=BatchCompleteTrigger(
+            trigger=completion_trigger(
                 job=handle.to_dict(), conn_id=self.conn_id or handle.conn_id,
-                poll_interval=self.poll_interval, end_time=end_time,
+                poll_interval=self.poll_interval, end_time=end_time, wake_on_webhook=self.wake_on_webhook,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=end_time - time.time() + self.poll_interval + BACKSTOP_MARGIN),

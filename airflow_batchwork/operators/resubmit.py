@@ -16,10 +16,11 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_batchwork.core.client import BatchClient
 from airflow_batchwork.core.credentials import Credentials
+from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.resubmit import ResubmitRounds, RoundStep
 from airflow_batchwork.triggers.batch import BatchCompleteTrigger
@@ -41,8 +42,12 @@ class ResubmitMixin:
         from airflow_batchwork.operators.batch import BACKSTOP_MARGIN, _parse_time
 
         op: Any = self
-        rounds = ResubmitRounds(handle, op.output_path, max_item_retries=op.max_item_retries,
-                                keep_history=op.keep_history, storage_options=op.storage_options, prices=op.prices)
+        try:
+            rounds = ResubmitRounds(handle, op.output_path, max_item_retries=op.max_item_retries,
+                                    keep_history=op.keep_history, storage_options=op.storage_options,
+                                    prices=op.prices)
+        except ConfigurationError as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would not fix it
         hook = op._hook(handle)
         creds = hook.credentials(handle.provider)
         current = JobHandle.coerce(round_job) if round_job else handle

@@ -143,6 +143,20 @@ class AirflowAssetSink:
             backend.set(scope, batch_id, value, session=session)
 
 
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None as soon as it exceeds `limit` bytes (never buffers more than that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _answer(http_status: int, **body: Any) -> JSONResponse:
     return JSONResponse(body, status_code=http_status)
 
@@ -176,9 +190,10 @@ def create_app(
             return _answer(404, error="unknown_route", routes=sorted(specs))
         client = request.client.host if request.client else "?"
         webhook_id = request.headers.get(HEADER_ID, "-")[:100]
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            log.warning("Rejected %s webhook %s from %s: body of %d bytes", route, webhook_id, client, len(body))
+        body = await _read_capped(request, MAX_BODY_BYTES)
+        if body is None:
+            log.warning("Rejected %s webhook %s from %s: body over %d bytes", route, webhook_id, client,
+                        MAX_BODY_BYTES)
             return _answer(413, error="body_too_large")
         keys = await run_in_threadpool(secrets, spec)
         if not keys:

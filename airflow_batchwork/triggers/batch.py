@@ -18,12 +18,15 @@ from airflow_batchwork.core.client import BatchClient
 from airflow_batchwork.core.errors import BatchworkError, ProviderAPIError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.polling import next_step, sleep_for
+from airflow_batchwork.core.progress import ProgressReporter
 from airflow_batchwork.core.status import JobStatus
 from airflow_batchwork.hooks.batchwork import BatchworkHook
 
 EVENT_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "timeout", "error"})
 MAX_CONSECUTIVE_POLL_FAILURES = 5
 START_JITTER_MAX = 5.0
+# Progress lines at most this often (and on every state change), however short the poll interval.
+PROGRESS_EVERY = 60.0
 
 
 def _transient(exc: BaseException) -> bool:
@@ -98,6 +101,7 @@ class BatchCompleteTrigger(BaseTrigger):
         except BatchworkError as exc:
             yield self._event("error", str(exc))
             return
+        progress = ProgressReporter(min_interval=max(PROGRESS_EVERY, self.poll_interval))
         async with client:
             while True:
                 try:
@@ -111,10 +115,10 @@ class BatchCompleteTrigger(BaseTrigger):
                     status = None
                 else:
                     failures = 0
-                    self.log.info(
-                        "%s %s — %s, elapsed %ds", self.job.provider, ",".join(self.job.batch_ids),
-                        status.progress_line(), int(time.time() - started),
-                    )
+                    line = progress.update(status)
+                    if line is not None:
+                        self.log.info("%s %s — %s, elapsed %ds", self.job.provider, ",".join(self.job.batch_ids),
+                                      line, int(time.time() - started))
                 now = time.time()
                 if status is not None:
                     step = next_step(status, now=now, deadline=self.end_time)
@@ -131,7 +135,11 @@ class BatchCompleteTrigger(BaseTrigger):
                         message += await self._cancel(client, "timeout")
                     yield self._event("timeout", message, status)
                     return
-                await asyncio.sleep(sleep_for(self.poll_interval, now=now, deadline=self.end_time))
+                await self.wait_before_next_poll(sleep_for(self.poll_interval, now=now, deadline=self.end_time))
+
+    async def wait_before_next_poll(self, seconds: float) -> None:
+        """The pause between polls; the webhook-aware subclass cuts it short when a completion arrives."""
+        await asyncio.sleep(seconds)
 
     async def _cancel(self, client: BatchClient, reason: str) -> str:
         try:

@@ -105,6 +105,7 @@ class WebhookBatchCompleteTrigger(BatchCompleteTrigger):
                  **kwargs: Any) -> None:
         super().__init__(job, **kwargs)
         self.wake_check_interval = float(wake_check_interval)
+        self._wake: WebhookWake | None = None
 
     @classmethod
     def from_trigger(cls, trigger: BatchCompleteTrigger, **kwargs: Any) -> WebhookBatchCompleteTrigger:
@@ -116,10 +117,27 @@ class WebhookBatchCompleteTrigger(BatchCompleteTrigger):
         _, kwargs = super().serialize()
         return (f"{__name__}.{type(self).__name__}", {**kwargs, "wake_check_interval": self.wake_check_interval})
 
+    def _waker(self) -> WebhookWake:
+        if self._wake is None:
+            self._wake = WebhookWake(self.job.provider, self.job.batch_ids, check_every=self.wake_check_interval)
+        return self._wake
+
+    async def wait_before_next_poll(self, seconds: float) -> None:
+        """Sleep between polls, cut short by a new notice (used once BatchCompleteTrigger calls this hook)."""
+        if self.end_time is not None and time.time() >= self.end_time - DEADLINE_GUARD:
+            await asyncio.sleep(seconds)
+            return
+        await self._waker().sleep(seconds)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # Drive the parent's poll loop; on a notice, stop it mid-sleep and start it again, which polls at
-        # once. The loop itself (retries, deadline, cancel on timeout) stays in one place.
-        wake = WebhookWake(self.job.provider, self.job.batch_ids, check_every=self.wake_check_interval)
+        if "wait_before_next_poll" in vars(BatchCompleteTrigger):
+            # The parent's loop sleeps through our hook: nothing else to do.
+            async for event in super().run():
+                yield event
+            return
+        # Until then: drive the parent's poll loop; on a notice, stop it mid-sleep and start it again, which
+        # polls again after its start jitter (at most 5 s). Retries, deadline and cancel stay in one place.
+        wake = self._waker()
         while True:
             polls = super().run()
             pending = asyncio.ensure_future(anext(polls))

@@ -16,23 +16,12 @@ from airflow.sdk import DAG, Asset, AssetAlias
 from airflow_batchwork.assets import batch_completions, results_alias
 from airflow_batchwork.notifications.webhook import BatchWebhookNotifier
 from airflow_batchwork.operators.batch import CollectResultsOperator, SubmitBatchOperator
-from airflow_batchwork.triggers.batch import BatchCompleteTrigger
-from airflow_batchwork.triggers.webhook import WebhookBatchCompleteTrigger
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 OUTPUT = "{{ var.value.batchwork_test_output }}"
 TWO = [{"custom_id": "a", "prompt": "hello there"}, {"custom_id": "b", "prompt": "boom [[error]]"}]
 # A static results path (outlets need one at parse time); the same on every parse of this file.
 STATIC_RESULTS = (Path(tempfile.gettempdir()) / "batchwork-event-dags" / "results.parquet").as_uri()
-
-
-class WebhookCollect(CollectResultsOperator):
-    """Collect that waits on WebhookBatchCompleteTrigger: the one-line wiring proposed for the operators."""
-
-    def defer(self, *, trigger: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        if isinstance(trigger, BatchCompleteTrigger) and not isinstance(trigger, WebhookBatchCompleteTrigger):
-            trigger = WebhookBatchCompleteTrigger.from_trigger(trigger, wake_check_interval=0.2)
-        super().defer(trigger=trigger, **kwargs)
 
 
 def _latest_event(uri: str | None = None, alias: str | None = None, **context: Any) -> dict[str, Any]:
@@ -45,8 +34,8 @@ def _latest_event(uri: str | None = None, alias: str | None = None, **context: A
 for _provider, _model in (("openai", "openai/gpt-4o-mini"), ("google", "google/gemini-2.5-flash")):
     with DAG(dag_id=f"test_webhook_wake_{_provider}", schedule=None, start_date=START) as _dag:
         _submit = SubmitBatchOperator(task_id="submit", model=_model, requests=TWO)
-        WebhookCollect(task_id="collect", job=_submit.output, poll_interval=300, output_path=OUTPUT + "/wake/",
-                       inlets=[batch_completions(_provider)])
+        CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=300, wake_on_webhook=True,
+                               output_path=OUTPUT + "/wake/", inlets=[batch_completions(_provider)])
     globals()[f"webhook_wake_{_provider}"] = _dag
 
     # Starts (when the scheduler runs) on every completion webhook of that provider.
