@@ -148,6 +148,9 @@ class FaultMiddleware:
                     raise ConnectionDropped("connection dropped by an injected emulator fault")
                 await closing
             else:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    # Record before the last byte goes out: a client that has its answer finds the record.
+                    self._record(spec, context, sent, scope)
                 await send(message)
 
         if context.transport in ("rate_limit", "server_error"):
