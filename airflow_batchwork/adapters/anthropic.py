@@ -71,7 +71,7 @@ class AnthropicAdapter(ProviderAdapter):
         params: dict[str, Any] = {
             "model": ref.model,
             "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
-            "messages": [
+            "messages": [{"role": "user", "content": request.prompt or ""}] if request.messages is None else [
                 {"role": m.role, "content": m.content if isinstance(m.content, str)
                  else [{"type": "text", "text": p.text} for p in m.content]}
                 for m in request.conversation()
