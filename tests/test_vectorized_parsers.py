@@ -6,17 +6,11 @@ import json
 
 import pytest
 
-from airflow_batchwork.adapters.anthropic import parse_line, parse_results_chunk
+from airflow_batchwork.adapters.anthropic import AnthropicAdapter, parse_results_chunk
 from airflow_batchwork.adapters.arrow_lines import parse_chat_chunk
 from airflow_batchwork.adapters.google import GoogleAdapter, parse_generate_chunk
-from airflow_batchwork.adapters.openai_compat import (
-    CANCELED_CODES,
-    EXPIRED_CODES,
-    FINISH_REASONS,
-    fill_from_chat_completion,
-    parse_each,
-    parse_lines,
-)
+from airflow_batchwork.adapters.openai import OpenAIAdapter
+from airflow_batchwork.adapters.openai_compat import CANCELED_CODES, EXPIRED_CODES, FINISH_REASONS
 from airflow_batchwork.core import parse_model
 from airflow_batchwork.core.parquet import items_to_batch
 
@@ -82,14 +76,14 @@ def chunk(lines: list[dict[str, object]]) -> bytes:
 def test_openai_chat(repeat: int) -> None:
     data = chunk(openai_lines() * repeat)
     fast = parse_chat_chunk(data, "b", dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES)
-    slow = items_to_batch(parse_lines(data.decode().split("\n"), "b", fill_from_chat_completion))
+    slow = items_to_batch(OpenAIAdapter.offline().parse_result_text(parse_model("openai/m"), "b", data.decode()))
     assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
 
 
 def test_anthropic() -> None:
     data = chunk(anthropic_lines())
     fast = parse_results_chunk(data, "b")
-    slow = items_to_batch(parse_each(data.decode().split("\n"), "b", parse_line))
+    slow = items_to_batch(AnthropicAdapter.offline().parse_result_text(parse_model("anthropic/m"), "b", data.decode()))
     assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
 
 
@@ -97,7 +91,7 @@ def test_gemini_file_lines() -> None:
     data = chunk(gemini_lines())
     fast = parse_generate_chunk(data, "batches/b")
     adapter, ref = GoogleAdapter.offline(), parse_model("google/gemini-2.5-flash")
-    slow = items_to_batch(adapter.parse_result_line(ref, "batches/b", line) for line in data.decode().splitlines())
+    slow = items_to_batch(adapter.parse_result_text(ref, "batches/b", data.decode()))
     assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
 
 

@@ -32,7 +32,6 @@ from airflow_batchwork.adapters.openai_compat import (
     error_fields,
     finish_reason,
     int_or_none,
-    parse_each,
 )
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
@@ -144,7 +143,7 @@ class AnthropicAdapter(ProviderAdapter):
 
     async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
         async for chunk in self._result_chunks(batch_id):
-            for item in parse_each(chunk.decode("utf-8", errors="replace").split("\n"), batch_id, parse_line):
+            for item in self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")):
                 yield item
 
     async def result_batches(self, ref: ModelRef, batch_id: str, *, rows: int = 10_000
@@ -153,8 +152,7 @@ class AnthropicAdapter(ProviderAdapter):
         def parse(chunk: bytes) -> pa.RecordBatch:
             records = parse_results_chunk(chunk, batch_id)
             if records is None:
-                lines = chunk.decode("utf-8", errors="replace").split("\n")
-                records = items_to_batch(parse_each(lines, batch_id, parse_line))
+                records = items_to_batch(self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")))
             return records
 
         async for records in parse_ahead(self._result_chunks(batch_id), parse):

@@ -183,5 +183,3 @@ async def complete_chunks(pieces: AsyncIterator[bytes], size: int = CHUNK_BYTES)
     if buffer:
         yield bytes(buffer)
 
-
-ChunkParser = Callable[[bytes], "pa.RecordBatch | None"]

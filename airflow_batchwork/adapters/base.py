@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -170,6 +170,14 @@ class ProviderAdapter(ABC):
             log.warning("Skipping a result line of batch %s with a foreign id %r", batch_id, item.custom_id[:80])
             return None
         return item
+
+    def parse_result_text(self, ref: ModelRef, batch_id: str, text: str) -> Iterator[ItemResult]:
+        """`parse_result_line` over every non-blank line of `text`, keeping the lines that name a request."""
+        for line in text.split("\n"):
+            if line.strip():
+                item = self.parse_result_line(ref, batch_id, line)
+                if item is not None:
+                    yield item
 
     async def result_batches(self, ref: ModelRef, batch_id: str, *, rows: int = 10_000
                              ) -> AsyncIterator[pa.RecordBatch]:

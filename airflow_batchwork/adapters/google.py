@@ -471,9 +471,7 @@ class GoogleAdapter(ProviderAdapter):
         def parse(chunk: bytes) -> pa.RecordBatch:
             records = parse_generate_chunk(chunk, batch_id)
             if records is None:
-                lines = chunk.decode("utf-8", errors="replace").split("\n")
-                parsed = (self.parse_result_line(ref, batch_id, line) for line in lines if line.strip())
-                records = items_to_batch(item for item in parsed if item is not None)
+                records = items_to_batch(self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")))
             return records
 
         async for records in parse_ahead(self._download_chunks(str(file_name)), parse):

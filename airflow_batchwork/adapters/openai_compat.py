@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
-from airflow_batchwork.adapters.base import PARSE_ERRORS, ProviderAdapter, dumps, merge_options, salvage_line
+from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
 from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
@@ -162,27 +162,6 @@ def parse_result_line(line: str, batch_id: str, fill: Any) -> ItemResult | None:
     return item
 
 
-LineParser = Callable[[str, str], "ItemResult | None"]
-
-
-def parse_each(lines: Iterable[str], batch_id: str, parse_one: LineParser) -> Iterator[ItemResult]:
-    """`parse_one(line, batch_id)` over many lines; an unreadable line is salvaged, never fatal."""
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            item = parse_one(line, batch_id)
-        except PARSE_ERRORS as exc:
-            item = salvage_line(line, batch_id, f"{type(exc).__name__}: {exc}")
-        if item is not None:
-            yield item
-
-
-def parse_lines(lines: Iterable[str], batch_id: str, fill: Any) -> Iterator[ItemResult]:
-    """OpenAI-format result lines, salvaging unreadable ones."""
-    return parse_each(lines, batch_id, lambda line, batch: parse_result_line(line, batch, fill))
-
-
 OPENAI_STATES: dict[str, BatchState] = {
     "validating": "validating", "in_progress": "in_progress", "finalizing": "finalizing",
     "completed": "completed", "failed": "failed", "expired": "expired",
@@ -282,9 +261,8 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
         return parse_result_line(line, batch_id, self.fill(ref))
 
     async def results(self, ref: ModelRef, batch_id: str) -> AsyncIterator[ItemResult]:
-        fill = self.fill(ref)
         async for chunk in self._result_chunks(batch_id):
-            for item in parse_lines(chunk.decode("utf-8", errors="replace").split("\n"), batch_id, fill):
+            for item in self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")):
                 yield item
 
     async def result_batches(self, ref: ModelRef, batch_id: str, *, rows: int = 10_000
@@ -298,9 +276,7 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
             records = parse_chat_chunk(chunk, batch_id, dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES) \
                 if fast else None
             if records is None:
-                lines = chunk.decode("utf-8", errors="replace").split("\n")
-                parsed = (self.parse_result_line(ref, batch_id, line) for line in lines if line.strip())
-                records = items_to_batch(item for item in parsed if item is not None)
+                records = items_to_batch(self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")))
             return records
 
         async for records in parse_ahead(self._result_chunks(batch_id), parse):

@@ -168,9 +168,6 @@ class ParquetResultWriter:
         for entry in pc.value_counts(table.column("status")).to_pylist():
             self.counts[entry["values"]] += entry["counts"]
 
-    def write(self, item: ItemResult) -> None:
-        self.write_batch(items_to_batch([item]))
-
     def commit(self) -> None:
         """Close and move the file into place (an empty file when there were no rows)."""
         writer = self._open()
