@@ -31,13 +31,12 @@ from airflow_batchwork.adapters.base import (
 from airflow_batchwork.adapters.openai_compat import (
     FINISH_REASONS,
     error_fields,
-    finish_reason,
     int_or_none,
 )
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, ItemResult
+from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 API_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; the AI SDK's Anthropic provider defaults it the same way.
@@ -55,6 +54,10 @@ _SAMPLES_ONE = re.compile(r"^claude-(?:opus|sonnet|haiku)-4(?:-[0-6])?(?:-\d{8})
 # Claude migration guide).
 _PREFILL = re.compile(r"^claude-(?:3[-.]|(?:opus|sonnet|haiku)-4(?:-[0-5])?(?:-\d{8})?$)")
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
+# `stop_reason` (anthropic SDK `StopReason`): the shared table plus the two Anthropic-only values.
+STOP_REASONS: dict[str, FinishReason] = {
+    **FINISH_REASONS, "model_context_window_exceeded": "length", "pause_turn": "other",
+}
 # The documented default of `temperature` (anthropic 0.125.0 docstring: "Defaults to 1.0"): sending it is
 # the same as leaving it out, so it is dropped instead of refused on models that take no sampling parameters.
 DEFAULT_TEMPERATURE = 1.0
@@ -294,7 +297,7 @@ def parse_results_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
         "batch_id": const(batch_id, n),
         "status": status,
         "text": pc.if_else(ok, pc.coalesce(pc.binary_join(texts, ""), const("", n)), nulls_str),
-        "finish_reason": pc.if_else(ok, map_values(field(result, "message", "stop_reason"), dict(FINISH_REASONS)),
+        "finish_reason": pc.if_else(ok, map_values(field(result, "message", "stop_reason"), dict(STOP_REASONS)),
                                     pc.if_else(errored, const("error", n), nulls_str)),
         "input_tokens": pc.if_else(ok, tokens_in, nulls_int),
         "output_tokens": pc.if_else(ok, tokens_out, nulls_int),
@@ -325,7 +328,8 @@ def parse_line(line: str, batch_id: str) -> ItemResult | None:
         texts = [b.get("text", "") for b in message.get("content") or []
                  if isinstance(b, Mapping) and b.get("type") == "text"]
         item.text = "".join(texts)
-        item.finish_reason = finish_reason(message.get("stop_reason"))
+        stop = message.get("stop_reason")
+        item.finish_reason = None if stop is None else STOP_REASONS.get(str(stop), "other")
         usage = message.get("usage") or {}
         item.input_tokens = int_or_none(usage.get("input_tokens"))
         item.output_tokens = int_or_none(usage.get("output_tokens"))

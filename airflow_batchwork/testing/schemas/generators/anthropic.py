@@ -52,8 +52,8 @@ class SamplingParams(TypedDict, total=False):
 def _types() -> dict[str, Any]:
     from anthropic.pagination import SyncPage
     from anthropic.types import Message, OutputConfigParam
-    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
     from anthropic.types.json_output_format_param import JSONOutputFormatParam
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
     from anthropic.types.messages import (
         DeletedMessageBatch,
         MessageBatch,
