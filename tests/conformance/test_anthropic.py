@@ -236,6 +236,8 @@ def test_every_route_answer_conforms(emu: Emulator) -> None:
         created = http.post("/v1/messages/batches", json={"requests": [
             _entry("ok", "hello"), _entry("bad", "boom [[error]]"), _entry("late", "slow [[expire]]"),
             _entry("flaky", "retry [[transient]]"), _entry("invalid", "x", foo=1),
+            _entry("json", "x", output_config={"format": {"type": "json_schema", "schema": {
+                "type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}}}),
         ]})
         assert created.status_code == 200
         batch = created.json()
@@ -246,7 +248,8 @@ def test_every_route_answer_conforms(emu: Emulator) -> None:
         lines = _lines(http, ended)
         kinds = {cid: line["result"]["type"] for cid, line in lines.items()}
         assert kinds == {"ok": "succeeded", "bad": "errored", "late": "expired", "flaky": "errored",
-                         "invalid": "errored"}
+                         "invalid": "errored", "json": "succeeded"}
+        assert "a" in json.loads(lines["json"]["result"]["message"]["content"][0]["text"])
         for cid, kind in kinds.items():
             name = f"MessageBatch{kind.capitalize()}Result"
             assert conformance.violations(P, name, lines[cid]["result"]) == []
@@ -260,6 +263,9 @@ def test_every_route_answer_conforms(emu: Emulator) -> None:
         rest = http.get("/v1/messages/batches", params={"limit": 10, "after_id": second["id"]}).json()
         assert conformance.violations(P, "MessageBatchPage", rest) == []
         assert batch["id"] in [b["id"] for b in rest["data"]]
+        back = http.get("/v1/messages/batches", params={"limit": 10, "before_id": batch["id"]}).json()
+        assert conformance.violations(P, "MessageBatchPage", back) == []
+        assert second["id"] in [b["id"] for b in back["data"]]
 
         deleted = http.delete(f"/v1/messages/batches/{batch['id']}")
         assert deleted.status_code == 200 and conformance.violations(P, "DeletedMessageBatch", deleted.json()) == []
@@ -268,6 +274,10 @@ def test_every_route_answer_conforms(emu: Emulator) -> None:
 def test_cancel_states_conform() -> None:
     with Emulator(processing_seconds=30) as slow, _sync(slow) as http:
         batch = http.post("/v1/messages/batches", json={"requests": [_entry("a", "x"), _entry("b", "y")]}).json()
+        early = http.get(f"/v1/messages/batches/{batch['id']}/results")
+        assert early.status_code == 400 and conformance.violations(P, "ErrorResponse", early.json()) == []
+        both = http.get("/v1/messages/batches", params={"after_id": batch["id"], "before_id": batch["id"]})
+        assert both.status_code == 400 and conformance.violations(P, "ErrorResponse", both.json()) == []
         cancel = http.post(f"/v1/messages/batches/{batch['id']}/cancel")
         assert cancel.status_code == 200
         states = {cancel.json()["processing_status"]}
