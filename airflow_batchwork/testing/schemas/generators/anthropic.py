@@ -9,6 +9,7 @@ The SDK's request types are TypedDicts and its response types pydantic models; p
   response models, which the SDK itself opens (``extra="allow"``) only for forward compatibility;
 - ``Required`` / ``NotRequired`` and pydantic defaults decide ``required``; ``Literal`` gives closed enums;
 - RFC 3339 ``date-time`` strings get a pattern (the checker does not assert ``format``);
+- enum values are sorted (pydantic's order of a ``Literal``'s values is not stable from run to run);
 - titles are dropped (noise).
 
 Two corrections, both recorded in the document under ``notes``:
@@ -101,6 +102,8 @@ def _strict(node: Any) -> Any:
             out[key] = {name: _strict(sub) for name, sub in value.items()}  # a map of schemas, not a schema
         else:
             out[key] = _strict(value)
+    if isinstance(out.get("enum"), list) and all(isinstance(v, str) for v in out["enum"]):
+        out["enum"] = sorted(out["enum"])  # pydantic's order of a Literal's values is not stable across runs
     if isinstance(out.get("properties"), dict):
         out["additionalProperties"] = False
     if out.get("format") == "date-time" and out.get("type") == "string":
