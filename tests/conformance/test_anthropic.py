@@ -446,3 +446,23 @@ def test_schema_document_matches_the_installed_sdk() -> None:
     shipped = conformance.document(P)
     assert shipped["version"].startswith("anthropic ") and shipped["generated"] == "2026-12-01"
     assert generator.build() == shipped, "run: python -m airflow_batchwork.testing.schemas.generators.anthropic"
+
+
+@pytest.mark.parametrize(("stop", "expected"), [
+    ("end_turn", "stop"), ("max_tokens", "length"), ("stop_sequence", "stop"), ("tool_use", "tool_calls"),
+    ("pause_turn", "other"), ("refusal", "content_filter"), ("model_context_window_exceeded", "length"),
+])
+def test_every_stop_reason_read(stop: str, expected: str) -> None:
+    """Each SDK `StopReason`, in a line the schema accepts, read the same by both result parsers."""
+    from airflow_batchwork.adapters.anthropic import parse_line, parse_results_chunk
+
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": SAMPLES_ONE, "stop_sequence": None,
+               "content": [{"type": "text", "text": "hi", "citations": None}], "stop_reason": stop,
+               "usage": {"input_tokens": 3, "output_tokens": 1}}
+    line = {"custom_id": "a", "result": {"type": "succeeded", "message": message}}
+    assert conformance.violations(P, "MessageBatchIndividualResponse", line) == []
+    text = json.dumps(line)
+    item = parse_line(text, "b1")
+    assert item is not None and item.finish_reason == expected
+    table = parse_results_chunk((text + "\n").encode(), "b1")
+    assert table is not None and table.column("finish_reason").to_pylist() == [expected]
