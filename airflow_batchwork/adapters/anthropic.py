@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -30,17 +31,76 @@ from airflow_batchwork.adapters.base import (
 from airflow_batchwork.adapters.openai_compat import (
     FINISH_REASONS,
     error_fields,
-    finish_reason,
     int_or_none,
 )
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, ItemResult
+from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 API_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; the AI SDK's Anthropic provider defaults it the same way.
 DEFAULT_MAX_TOKENS = 4096
+
+# Sampling parameters, per model (docs/providers.md, Anthropic, has the sources). The anthropic SDK dropped
+# `temperature`, `top_p` and `top_k` from `MessageCreateParams` in 1.0.0; the API still honours them on
+# models released before Claude Opus 4.7 and answers 400 to a non-default value on Opus 4.7 and every later
+# model. Claude 4 models up to 4.6 take `temperature` or `top_p`, not both; Claude 3 models take all three.
+# An id matching neither pattern is treated as a current model: the restriction applies going forward.
+_SAMPLES_ALL = re.compile(r"^claude-3[-.]")
+_SAMPLES_ONE = re.compile(r"^claude-(?:opus|sonnet|haiku)-4(?:-[0-6])?(?:-\d{8})?$")
+# Assistant prefill (a conversation ending with an assistant turn) is refused with a 400 from Claude
+# Opus 4.6 / Sonnet 4.6 on; it works up to the 4.5 models (SDK `MessageCreateParams.messages` docstring,
+# Claude migration guide).
+_PREFILL = re.compile(r"^claude-(?:3[-.]|(?:opus|sonnet|haiku)-4(?:-[0-5])?(?:-\d{8})?$)")
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
+# `stop_reason` (anthropic SDK `StopReason`): the shared table plus the two Anthropic-only values.
+STOP_REASONS: dict[str, FinishReason] = {
+    **FINISH_REASONS, "model_context_window_exceeded": "length", "pause_turn": "other",
+}
+# The documented default of `temperature` (anthropic 0.125.0 docstring: "Defaults to 1.0"): sending it is
+# the same as leaving it out, so it is dropped instead of refused on models that take no sampling parameters.
+DEFAULT_TEMPERATURE = 1.0
+
+
+def sampling_support(model: str) -> str:
+    """"all" (temperature, top_p and top_k), "one" (temperature or top_p, and top_k) or "none"."""
+    if _SAMPLES_ALL.match(model):
+        return "all"
+    if _SAMPLES_ONE.match(model):
+        return "one"
+    return "none"
+
+
+def supports_prefill(model: str) -> bool:
+    """Whether the model continues a conversation that ends with an assistant turn."""
+    return bool(_PREFILL.match(model))
+
+
+def _sampling_given(model: str, request: BatchRequest) -> list[str]:
+    """The sampling fields that go on the wire for this model (the default temperature is left out where
+    the model takes no sampling parameters)."""
+    given = [name for name in SAMPLING_FIELDS if getattr(request, name) is not None]
+    if sampling_support(model) == "none" and request.temperature == DEFAULT_TEMPERATURE:
+        given.remove("temperature")
+    return given
+
+
+def check_sampling(model: str, request: BatchRequest) -> Refusal | None:
+    """Why `request`'s sampling fields cannot go to `model`, or None."""
+    given = _sampling_given(model, request)
+    support = sampling_support(model)
+    if given and support == "none":
+        return (given[0], f"not accepted by the Anthropic model {model!r}: Claude Opus 4.7 and later models "
+                f"answer 400 to any non-default temperature, top_p or top_k, and the anthropic SDK no longer "
+                f"defines them", "remove it and steer the output with the prompt, or use a model that still "
+                "samples (claude-sonnet-4-6, claude-haiku-4-5 or an older one)")
+    if request.temperature is not None and request.temperature > 1:
+        return ("temperature", f"{request.temperature} is out of Anthropic's range 0 to 1", "use a value from 0 to 1")
+    if support == "one" and request.temperature is not None and request.top_p is not None:
+        return ("top_p", f"cannot be combined with temperature on {model!r}: Claude 4 models take one of "
+                "the two and answer 400 to both", "set temperature or top_p, not both")
+    return None
 
 
 class AnthropicAdapter(ProviderAdapter):
@@ -62,9 +122,20 @@ class AnthropicAdapter(ProviderAdapter):
         return {"x-api-key": api_key, "anthropic-version": API_VERSION}
 
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
-        return first_unsupported(
+        refusal = first_unsupported(
             request, ("seed", "presence_penalty", "frequency_penalty", "dimensions"), "anthropic", ref.endpoint
         )
+        if refusal is None:
+            refusal = check_sampling(ref.model, request)
+        if refusal is None and request.messages is not None and not supports_prefill(ref.model):
+            turns = request.conversation()
+            if turns and turns[-1].role == "assistant":
+                last = max(i for i, m in enumerate(request.messages) if m.role == "assistant")
+                refusal = (f"messages[{last}]", f"the conversation ends with an assistant turn (prefill), which "
+                           f"the Anthropic model {ref.model!r} answers with a 400", "end the conversation with a "
+                           "user turn, or use a model that takes prefill (claude-sonnet-4-5, claude-haiku-4-5 "
+                           "or an older one)")
+        return refusal
 
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         params: dict[str, Any] = {
@@ -79,7 +150,9 @@ class AnthropicAdapter(ProviderAdapter):
         system = request.system_text()
         if system:
             params["system"] = system
-        for name in ("temperature", "top_p", "top_k", "stop_sequences"):
+        # Sampling fields only where the model takes them (check_request refused the rest); the SDK no
+        # longer types them, so they are extra body keys, as its migration guide says to send them.
+        for name in (*_sampling_given(ref.model, request), "stop_sequences"):
             if getattr(request, name) is not None:
                 params[name] = getattr(request, name)
         if request.output_schema is not None:
@@ -224,7 +297,7 @@ def parse_results_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
         "batch_id": const(batch_id, n),
         "status": status,
         "text": pc.if_else(ok, pc.coalesce(pc.binary_join(texts, ""), const("", n)), nulls_str),
-        "finish_reason": pc.if_else(ok, map_values(field(result, "message", "stop_reason"), dict(FINISH_REASONS)),
+        "finish_reason": pc.if_else(ok, map_values(field(result, "message", "stop_reason"), dict(STOP_REASONS)),
                                     pc.if_else(errored, const("error", n), nulls_str)),
         "input_tokens": pc.if_else(ok, tokens_in, nulls_int),
         "output_tokens": pc.if_else(ok, tokens_out, nulls_int),
@@ -255,7 +328,8 @@ def parse_line(line: str, batch_id: str) -> ItemResult | None:
         texts = [b.get("text", "") for b in message.get("content") or []
                  if isinstance(b, Mapping) and b.get("type") == "text"]
         item.text = "".join(texts)
-        item.finish_reason = finish_reason(message.get("stop_reason"))
+        stop = message.get("stop_reason")
+        item.finish_reason = None if stop is None else STOP_REASONS.get(str(stop), "other")
         usage = message.get("usage") or {}
         item.input_tokens = int_or_none(usage.get("input_tokens"))
         item.output_tokens = int_or_none(usage.get("output_tokens"))

@@ -5,9 +5,13 @@ Wire behaviour worth knowing:
 - ``processing_status`` is ``in_progress`` until the batch ends, ``canceling`` between a cancel and
   its end, then ``ended``; ``request_counts`` keep every request under ``processing`` until then.
 - The shape of each request (``custom_id`` pattern and uniqueness; ``params`` with ``model``,
-  ``max_tokens``, ``messages``) is checked at create time (400). Values inside ``params`` are checked
-  when the request is processed, as on the real API: e.g. ``max_tokens < 1`` gives an ``errored``
-  result, not a 400.
+  ``max_tokens``, ``messages``; no keys beyond ``requests`` / ``custom_id`` / ``params``, the closed
+  ``BatchCreateParams`` and ``Request`` types) is checked at create time (400). ``params`` itself is
+  validated when the request is processed, as the real API does ("validated asynchronously"): against the
+  SDK's ``MessageCreateParamsNonStreaming`` from ``schemas/anthropic.json`` (an unknown key, a wrong type,
+  a value outside an enum, ``max_tokens < 1``), then the per-model rules (sampling parameters on Claude
+  Opus 4.7 and later, temperature with top_p on Claude 4, assistant prefill from the 4.6 models on). A
+  failing request gives an ``errored`` result with an ``invalid_request_error``, not a 400.
 - ``results_url`` is an absolute URL on the emulator's own origin, null until ``ended``.
 """
 
@@ -15,13 +19,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Mapping
+from functools import cache
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.faults import VALIDATION_FAILURE_MESSAGE
 from airflow_batchwork.testing.providers.base import (
     ApiError,
@@ -40,6 +45,65 @@ PREFIX = "/anthropic"
 MAX_REQUESTS_PER_BATCH = 100_000
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _DAY = 24 * 3600
+_SAMPLING = ("temperature", "top_p", "top_k")
+# Models that still honour sampling parameters: the Claude 3 family takes all three, Claude 4 models up to
+# 4.6 take temperature or top_p (not both). Everything else (Opus 4.7 and later) answers 400.
+_SAMPLING_ALL = re.compile(r"^claude-3[-.]")
+_SAMPLING_ONE = re.compile(r"^claude-(?:opus|sonnet|haiku)-4(?:-[0-6])?(?:-\d{8})?$")
+# Models that accept a conversation ending with an assistant turn (prefill): up to the 4.5 models.
+_PREFILL_OK = re.compile(r"^claude-(?:3[-.]|(?:opus|sonnet|haiku)-4(?:-[0-5])?(?:-\d{8})?$)")
+
+
+@cache
+def _closed_keys(name: str) -> frozenset[str]:
+    """The keys a closed type of ``schemas/anthropic.json`` defines."""
+    defs = conformance.document(NAME)["$defs"]
+    schema = defs[name]
+    while "$ref" in schema:
+        schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
+    return frozenset(schema["properties"])
+
+
+def _wire_path(problem: str) -> str:
+    """A schema problem written the way the API writes them: ``messages.0.content: …`` paths, and an
+    unknown key as ``<path>.<key>: Extra inputs are not permitted``."""
+    path, _, message = problem.partition(": ")
+    path = "" if path == "(root)" else re.sub(r"\[(\d+)\]", r".\1", path).lstrip(".")
+    extra = re.match(r"Additional properties are not allowed \('([^']+)'", message)
+    if extra:
+        path, message = ".".join(p for p in (path, extra.group(1)) if p), "Extra inputs are not permitted"
+    text = f"{path}: {message}" if path else message
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def params_problem(params: Mapping[str, Any]) -> str | None:
+    """Why the real API would error this request's ``params``, or None."""
+    sampling = {k: v for k, v in params.items() if k in _SAMPLING}
+    rest = {k: v for k, v in params.items() if k not in _SAMPLING}
+    problems = conformance.violations(NAME, "MessageCreateParamsNonStreaming", rest)
+    problems += conformance.violations(NAME, "SamplingParams", sampling)
+    if problems:
+        return _wire_path(problems[0])
+    model = str(params["model"])
+    if _SAMPLING_ALL.match(model):
+        pass
+    elif _SAMPLING_ONE.match(model):
+        if "temperature" in sampling and "top_p" in sampling:
+            return "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+    else:
+        for name in _SAMPLING:
+            if name in sampling and not (name == "temperature" and sampling[name] == 1):
+                return f"`{name}` is deprecated for this model."
+    temperature = sampling.get("temperature")
+    if temperature is not None and not 0 <= temperature <= 1:
+        return "temperature: Input should be less than or equal to 1"
+    messages = params["messages"]
+    if messages and messages[-1].get("role") == "assistant" and not _PREFILL_OK.match(model):
+        return ("This model does not support assistant message prefill. "
+                "The conversation must end with a user message.")
+    if params["max_tokens"] < 1:
+        return "max_tokens: Input should be greater than or equal to 1"
+    return None
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -78,6 +142,9 @@ def _error_body(error: ApiError, request_id: str) -> dict[str, Any]:
 
 
 def _validate_requests(body: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    for key in body:
+        if key not in _closed_keys("BatchCreateParams"):
+            raise ApiError(400, f"{key}: Extra inputs are not permitted")
     requests = body.get("requests")
     if not isinstance(requests, list):
         raise ApiError(400, "requests: Field required")
@@ -89,6 +156,9 @@ def _validate_requests(body: Mapping[str, Any]) -> list[tuple[str, Mapping[str, 
         where = f"requests.{index}"
         if not isinstance(entry, dict):
             raise ApiError(400, f"{where}: Input should be an object")
+        for key in entry:
+            if key not in _closed_keys("MessageBatchRequest"):
+                raise ApiError(400, f"{where}.{key}: Extra inputs are not permitted")
         custom_id = entry.get("custom_id")
         if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.match(custom_id):
             raise ApiError(400, f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
@@ -240,8 +310,9 @@ class _AnthropicRoutes:
     def _render(self, item: Item, outcome: Outcome) -> ItemResult:
         if outcome == "succeeded":
             params = item.body
-            if params["max_tokens"] < 1:
-                return self._errored(item, "max_tokens: Input should be greater than or equal to 1")
+            problem = params_problem(params)
+            if problem:
+                return self._errored(item, problem)
             fmt = (params.get("output_config") or {}).get("format") or {}
             reply = echo.generate(
                 params["messages"], system=params.get("system"), max_tokens=params["max_tokens"],
