@@ -114,7 +114,7 @@ def test_sdk_inline_batch_round_trip(emulator: Emulator) -> None:
 
     bad = by_key["bad"]
     assert bad.response is None and bad.error is not None
-    assert bad.error.code == 400 and "[[error]]" in (bad.error.message or "")
+    assert bad.error.code == 3 and "[[error]]" in (bad.error.message or "")
 
     short = by_key["short"].response
     assert short is not None and short.text == "echo: one"
@@ -177,7 +177,7 @@ def test_sdk_file_batch_round_trip(emulator: Emulator, tmp_path: Path) -> None:
     response = types.GenerateContentResponse.model_validate(results["f1"]["response"])
     assert response.text == "echo: from a file"
     assert response.usage_metadata is not None and response.usage_metadata.candidates_token_count == 4
-    assert results["f2"]["error"]["status"] == "INVALID_ARGUMENT"
+    assert results["f2"]["error"]["code"] == 3 and "status" not in results["f2"]["error"]
     # Uploaded inputs cannot be downloaded, as on the real API.
     with pytest.raises(genai_errors.ClientError):
         client.files.download(file=uploaded.name)
@@ -305,7 +305,7 @@ async def test_three_request_job_to_parquet(emulator: Emulator, tmp_path: Path) 
 
     assert (bad["status"], bad["text"], bad["finish_reason"]) == ("errored", None, "error")
     assert bad["error_code"] == "INVALID_ARGUMENT" and "[[error]]" in bad["error_message"]
-    assert json.loads(bad["response"])["error"]["code"] == 400
+    assert json.loads(bad["response"])["error"]["code"] == 3
 
     assert (chat["status"], chat["text"], chat["finish_reason"]) == ("succeeded", "echo: second", "length")
     assert (chat["input_tokens"], chat["output_tokens"]) == (2 + 1 + 1 + 2, 2)

@@ -74,6 +74,32 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter", "IMAGE_SAFETY": "content_filter",
 }
 
+# google.rpc.Code: an item's `error` is a google.rpc.Status, whose `code` is this number (no `status` name).
+RPC_CODES: dict[int, str] = {
+    0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
+    6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
+    10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
+    15: "DATA_LOSS", 16: "UNAUTHENTICATED",
+}
+
+
+def rpc_code_name(error: object) -> str | None:
+    """The google.rpc.Code name of an item error: its numeric `code` (the wire shape, google.rpc.Status),
+    else a `status` string some proxies add; a number outside google.rpc.Code stays as its digits."""
+    if not isinstance(error, Mapping):
+        return None
+    code = error.get("code")
+    if isinstance(code, str) and code.lstrip("-").isdigit():
+        code = int(code)
+    if isinstance(code, int) and not isinstance(code, bool):
+        if code in RPC_CODES:
+            return RPC_CODES[code]
+    status = error.get("status")
+    if isinstance(status, str) and status:
+        return status
+    return None if code is None else str(code)
+
+
 # (our field, generationConfig field)
 GENERATION_FIELDS = (
     ("max_output_tokens", "maxOutputTokens"), ("temperature", "temperature"), ("top_p", "topP"),
@@ -210,8 +236,7 @@ def parse_entry(data: Mapping[str, Any], raw: str, batch_id: str, fill: Any) -> 
         return item
     error = data.get("error")
     code, message = error_fields(error)
-    if isinstance(error, Mapping) and error.get("status"):
-        code = str(error["status"])
+    code = rpc_code_name(error) or code
     item.status, item.finish_reason = "errored", "error"
     item.error_code = code or "error"
     item.error_message = message or "the provider returned no error message"
@@ -234,6 +259,8 @@ GENERATE_LINE_SCHEMA = pa.schema([
     ])),
     ("error", pa.struct([("code", pa.int64()), ("message", pa.string()), ("status", pa.string())])),
 ])
+_RPC_NUMBERS = pa.array(list(RPC_CODES), pa.int64())
+_RPC_NAMES = pa.array(list(RPC_CODES.values()), pa.string())
 _LOWER_FINISH: dict[str, str] = {k.lower(): v for k, v in FINISH_REASONS.items()}
 
 
@@ -282,8 +309,9 @@ def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
         "input_tokens": pc.if_else(ok, prompt, ints),
         "output_tokens": pc.if_else(ok, output, ints),
         "total_tokens": pc.if_else(ok, pc.coalesce(field(usage, "totalTokenCount"), pc.add(prompt, output)), ints),
-        "error_code": pc.if_else(failed, pc.coalesce(field(error, "status"), pc.cast(field(error, "code"), pa.string()),
-                                                     const("error", n)), strings),
+        "error_code": pc.if_else(failed, pc.coalesce(
+            pc.take(_RPC_NAMES, pc.index_in(field(error, "code"), _RPC_NUMBERS)), field(error, "status"),
+            pc.cast(field(error, "code"), pa.string()), const("error", n)), strings),
         "error_message": pc.if_else(failed, pc.coalesce(field(error, "message"),
                                                         const("the provider returned no error message", n)), strings),
         "response": lines,
@@ -339,7 +367,7 @@ class GoogleAdapter(ProviderAdapter):
     default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com"
     # Input file <= 2 GB (batch guide). No request-count limit is documented; 100,000 is our own cap.
     limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 2 * 1024**3, 2 * 1024**3)
-    # An errored entry's `error.status` (google.rpc codes).
+    # An errored entry's google.rpc.Code, by name (its numeric `error.code` mapped through RPC_CODES).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
         "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED",
     })

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
@@ -35,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int, rfc3339
 from airflow_batchwork.testing.store import (
     BatchError,
@@ -84,9 +85,17 @@ _STATUS_NAMES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-# google.rpc.Code values used in Operation.error.
+# google.rpc.Code values: Operation.error and per-item errors are google.rpc.Status {code, message, details}.
+_RPC_CANCELLED = 1
 _RPC_INVALID_ARGUMENT = 3
 _RPC_DEADLINE_EXCEEDED = 4
+_RPC_RESOURCE_EXHAUSTED = 8
+_RPC_INTERNAL = 13
+_RPC_UNAVAILABLE = 14
+# A `[[transient]]` request fails with UNAVAILABLE, or with the retryable code its text names.
+_TRANSIENT_CODES = {"RESOURCE_EXHAUSTED": _RPC_RESOURCE_EXHAUSTED, "INTERNAL": _RPC_INTERNAL,
+                    "DEADLINE_EXCEEDED": _RPC_DEADLINE_EXCEEDED}
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 _UNREGISTERED = (
     "Method doesn't allow unregistered callers (callers without established identity). "
     "Please use API Key or other form of API consumer identity to call this API."
@@ -126,6 +135,9 @@ def _error_body(error: ApiError, request_id: str) -> dict[str, Any]:
             "domain": "googleapis.com",
             "metadata": {"service": "generativelanguage.googleapis.com"},
         })
+    if error.param:
+        details.append({"@type": _BAD_REQUEST,
+                        "fieldViolations": [{"field": error.param, "description": error.message}]})
     retry_after = error.headers.get("retry-after")
     if error.status == 429 and retry_after:
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"})
@@ -134,8 +146,83 @@ def _error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     return {"error": body}
 
 
+def _status(code: int, message: str) -> dict[str, Any]:
+    """A google.rpc.Status, the shape of an item's ``error`` (numeric code; empty ``details`` omitted)."""
+    return {"code": code, "message": message}
+
+
 class _Rejected(Exception):
     """A request the model answers with a per-entry INVALID_ARGUMENT error."""
+
+
+# -- strict input: the shipped schema (testing/schemas/google.json) decides --------------------------
+
+_CREATE_SCHEMA = {_GENERATE: "BatchGenerateContentRequest", _EMBED: "AsyncBatchEmbedContentRequest"}
+_LINE_SCHEMA = {_GENERATE: "GenerateContentRequestLine", _EMBED: "EmbedContentRequestLine"}
+_UNKNOWN = re.compile(r"^(?P<path>.*): Additional properties are not allowed \((?P<names>.+) (?:was|were) unexpected\)$")
+
+
+def _resolve(schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """``schema`` and the schemas it is made of (``$ref``, ``allOf``), referenced ones resolved."""
+    defs = conformance.document(NAME)["$defs"]
+    out: list[Mapping[str, Any]] = []
+    todo = [schema]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        if "$ref" in current:
+            todo.append(defs[str(current["$ref"]).rsplit("/", 1)[-1]])
+        todo.extend(current.get("allOf", ()))
+    return out
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _canonical(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Proto3 JSON parsers take a field by its original snake_case name as well as its lowerCamel
+    ``json_name``: rename the former to the latter where the schema defines the field, leaving free-form
+    JSON (``Struct``, ``Value``, a response schema's own property names) as it is."""
+    parts = _resolve(schema)
+    if isinstance(value, list):
+        items = next((p["items"] for p in parts if isinstance(p.get("items"), Mapping)), None)
+        return [_canonical(v, items) for v in value] if items is not None else value
+    if not isinstance(value, dict):
+        return value
+    props: dict[str, Any] = {}
+    for part in parts:
+        props.update(part.get("properties") or {})
+    extra = next((p["additionalProperties"] for p in parts if isinstance(p.get("additionalProperties"), Mapping)),
+                 None)
+    if not props and extra is None:
+        return value
+    out: dict[str, Any] = {}
+    for key, inner in value.items():
+        name = key
+        if key not in props and _camel(key) in props and _camel(key) not in value:
+            name = _camel(key)
+        sub = props.get(name, extra)
+        out[name] = _canonical(inner, sub) if isinstance(sub, Mapping) else inner
+    return out
+
+
+def _schema_problem(type_name: str, body: Any) -> tuple[str, str] | None:
+    """(field path, Google-style message) for the first way ``body`` breaks ``type_name``, else None."""
+    problems = conformance.violations(NAME, type_name, body)
+    if not problems:
+        return None
+    first = problems[0]
+    unknown = _UNKNOWN.match(first)
+    if unknown:
+        path = unknown["path"] if unknown["path"] != "(root)" else ""
+        names = unknown["names"].split(", ")[0].strip("'")
+        message = f'Invalid JSON payload received. Unknown name "{names}" at \'{path}\': Cannot find field.'
+        return (f"{path}.{names}" if path else names), message
+    path, _, detail = first.partition(": ")
+    path = "" if path == "(root)" else path
+    return path, f"Invalid value at '{path}': {detail}"
 
 
 # -- small wire helpers ---------------------------------------------------------------------------
@@ -265,9 +352,9 @@ def _file_items(data: bytes) -> tuple[list[tuple[str, Mapping[str, Any]]], list[
             line = json.loads(raw)
         except ValueError:
             line = None
-        if not isinstance(line, dict) or not isinstance(line.get("request"), dict):
-            errors.append(BatchError("invalid_line", f"Line {lineno} of the input file is not a JSON object "
-                                                     "with a 'request' object.", lineno))
+        if not isinstance(line, dict):
+            errors.append(BatchError("invalid_line", f"Line {lineno} of the input file is not a JSON object.",
+                                     lineno))
             continue
         key = line.get("key")
         items.append((str(key) if key is not None else f"#{lineno}", line))
@@ -411,6 +498,12 @@ class _GeminiRoutes:
         batch = body.get("batch") if isinstance(body, dict) else None
         if not isinstance(batch, Mapping):
             raise ApiError(400, "* BatchGenerateContentRequest.batch: batch is not specified")
+        type_name = _CREATE_SCHEMA[method]
+        body = _canonical(body, {"$ref": f"#/$defs/{type_name}"})
+        batch = body["batch"]
+        problem = _schema_problem(type_name, body)
+        if problem is not None:
+            raise ApiError(400, problem[1], param=problem[0] or None)
         config = _get(batch, "inputConfig")
         file_name = _get(config, "fileName")
         requests = _get(config, "requests")
@@ -568,28 +661,33 @@ class _GeminiRoutes:
 
     def _render(self, method: str, model: str, inline: bool, item: Item, outcome: Outcome) -> ItemResult:
         entry = item.body
-        request = entry["request"]
+        request = entry.get("request")
         line: dict[str, Any] = {} if inline or "key" not in entry else {"key": entry["key"]}
         input_tokens = output_tokens = 0
         if outcome == "succeeded":
             try:
+                if not inline:
+                    # A file line is checked on its own: a bad line fails that request, not the batch.
+                    type_name = _LINE_SCHEMA[method]
+                    problem = _schema_problem(type_name, _canonical(entry, {"$ref": f"#/$defs/{type_name}"}))
+                    if problem is not None:
+                        raise _Rejected(problem[1])
                 new_id = self.store.new_id
                 reply = _embed(request) if method == _EMBED else _generate(request, model, new_id("resp-"))
                 line["response"], input_tokens, output_tokens = reply
             except _Rejected as exc:
                 outcome = "errored"
-                line["error"] = {"code": 400, "message": str(exc), "status": "INVALID_ARGUMENT"}
+                line["error"] = _status(_RPC_INVALID_ARGUMENT, str(exc))
         elif outcome == "errored" and item.marker == "transient":
-            line["error"] = {"code": 503, "message": echo.TRANSIENT_MESSAGE, "status": "UNAVAILABLE"}
+            text = json.dumps(request)
+            code = next((c for name, c in _TRANSIENT_CODES.items() if name in text), _RPC_UNAVAILABLE)
+            line["error"] = _status(code, echo.TRANSIENT_MESSAGE)
         elif outcome == "errored":
-            line["error"] = {
-                "code": 400,
-                "message": f"Emulated error: the request contains the {echo.marker_token('error')} marker.",
-                "status": "INVALID_ARGUMENT",
-            }
+            message = f"Emulated error: the request contains the {echo.marker_token('error')} marker."
+            line["error"] = _status(_RPC_INVALID_ARGUMENT, message)
         else:
             # Never shown: expired batches have no output and a cancel drops unfinished requests.
-            line["error"] = {"code": 499, "message": f"The request was {outcome}.", "status": "CANCELLED"}
+            line["error"] = _status(_RPC_CANCELLED, f"The request was {outcome}.")
         if inline and entry.get("metadata") is not None:
             line["metadata"] = entry["metadata"]
         return ItemResult(item.custom_id, outcome, line, input_tokens, output_tokens)
