@@ -91,9 +91,8 @@ def rpc_code_name(error: object) -> str | None:
     code = error.get("code")
     if isinstance(code, str) and code.lstrip("-").isdigit():
         code = int(code)
-    if isinstance(code, int) and not isinstance(code, bool):
-        if code in RPC_CODES:
-            return RPC_CODES[code]
+    if isinstance(code, int) and not isinstance(code, bool) and code in RPC_CODES:
+        return RPC_CODES[code]
     status = error.get("status")
     if isinstance(status, str) and status:
         return status
@@ -106,6 +105,11 @@ GENERATION_FIELDS = (
     ("top_k", "topK"), ("stop_sequences", "stopSequences"), ("seed", "seed"),
     ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
 )
+# The fields a batch item's request may have (protos: GenerateContentRequest / EmbedContentRequest, minus
+# `model`, which is the batch's); `provider_options` naming anything else is refused before any call.
+GENERATE_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "safetySettings",
+                             "generationConfig", "cachedContent"})
+EMBED_FIELDS = frozenset({"content", "taskType", "title", "outputDimensionality"})
 EMBEDDING_UNSUPPORTED = (
     "system", "max_output_tokens", "temperature", "top_p", "top_k", "stop_sequences", "seed",
     "presence_penalty", "frequency_penalty", "output_schema",
@@ -395,6 +399,12 @@ class GoogleAdapter(ProviderAdapter):
 
     # --- payloads --------------------------------------------------------------------------------
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
+        known = EMBED_FIELDS if ref.endpoint == "embedding" else GENERATE_FIELDS
+        for key in request.provider_options or {}:
+            if key not in known:
+                what = "EmbedContentRequest" if ref.endpoint == "embedding" else "GenerateContentRequest"
+                return (f"provider_options.{key}", f"is not a field of Gemini's {what}",
+                        f"use one of {', '.join(sorted(known))} (lowerCamelCase), or remove it")
         if ref.endpoint == "embedding":
             return first_unsupported(request, EMBEDDING_UNSUPPORTED, "google", ref.endpoint)
         return first_unsupported(request, ("dimensions",), "google", ref.endpoint)

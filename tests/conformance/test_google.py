@@ -33,9 +33,11 @@ from google import genai
 from google.genai import types
 from pydantic import BaseModel
 
-from airflow_batchwork.adapters.google import EMBEDDING_UNSUPPORTED, GoogleAdapter
+from airflow_batchwork.adapters.google import EMBED_FIELDS, EMBEDDING_UNSUPPORTED, GENERATE_FIELDS, GoogleAdapter
 from airflow_batchwork.core import BatchClient, Credentials, RequestValidationError
 from airflow_batchwork.core.ledger import FsspecLedger
+from airflow_batchwork.core.refs import parse_model
+from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.core.resubmit import collect_with_retries
 from airflow_batchwork.testing import Emulator, conformance
 from airflow_batchwork.testing.faults import FaultConfig
@@ -197,9 +199,6 @@ async def test_embedding_bodies_and_lines_we_send(emulator: Emulator, mode: str)
 def test_encoded_lines_use_every_documented_field() -> None:
     """The encoder alone (no HTTP): each documented field lands in a schema-valid line."""
     adapter = GoogleAdapter.offline()
-    from airflow_batchwork.core.requests import BatchRequest
-    from airflow_batchwork.core.refs import parse_model
-
     chat, embed = parse_model(f"google/{MODEL}"), parse_model(f"google.embedding/{EMBED_MODEL}")
     for raw in CHAT_REQUESTS:
         line = json.loads(adapter.encode(chat, BatchRequest.model_validate(raw)))
@@ -220,6 +219,28 @@ async def test_embedding_refuses_generation_fields_up_front(emulator: Emulator, 
             await client.submit(f"google.embedding/{EMBED_MODEL}", [{"value": "v", field: values[field]}])
     assert len(emulator.requests) == before  # refused before any API call
     JUDGED.add((P, "embedding", f"refuses {field}"))
+
+
+@pytest.mark.parametrize(("model", "options", "field"), [
+    (f"google/{MODEL}", {"temperature": 0.1}, "provider_options.temperature"),
+    (f"google/{MODEL}", {"generation_config": {}}, "provider_options.generation_config"),
+    (f"google.embedding/{EMBED_MODEL}", {"dimensions": 3}, "provider_options.dimensions"),
+])
+async def test_provider_options_outside_the_request_type_are_refused_up_front(
+        emulator: Emulator, model: str, options: dict[str, Any], field: str) -> None:
+    request: dict[str, Any] = {"value": "v"} if "embedding" in model else {"prompt": "p"}
+    before = len(emulator.requests)
+    async with client_for(emulator) as client:
+        with pytest.raises(RequestValidationError, match=re.escape(field)):
+            await client.submit(model, [{**request, "provider_options": options}])
+    assert len(emulator.requests) == before
+    JUDGED.add((P, model.split("/")[0], f"refuses {field}"))
+
+
+def test_provider_option_keys_are_the_request_types_fields() -> None:
+    defs = conformance.document(P)["$defs"]
+    assert set(defs["GenerateContentRequest"]["properties"]) - {"model"} == GENERATE_FIELDS
+    assert set(defs["EmbedContentRequest"]["properties"]) - {"model"} == EMBED_FIELDS
 
 
 async def test_chat_refuses_dimensions_up_front(emulator: Emulator) -> None:
@@ -368,6 +389,18 @@ def test_http_error_bodies(emulator: Emulator) -> None:
 # --- the batch envelope, cross-checked against the google-genai SDK ----------------------------------------
 
 
+def test_shipped_schema_is_what_the_generator_makes_from_the_installed_protos() -> None:
+    """Provider drift: after upgrading google-ai-generativelanguage, this fails until google.json is regenerated
+    (`python -m airflow_batchwork.testing.schemas.generators.google`)."""
+    from airflow_batchwork.testing.schemas.generators import google as generator
+
+    fresh, shipped = generator.build(), conformance.document(P)
+    assert fresh["$defs"] == shipped["$defs"]
+    assert shipped["generated"] == "2026-12-01" and shipped["provider"] == P
+    assert "google-ai-generativelanguage 0.12.1" in shipped["version"] and "API v1beta" in shipped["version"]
+
+
+
 def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -412,7 +445,8 @@ def test_sdk_request_bodies_validate(emulator: Emulator) -> None:
         "metadata": {"key": "k1"},
     }], config={"display_name": "sdk"})
     assert job.name
-    judge("chat", "google-genai create body", "BatchGenerateContentRequest", view(emulator, job.name).extra["create_body"])
+    body = view(emulator, job.name).extra["create_body"]
+    judge("chat", "google-genai create body", "BatchGenerateContentRequest", body)
     done = sdk.batches.get(name=job.name)
     deadline = time.monotonic() + 30
     while not done.done:
@@ -502,7 +536,8 @@ def test_emulator_refuses_bad_embed_body_and_upload_start(emulator: Emulator) ->
                     "asyncBatchEmbedContent")
     assert answer.status_code == 400 and 'Unknown name "dimensions"' in answer.json()["error"]["message"]
     judge("http", "strict embed create refusal", "HttpErrorBody", answer.json())
-    start = httpx.post(f"{base(emulator)}/upload/v1beta/files", json={"file": {"display_name": "x", "purpose": "batch"}},
+    start = httpx.post(f"{base(emulator)}/upload/v1beta/files",
+                       json={"file": {"display_name": "x", "purpose": "batch"}},
                        headers={**KEY, "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"})
     assert start.status_code == 400 and 'Unknown name "purpose"' in start.json()["error"]["message"]
     judge("http", "strict upload start refusal", "HttpErrorBody", start.json())

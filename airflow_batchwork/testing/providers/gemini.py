@@ -12,12 +12,21 @@ Wire behaviour worth knowing:
 - Inline jobs (body over 20 MB is a 400) return ``inlinedResponses``; file jobs (``inputConfig.fileName``
   from a resumable upload) get a generated ``responsesFile`` served at
   ``/download/{v}/files/{id}:download?alt=media`` and ``/{v}/files/{id}:download?alt=media``.
-- ``[[error]]`` gives that entry ``{"error": {code: 400, message, status: "INVALID_ARGUMENT"}}``.
+- Item errors are ``google.rpc.Status`` objects: a numeric gRPC ``code``, ``message`` (``details`` omitted
+  when empty), never a ``status`` string; only HTTP error bodies carry ``status`` names. ``[[error]]`` gives
+  ``{"error": {"code": 3, message}}`` (INVALID_ARGUMENT); ``[[transient]]`` gives code 14 (UNAVAILABLE), or
+  8 / 13 / 4 when the request's text also names ``RESOURCE_EXHAUSTED`` / ``INTERNAL`` / ``DEADLINE_EXCEEDED``.
   ``[[expire]]`` keeps that request from finishing, so the whole batch ends ``BATCH_STATE_EXPIRED`` with an
   Operation ``error`` and, as on the real API, no results at all. A cancelled batch ends
   ``BATCH_STATE_CANCELLED`` with the responses of the requests finished before the cancel.
-- Input problems: a malformed create body or inline entry is a 400; problems inside an uploaded JSONL
-  file fail the batch (``BATCH_STATE_FAILED`` with an Operation ``error``) after a short pending phase.
+- Strict input: create bodies, upload-start bodies and uploaded lines are judged by the shipped schema
+  (``testing/schemas/google.json``, generated from the GAPIC protos) after the proto3 JSON parser's own
+  leniency (original snake_case field names, int64 given as numbers). A create body the schema refuses is a
+  400 ``INVALID_ARGUMENT`` naming the field (``Unknown name "x" at 'path': Cannot find field.``, with a
+  ``google.rpc.BadRequest`` field violation), before any batch exists. An uploaded line the schema refuses
+  fails only that request (its result line's ``error`` is code 3); a line that is not a JSON object, or a
+  file with no requests, fails the batch (``BATCH_STATE_FAILED`` with an Operation ``error``) after a short
+  pending phase.
 """
 
 from __future__ import annotations
@@ -159,7 +168,8 @@ class _Rejected(Exception):
 
 _CREATE_SCHEMA = {_GENERATE: "BatchGenerateContentRequest", _EMBED: "AsyncBatchEmbedContentRequest"}
 _LINE_SCHEMA = {_GENERATE: "GenerateContentRequestLine", _EMBED: "EmbedContentRequestLine"}
-_UNKNOWN = re.compile(r"^(?P<path>.*): Additional properties are not allowed \((?P<names>.+) (?:was|were) unexpected\)$")
+_UNKNOWN = re.compile(
+    r"^(?P<path>.*): Additional properties are not allowed \((?P<names>.+) (?:was|were) unexpected\)$")
 
 
 _INT64 = "^-?[0-9]+$"

@@ -41,8 +41,8 @@ API_VERSION = "v1beta"
 OUT = Path(__file__).resolve().parent.parent / "google.json"
 INT64 = {"type": "string", "pattern": "^-?[0-9]+$"}
 # RFC 3339, Z-normalized or with an offset, 0-9 fractional digits (the JSON mapping of Timestamp).
-TIMESTAMP = {"type": "string",
-             "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"}
+TIMESTAMP = {"type": "string", "pattern": (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                                           r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$")}
 WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Struct": {"type": "object"},
     "google.protobuf.Value": {},
