@@ -474,11 +474,11 @@ GOOD_REQUEST: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text":
     ("GenerateContentRequest", {**GOOD_REQUEST, "safetySettings": [{"category": "HARM_CATEGORY_NOPE",
                                                                      "threshold": "BLOCK_NONE"}]}, "is not one of"),
     ("GenerateContentRequest", {"contents": [{"parts": [{"text": "x", "inlineData": {
-        "mimeType": "text/plain", "data": "eA=="}}]}]}, "should not be valid"),
+        "mimeType": "text/plain", "data": "eA=="}}]}]}, "False schema does not allow"),
     ("GenerateContentRequestLine", {"custom_id": "a", "request": GOOD_REQUEST}, "'custom_id'"),
     ("BatchGenerateContentRequest", {"batch": {"inputConfig": {}}}, "is not valid under any"),
     ("BatchGenerateContentRequest", {"batch": {"inputConfig": {"fileName": "files/a", "requests": {
-        "requests": []}}}}, "should not be valid"),
+        "requests": []}}}}, "False schema does not allow"),
     ("GenerateContentBatchOperation", {"name": "batches/a", "metadata": {
         "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
         "state": "JOB_STATE_RUNNING"}}, "is not one of"),

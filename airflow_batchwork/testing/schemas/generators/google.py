@@ -185,9 +185,7 @@ class Walker:
             schema["required"] = req
         exclusive = [[f.json_name for f in o.fields] for o in desc.oneofs
                      if not (o.name.startswith("_") and len(o.fields) == 1)]
-        pairs = [[a, b] for group in exclusive for i, a in enumerate(group) for b in group[i + 1:]]
-        if pairs:
-            schema["not"] = {"anyOf": [{"required": p} for p in pairs]}
+        exclusive_members(schema, exclusive)
         return schema
 
     def field(self, f: pd.FieldDescriptor) -> dict[str, Any]:
@@ -207,6 +205,15 @@ class Walker:
         return dict(_SCALARS[f.type])
 
 
+def exclusive_members(schema: dict[str, Any], groups: list[list[str]]) -> None:
+    """Members of one oneof exclude each other: with one present, the others are `false` (checked only for the
+    keys present, which keeps validation cheap)."""
+    dependent = {a: {"properties": {b: False for b in group if b != a}} for group in groups if len(group) > 1
+                 for a in group}
+    if dependent:
+        schema["dependentSchemas"] = dependent
+
+
 def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/$defs/{name}"}
 
@@ -218,9 +225,7 @@ def closed(props: dict[str, Any], required: tuple[str, ...] = (), one_of: tuple[
         schema["description"] = description
     if required:
         schema["required"] = list(required)
-    pairs = [[a, b] for i, a in enumerate(one_of) for b in one_of[i + 1:]]
-    if pairs:
-        schema["not"] = {"anyOf": [{"required": p} for p in pairs]}
+    exclusive_members(schema, [list(one_of)])
     if exactly_one:
         schema["anyOf"] = [{"required": [m]} for m in one_of]
     return schema
