@@ -531,6 +531,25 @@ def test_emulator_refuses_bad_inline_bodies_at_create(emulator: Emulator, bad: d
     assert len(emulator.batches(P)) == before
 
 
+async def test_response_schema_is_the_proto_schema_subset(emulator: Emulator) -> None:
+    """`responseSchema` is the proto `Schema` message (an OpenAPI subset), unlike `responseJsonSchema`: through
+    `provider_options` it works with its own keywords, and a JSON-Schema-only keyword is refused, as by the API
+    (`Unknown name "additionalProperties" at '...response_schema'`)."""
+    schema = {"type": "OBJECT", "properties": {"a": {"type": "STRING"}}, "required": ["a"]}
+    options = {"generationConfig": {"responseMimeType": "application/json", "responseSchema": schema}}
+    async with client_for(emulator) as client:
+        job = await client.submit(f"google/{MODEL}", [{"custom_id": "s", "prompt": "p", "provider_options": options}])
+        await client.wait(job, poll_interval=0.05, timeout=30)
+        [row] = [item async for item in client.results(job)]
+    body = view(emulator, job.batch_ids[0]).extra["create_body"]
+    judge("chat", "structured output (responseSchema)", "BatchGenerateContentRequest", body)
+    assert row.status == "succeeded" and json.loads(row.text or "{}").keys() == {"a"}
+    loose = {**GOOD_REQUEST, "generationConfig": {"responseMimeType": "application/json", "responseSchema": {
+        "type": "OBJECT", "properties": {"a": {"type": "STRING"}}, "additionalProperties": False}}}
+    answer = create(emulator, inline_batch(loose))
+    assert answer.status_code == 400 and 'Unknown name "additionalProperties"' in answer.json()["error"]["message"]
+
+
 def test_emulator_refuses_bad_embed_body_and_upload_start(emulator: Emulator) -> None:
     answer = create(emulator, inline_batch({"content": {"parts": [{"text": "x"}]}, "dimensions": 4}),
                     "asyncBatchEmbedContent")
