@@ -114,7 +114,7 @@ def test_sdk_inline_batch_round_trip(emulator: Emulator) -> None:
 
     bad = by_key["bad"]
     assert bad.response is None and bad.error is not None
-    assert bad.error.code == 400 and "[[error]]" in (bad.error.message or "")
+    assert bad.error.code == 3 and "[[error]]" in (bad.error.message or "")
 
     short = by_key["short"].response
     assert short is not None and short.text == "echo: one"
@@ -177,7 +177,7 @@ def test_sdk_file_batch_round_trip(emulator: Emulator, tmp_path: Path) -> None:
     response = types.GenerateContentResponse.model_validate(results["f1"]["response"])
     assert response.text == "echo: from a file"
     assert response.usage_metadata is not None and response.usage_metadata.candidates_token_count == 4
-    assert results["f2"]["error"]["status"] == "INVALID_ARGUMENT"
+    assert results["f2"]["error"]["code"] == 3 and "status" not in results["f2"]["error"]
     # Uploaded inputs cannot be downloaded, as on the real API.
     with pytest.raises(genai_errors.ClientError):
         client.files.download(file=uploaded.name)
@@ -305,7 +305,7 @@ async def test_three_request_job_to_parquet(emulator: Emulator, tmp_path: Path) 
 
     assert (bad["status"], bad["text"], bad["finish_reason"]) == ("errored", None, "error")
     assert bad["error_code"] == "INVALID_ARGUMENT" and "[[error]]" in bad["error_message"]
-    assert json.loads(bad["response"])["error"]["code"] == 400
+    assert json.loads(bad["response"])["error"]["code"] == 3
 
     assert (chat["status"], chat["text"], chat["finish_reason"]) == ("succeeded", "echo: second", "length")
     assert (chat["input_tokens"], chat["output_tokens"]) == (2 + 1 + 1 + 2, 2)
@@ -526,3 +526,29 @@ async def test_results_read_the_metadata_output_mirror() -> None:
         [item] = [i async for i in adapter.results(parse_model(f"google/{MODEL}"), "batches/a")]
     assert (item.custom_id, item.text, item.finish_reason) == ("k1", "answer", "content_filter")
     assert (item.input_tokens, item.output_tokens, item.total_tokens) == (4, 3, 7)
+
+
+def test_item_error_codes_are_google_rpc_status_numbers_in_both_parsers() -> None:
+    """An item's `error` is a google.rpc.Status: the numeric code names the error, in the line parser and the
+    vectorized file parser alike; a legacy `status` string is only a fallback."""
+    lines = [
+        {"key": "quota", "error": {"code": 8, "message": "quota"}},
+        {"key": "down", "error": {"code": 14, "message": "down", "details": [{"@type": "type.googleapis.com/x"}]}},
+        {"key": "bad", "error": {"code": 3, "message": "bad"}},
+        {"key": "odd", "error": {"code": 99, "message": "odd"}},
+        {"key": "legacy", "error": {"message": "old", "status": "INTERNAL"}},
+        {"key": "ok", "response": {"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}]}},
+    ]
+    chunk = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    expected = {"quota": "RESOURCE_EXHAUSTED", "down": "UNAVAILABLE", "bad": "INVALID_ARGUMENT", "odd": "99",
+                "legacy": "INTERNAL", "ok": None}
+    vectorized = google_adapter.parse_generate_chunk(chunk, "batches/x")
+    assert vectorized is not None
+    assert dict(zip(vectorized.column("custom_id").to_pylist(), vectorized.column("error_code").to_pylist(),
+                    strict=True)) == expected
+    adapter = GoogleAdapter.offline()
+    ref = parse_model(f"google/{MODEL}")
+    by_line = {i.custom_id: i.error_code for i in adapter.parse_result_text(ref, "batches/x", chunk.decode())}
+    assert by_line == expected
+    retryable = {k for k, v in expected.items() if v in GoogleAdapter.retryable_error_codes}
+    assert retryable == {"quota", "down", "legacy"}

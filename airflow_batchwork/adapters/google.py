@@ -74,12 +74,42 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter", "IMAGE_SAFETY": "content_filter",
 }
 
+# google.rpc.Code: an item's `error` is a google.rpc.Status, whose `code` is this number (no `status` name).
+RPC_CODES: dict[int, str] = {
+    0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
+    6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
+    10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
+    15: "DATA_LOSS", 16: "UNAUTHENTICATED",
+}
+
+
+def rpc_code_name(error: object) -> str | None:
+    """The google.rpc.Code name of an item error: its numeric `code` (the wire shape, google.rpc.Status),
+    else a `status` string some proxies add; a number outside google.rpc.Code stays as its digits."""
+    if not isinstance(error, Mapping):
+        return None
+    code = error.get("code")
+    if isinstance(code, str) and code.lstrip("-").isdigit():
+        code = int(code)
+    if isinstance(code, int) and not isinstance(code, bool) and code in RPC_CODES:
+        return RPC_CODES[code]
+    status = error.get("status")
+    if isinstance(status, str) and status:
+        return status
+    return None if code is None else str(code)
+
+
 # (our field, generationConfig field)
 GENERATION_FIELDS = (
     ("max_output_tokens", "maxOutputTokens"), ("temperature", "temperature"), ("top_p", "topP"),
     ("top_k", "topK"), ("stop_sequences", "stopSequences"), ("seed", "seed"),
     ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
 )
+# The fields a batch item's request may have (protos: GenerateContentRequest / EmbedContentRequest, minus
+# `model`, which is the batch's); `provider_options` naming anything else is refused before any call.
+GENERATE_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "safetySettings",
+                             "generationConfig", "cachedContent"})
+EMBED_FIELDS = frozenset({"content", "taskType", "title", "outputDimensionality"})
 EMBEDDING_UNSUPPORTED = (
     "system", "max_output_tokens", "temperature", "top_p", "top_k", "stop_sequences", "seed",
     "presence_penalty", "frequency_penalty", "output_schema",
@@ -210,8 +240,7 @@ def parse_entry(data: Mapping[str, Any], raw: str, batch_id: str, fill: Any) -> 
         return item
     error = data.get("error")
     code, message = error_fields(error)
-    if isinstance(error, Mapping) and error.get("status"):
-        code = str(error["status"])
+    code = rpc_code_name(error) or code
     item.status, item.finish_reason = "errored", "error"
     item.error_code = code or "error"
     item.error_message = message or "the provider returned no error message"
@@ -234,6 +263,8 @@ GENERATE_LINE_SCHEMA = pa.schema([
     ])),
     ("error", pa.struct([("code", pa.int64()), ("message", pa.string()), ("status", pa.string())])),
 ])
+_RPC_NUMBERS = pa.array(list(RPC_CODES), pa.int64())
+_RPC_NAMES = pa.array(list(RPC_CODES.values()), pa.string())
 _LOWER_FINISH: dict[str, str] = {k.lower(): v for k, v in FINISH_REASONS.items()}
 
 
@@ -282,8 +313,9 @@ def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
         "input_tokens": pc.if_else(ok, prompt, ints),
         "output_tokens": pc.if_else(ok, output, ints),
         "total_tokens": pc.if_else(ok, pc.coalesce(field(usage, "totalTokenCount"), pc.add(prompt, output)), ints),
-        "error_code": pc.if_else(failed, pc.coalesce(field(error, "status"), pc.cast(field(error, "code"), pa.string()),
-                                                     const("error", n)), strings),
+        "error_code": pc.if_else(failed, pc.coalesce(
+            pc.take(_RPC_NAMES, pc.index_in(field(error, "code"), _RPC_NUMBERS)), field(error, "status"),
+            pc.cast(field(error, "code"), pa.string()), const("error", n)), strings),
         "error_message": pc.if_else(failed, pc.coalesce(field(error, "message"),
                                                         const("the provider returned no error message", n)), strings),
         "response": lines,
@@ -339,7 +371,7 @@ class GoogleAdapter(ProviderAdapter):
     default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com"
     # Input file <= 2 GB (batch guide). No request-count limit is documented; 100,000 is our own cap.
     limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 2 * 1024**3, 2 * 1024**3)
-    # An errored entry's `error.status` (google.rpc codes).
+    # An errored entry's google.rpc.Code, by name (its numeric `error.code` mapped through RPC_CODES).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
         "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED",
     })
@@ -367,6 +399,12 @@ class GoogleAdapter(ProviderAdapter):
 
     # --- payloads --------------------------------------------------------------------------------
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
+        known = EMBED_FIELDS if ref.endpoint == "embedding" else GENERATE_FIELDS
+        for key in request.provider_options or {}:
+            if key not in known:
+                what = "EmbedContentRequest" if ref.endpoint == "embedding" else "GenerateContentRequest"
+                return (f"provider_options.{key}", f"is not a field of Gemini's {what}",
+                        f"use one of {', '.join(sorted(known))} (lowerCamelCase), or remove it")
         if ref.endpoint == "embedding":
             return first_unsupported(request, EMBEDDING_UNSUPPORTED, "google", ref.endpoint)
         return first_unsupported(request, ("dimensions",), "google", ref.endpoint)

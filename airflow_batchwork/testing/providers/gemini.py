@@ -12,12 +12,21 @@ Wire behaviour worth knowing:
 - Inline jobs (body over 20 MB is a 400) return ``inlinedResponses``; file jobs (``inputConfig.fileName``
   from a resumable upload) get a generated ``responsesFile`` served at
   ``/download/{v}/files/{id}:download?alt=media`` and ``/{v}/files/{id}:download?alt=media``.
-- ``[[error]]`` gives that entry ``{"error": {code: 400, message, status: "INVALID_ARGUMENT"}}``.
+- Item errors are ``google.rpc.Status`` objects: a numeric gRPC ``code``, ``message`` (``details`` omitted
+  when empty), never a ``status`` string; only HTTP error bodies carry ``status`` names. ``[[error]]`` gives
+  ``{"error": {"code": 3, message}}`` (INVALID_ARGUMENT); ``[[transient]]`` gives code 14 (UNAVAILABLE), or
+  8 / 13 / 4 when the request's text also names ``RESOURCE_EXHAUSTED`` / ``INTERNAL`` / ``DEADLINE_EXCEEDED``.
   ``[[expire]]`` keeps that request from finishing, so the whole batch ends ``BATCH_STATE_EXPIRED`` with an
   Operation ``error`` and, as on the real API, no results at all. A cancelled batch ends
   ``BATCH_STATE_CANCELLED`` with the responses of the requests finished before the cancel.
-- Input problems: a malformed create body or inline entry is a 400; problems inside an uploaded JSONL
-  file fail the batch (``BATCH_STATE_FAILED`` with an Operation ``error``) after a short pending phase.
+- Strict input: create bodies, upload-start bodies and uploaded lines are judged by the shipped schema
+  (``testing/schemas/google.json``, generated from the GAPIC protos) after the proto3 JSON parser's own
+  leniency (original snake_case field names, int64 given as numbers). A create body the schema refuses is a
+  400 ``INVALID_ARGUMENT`` naming the field (``Unknown name "x" at 'path': Cannot find field.``, with a
+  ``google.rpc.BadRequest`` field violation), before any batch exists. An uploaded line the schema refuses
+  fails only that request (its result line's ``error`` is code 3); a line that is not a JSON object, or a
+  file with no requests, fails the batch (``BATCH_STATE_FAILED`` with an Operation ``error``) after a short
+  pending phase.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
@@ -35,7 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int, rfc3339
 from airflow_batchwork.testing.store import (
     BatchError,
@@ -84,9 +94,17 @@ _STATUS_NAMES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-# google.rpc.Code values used in Operation.error.
+# google.rpc.Code values: Operation.error and per-item errors are google.rpc.Status {code, message, details}.
+_RPC_CANCELLED = 1
 _RPC_INVALID_ARGUMENT = 3
 _RPC_DEADLINE_EXCEEDED = 4
+_RPC_RESOURCE_EXHAUSTED = 8
+_RPC_INTERNAL = 13
+_RPC_UNAVAILABLE = 14
+# A `[[transient]]` request fails with UNAVAILABLE, or with the retryable code its text names.
+_TRANSIENT_CODES = {"RESOURCE_EXHAUSTED": _RPC_RESOURCE_EXHAUSTED, "INTERNAL": _RPC_INTERNAL,
+                    "DEADLINE_EXCEEDED": _RPC_DEADLINE_EXCEEDED}
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 _UNREGISTERED = (
     "Method doesn't allow unregistered callers (callers without established identity). "
     "Please use API Key or other form of API consumer identity to call this API."
@@ -126,6 +144,9 @@ def _error_body(error: ApiError, request_id: str) -> dict[str, Any]:
             "domain": "googleapis.com",
             "metadata": {"service": "generativelanguage.googleapis.com"},
         })
+    if error.param:
+        details.append({"@type": _BAD_REQUEST,
+                        "fieldViolations": [{"field": error.param, "description": error.message}]})
     retry_after = error.headers.get("retry-after")
     if error.status == 429 and retry_after:
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"})
@@ -134,8 +155,89 @@ def _error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     return {"error": body}
 
 
+def _status(code: int, message: str) -> dict[str, Any]:
+    """A google.rpc.Status, the shape of an item's ``error`` (numeric code; empty ``details`` omitted)."""
+    return {"code": code, "message": message}
+
+
 class _Rejected(Exception):
     """A request the model answers with a per-entry INVALID_ARGUMENT error."""
+
+
+# -- strict input: the shipped schema (testing/schemas/google.json) decides --------------------------
+
+_CREATE_SCHEMA = {_GENERATE: "BatchGenerateContentRequest", _EMBED: "AsyncBatchEmbedContentRequest"}
+_LINE_SCHEMA = {_GENERATE: "GenerateContentRequestLine", _EMBED: "EmbedContentRequestLine"}
+_UNKNOWN = re.compile(
+    r"^(?P<path>.*): Additional properties are not allowed \((?P<names>.+) (?:was|were) unexpected\)$")
+
+
+_INT64 = "^-?[0-9]+$"
+
+
+def _resolve(schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """``schema`` and the schemas it is made of (``$ref``, ``allOf``), referenced ones resolved."""
+    defs = conformance.document(NAME)["$defs"]
+    out: list[Mapping[str, Any]] = []
+    todo = [schema]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        if "$ref" in current:
+            todo.append(defs[str(current["$ref"]).rsplit("/", 1)[-1]])
+        todo.extend(current.get("allOf", ()))
+    return out
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _canonical(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Proto3 JSON parsers take a field by its original snake_case name as well as its lowerCamel
+    ``json_name``: rename the former to the latter where the schema defines the field, leaving free-form
+    JSON (``Struct``, ``Value``, a response schema's own property names) as it is."""
+    parts = _resolve(schema)
+    if isinstance(value, int) and not isinstance(value, bool) and any(p.get("pattern") == _INT64 for p in parts):
+        return str(value)  # int64 fields are strings in JSON, but parsers take numbers too
+    if isinstance(value, list):
+        items = next((p["items"] for p in parts if isinstance(p.get("items"), Mapping)), None)
+        return [_canonical(v, items) for v in value] if items is not None else value
+    if not isinstance(value, dict):
+        return value
+    props: dict[str, Any] = {}
+    for part in parts:
+        props.update(part.get("properties") or {})
+    extra = next((p["additionalProperties"] for p in parts if isinstance(p.get("additionalProperties"), Mapping)),
+                 None)
+    if not props and extra is None:
+        return value
+    out: dict[str, Any] = {}
+    for key, inner in value.items():
+        name = key
+        if key not in props and _camel(key) in props and _camel(key) not in value:
+            name = _camel(key)
+        sub = props.get(name, extra)
+        out[name] = _canonical(inner, sub) if isinstance(sub, Mapping) else inner
+    return out
+
+
+def _schema_problem(type_name: str, body: Any) -> tuple[str, str] | None:
+    """(field path, Google-style message) for the first way ``body`` breaks ``type_name``, else None."""
+    problems = conformance.violations(NAME, type_name, body)
+    if not problems:
+        return None
+    first = problems[0]
+    unknown = _UNKNOWN.match(first)
+    if unknown:
+        path = unknown["path"] if unknown["path"] != "(root)" else ""
+        names = unknown["names"].split(", ")[0].strip("'")
+        message = f'Invalid JSON payload received. Unknown name "{names}" at \'{path}\': Cannot find field.'
+        return (f"{path}.{names}" if path else names), message
+    path, _, detail = first.partition(": ")
+    path = "" if path == "(root)" else path
+    return path, f"Invalid value at '{path}': {detail}"
 
 
 # -- small wire helpers ---------------------------------------------------------------------------
@@ -265,9 +367,9 @@ def _file_items(data: bytes) -> tuple[list[tuple[str, Mapping[str, Any]]], list[
             line = json.loads(raw)
         except ValueError:
             line = None
-        if not isinstance(line, dict) or not isinstance(line.get("request"), dict):
-            errors.append(BatchError("invalid_line", f"Line {lineno} of the input file is not a JSON object "
-                                                     "with a 'request' object.", lineno))
+        if not isinstance(line, dict):
+            errors.append(BatchError("invalid_line", f"Line {lineno} of the input file is not a JSON object.",
+                                     lineno))
             continue
         key = line.get("key")
         items.append((str(key) if key is not None else f"#{lineno}", line))
@@ -411,6 +513,13 @@ class _GeminiRoutes:
         batch = body.get("batch") if isinstance(body, dict) else None
         if not isinstance(batch, Mapping):
             raise ApiError(400, "* BatchGenerateContentRequest.batch: batch is not specified")
+        type_name = _CREATE_SCHEMA[method]
+        received = body
+        body = _canonical(body, {"$ref": f"#/$defs/{type_name}"})
+        batch = body["batch"]
+        problem = _schema_problem(type_name, body)
+        if problem is not None:
+            raise ApiError(400, problem[1], param=problem[0] or None)
         config = _get(batch, "inputConfig")
         file_name = _get(config, "fileName")
         requests = _get(config, "requests")
@@ -436,7 +545,8 @@ class _GeminiRoutes:
             errors=errors,
             render=lambda item, outcome: self._render(method, model, inline, item, outcome),
             on_end=None if inline else self._write_responses_file,
-            extra={"display_name": _get(batch, "displayName"), "file_name": file_name},
+            # `create_body` (the parsed body as received) lets tests judge what a client sent.
+            extra={"display_name": _get(batch, "displayName"), "file_name": file_name, "create_body": received},
             id_prefix="batches/",
         )
         return JSONResponse(self._operation(view))
@@ -522,6 +632,11 @@ class _GeminiRoutes:
             body = json.loads(raw) if raw.strip() else {}
         except ValueError as exc:
             raise ApiError(400, f"Invalid JSON payload received. {exc}") from exc
+        if isinstance(body, dict):
+            body = _canonical(body, {"$ref": "#/$defs/CreateFileRequest"})
+        problem = _schema_problem("CreateFileRequest", body)
+        if problem is not None:
+            raise ApiError(400, problem[1], param=problem[0] or None)
         meta = _get(body, "file") or {}
         size = request.headers.get("x-goog-upload-header-content-length")
         mime = request.headers.get("x-goog-upload-header-content-type") or _get(meta, "mimeType")
@@ -568,28 +683,33 @@ class _GeminiRoutes:
 
     def _render(self, method: str, model: str, inline: bool, item: Item, outcome: Outcome) -> ItemResult:
         entry = item.body
-        request = entry["request"]
+        request = entry.get("request")
         line: dict[str, Any] = {} if inline or "key" not in entry else {"key": entry["key"]}
         input_tokens = output_tokens = 0
         if outcome == "succeeded":
             try:
+                if not inline:
+                    # A file line is checked on its own: a bad line fails that request, not the batch.
+                    type_name = _LINE_SCHEMA[method]
+                    problem = _schema_problem(type_name, _canonical(entry, {"$ref": f"#/$defs/{type_name}"}))
+                    if problem is not None:
+                        raise _Rejected(problem[1])
                 new_id = self.store.new_id
                 reply = _embed(request) if method == _EMBED else _generate(request, model, new_id("resp-"))
                 line["response"], input_tokens, output_tokens = reply
             except _Rejected as exc:
                 outcome = "errored"
-                line["error"] = {"code": 400, "message": str(exc), "status": "INVALID_ARGUMENT"}
+                line["error"] = _status(_RPC_INVALID_ARGUMENT, str(exc))
         elif outcome == "errored" and item.marker == "transient":
-            line["error"] = {"code": 503, "message": echo.TRANSIENT_MESSAGE, "status": "UNAVAILABLE"}
+            text = json.dumps(request)
+            code = next((c for name, c in _TRANSIENT_CODES.items() if name in text), _RPC_UNAVAILABLE)
+            line["error"] = _status(code, echo.TRANSIENT_MESSAGE)
         elif outcome == "errored":
-            line["error"] = {
-                "code": 400,
-                "message": f"Emulated error: the request contains the {echo.marker_token('error')} marker.",
-                "status": "INVALID_ARGUMENT",
-            }
+            message = f"Emulated error: the request contains the {echo.marker_token('error')} marker."
+            line["error"] = _status(_RPC_INVALID_ARGUMENT, message)
         else:
             # Never shown: expired batches have no output and a cancel drops unfinished requests.
-            line["error"] = {"code": 499, "message": f"The request was {outcome}.", "status": "CANCELLED"}
+            line["error"] = _status(_RPC_CANCELLED, f"The request was {outcome}.")
         if inline and entry.get("metadata") is not None:
             line["metadata"] = entry["metadata"]
         return ItemResult(item.custom_id, outcome, line, input_tokens, output_tokens)
