@@ -159,10 +159,9 @@ def test_create_body_and_upload_are_together_calls(emu: tuple[Emulator, Clock]) 
     uploads = [body for method, path, body in recorder.sent if method == "POST" and path.endswith("/files/upload")]
     assert len(creates) == 1 and len(uploads) == 1
     judged("CreateBatchRequest", json.loads(creates[0]))
-    fields = dict(
-        part.split(b"\r\n\r\n", 1) for part in uploads[0].split(b"--") if b"\r\n\r\n" in part and b"filename=" not in part
-    )
-    form = {key.split(b'name="')[1].split(b'"')[0].decode(): value.strip().decode() for key, value in fields.items()}
+    parts = [part.split(b"\r\n\r\n", 1) for part in uploads[0].split(b"--") if b"\r\n\r\n" in part]
+    form = {head.split(b'name="')[1].split(b'"')[0].decode(): value.strip().decode()
+            for head, value in parts if b"filename=" not in head}
     judged("FileUploadForm", form)
     uploaded = [json.loads(line) for line in uploads[0].replace(b"\r", b"").split(b"\n") if line.startswith(b"{")]
     assert [line["custom_id"] for line in uploaded] == [r["custom_id"] for r in SUBMITTED]

@@ -81,7 +81,7 @@ def build(
     open_objects: Callable[[str], bool] = lambda path: False,
 ) -> dict[str, Any]:
     """``$defs`` for ``types``: each name maps to its strict schema; nested definitions are ``t.*``."""
-    bundle = TypedDict("_Bundle", dict(types))  # type: ignore[misc, operator]
+    bundle = TypedDict("_Bundle", dict(types))  # type: ignore[misc, operator]  # noqa: UP013 (keys are data)
     raw = TypeAdapter(bundle).json_schema(ref_template="#/$defs/" + SDK_PREFIX + "{model}")
     defs: dict[str, Any] = {}
     for name, sub in (raw.get("$defs") or {}).items():

@@ -13,7 +13,7 @@ error}``) and the HTTP error body ``{"error": {message, type, code}}``.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union, get_type_hints
+from typing import Literal, NotRequired, Required, get_type_hints
 
 import groq
 from groq.types import (
@@ -30,7 +30,7 @@ from groq.types.batch_create_params import BatchCreateParams
 from groq.types.chat import ChatCompletion
 from groq.types.chat.completion_create_params import CompletionCreateParams
 from groq.types.file_create_params import FileCreateParams
-from typing_extensions import NotRequired, Required, TypedDict
+from typing_extensions import TypedDict
 
 from airflow_batchwork.testing.schemas.generators import _sdk
 
@@ -47,10 +47,13 @@ class BatchInputLine(TypedDict):
     body: CompletionCreateParams
 
 
+UPLOAD_PURPOSE = get_type_hints(FileCreateParams, include_extras=True)["purpose"]
+
+
 class FileUploadForm(TypedDict):
     """The non-file multipart fields of ``POST /openai/v1/files`` (SDK ``FileCreateParams``)."""
 
-    purpose: get_type_hints(FileCreateParams, include_extras=True)["purpose"]  # type: ignore[valid-type]
+    purpose: UPLOAD_PURPOSE  # type: ignore[valid-type]
 
 
 class ErrorObject(TypedDict):
@@ -59,8 +62,8 @@ class ErrorObject(TypedDict):
 
     message: str
     type: str
-    code: NotRequired[Optional[str]]
-    param: NotRequired[Optional[str]]
+    code: NotRequired[str | None]
+    param: NotRequired[str | None]
 
 
 class ErrorBody(TypedDict):
@@ -70,7 +73,7 @@ class ErrorBody(TypedDict):
 class ResultResponse(TypedDict):
     status_code: int
     request_id: NotRequired[str]
-    body: Union[ChatCompletion, ErrorBody]
+    body: ChatCompletion | ErrorBody
 
 
 class ResultLineError(TypedDict):
@@ -83,8 +86,8 @@ class ResultLine(TypedDict, total=False):
 
     id: str
     custom_id: Required[str]
-    response: Required[Optional[ResultResponse]]
-    error: Required[Optional[ResultLineError]]
+    response: Required[ResultResponse | None]
+    error: Required[ResultLineError | None]
 
 
 TYPES = {

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Optional, Union
+from typing import Any, NotRequired
 
 from mistralai.client import _version
 from mistralai.client import models as m
 from mistralai.client.errors.httpvalidationerror import HTTPValidationErrorData
 from pydantic import BaseModel
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from airflow_batchwork.testing.schemas.generators import _sdk
 
@@ -42,7 +42,7 @@ class FileUploadForm(TypedDict):
     """The non-file multipart fields of ``POST /v1/files`` (SDK ``MultiPartBodyParams``)."""
 
     purpose: NotRequired[m.FilePurpose]
-    expiry: NotRequired[Optional[int]]
+    expiry: NotRequired[int | None]
     visibility: NotRequired[m.FilesAPIRoutesUploadFileFileVisibility]
 
 
@@ -50,28 +50,28 @@ class ErrorObject(TypedDict):
     """Mistral's error body as the API sends it (``"object": "error"``)."""
 
     object: str
-    message: Union[str, dict[str, Any]]
+    message: str | dict[str, Any]
     type: str
-    param: NotRequired[Optional[str]]
-    code: NotRequired[Optional[str]]
+    param: NotRequired[str | None]
+    code: NotRequired[str | None]
 
 
 class DetailError(TypedDict):
     """``{"detail": "Unauthorized"}`` (401) and FastAPI-style ``{"detail": [...]}``."""
 
-    detail: Union[str, list[m.ValidationErrorTypedDict]]
+    detail: str | list[m.ValidationErrorTypedDict]
 
 
 class ResultResponse(TypedDict):
     status_code: int
-    body: Union[m.ChatCompletionResponseTypedDict, m.EmbeddingResponseTypedDict, ErrorObject]
+    body: m.ChatCompletionResponseTypedDict | m.EmbeddingResponseTypedDict | ErrorObject
 
 
 class ResultLine(TypedDict):
     id: str
-    custom_id: NotRequired[Optional[str]]
-    response: Optional[ResultResponse]
-    error: NotRequired[Union[str, dict[str, Any], None]]
+    custom_id: NotRequired[str | None]
+    response: ResultResponse | None
+    error: NotRequired[str | dict[str, Any] | None]
 
 
 TYPES: dict[str, Any] = {
@@ -90,7 +90,7 @@ TYPES: dict[str, Any] = {
     "ChatCompletion": m.ChatCompletionResponseTypedDict,
     "Embedding": m.EmbeddingResponseTypedDict,
     "ResultLine": ResultLine,
-    "ErrorBody": Union[ErrorObject, DetailError],
+    "ErrorBody": ErrorObject | DetailError,
     "ValidationErrorBody": HTTPValidationErrorData,
 }
 

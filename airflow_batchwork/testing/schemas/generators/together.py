@@ -9,15 +9,16 @@ cannot stream), chat completion, batch create params and answers (``BatchCreateR
 
 Declared here, from Together's docs and OpenAPI spec (the SDK has no type for them), with the SDK's
 types inside: the JSONL line ``{custom_id (1-64 chars), body, method?, url?}`` (``method`` for audio
-lines, "FILE"; ``url`` in the legacy docs' OpenAI-style lines), the output and error-file lines, the upload form fields (``file_name``, ``purpose``,
-``file_type``, ``checksum``: SDK ``UploadManager`` and the spec's ``/files/upload``), and the two HTTP
-error bodies: ``{"error": "<message>"}`` on batch routes (``BatchErrorResponse``) and
-``{"error": {message, type, param, code}}`` elsewhere (``ErrorData``).
+lines, "FILE"; ``url`` in the legacy docs' OpenAI-style lines), the output and error-file lines,
+the upload form fields (``file_name``, ``purpose``, ``file_type``, ``checksum``: SDK ``UploadManager``
+and the spec's ``/files/upload``), and the two HTTP error bodies: ``{"error": "<message>"}`` on batch
+routes (``BatchErrorResponse``) and ``{"error": {message, type, param, code}}`` elsewhere
+(``ErrorData``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Optional, Union
+from typing import Annotated, NotRequired
 
 import together
 from pydantic import StringConstraints
@@ -34,7 +35,7 @@ from together.types import (
 from together.types.batch_create_params import BatchCreateParams
 from together.types.chat.chat_completion import ChatCompletion
 from together.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from airflow_batchwork.testing.schemas.generators import _sdk
 
@@ -72,7 +73,7 @@ class OutputLine(TypedDict):
 
 class LineError(TypedDict):
     message: str
-    code: NotRequired[Optional[str]]
+    code: NotRequired[str | None]
 
 
 class ErrorLine(TypedDict):
@@ -91,8 +92,8 @@ class BatchErrorBody(TypedDict):
 class ErrorData(TypedDict):
     message: str
     type: str
-    param: NotRequired[Optional[str]]
-    code: NotRequired[Optional[str]]
+    param: NotRequired[str | None]
+    code: NotRequired[str | None]
 
 
 class ErrorBody(TypedDict):
@@ -115,7 +116,7 @@ TYPES = {
     "ChatCompletion": ChatCompletion,
     "OutputLine": OutputLine,
     "ErrorLine": ErrorLine,
-    "ResultLine": Union[OutputLine, ErrorLine],
+    "ResultLine": OutputLine | ErrorLine,
     "BatchErrorBody": BatchErrorBody,
     "ErrorBody": ErrorBody,
 }
