@@ -142,7 +142,7 @@ def test_sdk_lists_with_cursor_and_multi_get(emu: Emulator, sdk: groq.Groq) -> N
     )
     batch, _ = _wait(sdk, failed.id)
     raw = sdk.batches.with_raw_response.retrieve(batch.id).json()
-    assert batch.status == "failed" and raw["errors"][0]["line"] == 1
+    assert batch.status == "failed" and raw["errors"]["data"][0]["line"] == 1
 
 
 # --- our adapter ---------------------------------------------------------------------------------

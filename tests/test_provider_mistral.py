@@ -240,12 +240,14 @@ async def test_list_pages_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_request_mapping_refusals_and_error_bodies() -> None:
     with pytest.raises(RequestValidationError, match="top_k"):
-        BatchClient({"mistral": Credentials("k")}).prepare(f"mistral/{MODEL}", [{"prompt": "hi", "top_k": 3}])
+        BatchClient({"mistral": Credentials("k")}).prepare(
+            "mistral.embedding/mistral-embed", [{"value": "x", "top_k": 3}]
+        )
     with pytest.raises(RequestValidationError, match="temperature"):
         BatchClient({"mistral": Credentials("k")}).prepare(
             "mistral.embedding/mistral-embed", [{"value": "x", "temperature": 0.5}]
         )
-    request = BatchRequest(custom_id="a", prompt="hi", system="be brief", stop_sequences=["."], seed=3)
+    request = BatchRequest(custom_id="a", prompt="hi", system="be brief", stop_sequences=["."], seed=3, top_k=5)
     line = json.loads(MistralAdapter.offline().encode(parse_model(f"mistral/{MODEL}"), request))
     assert line == {
         "custom_id": "a",
@@ -253,6 +255,7 @@ def test_request_mapping_refusals_and_error_bodies() -> None:
             "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
             "stop": ["."],
             "random_seed": 3,
+            "top_k": 5,
         },
     }
 

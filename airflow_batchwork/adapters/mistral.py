@@ -114,7 +114,8 @@ class MistralAdapter(ProviderAdapter):
     # --- payloads --------------------------------------------------------------------------------
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         if ref.endpoint == "chat":
-            return first_unsupported(request, ("top_k", "dimensions"), "mistral", ref.endpoint)
+            # `top_k` is in the current SDK's ChatCompletionRequest (mistralai 3.x).
+            return first_unsupported(request, ("dimensions",), "mistral", ref.endpoint)
         return first_unsupported(
             request,
             (
@@ -141,6 +142,8 @@ class MistralAdapter(ProviderAdapter):
             body = chat_body(ref, request)
             if "seed" in body:
                 body["random_seed"] = body.pop("seed")
+            if request.top_k is not None:
+                body.setdefault("top_k", request.top_k)  # provider_options, merged already, win
         else:
             body = {"model": ref.model, "input": request.value}
             if request.dimensions is not None:

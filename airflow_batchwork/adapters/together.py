@@ -47,7 +47,7 @@ STATES: dict[str, BatchState] = {
     "FAILED": "failed",
     "EXPIRED": "expired",
     "CANCELLED": "cancelled",
-    # Only in the legacy v1 SDK's enum; handled in case the API still sends it.
+    # Only in the legacy v1 SDK's enum (the 3.x SDK's has neither); handled in case the API sends it.
     "CANCELING": "cancelling",
     "CANCELLING": "cancelling",
 }
@@ -119,6 +119,10 @@ class TogetherAdapter(ProviderAdapter):
 
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         body = chat_body(ref, request)
+        # Together's system and assistant messages take a string (only user turns take content parts).
+        for message in body["messages"]:
+            if message["role"] != "user" and isinstance(message["content"], list):
+                message["content"] = "".join(part["text"] for part in message["content"])
         if request.top_k is not None:
             body.setdefault("top_k", request.top_k)  # provider_options, merged already, win
         return dumps({"custom_id": request.custom_id, "body": body})
@@ -238,7 +242,10 @@ class TogetherAdapter(ProviderAdapter):
         response = await self.http.request(
             "POST", f"/batches/{self.check_id(batch_id)}/cancel", retry_safe=True
         )
-        return await self._status(response.json())
+        status = await self._status(response.json())
+        # Together's status enum has no cancelling state: a batch still running after the cancel call
+        # is reported as cancelling until it turns CANCELLED (or ends otherwise).
+        return status if status.terminal else replace(status, state="cancelling")
 
     async def list_batches(self, *, limit: int = 100) -> AsyncIterator[BatchStatus]:
         # One unpaginated JSON array; sorted here so "newest first" holds whatever order it comes in.

@@ -9,8 +9,16 @@ Wire behaviour worth knowing (the rest is OpenAI's, see :mod:`.openai`):
   next page via ``?cursor=``; ``?id=<b1>&id=<b2>`` (at most 200) fetches several batches at once.
 - Result bodies are Groq chat completions (``service_tier: on_demand``, timing fields in ``usage``,
   ``x_groq``).
-- The Batch object carries ``errors`` as a bare array (as in Groq's documentation; the SDK types it as
-  ``{object, data}``) and has no ``model`` or ``usage`` fields.
+- The Batch object carries ``errors`` as ``{object: "list", data: [...]}`` (the SDK's type; Groq's
+  documentation example shows a bare array, and the SDK decides) and has no ``model`` or ``usage``
+  fields.
+- File objects are the SDK's ``{id, object, bytes, created_at, filename, purpose}`` (no OpenAI
+  ``status``/``expires_at``/``status_details``); uploads take only ``purpose=batch``, and results are
+  stored as ``batch_output``. ``GET /openai/v1/files`` answers ``{object, data}``.
+- Strict, against ``schemas/groq.json`` (the SDK's types): ``POST /openai/v1/batches`` bodies and the
+  upload's ``purpose`` are refused with a 400 naming the fault; an input line whose ``body`` is not a
+  valid chat request (unknown field, wrong type, bad content part, value outside an enum) becomes a
+  per-item 400 in the error file, as a real request the model endpoint refuses.
 - Errors are ``{"error": {message, type, code}}``; a missing, empty or ``invalid`` key is a 401
   ``invalid_api_key``.
 """
@@ -24,13 +32,15 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int
+from airflow_batchwork.testing import conformance
+from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int, read_json, unix
 from airflow_batchwork.testing.providers.openai import OpenAIBatchRoutes
-from airflow_batchwork.testing.store import BatchView, Item, ItemResult, Outcome, Store
+from airflow_batchwork.testing.store import BatchView, Item, ItemResult, Outcome, Store, StoredFile
 
 __all__ = ["SPEC", "GroqBatchRoutes", "check_request", "error_body"]
 
@@ -59,6 +69,27 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
             "type": error.type or _ERROR_TYPES.get(error.status, default),
             "code": error.code,
         }
+    }
+
+
+def _schema_error(name: str, instance: object, what: str) -> ApiError | None:
+    """A 400 naming every fault of ``instance`` against Groq's type ``name``, or None."""
+    problems = conformance.violations(NAME, name, instance)
+    if not problems:
+        return None
+    param = problems[0].split(":", 1)[0]
+    return ApiError(400, f"Invalid {what}: " + "; ".join(problems[:5]), param=None if param == "(root)" else param)
+
+
+def _file_object(stored: StoredFile) -> dict[str, Any]:
+    """The SDK's ``FileInfoResponse``."""
+    return {
+        "id": stored.id,
+        "object": "file",
+        "bytes": stored.size,
+        "created_at": unix(stored.created_at),
+        "filename": stored.filename,
+        "purpose": stored.purpose,
     }
 
 
@@ -104,16 +135,53 @@ class GroqBatchRoutes(OpenAIBatchRoutes):
                 code="invalid_value",
             )
 
+    # files: Groq's file object, its one upload purpose, its list page
+
+    async def create_file(self, request: Request) -> Response:
+        async with request.form() as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "Missing required parameter: 'file'.", code="missing_required_parameter")
+            purpose = form.get("purpose")
+            error = _schema_error("FileUploadForm", {"purpose": purpose} if purpose is not None else {},
+                                  "upload form")
+            if error is not None:
+                raise error
+            data = await upload.read()
+            stored = self.store.add_file(self.provider, data, upload.filename or "upload.jsonl", str(purpose))
+        return JSONResponse(_file_object(stored))
+
+    async def list_files(self, request: Request) -> Response:
+        newest_first = reversed(self.store.files(self.provider))
+        return JSONResponse({"object": "list", "data": [_file_object(f) for f in newest_first]})
+
+    async def retrieve_file(self, request: Request) -> Response:
+        return JSONResponse(_file_object(self._file(request.path_params["file_id"])))
+
+    # batches
+
+    async def create_batch(self, request: Request) -> Response:
+        error = _schema_error("CreateBatchRequest", await read_json(request), "batch create body")
+        if error is not None:
+            raise error
+        return await super().create_batch(request)
+
     def batch_object(self, view: BatchView) -> dict[str, Any]:
         batch = super().batch_object(view)
         del batch["model"], batch["usage"]
-        errors = batch["errors"]
-        batch["errors"] = errors["data"] if errors else None
         hours = _window_hours(view.extra["completion_window"]) or 24
         batch["expires_at"] = int(view.created_at + hours * _HOUR)
         return batch
 
     def _render(self, endpoint: str, item: Item, outcome: Outcome) -> ItemResult:
+        if outcome in ("succeeded", "errored"):
+            problems = conformance.violations(NAME, "ChatCompletionRequest", dict(item.body))
+            if problems:
+                param = problems[0].split(":", 1)[0]
+                return self._rejected(
+                    item, self.store.new_id("batch_req_"), self.store.new_id("req_"),
+                    "Invalid request body: " + "; ".join(problems[:5]), param, None,
+                )
         result = super()._render(endpoint, item, outcome)
         if result.outcome != "succeeded":
             return result

@@ -16,13 +16,19 @@ Wire behaviour worth knowing:
 - A result line is ``{id, custom_id, response: {status_code, body}, error}``. ``[[error]]`` gives
   status 400 with a Mistral error body; requests stopped by a timeout or a cancel have
   ``response: null`` and ``error`` as a bare string (observed on the real API by third parties).
-- Errors are ``{"object": "error", message, type, param, code}``; a missing, empty or ``invalid`` key
-  is a 401 ``{"detail": "Unauthorized"}``.
+- Strict, against ``schemas/mistral.json`` (the SDK's types): a create body, an inline request or an
+  upload form the types refuse is a 422 ``{"detail": [{loc, msg, type}]}`` (the SDK's
+  ``HTTPValidationError``); a file line whose envelope is wrong fails the job, one whose ``body`` is
+  not a valid request of the job's endpoint (unknown field, wrong type, bad content chunk, value
+  outside an enum) gets a result line with ``response.status_code`` 422 and a Mistral error body.
+- Errors are ``{"object": "error", message, type, param, code}``; a 422 is ``{"detail": [...]}``; a
+  missing, empty or ``invalid`` key is a 401 ``{"detail": "Unauthorized"}``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -32,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -67,7 +73,6 @@ _UNEMULATED_ENDPOINTS = (
     "/v1/conversations",
     "/v1/audio/transcriptions",
 )
-FILE_PURPOSES = ("fine-tune", "batch", "ocr", "agentic_safety")
 MAX_INLINE_REQUESTS = 10_000
 MAX_REQUESTS_PER_BATCH = 1_000_000
 DEFAULT_TIMEOUT_HOURS = 24
@@ -83,6 +88,41 @@ _STATUS = {
     "cancelled": "CANCELLED",
 }
 _ERROR_TYPES = {429: "rate_limited"}
+# The SDK's per-endpoint type of one request (inline entry or file line) and of its body.
+_LINE_TYPES = {"/v1/chat/completions": "ChatBatchRequest", "/v1/embeddings": "EmbeddingBatchRequest"}
+_BODY_TYPES = {"/v1/chat/completions": "ChatLineBody", "/v1/embeddings": "EmbeddingLineBody"}
+_PATH_PART = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")
+
+
+class ValidationFailed(ApiError):
+    """A 422 rendered as ``{"detail": [{loc, msg, type}]}`` (the SDK's ``HTTPValidationError``)."""
+
+    def __init__(self, detail: list[dict[str, Any]]) -> None:
+        super().__init__(422, "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in detail))
+        self.detail = detail
+
+
+def _loc(path: str) -> list[str | int]:
+    """``requests[0].body.messages`` → ``["requests", 0, "body", "messages"]``."""
+    if path == "(root)":
+        return []
+    return [int(index) if index else name for index, name in _PATH_PART.findall(path)]
+
+
+def schema_problems(name: str, instance: object, *, prefix: tuple[str | int, ...] = ("body",)
+                    ) -> list[dict[str, Any]]:
+    """FastAPI-style ``detail`` entries for every way ``instance`` breaks Mistral's type ``name``."""
+    detail = []
+    for problem in conformance.violations(NAME, name, instance):
+        path, _, message = problem.partition(": ")
+        detail.append({"loc": [*prefix, *_loc(path)], "msg": message, "type": "value_error"})
+    return detail
+
+
+def _check(name: str, instance: object, *, prefix: tuple[str | int, ...] = ("body",)) -> None:
+    detail = schema_problems(name, instance, prefix=prefix)
+    if detail:
+        raise ValidationFailed(detail[:5])
 
 
 def check_request(request: Request) -> None:
@@ -96,6 +136,11 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     """``{"detail": "Unauthorized"}`` for a 401, else ``{"object": "error", message, type, param, code}``."""
     if error.status == 401:
         return {"detail": error.message}
+    if isinstance(error, ValidationFailed):
+        return {"detail": error.detail}
+    if error.status == 422:
+        loc = ["body", error.param] if error.param else ["body"]
+        return {"detail": [{"loc": loc, "msg": error.message, "type": "value_error"}]}
     default = "internal_server_error" if error.status >= 500 else "invalid_request_error"
     return {
         "object": "error",
@@ -239,13 +284,13 @@ class MistralBatchRoutes:
     async def create_file(self, request: Request) -> Response:
         async with request.form() as form:
             upload = form.get("file")
-            purpose = form.get("purpose") or "fine-tune"
             if not isinstance(upload, UploadFile):
                 raise ApiError(422, "Field required: file", param="file")
-            if purpose not in FILE_PURPOSES:
-                raise ApiError(
-                    422, f"Input should be one of {', '.join(FILE_PURPOSES)}: purpose", param="purpose"
-                )
+            fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file"}
+            if isinstance(fields.get("expiry"), str) and fields["expiry"].lstrip("-").isdigit():
+                fields["expiry"] = int(fields["expiry"])  # a multipart field is text; the type is int
+            _check("FileUploadForm", fields)
+            purpose = fields.get("purpose") or "fine-tune"
             data = await upload.read()
             stored = self.store.add_file(
                 NAME, data, upload.filename or "upload.jsonl", str(purpose), file_id=str(uuid.uuid4())
@@ -288,6 +333,7 @@ class MistralBatchRoutes:
 
     async def create_job(self, request: Request) -> Response:
         body = await read_json(request)
+        _check("CreateBatchJobRequest", body)
         endpoint = body.get("endpoint")
         if endpoint not in SUPPORTED_ENDPOINTS:
             known = endpoint in _UNEMULATED_ENDPOINTS
@@ -315,10 +361,10 @@ class MistralBatchRoutes:
         if (input_files is None) == (requests is None):
             raise ApiError(422, "Give exactly one of `input_files` or `requests`.", param="input_files")
         if requests is not None:
-            items, errors = self._inline_items(requests)
+            items, errors = self._inline_items(requests, str(endpoint))
             input_files = []
         else:
-            items, errors = self._file_items(input_files)
+            items, errors = self._file_items(input_files, str(endpoint))
         view = self.store.create_batch(
             NAME,
             endpoint=endpoint,
@@ -334,7 +380,8 @@ class MistralBatchRoutes:
         return JSONResponse(_job_object(view))
 
     @staticmethod
-    def _inline_items(requests: object) -> tuple[list[tuple[str, Mapping[str, Any]]], list[BatchError]]:
+    def _inline_items(requests: object, endpoint: str
+                      ) -> tuple[list[tuple[str, Mapping[str, Any]]], list[BatchError]]:
         if not isinstance(requests, list) or not requests:
             raise ApiError(422, "Input should be a non-empty list: requests", param="requests")
         if len(requests) >= MAX_INLINE_REQUESTS:
@@ -345,14 +392,19 @@ class MistralBatchRoutes:
                 param="requests",
             )
         items = []
+        detail = []
         for index, entry in enumerate(requests):
-            if not isinstance(entry, dict) or not isinstance(entry.get("body"), dict):
-                raise ApiError(422, f"Field required: requests.{index}.body", param="requests")
+            detail += schema_problems(_LINE_TYPES[endpoint], entry, prefix=("body", "requests", index))
+            if len(detail) >= 5:
+                break
+        if detail:
+            raise ValidationFailed(detail[:5])
+        for index, entry in enumerate(requests):
             items.append((str(entry.get("custom_id") or index), entry["body"]))
         return items, []
 
     def _file_items(
-        self, input_files: object
+        self, input_files: object, endpoint: str
     ) -> tuple[list[tuple[str, Mapping[str, Any]]], list[BatchError]]:
         if not isinstance(input_files, list) or not input_files:
             raise ApiError(422, "Input should be a non-empty list: input_files", param="input_files")
@@ -377,6 +429,12 @@ class MistralBatchRoutes:
                     errors.append(
                         BatchError("invalid_line", f"{file_id} line {lineno}: expected {{custom_id, body}}")
                     )
+                    continue
+                # The envelope is judged here (a bad one fails the job); the body per request, at render.
+                envelope = [p for p in conformance.violations(NAME, _LINE_TYPES[endpoint], line)
+                            if not p.startswith("body")]
+                if envelope:
+                    errors.append(BatchError("invalid_line", f"{file_id} line {lineno}: " + "; ".join(envelope[:3])))
                     continue
                 items.append((str(line.get("custom_id") or len(items)), line["body"]))
         if not items and not errors:
@@ -429,6 +487,11 @@ class MistralBatchRoutes:
         self, endpoint: str, model: str, timeout_hours: int, item: Item, outcome: Outcome
     ) -> ItemResult:
         line_id = self.store.new_id("batchreq-")
+        if outcome in ("succeeded", "errored"):
+            detail = schema_problems(_BODY_TYPES[endpoint], dict(item.body))
+            if detail:
+                message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in detail[:5])
+                return _rejected(item, line_id, message, 422)
         if outcome == "succeeded":
             try:
                 body, input_tokens, output_tokens = _ENDPOINTS[endpoint](

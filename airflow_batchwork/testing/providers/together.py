@@ -16,11 +16,21 @@ Wire behaviour worth knowing:
   accepted). Problems in the file make the batch ``FAILED`` with an ``error`` string.
 - ``POST /batches`` answers 201 ``{"job": BatchJob}``; the other batch routes answer the bare
   BatchJob; ``GET /batches`` is a JSON array. Status: ``VALIDATING`` → ``IN_PROGRESS`` →
-  ``COMPLETED`` | ``EXPIRED`` (a request carries ``[[expire]]``) | ``FAILED``; a cancel goes through
-  ``CANCELING`` (from the legacy SDK's enum) to ``CANCELLED``. Only ``progress`` (0-100) is reported.
+  ``COMPLETED`` | ``EXPIRED`` (a request carries ``[[expire]]``) | ``FAILED``; a cancelled batch stays
+  ``IN_PROGRESS`` until it stops, then ``CANCELLED`` (the SDK's enum has no ``CANCELING``). Only
+  ``progress`` (0-100) is reported.
+- File objects are the SDK's ``FileResponse`` (``FileType``, ``processing_status``,
+  ``validation_report.nlines``; no ``Processed``/``LineCount``); result files have purpose
+  ``batch-api`` (the SDK's ``FilePurpose`` has no ``batch-generated``). ``GET /files`` answers
+  ``{data}``, ``DELETE /files/{id}`` ``{id, deleted}``.
 - Results: successes in the output file ``{custom_id, response: {status_code, body}}``, the rest in
   the error file ``{custom_id, error: {message, code}}`` with code ``expired`` / ``cancelled`` for
-  requests a timeout or a cancel stopped.
+  requests a timeout or a cancel stopped. Chat usage is ``{prompt_tokens, completion_tokens,
+  total_tokens}``.
+- Strict, against ``schemas/together.json`` (the SDK's types): create bodies and upload forms the
+  types refuse get a 400; a line whose envelope is wrong fails the batch, a line whose ``body`` is not
+  a valid chat request (unknown field, wrong type, list content on an assistant turn, value outside
+  an enum) gets an error-file line ``{custom_id, error: {message, code: "invalid_request_error"}}``.
 - Errors: batch routes answer ``{"error": "<message>"}``, file routes and auth
   ``{"error": {message, type, param, code}}``.
 """
@@ -39,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -65,17 +75,7 @@ PREFIX = "/together/v1"
 UPLOAD_PATH = "/uploads"
 SUPPORTED_ENDPOINTS = ("/v1/chat/completions",)
 _UNEMULATED_ENDPOINTS = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/completions")
-FILE_PURPOSES = (
-    "fine-tune",
-    "eval",
-    "eval-sample",
-    "eval-output",
-    "eval-summary",
-    "batch-generated",
-    "batch-api",
-    "calibration",
-)
-FILE_TYPES = ("jsonl", "parquet", "csv")
+RESULT_FILE_PURPOSE = "batch-api"
 MAX_REQUESTS_PER_BATCH = 50_000
 MAX_FILE_BYTES = 100 * 1024 * 1024
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -89,7 +89,7 @@ _STATUS = {
     "ended": "COMPLETED",
     "expired": "EXPIRED",
     "failed": "FAILED",
-    "cancelling": "CANCELING",
+    "cancelling": "IN_PROGRESS",
     "cancelled": "CANCELLED",
 }
 
@@ -160,7 +160,6 @@ def _chat(body: Mapping[str, Any], new_id: Callable[[str], str], now: int) -> tu
             "prompt_tokens": reply.input_tokens,
             "completion_tokens": reply.output_tokens,
             "total_tokens": reply.total_tokens,
-            "cached_tokens": 0,
         },
     }
     return response, reply.input_tokens, reply.output_tokens
@@ -180,8 +179,6 @@ def _file_object(stored: StoredFile, file_type: str = "jsonl") -> dict[str, Any]
         "bytes": stored.size,
         "purpose": stored.purpose,
         "FileType": file_type,
-        "Processed": True,
-        "LineCount": lines,
         "processing_status": "COMPLETED",
         "validation_report": {"valid": True, "nlines": lines, "file_id": stored.id},
     }
@@ -238,21 +235,19 @@ class TogetherRoutes:
         return _file_object(stored, self._file_types.get(stored.id, "jsonl"))
 
     @staticmethod
-    def _check_file_fields(purpose: object, file_name: object, file_type: object) -> tuple[str, str, str]:
-        if not isinstance(file_name, str) or not file_name:
-            raise ApiError(400, "file_name is required", param="file_name", code="missing_required_parameter")
-        if purpose not in FILE_PURPOSES:
-            raise ApiError(
-                400,
-                f"Invalid purpose {purpose!r}; expected one of {', '.join(FILE_PURPOSES)}",
-                param="purpose",
-                code="invalid_value",
-            )
+    def _check_file_fields(purpose: object, file_name: object, file_type: object,
+                           checksum: object = None) -> tuple[str, str, str]:
+        form = {k: v for k, v in (("purpose", purpose), ("file_name", file_name), ("file_type", file_type),
+                                  ("checksum", checksum)) if v is not None}
+        problems = conformance.violations(NAME, "FileUploadForm", form)
+        if problems:
+            param = problems[0].split(":", 1)[0]
+            raise ApiError(400, "Invalid upload: " + "; ".join(problems[:5]),
+                           param=None if param == "(root)" else param, code="invalid_value")
+        name = str(file_name)
         if file_type is None:
-            file_type = file_name.rsplit(".", 1)[-1] if "." in file_name else "jsonl"
-        if file_type not in FILE_TYPES:
-            raise ApiError(400, f"Invalid file_type {file_type!r}", param="file_type", code="invalid_value")
-        return str(purpose), file_name, str(file_type)
+            file_type = name.rsplit(".", 1)[-1] if "." in name else "jsonl"
+        return str(purpose), name, str(file_type)
 
     async def upload_file(self, request: Request) -> Response:
         async with request.form() as form:
@@ -271,10 +266,10 @@ class TogetherRoutes:
 
     async def start_upload(self, request: Request) -> Response:
         async with request.form() as form:
-            purpose, file_name, file_type = self._check_file_fields(
-                form.get("purpose"), form.get("file_name"), form.get("file_type")
-            )
             checksum = form.get("checksum")
+            purpose, file_name, file_type = self._check_file_fields(
+                form.get("purpose"), form.get("file_name"), form.get("file_type"), checksum
+            )
         if isinstance(checksum, str) and checksum:
             for existing in self.store.files(NAME):
                 if existing.purpose == purpose and hashlib.sha256(existing.data).hexdigest() == checksum:
@@ -325,7 +320,7 @@ class TogetherRoutes:
 
     async def list_files(self, request: Request) -> Response:
         files = list(reversed(self.store.files(NAME)))
-        return JSONResponse({"object": "list", "data": [self._file_response(f) for f in files]})
+        return JSONResponse({"data": [self._file_response(f) for f in files]})
 
     async def retrieve_file(self, request: Request) -> Response:
         return JSONResponse(self._file_response(self._file(request.path_params["file_id"])))
@@ -333,7 +328,7 @@ class TogetherRoutes:
     async def delete_file(self, request: Request) -> Response:
         stored = self._file(request.path_params["file_id"])
         self.store.delete_file(NAME, stored.id)
-        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
+        return JSONResponse({"id": stored.id, "deleted": True})
 
     async def file_content(self, request: Request) -> Response:
         stored = self._file(request.path_params["file_id"])
@@ -352,6 +347,9 @@ class TogetherRoutes:
             body = await read_json(request)
         except ApiError as exc:
             raise BatchApiError(400, exc.message) from None
+        problems = conformance.violations(NAME, "CreateBatchRequest", body)
+        if problems:
+            raise BatchApiError(400, "invalid batch create body: " + "; ".join(problems[:5]))
         for name in ("input_file_id", "endpoint"):
             if not isinstance(body.get(name), str) or not body[name]:
                 raise BatchApiError(400, f"{name} is required")
@@ -407,6 +405,11 @@ class TogetherRoutes:
     # results
 
     def _render(self, item: Item, outcome: Outcome) -> ItemResult:
+        if outcome in ("succeeded", "errored"):
+            problems = conformance.violations(NAME, "ChatCompletionRequest", dict(item.body))
+            if problems:
+                message = "invalid request body: " + "; ".join(problems[:5])
+                return _error_line(item, "errored", message, "invalid_request_error")
         if outcome == "succeeded":
             try:
                 body, input_tokens, output_tokens = _chat(item.body, self.store.new_id, int(self.store.now()))
@@ -436,7 +439,7 @@ class TogetherRoutes:
         ):
             if lines:
                 stored = self.store.add_file(
-                    NAME, _jsonl(lines), f"{view.id}_{kind}.jsonl", "batch-generated"
+                    NAME, _jsonl(lines), f"{view.id}_{kind}.jsonl", RESULT_FILE_PURPOSE
                 )
                 updates[f"{kind}_file_id"] = stored.id
         return updates
@@ -470,6 +473,11 @@ def _parse_input_file(
             line = None
         if not isinstance(line, dict):
             problems.append(BatchError("invalid_json", f"line {lineno}: not a JSON object", lineno))
+            continue
+        # The envelope is judged here (a bad one fails the batch); the body per request, at render.
+        envelope = [p for p in conformance.violations(NAME, "BatchInputLine", line) if not p.startswith("body")]
+        if envelope:
+            problems.append(BatchError("invalid_line", f"line {lineno}: " + "; ".join(envelope[:3]), lineno))
             continue
         custom_id, body = line.get("custom_id"), line.get("body")
         if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID_LENGTH:
