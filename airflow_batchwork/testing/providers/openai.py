@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -51,7 +51,10 @@ from airflow_batchwork.testing.store import (
     StoredFile,
 )
 
-__all__ = ["SPEC", "SUPPORTED_ENDPOINTS", "OpenAIBatchRoutes", "check_request", "error_body"]
+__all__ = [
+    "REQUEST_TYPES", "SPEC", "SUPPORTED_ENDPOINTS", "OpenAIBatchRoutes", "Rejected", "check_request", "error_body",
+    "request_problem",
+]
 
 NAME = "openai"
 
@@ -124,7 +127,7 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     }
 
 
-class _Rejected(Exception):
+class Rejected(Exception):
     """A request line the emulated endpoint answers with a per-item 400."""
 
     def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
@@ -134,8 +137,89 @@ class _Rejected(Exception):
         self.code = code
 
 
+_Rejected = Rejected
+
+
 def _bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+# -- strictness: what OpenAI's spec refuses -------------------------------------------------------
+
+# The request type (in schemas/openai.json) that a batch line's body must be, per endpoint.
+REQUEST_TYPES: dict[str, str] = {
+    "/v1/chat/completions": "CreateChatCompletionRequest",
+    "/v1/responses": "CreateResponse",
+    "/v1/completions": "CreateCompletionRequest",
+    "/v1/embeddings": "CreateEmbeddingRequest",
+}
+# Responses content part types by message role (the API refuses any other with `invalid_value`).
+_INPUT_PARTS = ("input_text", "input_image", "input_file")
+_ASSISTANT_PARTS = ("output_text", "refusal")
+
+
+def _supported(values: Sequence[str]) -> str:
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
+
+
+def _content_part_problem(body: Mapping[str, Any]) -> Rejected | None:
+    """A Responses input message whose content part type does not fit its role."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return None
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("type", "message") != "message":
+            continue
+        content = item.get("content")
+        if not isinstance(content, list):
+            continue
+        allowed = _ASSISTANT_PARTS if item.get("role") == "assistant" else _INPUT_PARTS
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in allowed:
+                return Rejected(
+                    f"Invalid value: {kind!r}. Supported values are: {_supported(allowed)}.",
+                    f"input[{i}].content[{j}]",
+                )
+    return None
+
+
+def _schema_problem(name: str, instance: object) -> Rejected | None:
+    """The first way ``instance`` breaks OpenAI's type ``name``, as the API words it."""
+    problems = conformance.violations(NAME, name, instance)
+    if not problems:
+        return None
+    path, _, message = problems[0].partition(": ")
+    more = f" ({len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    unexpected = message.startswith("Additional properties are not allowed")
+    if unexpected:
+        key = message.split("'")[1] if "'" in message else "?"
+        param = key if path == "(root)" else f"{path}.{key}"
+        return Rejected(f"Unknown parameter: '{param}'.{more}", param, "unknown_parameter")
+    param = None if path == "(root)" else path
+    return Rejected(f"Invalid value for '{param or 'body'}': {message}.{more}", param)
+
+
+def line_problem(line: Mapping[str, Any]) -> Rejected | None:
+    """A key ``BatchRequestInput`` does not define (the other envelope checks have their own codes)."""
+    known = conformance.document(NAME)["$defs"]["BatchRequestInput"]["properties"]
+    unknown = sorted(key for key in line if key not in known)
+    if unknown:
+        return Rejected(f"Unknown parameter: '{unknown[0]}'.", unknown[0], "unknown_parameter")
+    return None
+
+
+def request_problem(endpoint: str, body: Mapping[str, Any]) -> Rejected | None:
+    """Why OpenAI would refuse this request body on ``endpoint`` (spec type, then role-typed parts)."""
+    name = REQUEST_TYPES.get(endpoint)
+    if name is None:
+        return None
+    if endpoint == "/v1/responses":
+        problem = _content_part_problem(body)
+        if problem is not None:
+            return problem
+    return _schema_problem(name, body)
 
 
 # -- input validation -----------------------------------------------------------------------------
@@ -167,9 +251,12 @@ def _embedding_input_count(body: Mapping[str, Any]) -> int:
 
 
 def _parse_input_file(
-    data: bytes, endpoint: str
+    data: bytes, endpoint: str, check_line: Callable[[Mapping[str, Any]], Rejected | None] | None = None
 ) -> tuple[list[tuple[str, Mapping[str, Any]]], str | None, list[BatchError]]:
-    """Parse and validate a batch input file: (items, model, errors)."""
+    """Parse and validate a batch input file: (items, model, errors).
+
+    ``check_line`` (if given) judges each parsed line's envelope; a problem fails the batch like the
+    built-in checks do (``errors.data[]`` naming the line)."""
     items: list[tuple[str, Mapping[str, Any]]] = []
     errors: list[BatchError] = []
     seen: set[str] = set()
@@ -188,6 +275,9 @@ def _parse_input_file(
             continue
         custom_id = line.get("custom_id")
         body = line.get("body")
+        envelope = check_line(line) if check_line is not None else None
+        if envelope is not None:
+            errors.append(BatchError(envelope.code or "invalid_request", envelope.message, lineno, envelope.param))
         if not isinstance(custom_id, str) or not custom_id:
             errors.append(
                 BatchError("missing_required_parameter", "Missing 'custom_id'.", lineno, "custom_id")
@@ -365,7 +455,6 @@ def _response(
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
         "service_tier": "default",
-        "store": bool(body.get("store", True)),
         "temperature": body.get("temperature", 1.0),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": "auto",
@@ -379,7 +468,6 @@ def _response(
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": reply.total_tokens,
         },
-        "user": None,
         "metadata": body.get("metadata") or {},
     }
     return response, reply.input_tokens, reply.output_tokens
@@ -590,6 +678,24 @@ class OpenAIBatchRoutes:
         """The Batch object returned by every batch route."""
         return _batch_object(view)
 
+    # Strictness hooks. OpenAI judges what it receives by its own spec (schemas/openai.json); an
+    # OpenAI-compatible provider's routes skip these checks unless it overrides them with its own.
+
+    def request_problem(self, endpoint: str, body: Mapping[str, Any]) -> Rejected | None:
+        """Why the provider refuses one request line's ``body`` (answered as that line's 400), or None."""
+        return request_problem(endpoint, body) if self.provider == NAME else None
+
+    def line_problem(self, line: Mapping[str, Any]) -> Rejected | None:
+        """Why the provider refuses one input file line's envelope (fails the batch), or None."""
+        return line_problem(line) if self.provider == NAME else None
+
+    def create_batch_problem(self, body: Mapping[str, Any]) -> ApiError | None:
+        """Why the provider refuses a ``POST /batches`` body beyond the built-in checks (a 400), or None."""
+        if self.provider != NAME:
+            return None
+        problem = _schema_problem("CreateBatchRequest", body)
+        return None if problem is None else _bad_request(problem.message, problem.param, problem.code)
+
     # files
 
     def _file(self, file_id: str) -> StoredFile:
@@ -671,6 +777,9 @@ class OpenAIBatchRoutes:
         window = body["completion_window"]
         self.check_completion_window(window)
         metadata = _validate_metadata(body.get("metadata"))
+        refusal = self.create_batch_problem(body)
+        if refusal is not None:
+            raise refusal
         input_file = self.store.get_file(self.provider, body["input_file_id"])
         if input_file is None:
             raise _bad_request(
@@ -682,7 +791,7 @@ class OpenAIBatchRoutes:
                 "batch input files must be uploaded with purpose 'batch'.",
                 "input_file_id",
             )
-        items, model, errors = _parse_input_file(input_file.data, endpoint)
+        items, model, errors = _parse_input_file(input_file.data, endpoint, self.line_problem)
         view = self.store.create_batch(
             self.provider,
             endpoint=endpoint,
@@ -727,6 +836,10 @@ class OpenAIBatchRoutes:
     def _render(self, endpoint: str, item: Item, outcome: Outcome) -> ItemResult:
         line_id = self.store.new_id("batch_req_")
         request_id = self.store.new_id("req_")
+        if outcome in ("succeeded", "errored"):
+            problem = self.request_problem(endpoint, item.body)
+            if problem is not None:
+                return self._rejected(item, line_id, request_id, problem.message, problem.param, problem.code)
         if outcome == "succeeded":
             try:
                 body, input_tokens, output_tokens = _ENDPOINTS[endpoint](
