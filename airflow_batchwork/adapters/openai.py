@@ -29,7 +29,6 @@ from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.core.status import ItemResult
 
-
 # `CreateResponse.max_output_tokens` has `minimum: 16` in OpenAI's spec; the API refuses less.
 MIN_RESPONSES_OUTPUT_TOKENS = 16
 # `stop` (chat and legacy completions) takes 1 to 4 sequences (`StopConfiguration`).

@@ -587,7 +587,7 @@ def _batch_object(view: BatchView) -> dict[str, Any]:
                 {"code": e.code, "message": e.message, "param": e.param, "line": e.line} for e in view.errors
             ],
         }
-    return {
+    batch = {
         "id": view.id,
         "object": "batch",
         "endpoint": view.endpoint,
@@ -622,6 +622,9 @@ def _batch_object(view: BatchView) -> dict[str, Any]:
             "total_tokens": input_tokens + output_tokens,
         },
     }
+    if view.model is None:  # a file that failed validation names no model: the key is left out (a string)
+        del batch["model"]
+    return batch
 
 
 def _jsonl(lines: Sequence[Mapping[str, Any]]) -> bytes:
@@ -678,6 +681,10 @@ class OpenAIBatchRoutes:
         """The Batch object returned by every batch route."""
         return _batch_object(view)
 
+    def file_object(self, stored: StoredFile) -> dict[str, Any]:
+        """The File object returned by every file route."""
+        return _file_object(stored)
+
     # Strictness hooks. OpenAI judges what it receives by its own spec (schemas/openai.json); an
     # OpenAI-compatible provider's routes skip these checks unless it overrides them with its own.
 
@@ -720,7 +727,7 @@ class OpenAIBatchRoutes:
                 raise _bad_request(f"Invalid value for 'purpose': {purpose!r}.", "purpose")
             data = await upload.read()
             stored = self.store.add_file(self.provider, data, upload.filename or "upload.jsonl", purpose)
-        return JSONResponse(_file_object(stored))
+        return JSONResponse(self.file_object(stored))
 
     async def list_files(self, request: Request) -> Response:
         limit = query_int(request, "limit", default=10_000, low=1, high=10_000)
@@ -731,7 +738,7 @@ class OpenAIBatchRoutes:
         return JSONResponse(
             {
                 "object": "list",
-                "data": [_file_object(f) for f in page],
+                "data": [self.file_object(f) for f in page],
                 "first_id": page[0].id if page else None,
                 "last_id": page[-1].id if page else None,
                 "has_more": has_more,
@@ -739,7 +746,7 @@ class OpenAIBatchRoutes:
         )
 
     async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse(_file_object(self._file(request.path_params["file_id"])))
+        return JSONResponse(self.file_object(self._file(request.path_params["file_id"])))
 
     async def delete_file(self, request: Request) -> Response:
         stored = self._file(request.path_params["file_id"])
