@@ -622,8 +622,6 @@ def _batch_object(view: BatchView) -> dict[str, Any]:
             "total_tokens": input_tokens + output_tokens,
         },
     }
-    if view.model is None:  # a file that failed validation names no model: the key is left out (a string)
-        del batch["model"]
     return batch
 
 
@@ -679,7 +677,11 @@ class OpenAIBatchRoutes:
 
     def batch_object(self, view: BatchView) -> dict[str, Any]:
         """The Batch object returned by every batch route."""
-        return _batch_object(view)
+        batch = _batch_object(view)
+        if self.provider == NAME and batch["model"] is None:
+            # A file that failed validation names no model; `Batch.model` is a string: the key is left out.
+            del batch["model"]
+        return batch
 
     def file_object(self, stored: StoredFile) -> dict[str, Any]:
         """The File object returned by every file route."""
