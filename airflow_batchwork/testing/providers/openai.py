@@ -210,6 +210,23 @@ def line_problem(line: Mapping[str, Any]) -> Rejected | None:
     return None
 
 
+# Free-text keys: the spec puts no constraint on their strings that matters here (only a 10 MB cap on
+# one part type), so bodies that differ only in them are judged once (``_shape``).
+_FREE_TEXT = frozenset({"content", "text", "prompt", "input", "instructions"})
+_SHAPES_VALID: set[str] = set()
+_MAX_SHAPES = 10_000
+
+
+def _shape(value: object, key: str | None = None) -> object:
+    if isinstance(value, str) and key in _FREE_TEXT:
+        return "x" if value else ""
+    if isinstance(value, dict):
+        return {k: _shape(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v, key) for v in value]
+    return value
+
+
 def request_problem(endpoint: str, body: Mapping[str, Any]) -> Rejected | None:
     """Why OpenAI would refuse this request body on ``endpoint`` (spec type, then role-typed parts)."""
     name = REQUEST_TYPES.get(endpoint)
@@ -219,7 +236,13 @@ def request_problem(endpoint: str, body: Mapping[str, Any]) -> Rejected | None:
         problem = _content_part_problem(body)
         if problem is not None:
             return problem
-    return _schema_problem(name, body)
+    shape = f"{name} " + json.dumps(_shape(body), sort_keys=True)
+    if shape in _SHAPES_VALID:
+        return None
+    problem = _schema_problem(name, body)
+    if problem is None and len(_SHAPES_VALID) < _MAX_SHAPES:
+        _SHAPES_VALID.add(shape)
+    return problem
 
 
 # -- input validation -----------------------------------------------------------------------------
