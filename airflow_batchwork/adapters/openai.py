@@ -6,6 +6,8 @@ the `openai("…")` factory, as in the AI SDK), legacy completions, and embeddin
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -83,10 +85,19 @@ def fill_from_completion(item: ItemResult, body: Mapping[str, Any]) -> None:
     fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
 
 
+def embedding_vector(value: object) -> list[float]:
+    """An `Embedding.embedding`: a list of floats, or (with `encoding_format: "base64"`) the base64 of
+    little-endian float32s."""
+    if isinstance(value, str):
+        raw = base64.b64decode(value)
+        return [float(x) for x in struct.unpack(f"<{len(raw) // 4}f", raw[: len(raw) // 4 * 4])]
+    return [float(x) for x in value or []] if isinstance(value, list) else []
+
+
 def fill_from_embedding(item: ItemResult, body: Mapping[str, Any]) -> None:
     data = body.get("data") or []
     if data and isinstance(data[0], Mapping):
-        item.embedding = [float(x) for x in data[0].get("embedding") or []]
+        item.embedding = embedding_vector(data[0].get("embedding"))
     item.finish_reason = "stop"
     fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
     item.output_tokens = None

@@ -12,6 +12,12 @@ Wire behaviour worth knowing:
   OpenAI error body; ``[[expire]]`` lines carry ``error.code = "batch_expired"`` (and the batch
   ends ``expired``); requests a cancel stopped carry ``error.code = "batch_cancelled"``.
 - ``/v1/completions`` honours the real default ``max_tokens`` of 16.
+- Strict, by OpenAI's own spec (``schemas/openai.json``): a line whose body its endpoint's request type
+  refuses (unknown key, wrong type, bad enum, a Responses content part that does not fit the message's
+  role) gets that line's 400 ``invalid_value`` / ``unknown_parameter``; an unknown key in a line's
+  envelope fails the batch; an unknown key in ``POST /batches`` is a 400. Subclasses for
+  OpenAI-compatible providers skip this unless they override :meth:`OpenAIBatchRoutes.request_problem`,
+  :meth:`~OpenAIBatchRoutes.line_problem` and :meth:`~OpenAIBatchRoutes.create_batch_problem`.
 
 OpenAI-compatible providers reuse :class:`OpenAIBatchRoutes`, :func:`check_request` and
 :func:`error_body` with their own provider name, prefix and limits.
@@ -136,8 +142,6 @@ class Rejected(Exception):
         self.param = param
         self.code = code
 
-
-_Rejected = Rejected
 
 
 def _bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:
@@ -384,7 +388,7 @@ def _max_tokens(body: Mapping[str, Any], *names: str, default: int | None = None
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _Rejected(f"Invalid '{name}': integer below minimum value. Expected a value >= 1.", name)
+            raise Rejected(f"Invalid '{name}': integer below minimum value. Expected a value >= 1.", name)
         return value
     return default
 
@@ -397,7 +401,7 @@ def _chat_completion(
 ) -> tuple[dict[str, Any], int, int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise _Rejected("Invalid 'messages': expected a non-empty array of message objects.", "messages")
+        raise Rejected("Invalid 'messages': expected a non-empty array of message objects.", "messages")
     reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
                           schema=response_format_schema(body))
     response = {
@@ -441,7 +445,7 @@ def _responses_messages(value: object) -> list[Mapping[str, Any]]:
             for item in value
             if isinstance(item, dict) and item.get("type", "message") == "message" and "role" in item
         ]
-    raise _Rejected("Invalid 'input': expected a string or an array of input items.", "input")
+    raise Rejected("Invalid 'input': expected a string or an array of input items.", "input")
 
 
 def _response(
@@ -502,7 +506,7 @@ def _completion(
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise _Rejected("Invalid 'prompt': expected a string or an array of strings.", "prompt")
+        raise Rejected("Invalid 'prompt': expected a string or an array of strings.", "prompt")
     max_tokens = _max_tokens(body, "max_tokens", default=_COMPLETIONS_DEFAULT_MAX_TOKENS)
     replies = [echo.generate([{"role": "user", "content": p}], max_tokens=max_tokens) for p in prompts]
     input_tokens = sum(r.input_tokens for r in replies)
@@ -539,9 +543,9 @@ def _embedding_texts(value: object) -> list[str]:
     elif isinstance(value, list) and value and all(isinstance(v, str | list) for v in value):
         texts = [v if isinstance(v, str) else " ".join(map(str, v)) for v in value]
     else:
-        raise _Rejected("Invalid 'input': expected a string or an array of strings.", "input")
+        raise Rejected("Invalid 'input': expected a string or an array of strings.", "input")
     if any(not text for text in texts):
-        raise _Rejected("Invalid 'input': inputs must not be empty strings.", "input")
+        raise Rejected("Invalid 'input': inputs must not be empty strings.", "input")
     return texts
 
 
@@ -553,7 +557,7 @@ def _embeddings(
     assert dimensions is not None
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise _Rejected("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
+        raise Rejected("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
     data = []
     for index, text in enumerate(texts):
         vector: list[float] | str = echo.embed(text, dimensions)
@@ -610,7 +614,7 @@ def _batch_object(view: BatchView) -> dict[str, Any]:
                 {"code": e.code, "message": e.message, "param": e.param, "line": e.line} for e in view.errors
             ],
         }
-    batch = {
+    return {
         "id": view.id,
         "object": "batch",
         "endpoint": view.endpoint,
@@ -645,7 +649,6 @@ def _batch_object(view: BatchView) -> dict[str, Any]:
             "total_tokens": input_tokens + output_tokens,
         },
     }
-    return batch
 
 
 def _jsonl(lines: Sequence[Mapping[str, Any]]) -> bytes:
@@ -877,7 +880,7 @@ class OpenAIBatchRoutes:
                 body, input_tokens, output_tokens = _ENDPOINTS[endpoint](
                     item.body, self.store.new_id, int(self.store.now())
                 )
-            except _Rejected as exc:
+            except Rejected as exc:
                 return self._rejected(item, line_id, request_id, exc.message, exc.param, exc.code)
             line = {
                 "id": line_id,
