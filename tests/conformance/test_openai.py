@@ -499,7 +499,10 @@ def test_emulator_refuses_bad_chat_lines_per_item(http: httpx.Client) -> None:
     for custom_id in ("role", "type"):
         assert results[custom_id]["response"]["status_code"] == 400
         assert results[custom_id]["response"]["body"]["error"]["type"] == "invalid_request_error"
-    assert results["type"]["response"]["body"]["error"]["param"] == "temperature"
+    role, kind = (results[c]["response"]["body"]["error"] for c in ("role", "type"))
+    assert (role["param"], role["code"]) == ("messages[0].role", "invalid_value")
+    assert "'robot'" in role["message"] and "'user'" in role["message"]
+    assert kind["param"] == "temperature" and "'hot' is not of type 'number'" in kind["message"]
 
 
 def test_emulator_refuses_unknown_envelope_and_create_keys(http: httpx.Client) -> None:

@@ -29,8 +29,11 @@ import base64
 import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -189,20 +192,68 @@ def _content_part_problem(body: Mapping[str, Any]) -> Rejected | None:
     return None
 
 
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$defs": conformance.document(NAME)["$defs"], "$ref": f"#/$defs/{name}"})
+
+
+def _param(path: Sequence[object]) -> str | None:
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return text or None
+
+
+_DISCRIMINATORS = ("type", "role")
+
+
+def _explain(error: ValidationError) -> Rejected:
+    """One schema error as OpenAI words it. A union (``anyOf``) is explained by the variant the value
+    was meant to be: variants refused on their ``type``/``role`` are passed over; if every variant is,
+    the value of that key is what is invalid."""
+    def misses(sub: ValidationError, depth: int) -> bool:
+        return sub.validator in ("enum", "const") and len(sub.absolute_path) == depth + 1 \
+            and sub.absolute_path[-1] in _DISCRIMINATORS
+
+    while error.validator == "anyOf" and error.context:
+        depth = len(error.absolute_path)
+        variants: dict[object, list[ValidationError]] = {}
+        for sub in error.context:
+            variants.setdefault(sub.relative_schema_path[0], []).append(sub)
+
+        fitting = [subs for subs in variants.values() if not any(misses(sub, depth) for sub in subs)]
+        if not fitting:
+            missed = [sub for subs in variants.values() for sub in subs if misses(sub, depth)]
+            key = missed[0].absolute_path[-1]
+            values: list[object] = []
+            for sub in missed:
+                if sub.absolute_path[-1] == key:
+                    allowed = sub.validator_value if sub.validator == "enum" else [sub.validator_value]
+                    values += [v for v in allowed if v not in values]
+            return Rejected(f"Invalid value: {missed[0].instance!r}. Supported values are: "
+                            f"{_supported([str(v) for v in values])}.", _param(missed[0].absolute_path))
+        subs = min(fitting, key=lambda group: (-max(len(sub.absolute_path) for sub in group), len(group)))
+        error = max(subs, key=lambda sub: len(sub.absolute_path))
+    param = _param(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = error.schema.get("properties") or {}
+        extra = sorted(key for key in error.instance if key not in known) if isinstance(error.instance, dict) else []
+        name = ".".join(filter(None, [param, extra[0] if extra else "?"]))
+        return Rejected(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        name = ".".join(filter(None, [param, missing]))
+        return Rejected(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+    return Rejected(f"Invalid value for '{param or 'body'}': {error.message}.", param)
+
+
 def _schema_problem(name: str, instance: object) -> Rejected | None:
     """The first way ``instance`` breaks OpenAI's type ``name``, as the API words it."""
-    problems = conformance.violations(NAME, name, instance)
-    if not problems:
+    errors = sorted(_validator(name).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
         return None
-    path, _, message = problems[0].partition(": ")
-    more = f" ({len(problems) - 1} more problems)" if len(problems) > 1 else ""
-    unexpected = message.startswith("Additional properties are not allowed")
-    if unexpected:
-        key = message.split("'")[1] if "'" in message else "?"
-        param = key if path == "(root)" else f"{path}.{key}"
-        return Rejected(f"Unknown parameter: '{param}'.{more}", param, "unknown_parameter")
-    param = None if path == "(root)" else path
-    return Rejected(f"Invalid value for '{param or 'body'}': {message}.{more}", param)
+    problem = _explain(errors[0])
+    if len(errors) > 1:
+        problem.message += f" ({len(errors) - 1} more problems)"
+    return problem
 
 
 def line_problem(line: Mapping[str, Any]) -> Rejected | None:
