@@ -50,7 +50,7 @@ LINES_COMMIT = "498c71ddf6f1c45b983f972ccabca795da211a3e"
 LINES_COMMIT_DATE = "2025-04-29"
 LINES_FILE = "openapi.yaml"
 GENERATED = "2026-12-01"
-SDK_CHECKED = "openai 3.57.0 (Python SDK types, cross-checked by tests/conformance/test_openai.py)"
+SDK_CHECKED = "the openai 3.57.0 Python SDK types (tests/conformance/test_openai.py)"
 
 ROOTS = (
     # request bodies, per endpoint (structured output comes with them: ResponseFormatJsonSchema,
