@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -134,6 +134,30 @@ def _after(request: Request) -> str | None:
         return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError):
         raise ApiError(400, f"Invalid pagination_token {token!r}.") from None
+
+
+# -- schema checks (schemas/xai.json; the OpenAI-shaped bodies against schemas/openai.json) ----------
+
+# Operation key -> the OpenAI type its body must be (xAI serves OpenAI-compatible bodies there).
+_OPENAI_BODY_TYPES = {"chat_get_completion": "CreateChatCompletionRequest", "responses": "CreateResponse"}
+
+
+def _problems(provider: str, name: str, instance: object, where: str) -> list[str]:
+    return [f"{where}.{p}" if not p.startswith("(root)") else f"{where}{p[6:]}"
+            for p in conformance.violations(provider, name, instance)]
+
+
+def _body_problems(op: str, body: object, where: str) -> list[str]:
+    """What OpenAI's type refuses in an operation body (the other operations are not emulated)."""
+    name = _OPENAI_BODY_TYPES.get(op)
+    return _problems("openai", name, body, where) if name else []
+
+
+def _refuse(problems: list[str]) -> None:
+    """A body the REST gateway cannot deserialize: 422, as xAI answers "an invalid format for a field"."""
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ApiError(422, f"Failed to deserialize the JSON body into the target type: {shown}")
 
 
 class _Rejected(Exception):
@@ -297,6 +321,9 @@ def _parse_file(data: bytes) -> tuple[list[tuple[str, Mapping[str, Any]]], list[
             problem = f"unsupported url {url!r}"
         elif not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
             problem = "body must be an object with a model"
+        if not problem and isinstance(url, str):
+            found = _problems(NAME, "BatchFileLine", line, "line") + _body_problems(_URL_OPS[url], body, "body")
+            problem = "; ".join(found[:3]) or None
         if problem or not isinstance(url, str):
             errors.append(BatchError("invalid_line", problem or "url is required", lineno))
             continue
@@ -439,6 +466,7 @@ class _XaiRoutes:
         name = body.get("name")
         if not isinstance(name, str):
             raise ApiError(422 if "name" in body else 400, "name: a string is required")
+        _refuse(_problems(NAME, "CreateBatchRequest", body, "body"))
         key = request.headers["authorization"].partition(" ")[2].strip()
         metadata = {"name": name, "create_api_key_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"xai-key:{key}"))}
         file_id = body.get("input_file_id")
@@ -508,8 +536,10 @@ class _XaiRoutes:
             if len(json.dumps(entry)) > MAX_REQUEST_BYTES:
                 raise ApiError(400, f"{where}: a batch request may be at most {MAX_REQUEST_BYTES} bytes")
             op, op_body = _operation(f"{where}.batch_request", entry.get("batch_request"))
+            _refuse(_body_problems(op, op_body, f"{where}.batch_request.{op}"))
             taken.add(request_id)
             items.append((request_id, {op: op_body}))
+        _refuse(_problems(NAME, "AddBatchRequestsRequest", body, "body"))
         self.store.create_batch(
             _GROUPS, endpoint="/v1/batches/requests", items=items, render=self._render,
             metadata={"batch_id": view.id}, id_prefix="batch_requests_",
