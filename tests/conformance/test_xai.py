@@ -413,3 +413,18 @@ def test_emulator_cancels_a_file_batch_with_a_bad_line(http: httpx.Client) -> No
 def test_emulator_module_uses_both_documents() -> None:
     assert xai_emulator._OPENAI_BODY_TYPES == {"chat_get_completion": "CreateChatCompletionRequest",
                                                "responses": "CreateResponse"}
+
+
+@pytest.mark.parametrize(("state", "status"), [
+    ("cancelled", "canceled"), ("STATE_CANCELLED", "canceled"),
+    ("pending", "canceled"), ("STATE_PENDING", "canceled"),
+    ("succeeded", "missing"), ("STATE_FAILED", "missing"),
+])
+def test_adapter_reads_rest_and_proto_state_names(state: str, status: str) -> None:
+    from airflow_batchwork.adapters.xai import batch_status, unfinished_item
+
+    cancelled = batch_status({**GOOD_BATCH, "cancel_time": "2025-11-11",
+                              "state": {**GOOD_BATCH["state"], "num_success": 0, "num_cancelled": 1}},
+                             str, now=0.0)
+    item = unfinished_item({**GOOD_META, "state": state}, cancelled)
+    assert item is not None and item.status == status

@@ -249,7 +249,8 @@ def _rest_types() -> dict[str, Any]:
         "BatchRequestEntry": {
             "type": "object",
             "description": "REST reference: one entry of POST /v1/batches/{batch_id}/requests",
-            "properties": {"batch_request_id": nullable_string, "batch_request": {"$ref": "#/$defs/BatchRequestOperation"}},
+            "properties": {"batch_request_id": nullable_string,
+                           "batch_request": {"$ref": "#/$defs/BatchRequestOperation"}},
             "required": ["batch_request"],
             "additionalProperties": False,
         },
@@ -267,13 +268,21 @@ def _rest_types() -> dict[str, Any]:
         "ChatCompletion": chat_completion,
         "ResponsesResult": {
             "type": "object",
-            "description": "A /v1/responses answer under batch_result.response.responses (OpenAI Response "
-                           "shape; xAI adds usage counters, so only the envelope is checked here)",
+            "description": "A /v1/responses answer under batch_result.response.responses: the fields of xAI's "
+                           "Responses reference (response body); output items and usage are checked loosely",
             "properties": {
-                "id": {"type": "string"}, "object": {"const": "response"}, "model": {"type": "string"},
-                "status": {"type": "string"}, "output": {"type": "array"}, "usage": {"type": "object"},
+                "id": {"type": "string"}, "object": {"const": "response"}, "created_at": {"type": "integer"},
+                "model": {"type": "string"}, "status": {"type": "string"},
+                "output": {"type": "array", "items": {"type": "object", "required": ["type"]}},
+                "usage": {"type": ["object", "null"],
+                          "required": ["input_tokens", "output_tokens", "total_tokens"]},
+                **{key: {} for key in (
+                    "background", "debug_output", "incomplete_details", "max_output_tokens", "metadata",
+                    "parallel_tool_calls", "previous_response_id", "reasoning", "store", "temperature", "text",
+                    "tool_choice", "tools", "top_p", "user")},
             },
-            "required": ["id", "object", "model", "status", "output"],
+            "required": ["id", "object", "created_at", "model", "status", "output"],
+            "additionalProperties": False,
         },
         "BatchResultResponse": {
             "type": "object",
@@ -294,7 +303,8 @@ def _rest_types() -> dict[str, Any]:
                     {"type": "object", "properties": {"error": {"type": "string"}},
                      "required": ["error"], "additionalProperties": False},
                     {"type": "object",
-                     "properties": {"response": {"anyOf": [{"const": "unknown"}, {"$ref": "#/$defs/BatchResultResponse"}]}},
+                     "properties": {"response": {"anyOf": [{"const": "unknown"},
+                                                           {"$ref": "#/$defs/BatchResultResponse"}]}},
                      "required": ["response"], "additionalProperties": False},
                 ]},
             },
