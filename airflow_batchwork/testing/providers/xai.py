@@ -9,7 +9,8 @@ Wire behaviour worth knowing:
 - There is no status enum: the Batch object carries ``state`` counters, ``cancel_time`` and
   ``expire_time``. A group's items count as pending until the group ends (partial results while a
   batch runs are not emulated). An ``[[expire]]`` item stays pending and has no result; the batch's
-  ``expire_time`` is the end of its last group's processing window.
+  ``expire_time`` is a grace period (``processing_seconds``, at least 1 s) after the end of its last group's
+  processing window, so a request finishing at the window's end is never seen as expired.
 - Results list only finished requests: success ``batch_result.response.<op>``, failure
   ``batch_result.error`` (a string, the REST reference's form). Cancelled or expired requests appear
   only in ``GET /batches/{id}/requests`` (state ``cancelled`` / ``pending``).
@@ -68,6 +69,8 @@ _MB = 1024 * 1024
 MAX_REQUEST_BYTES = 25 * _MB
 MAX_FILE_BYTES = 200 * _MB
 MAX_FILE_REQUESTS = 50_000
+# At least this long between the end of a batch's processing window and its `expire_time`.
+EXPIRY_GRACE_SECONDS = 1.0
 # Deterministic cost: 1 tick = 1e-10 USD (xAI batch guide).
 _TICKS_PER_INPUT_TOKEN = 2_000
 _TICKS_PER_OUTPUT_TOKEN = 5_000
@@ -357,6 +360,11 @@ def _is_file_batch(view: BatchView) -> bool:
     return "input_file_id" in view.extra
 
 
+def _expiry_grace(view: BatchView) -> float:
+    """Seconds between the end of processing and `expire_time` (xAI: processing ends well before expiry)."""
+    return max(view.processing_seconds, EXPIRY_GRACE_SECONDS)
+
+
 def _summarize(view: BatchView, groups: Sequence[BatchView]) -> _Summary:
     counts = {"requests": 0, "pending": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
     requested = (view.cancel_requested_at, *(g.cancel_requested_at for g in groups))
@@ -377,8 +385,10 @@ def _summarize(view: BatchView, groups: Sequence[BatchView]) -> _Summary:
                 counts[_STATE_OF_OUTCOME[result.outcome]] += 1
         else:
             counts["pending"] += group.request_count
+    # A batch expires a grace period after its last group's window ends, never at that same instant: a
+    # client reading "1 pending" just before the window's end must not find expire_time already past.
     expire = max((g.created_at + g.processing_seconds for g in groups),
-                  default=view.created_at + view.processing_seconds)
+                 default=view.created_at + view.processing_seconds) + _expiry_grace(view)
     return _Summary(
         num_requests=counts["requests"], num_pending=counts["pending"], num_success=counts["succeeded"],
         num_error=counts["failed"], num_cancelled=counts["cancelled"],
