@@ -12,6 +12,9 @@ Allow-list (reasoned, nothing else is let through):
   (``cost_in_usd_ticks``, ``num_sources_used``) that OpenAI's ``Response`` type does not define.
 - ``debug_output`` of a chat completion is an open object: the reference lists its fields but the emulator
   never sends it.
+- A ``responses`` request's result is accepted under the ``responses`` key: the REST reference lists only
+  ``chat_get_completion`` (and the proto only a completion response), the guide sends ``responses`` requests
+  but does not show their results. The adapter reads a result body by its shape, whatever the key.
 """
 
 from __future__ import annotations
@@ -428,3 +431,16 @@ def test_adapter_reads_rest_and_proto_state_names(state: str, status: str) -> No
                              str, now=0.0)
     item = unfinished_item({**GOOD_META, "state": state}, cancelled)
     assert item is not None and item.status == status
+
+
+@pytest.mark.parametrize(("result", "status"), [
+    ({"error": "Model grok-x is not supported for batch processing"}, "errored"),
+    ({"response": "unknown"}, "errored"),  # the REST reference's other `response` form
+])
+def test_adapter_reads_every_result_form_the_schema_allows(result: dict[str, Any], status: str) -> None:
+    from airflow_batchwork.adapters.xai import parse_result
+
+    entry = {"batch_request_id": "a", "batch_result": result}
+    assert xai("BatchResult", entry) == []
+    item = parse_result(entry, "batch_1")
+    assert item is not None and item.status == status and item.error_message
