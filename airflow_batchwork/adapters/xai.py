@@ -100,6 +100,23 @@ def parse_time(value: object, *, end_of_day: bool = False) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
+def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
+    """The Responses `input` messages, system first. Text parts are `input_text` in user and system
+    messages and `output_text` (with its required `annotations`) in assistant turns: the Responses API
+    refuses chat's `{"type": "text"}` parts, and input parts in an assistant message."""
+    messages = chat_messages(request)
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            if message["role"] == "assistant":
+                message["content"] = [
+                    {"type": "output_text", "text": part["text"], "annotations": []} for part in content
+                ]
+            else:
+                message["content"] = [{"type": "input_text", "text": part["text"]} for part in content]
+    return messages
+
+
 def batch_status(batch: Mapping[str, Any], check_id: Any, *, now: float) -> BatchStatus:
     """Normalize an xAI Batch object; its state is derived from counters and time fields."""
     raw = batch.get("state")
@@ -199,23 +216,6 @@ def unfinished_item(meta: Mapping[str, Any], batch: BatchStatus) -> ItemResult |
     else:
         return None
     return item
-
-
-def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
-    """The Responses `input` messages, system first. Text parts are `input_text` in user and system
-    messages and `output_text` (with its required `annotations`) in assistant turns: the Responses API
-    refuses chat's `{"type": "text"}` parts, and input parts in an assistant message."""
-    messages = chat_messages(request)
-    for message in messages:
-        content = message["content"]
-        if isinstance(content, list):
-            if message["role"] == "assistant":
-                message["content"] = [
-                    {"type": "output_text", "text": part["text"], "annotations": []} for part in content
-                ]
-            else:
-                message["content"] = [{"type": "input_text", "text": part["text"]} for part in content]
-    return messages
 
 
 def error_parser(response: httpx.Response) -> tuple[str | None, str]:
