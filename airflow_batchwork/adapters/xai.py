@@ -108,13 +108,17 @@ def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
     for message in messages:
         content = message["content"]
         if isinstance(content, list):
-            if message["role"] == "assistant":
-                message["content"] = [
-                    {"type": "output_text", "text": part["text"], "annotations": []} for part in content
-                ]
-            else:
-                message["content"] = [{"type": "input_text", "text": part["text"]} for part in content]
+            message["content"] = [_responses_part(part, message["role"]) for part in content]
     return messages
+
+
+def _responses_part(part: dict[str, Any], role: str) -> dict[str, Any]:
+    """A chat text part as a Responses part; any other part is left as it is."""
+    if part.get("type") != "text":
+        return part
+    if role == "assistant":
+        return {"type": "output_text", "text": part["text"], "annotations": []}
+    return {"type": "input_text", "text": part["text"]}
 
 
 def batch_status(batch: Mapping[str, Any], check_id: Any, *, now: float) -> BatchStatus:
