@@ -176,6 +176,15 @@ def _non_json(value: Any, where: str) -> tuple[str, str, str] | None:
             "convert it to a str, int, float, bool, list or dict (e.g. float(x) or str(x)) before submitting")
 
 
+def check_request_list(raw: object, field: str = "requests") -> None:
+    """Refuse a dict or a string given as the request list (it would be walked key by key)."""
+    if isinstance(raw, Mapping | str | bytes):
+        raise RequestValidationError(
+            field, f"expected a list of request dicts, got a {type(raw).__name__}",
+            'wrap it in a list, e.g. requests=[{"custom_id": "a", "prompt": "…"}]',
+        )
+
+
 def iter_requests(
     raw: Iterable[Mapping[str, Any]],
     *,
@@ -187,11 +196,7 @@ def iter_requests(
 
     Streaming: valid requests are yielded as they come; problems are gathered (up to five) and raised
     together when the input ends, so a caller must not act on what it got before then."""
-    if isinstance(raw, Mapping | str | bytes):
-        raise RequestValidationError(
-            field, f"expected a list of request dicts, got a {type(raw).__name__}",
-            'wrap it in a list, e.g. requests=[{"custom_id": "a", "prompt": "…"}]',
-        )
+    check_request_list(raw, field)
     base = validate_defaults(defaults)
     kind = ref.kind
     problems: list[tuple[str, str, str]] = []

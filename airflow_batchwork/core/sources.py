@@ -15,6 +15,8 @@ from airflow_batchwork.core.requests import REQUEST_FIELDS
 PARQUET_BATCH_ROWS = 10_000
 # A request needs one of these (see core/requests.py).
 INPUT_FIELDS = frozenset({"prompt", "messages", "value"})
+# Column names that usually hold the text to send, for the `columns=` suggestion.
+TEXT_COLUMNS = frozenset({"text", "body", "content", "question", "input", "message", "query"})
 # Key under which a source row's carried-through columns travel with its request dict.
 PASSTHROUGH_KEY = "__passthrough__"
 
@@ -87,7 +89,9 @@ def _parquet(url: str, wanted: Sequence[str] | None, storage_options: Mapping[st
                                      f"use one of: {', '.join(names)}")
         if selected is None and not INPUT_FIELDS & set(names):
             # Without this every row would be refused alone, as an unknown field.
-            guess = next((n for n in names if n not in REQUEST_FIELDS), names[0] if names else "text")
+            text_like = [n for n in names if n.lower() in TEXT_COLUMNS]
+            other = [n for n in names if n not in REQUEST_FIELDS and not n.lower().endswith("id")]
+            guess = (text_like or other or names or ["text"])[0]
             raise ConfigurationError(
                 "columns", f"{url!r} has no prompt, messages or value column (columns found: {', '.join(names)})",
                 f'map your columns to request fields, e.g. columns={{"prompt": "{guess}"}}',

@@ -25,7 +25,7 @@ from airflow_batchwork.core.errors import ConfigurationError, RequestValidationE
 from airflow_batchwork.core.parquet import RESULT_SCHEMA
 from airflow_batchwork.core.recorder import CHARS_PER_TOKEN, RequestRecorder, estimated_input_tokens
 from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.requests import BatchRequest, iter_requests
+from airflow_batchwork.core.requests import BatchRequest, check_request_list, iter_requests
 from airflow_batchwork.core.sources import PASSTHROUGH_KEY
 
 IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
@@ -86,6 +86,7 @@ def prepare_job(
     per-request size check, greedy sharding by the provider's count and byte limits. With
     `context_window`, a request whose estimated tokens (input + max_output_tokens) exceed it is refused."""
     ref = parse_model(model)
+    check_request_list(requests)
     cls = adapter_class(ref.provider)
     effective = cls.limits.with_overrides(limits)
     payload = cls.offline()
