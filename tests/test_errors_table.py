@@ -10,9 +10,9 @@ import asyncio
 import json
 import os
 import tempfile
-from decimal import Decimal
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
