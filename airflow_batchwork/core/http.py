@@ -222,6 +222,8 @@ class ProviderHTTP:
 
     def error_for(self, response: httpx.Response) -> ProviderAPIError:
         code, message = self._error_parser(response)
+        method: str | None
+        url: str | None
         try:
             method, url = response.request.method, _safe_url(str(response.request.url))
         except RuntimeError:  # a response built without its request
