@@ -173,12 +173,17 @@ async def _submit(emu: Emulator, model: str, requests: list[dict[str, Any]], **k
 
 # -- errors that retrying cannot fix --------------------------------------------------------------
 
-def test_refused_key_fails_without_retries_naming_the_url(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_key_fails_without_retries_naming_the_url(emu: Emulator, monkeypatch: pytest.MonkeyPatch,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
     conn = json.loads(connection_env(emu)["AIRFLOW_CONN_BATCHWORK_OPENAI"])
     monkeypatch.setenv("AIRFLOW_CONN_BATCHWORK_OPENAI", json.dumps({**conn, "password": "invalid"}))
     run = load_dag("preflight_refused_key").test()
+    logged = "".join(capfd.readouterr())
     assert task_states(run) == {"submit": "failed"} and tries(run)["submit"] == 1
     assert len(creates(emu)) == 1  # the refused upload, not repeated
+    assert f"401 (invalid_api_key) on POST {emu.base_url('openai')}/files" in logged
+    assert "invalid.." not in logged and "Fix: the API key was refused" in logged
+    assert "XCom not found" not in logged  # the failed task's console link is empty, not looked up
 
 
 def test_http_error_names_method_and_url_never_the_key(emulator: Emulator) -> None:

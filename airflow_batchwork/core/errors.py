@@ -63,8 +63,8 @@ class ProviderAPIError(BatchworkError):
         detail = f" ({code})" if code else ""
         call = f" on {method} {url}" if method and url else ""
         fix = _FIXES.get(status_code)
-        super().__init__(f"{provider} API error {status_code}{detail}{call}: {message}"
-                         + (f". Fix: {fix}" if fix else ""))
+        text = f"{provider} API error {status_code}{detail}{call}: {message}"
+        super().__init__(f"{text.rstrip('.')}. Fix: {fix}" if fix else text)
 
     @property
     def retryable(self) -> bool:
