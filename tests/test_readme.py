@@ -138,3 +138,10 @@ def test_documented_progress_line_is_the_one_the_trigger_logs() -> None:
     # The trigger logs "<provider> <batch ids> — <line>, elapsed <n>s" (triggers/batch.py).
     for doc in (section("Watching progress"), (README.parent / "docs" / "airflow.md").read_text()):
         assert f"— {line}, elapsed 240s" in doc, (line, doc)
+
+
+def test_flow_diagram_names_every_step() -> None:
+    (diagram,) = blocks("mermaid")
+    for step in ("SubmitBatchOperator", "BatchCompleteTrigger", "CollectResultsOperator", "Parquet", "downstream"):
+        assert step in diagram, step
+    assert diagram.startswith("flowchart")
