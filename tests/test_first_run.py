@@ -50,6 +50,7 @@ def test_emulator_cli_lines_work_when_pasted(emulator: Emulator, monkeypatch: py
 
 def test_clean_demo_run_is_quiet_and_succeeds(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "OPENAI"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # this checkout's code
     done = subprocess.run([sys.executable, "-m", "airflow_batchwork.testing.demo", "--workdir", str(tmp_path / "d")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     output = done.stdout + done.stderr
