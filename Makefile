@@ -1,5 +1,5 @@
 # Every target creates and uses .venv by itself. `make demo` installs the runtime dependencies only;
-# `make test` (and lint, bench, conformance) add the test extras. scripts/install.sh uses uv when it can
+# `make test` (and lint, bench, conformance) add the test extras. .ci/install.sh uses uv when it can
 # (USE_UV=0: plain pip).
 PYTHON ?= python3
 VENV := .venv
@@ -14,11 +14,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(RUNTIME): pyproject.toml | $(PY)
-	sh scripts/install.sh $(VENV)
+	sh .ci/install.sh $(VENV)
 	@touch $(RUNTIME)
 
 $(STAMP): pyproject.toml | $(PY)
-	sh scripts/install.sh $(VENV) test
+	sh .ci/install.sh $(VENV) test
 	@touch $(RUNTIME) $(STAMP)
 
 install: $(RUNTIME)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install this package into a virtualenv: `scripts/install.sh VENV EXTRAS`, e.g. `scripts/install.sh .venv test`.
+# Install this package into a virtualenv: `.ci/install.sh VENV EXTRAS`, e.g. `.ci/install.sh .venv test`.
 # Uses uv (installed into the venv from the package index) when it can, plain pip otherwise or with USE_UV=0.
 # uv does not read pip's configuration, so the constraints, find-links and extra indexes pip is set up with
 # are passed on to it.
