@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test conformance lint bench clean
+.PHONY: install demo test conformance integration lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The real-deployment test's extras (PostgreSQL drivers, Celery provider) on top of the test install.
+INTEGRATION_STAMP := $(VENV)/.integration-stamp
+$(INTEGRATION_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,integration]'
+	@touch $(INTEGRATION_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m airflow_batchwork.testing.demo
 
@@ -23,6 +29,11 @@ test: $(STAMP)
 
 conformance: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/conformance
+
+# Real Airflow components (api-server, scheduler, dag-processor, triggerers, Celery workers) as processes on
+# PostgreSQL and Redis from the OS packages (apt-get as root when missing); docs/deployment.md.
+integration: $(INTEGRATION_STAMP)
+	BATCHWORK_INTEGRATION=1 $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,9 +55,33 @@ def services(procs: Processes, base: Path) -> dict[str, str]:
     return {"sql": start_postgres(procs, base), "redis": start_redis(procs, base)}
 
 
+class GateClock:
+    """The emulator's clock: wall time plus a shift, so that batches end when a test says so, not by timing.
+
+    Batches get ``HOLD`` seconds of processing, i.e. they stay in progress (collect always finds them
+    running and defers) until :meth:`release` moves the clock past the end of every batch created so far.
+    """
+
+    HOLD = 3600.0
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+    def release(self) -> None:
+        self.shift += self.HOLD + 60
+
+
 @pytest.fixture(scope="session")
-def emu() -> Iterator[Emulator]:
-    with Emulator(processing_seconds=3) as emulator:
+def gate() -> GateClock:
+    return GateClock()
+
+
+@pytest.fixture(scope="session")
+def emu(gate: GateClock) -> Iterator[Emulator]:
+    with Emulator(processing_seconds=GateClock.HOLD, clock=gate) as emulator:
         yield emulator
 
 

@@ -270,6 +270,12 @@ class Api:
     def close(self) -> None:
         self.http.close()
 
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def get(self, path: str, **params: Any) -> Any:
         response = self.http.get(path, params=params)
         response.raise_for_status()
@@ -304,14 +310,16 @@ class Api:
         return json.loads(value) if isinstance(value, str) else value
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
-        response = self.http.get(self.run_path(dag_id, run_id) + f"/taskInstances/{task_id}/logs/{try_number}",
-                                 params={"map_index": map_index, "full_content": True},
-                                 headers={"Accept": "text/plain"})
-        response.raise_for_status()
-        return response.text
+        """The task log as the UI shows it (task and trigger parts), one JSON line per log event."""
+        body = self.get(self.run_path(dag_id, run_id) + f"/taskInstances/{task_id}/logs/{try_number}",
+                        map_index=map_index, full_content=True)
+        return "\n".join(json.dumps(line) for line in body["content"])
 
     def jobs(self, job_type: str, alive: bool = True) -> list[dict[str, Any]]:
-        return list(self.get("/api/v2/jobs", job_type=job_type, is_alive=alive, limit=100)["jobs"])
+        params: dict[str, Any] = {"job_type": job_type, "limit": 100}
+        if alive:
+            params["is_alive"] = True  # any value of is_alive filters to the live ones
+        return list(self.get("/api/v2/jobs", **params)["jobs"])
 
 
 # -- the Airflow deployment -------------------------------------------------------------------------------
@@ -325,6 +333,7 @@ class Deployment:
     home: Path
     env: dict[str, str]
     api_port: int
+    triggerers: dict[int, Proc] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -368,8 +377,27 @@ class Deployment:
         found: dict[int, str] = {}
         for path in folder.rglob("*.log.trigger.*.log"):
             job_id = int(path.name.rsplit(".", 2)[-2])
-            found[job_id] = found.get(job_id, "") + path.read_text(errors="replace")
+            found[job_id] = found.get(job_id, "") + "\n".join(map(_log_event, path.read_text(errors="replace")
+                                                                    .splitlines()))
         return found
+
+    def start_triggerer_job(self, name: str, api: Api) -> int:
+        """Start a triggerer and wait for its job row: returns its job id (recorded in `triggerers`)."""
+        known = {j["id"] for j in api.jobs("TriggererJob", alive=False)}
+        proc = self.start_triggerer(name)
+        job_id = wait_for(lambda: next((j["id"] for j in api.jobs("TriggererJob") if j["id"] not in known), None),
+                          timeout=180, what=f"{name}'s job", procs=self.procs)
+        self.triggerers[int(job_id)] = proc
+        return int(job_id)
+
+
+def _log_event(line: str) -> str:
+    """A structured (JSON) log line as its message, so that non-ASCII text is searchable; others as they are."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    return f"{record.get('event', '')} {line}" if isinstance(record, dict) else line
 
 
 def airflow_env(*, home: Path, sql_url: str, executor: str, api_port: int, pythonpath: str,
@@ -395,14 +423,16 @@ def airflow_env(*, home: Path, sql_url: str, executor: str, api_port: int, pytho
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        # A busy 2-core box: few task processes at once; short retry and failure-detection times so the
-        # crash scenarios end in minutes, not the 5-minute defaults.
+        # A busy 2-core box: few task processes at once; short retry delay and orphan checks so the crash
+        # scenarios end in minutes. The health thresholds must stay generous: a scheduler whose own heartbeat
+        # lags past scheduler_health_check_threshold marks ITSELF failed and resets its running tasks (seen
+        # here at 15 s), and a lagging triggerer would have its triggers taken by another.
         "AIRFLOW__CORE__PARALLELISM": "6",
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
-        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "15",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45",
-        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "60",
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "30",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         **extra,
     }

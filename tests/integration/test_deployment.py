@@ -21,6 +21,7 @@ import pytest
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
 from airflow_batchwork.testing.faults import FaultConfig
+from tests.integration.conftest import GateClock
 from tests.integration.stack import Api, Deployment, Processes, airflow_env, free_port, make_home, wait_for
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,8 @@ def local(base: Path, procs: Processes, services: dict[str, str], emu: Emulator,
         dep.start_api_server()
         dep.start_dag_processor()
         dep.start_scheduler()
-        dep.start_triggerer()
+        with Api(dep.api_url) as client:
+            dep.start_triggerer_job("triggerer", client)
         yield dep
     finally:
         stop_airflow(procs)
@@ -87,8 +89,9 @@ def celery(base: Path, procs: Processes, services: dict[str, str], emu: Emulator
         dep.start_api_server()
         dep.start_dag_processor()
         dep.start_scheduler()
-        dep.start_triggerer("triggerer-a")
-        dep.start_triggerer("triggerer-b")
+        with Api(dep.api_url) as client:  # one after the other, to know which process runs which job
+            dep.start_triggerer_job("triggerer-a", client)
+            dep.start_triggerer_job("triggerer-b", client)
         dep.start_celery_worker("worker-1")
         dep.start_celery_worker("worker-2")
         yield dep
@@ -121,7 +124,8 @@ class Watch:
             tis = api.task_instances(dag_id, run_id)
             for ti in tis:
                 if ti["state"] == "deferred":
-                    holder = (ti.get("triggerer_job") or {}).get("id")
+                    # (the response's `triggerer_job` is the job that queued the task, in Airflow 3.3)
+                    holder = (ti.get("trigger") or {}).get("triggerer_id")
                     key = (dag_id, run_id, ti["task_id"], ti["map_index"])
                     self.deferred.setdefault(key, set()).update({holder} if holder is not None else set())
             seen[(dag_id, run_id)] = (api.run(dag_id, run_id)["state"], tis)
@@ -182,14 +186,13 @@ def check_outputs(api: Api, dag_id: str, run_id: str, tis: list[dict[str, Any]])
         assert sorted(table.column("custom_id").to_pylist()) == [f"t{i:04d}" for i in range(30)]
 
 
-PROGRESS = re.compile(r"(batch_|msgbatch_|batches/|[0-9a-f-]{20,})\S*\s+—\s+.*elapsed \d+s")
+PROGRESS = re.compile(r" — .*, elapsed \d+s")  # BatchCompleteTrigger's progress line
 
 
 def check_deferred_through_triggerer(api: Api, dep: Deployment, watch: Watch, dag_id: str, run_id: str,
                                      tis: list[dict[str, Any]]) -> None:
     """Collect deferred, a triggerer process polled (progress lines in its trigger log), the task resumed."""
-    triggerers = {j["id"] for j in api.jobs("TriggererJob", alive=False)} | {
-        j["id"] for j in api.jobs("TriggererJob")}
+    triggerers = {j["id"] for j in api.jobs("TriggererJob", alive=False)}
     logs = dep.trigger_logs(dag_id, run_id, "collect")
     batch_ids = batch_ids_of(api, dag_id, run_id, tis)
     for ti in (t for t in tis if t["task_id"] == "collect"):
@@ -210,6 +213,27 @@ def assert_no_state_mismatch(api: Api) -> None:
     assert logs["total_entries"] == 0, [e.get("extra") for e in logs["event_logs"]]
 
 
+COLLECTS = {ENRICH: 1, BACKFILL: 1, EVAL: 7}
+
+
+def release_once_deferred(gate: GateClock) -> Callable[[Watch, Any], None]:
+    """An `on_tick`: end the batches once every collect of every run sits deferred on a triggerer."""
+    released = False
+
+    def tick(watch: Watch, seen: Any) -> None:
+        nonlocal released
+        if released:
+            return
+        for dag_id, run_id in watch.runs:
+            held = [k for k, holders in watch.deferred.items() if k[:3] == (dag_id, run_id, "collect") and holders]
+            if len(held) < COLLECTS[dag_id]:
+                return
+        gate.release()
+        released = True
+
+    return tick
+
+
 def emulator_batch_ids(emu: Emulator) -> set[str]:
     return {b.id for b in emu.batches()}
 
@@ -222,11 +246,12 @@ def wait_parsed(api: Api, dep: Deployment) -> None:
     wait_for(parsed, timeout=240, what="the example DAGs to be parsed", procs=dep.procs)
 
 
-def trigger_log_holder(dep: Deployment, dag_id: str, run_id: str) -> Callable[[], int | None]:
+def trigger_log_holder(dep: Deployment, dag_id: str, run_id: str, besides: frozenset[int] | set[int] = frozenset()
+                       ) -> Callable[[], int | None]:
     """A check: the triggerer job whose trigger log for this run's collect already has a progress line."""
     def polled() -> int | None:
         for job_id, text in dep.trigger_logs(dag_id, run_id, "collect").items():
-            if PROGRESS.search(text):
+            if job_id not in besides and PROGRESS.search(text):
                 return job_id
         return None
 
@@ -252,14 +277,15 @@ class Scenarios:
         aliases = {a["name"] for a in api.get("/api/v2/assets/aliases", limit=100)["asset_aliases"]}
         assert ALIAS in aliases, aliases
 
-    def test_examples_triggered_by_hand(self, api: Api, emu: Emulator, request: pytest.FixtureRequest) -> None:
+    def test_examples_triggered_by_hand(self, api: Api, emu: Emulator, gate: GateClock,
+                                        request: pytest.FixtureRequest) -> None:
         dep: Deployment = request.getfixturevalue(self.stack)
         before = emulator_batch_ids(emu)
         for dag_id in EXAMPLES:
             api.unpause(dag_id)  # enrichment and nightly_eval also get their latest scheduled run now
         manual = [(dag_id, api.trigger(dag_id)) for dag_id in EXAMPLES]
         runs = list({*manual, *((d, r["dag_run_id"]) for d in EXAMPLES for r in api.runs(d))})
-        watch = drive(api, dep, runs)
+        watch = drive(api, dep, runs, on_tick=release_once_deferred(gate))
         made: list[str] = []
         for (dag_id, run_id), tis in watch.final.items():
             assert all(t["try_number"] == 1 for t in tis), [(t["task_id"], t["try_number"]) for t in tis]
@@ -274,26 +300,26 @@ class Scenarios:
                 assert events["total_entries"] == 7, events  # one per mapped collect, through the alias
         assert_no_state_mismatch(api)
 
-    def test_triggerer_sigkill_mid_poll(self, api: Api, emu: Emulator, request: pytest.FixtureRequest) -> None:
+    def test_triggerer_sigkill_mid_poll(self, api: Api, emu: Emulator, gate: GateClock,
+                                        request: pytest.FixtureRequest) -> None:
         dep: Deployment = request.getfixturevalue(self.stack)
-        names = [p.name for p in dep.procs.procs if p.name.startswith("triggerer") and p.alive()]
+        alive = {job_id: proc for job_id, proc in dep.triggerers.items() if proc.alive()}
         before = emulator_batch_ids(emu)
-        emu.processing_seconds = 45  # the batch outlives the triggerer that first polls it
-        try:
-            run_id = api.trigger(ENRICH)
-            first = wait_for(trigger_log_holder(dep, ENRICH, run_id), timeout=RUN_DEADLINE,
-                             what="a triggerer to poll the batch", procs=dep.procs)
-        finally:
-            emu.processing_seconds = 3
-        victim = self._process_of(dep, names, f"{ENRICH}/{run_id}/collect")
-        victim.kill_group()  # SIGKILL mid-poll: the triggerer and its trigger runner subprocess
-        if len(names) == 1:
-            dep.start_triggerer("triggerer-restarted")
+        run_id = api.trigger(ENRICH)  # its batch stays in progress until the gate opens
+        first = wait_for(trigger_log_holder(dep, ENRICH, run_id), timeout=RUN_DEADLINE,
+                         what="a triggerer to poll the batch", procs=dep.procs)
+        alive[first].kill_group()  # SIGKILL mid-poll: the triggerer and its trigger runner subprocess
+        if len(alive) == 1:
+            with Api(dep.api_url) as client:
+                dep.start_triggerer_job("triggerer-restarted", client)
+        # Another triggerer takes the trigger over (after the dead one's heartbeat times out) and polls.
+        wait_for(trigger_log_holder(dep, ENRICH, run_id, besides={first}), timeout=RUN_DEADLINE,
+                 what="another triggerer to poll the batch", procs=dep.procs)
+        gate.release()
         watch = drive(api, dep, [(ENRICH, run_id)])
         tis = watch.final[(ENRICH, run_id)]
-        holders = watch.deferred[(ENRICH, run_id, "collect", -1)]
-        assert first in holders and len(holders) >= 2, holders  # another triggerer took the trigger over
         logs = dep.trigger_logs(ENRICH, run_id, "collect")
+        # Another triggerer took the trigger over and polled too (its own trigger log file).
         assert PROGRESS.search(logs[first]) and any(PROGRESS.search(logs[j]) for j in logs if j != first), logs
         assert all(t["try_number"] == 1 for t in tis)
         check_outputs(api, ENRICH, run_id, tis)
@@ -301,7 +327,8 @@ class Scenarios:
         assert len(made) == 1 and emulator_batch_ids(emu) - before == set(made)
         assert_no_state_mismatch(api)
 
-    def test_scheduler_sigkill_mid_submit(self, api: Api, emu: Emulator, request: pytest.FixtureRequest) -> None:
+    def test_scheduler_sigkill_mid_submit(self, api: Api, emu: Emulator, gate: GateClock,
+                                          request: pytest.FixtureRequest) -> None:
         dep: Deployment = request.getfixturevalue(self.stack)
         before = emulator_batch_ids(emu)
         answered = len(emu.requests)
@@ -321,22 +348,13 @@ class Scenarios:
         finally:
             emu.faults = FaultConfig()
         dep.start_scheduler("scheduler-restarted")
-        watch = drive(api, dep, [(ENRICH, run_id)])
+        watch = drive(api, dep, [(ENRICH, run_id)], on_tick=release_once_deferred(gate))
         tis = watch.final[(ENRICH, run_id)]
         check_outputs(api, ENRICH, run_id, tis)
         made = batch_ids_of(api, ENRICH, run_id, tis)
         new = emulator_batch_ids(emu) - before
         assert len(made) == 1 and new == set(made), (made, new)
         request.node.user_properties.append(("submit_tries", {t["task_id"]: t["try_number"] for t in tis}))
-
-    @staticmethod
-    def _process_of(dep: Deployment, names: list[str], trigger_name: str) -> Any:
-        """Which of our triggerer processes runs the trigger (its log names the trigger when it starts it)."""
-        holders = [n for n in names if trigger_name in dep.procs.get(n).log_text()]
-        if len(names) == 1:
-            return dep.procs.get(names[0])
-        assert len(holders) == 1, (trigger_name, holders)
-        return dep.procs.get(holders[0])
 
 
 class TestLocalExecutor(Scenarios):
