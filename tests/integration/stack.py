@@ -83,6 +83,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log_path: Path
     stop_signal: int = signal.SIGTERM
+    killed: bool = False  # by the test, on purpose
 
     @property
     def pid(self) -> int:
@@ -93,6 +94,7 @@ class Proc:
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (the component and every child it forked: executor workers, ...)."""
+        self.killed = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
@@ -159,6 +161,10 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, every:
             result = last
         if result:
             return result
+        crashed = [p for p in procs.procs if not p.alive() and not p.killed] if procs else []
+        if crashed:
+            raise DeploymentError(f"{', '.join(p.name for p in crashed)} exited while waiting for {what}\n"
+                                  f"{procs.tails() if procs else ''}")
         if time.monotonic() > deadline:
             logs = procs.tails() if procs else ""
             raise DeploymentError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})\n{logs}")
