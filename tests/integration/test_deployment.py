@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ def deployment(executor: str, name: str, *, base: Path, procs: Processes, servic
         "AIRFLOW_VAR_BATCHWORK_BACKFILL_INPUT": f"file://{tickets}",
         "OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }
+    if "BATCHWORK_MIN_RESUME_DELAY" in os.environ:  # e.g. 0, to watch Airflow 3.3's race without the hold
+        extra["AIRFLOW__BATCHWORK__MIN_RESUME_DELAY"] = os.environ["BATCHWORK_MIN_RESUME_DELAY"]
     if executor == "CeleryExecutor":
         extra |= {
             "AIRFLOW__CELERY__BROKER_URL": services["redis"],
