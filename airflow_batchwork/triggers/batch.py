@@ -10,6 +10,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -57,8 +58,8 @@ class BatchCompleteTrigger(BaseTrigger):
 
     On a triggerer, the event is held until ``min_resume_delay`` seconds (default 10) after `deferred_at`
     (the operator's deferral time): Airflow 3.3's scheduler fails a task (up_for_retry, "finished with
-    state success, but the task instance's state attribute is queued") when its resumed run is queued
-    before the scheduler has processed the exit of the deferring run; both carry the same key. A batch
+    state success, but the task instance's state attribute is queued" or "running") when its resumed run
+    is queued before the scheduler has processed the exit of the deferring run; both carry the same key. A batch
     that is already done when collect starts never defers (collect checks first), so only fast batches
     waited on by a fresh deferral are held, and only by the remainder of that delay.
     """
@@ -114,10 +115,11 @@ class BatchCompleteTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.time()
-        async for event in self._poll_until_done(started):
+        async with aclosing(self._poll_until_done(started)) as events:  # closes the HTTP client before the hold
+            event = await anext(events, None)
+        if event is not None:
             await self.hold_resume(started)
             yield event
-            return
 
     async def hold_resume(self, started: float) -> None:
         """Wait out the rest of ``min_resume_delay`` after the deferral (only on a triggerer, see above)."""
