@@ -126,6 +126,7 @@ class Watch:
     def snapshot(self, api: Api) -> dict[tuple[str, str], tuple[str, list[dict[str, Any]]]]:
         seen = {}
         for dag_id, run_id in self.runs:
+            state = api.run(dag_id, run_id)["state"]  # first: a terminal run's task list below is final
             tis = api.task_instances(dag_id, run_id)
             for ti in tis:
                 if ti["state"] == "deferred":
@@ -133,7 +134,7 @@ class Watch:
                     holder = (ti.get("trigger") or {}).get("triggerer_id")
                     key = (dag_id, run_id, ti["task_id"], ti["map_index"])
                     self.deferred.setdefault(key, set()).update({holder} if holder is not None else set())
-            seen[(dag_id, run_id)] = (api.run(dag_id, run_id)["state"], tis)
+            seen[(dag_id, run_id)] = (state, tis)
         return seen
 
 
