@@ -39,6 +39,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = [sys.executable, "-m", "airflow"]
 T = TypeVar("T")
+# Every wait of a session ends by this time, whatever its own deadline: a stuck deployment cannot hold CI
+# past it (seconds from the first import; the full run takes 5-8 minutes on a busy 2-core box).
+BUDGET_END = time.monotonic() + float(os.environ.get("BATCHWORK_INTEGRATION_BUDGET", "1200"))
 
 
 class DeploymentError(AssertionError):
@@ -149,7 +152,8 @@ class Processes:
 def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, every: float = 1.0,
              procs: Processes | None = None) -> T:
     """Call `check` until it returns something truthy; past `timeout` seconds fail with the component logs."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = min(started + timeout, BUDGET_END)
     last: Any = None
     while True:
         try:
@@ -167,7 +171,8 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, every:
                                   f"{procs.tails() if procs else ''}")
         if time.monotonic() > deadline:
             logs = procs.tails() if procs else ""
-            raise DeploymentError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})\n{logs}")
+            raise DeploymentError(f"timed out after {time.monotonic() - started:.0f}s (limit {timeout:.0f}s, session "
+                                  f"budget BATCHWORK_INTEGRATION_BUDGET) waiting for {what} (last: {last!r})\n{logs}")
         time.sleep(every)
 
 
