@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, BatchworkError, Credentials, ProviderAPIError
+from airflow_batchwork.core.http import RetryPolicy
 from airflow_batchwork.core.ledger import FsspecLedger, MemoryLedger
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
@@ -127,10 +128,13 @@ async def test_interrupted_collect_then_retry(emu: Emulator, tmp_path: Path) -> 
         await c.wait(job, poll_interval=0.1, timeout=60)
         await c.write_parquet(job, f"{tmp_path}/out/")  # an earlier, complete collect
         before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
-        # Every other call is cut mid-answer: the retried status reads survive, a cut download does not.
-        emu.faults = FaultConfig(drop_connection_every=2, providers="openai")
-        with pytest.raises((ProviderAPIError, httpx.TransportError)):
-            await c.write_parquet(job, f"{tmp_path}/out/")
+        # A client without retries: the 4th call (after one part was written) is cut mid-answer and ends
+        # the collect (with the default policy a dropped call is retried and a download resumed).
+        emu.faults = FaultConfig(drop_connection_every=4, providers="openai")
+        async with BatchClient({"openai": Credentials("k", emu.base_url("openai"))},
+                               retry=RetryPolicy(max_attempts=1)) as fragile:
+            with pytest.raises((ProviderAPIError, httpx.TransportError)):
+                await fragile.write_parquet(job, f"{tmp_path}/out/")
         # Nothing half-written is visible, and the earlier complete result is untouched.
         assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == before
         emu.faults = FaultConfig()

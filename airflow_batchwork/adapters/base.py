@@ -78,6 +78,9 @@ class ProviderAdapter(ABC):
     #: The field that carries our custom_id in a result line (to salvage unreadable lines).
     result_id_key: ClassVar[str] = "custom_id"
     console_url: ClassVar[str | None] = None
+    #: Hosts (besides the configured API origin) the provider documents for result downloads; a redirect
+    #: is followed there without credentials, anywhere else it is an error (core/http.py).
+    download_hosts: ClassVar[frozenset[str]] = frozenset()
     #: Item `error_code`s worth resubmitting (rate limits, server errors, timeouts, overload).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({"429", "500", "502", "503", "504"})
     #: Lower-case fragments of item error messages that mark a retryable failure (for codeless errors).
@@ -98,6 +101,7 @@ class ProviderAdapter(ABC):
             error_parser=self.parse_error,
             retry=retry,
             transport=transport,
+            download_hosts=self.download_hosts,
         )
 
     @classmethod
@@ -164,12 +168,22 @@ class ProviderAdapter(ABC):
         try:
             item = self.read_result_line(ref, batch_id, line, state)
         except PARSE_ERRORS as exc:
-            return salvage_line(line, batch_id, f"{type(exc).__name__}: {exc}", id_key=self.result_id_key)
+            item = salvage_line(line, batch_id, f"{type(exc).__name__}: {exc}", id_key=self.result_id_key)
+            if item is None:
+                self.count_unreadable(batch_id)
+            return item
         if item is not None and not CUSTOM_ID_PATTERN.match(item.custom_id):
             # We only ever submit ids of this form: anything else cannot be one of ours.
             log.warning("Skipping a result line of batch %s with a foreign id %r", batch_id, item.custom_id[:80])
+            self.count_unreadable(batch_id)
             return None
         return item
+
+    def count_unreadable(self, batch_id: str) -> None:
+        """Count a delivered result line that names no request of ours (the collector's length check
+        tells such lines from a stream that ended short)."""
+        counts = self.__dict__.setdefault("unreadable_lines", {})
+        counts[batch_id] = counts.get(batch_id, 0) + 1
 
     def parse_result_text(self, ref: ModelRef, batch_id: str, text: str) -> Iterator[ItemResult]:
         """`parse_result_line` over every non-blank line of `text`, keeping the lines that name a request."""

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters.base import ProviderAdapter
+from airflow_batchwork.core.errors import BatchworkError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.parquet import (
     ITEM_SCHEMA,
@@ -25,12 +26,18 @@ from airflow_batchwork.core.parquet import (
     RowEnricher,
     is_directory_url,
     part_name,
+    publish_folder,
 )
 from airflow_batchwork.core.refs import parse_model
 
 log = logging.getLogger(__name__)
 
 MISSING_MESSAGE = "the provider returned no result for this request"
+
+
+class IncompleteResultsError(BatchworkError):
+    """A batch's results ended with fewer items than the provider reports finished: the download was cut
+    short (or redirected away). Nothing was written; retrying the collect downloads it again."""
 
 
 def read_submitted_ids(url: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
@@ -107,14 +114,19 @@ class JobResultWriter:
         return shard if len(self.writers) > 1 else 0
 
     async def collect(self, adapter: ProviderAdapter) -> dict[str, Any]:
-        """Stream, check and commit; the destination changes only if everything succeeds."""
+        """Stream, check and commit; the destination changes only if everything succeeds (a folder
+        through the commit protocol of core/parquet.py, `_SUCCESS` last)."""
         ref = parse_model(self.handle.model)
         try:
             for shard, batch in enumerate(self.handle.batches):
                 index = self._writer_index(shard)
+                reported = await adapter.status(batch.id)
+                received = 0
                 async for records in adapter.result_batches(ref, batch.id):
                     self.writers[index].write_batch(records)
                     self._ids[index].append(records.column("custom_id"))
+                    received += records.num_rows
+                self._check_length(adapter, batch.id, reported, received)
                 log.info("Collected %s batch %s (%d/%d)", self.handle.provider, batch.id, shard + 1,
                          len(self.handle.batches))
             dropped = self._drop_duplicates()
@@ -123,9 +135,25 @@ class JobResultWriter:
             for writer in self.writers:
                 writer.abort()
             raise
-        for writer in self.writers:
-            writer.commit()
-        return self._manifest(dropped, missing)
+        manifest = self._manifest(dropped, missing)
+        if is_directory_url(self.url):
+            manifest["success_marker"] = publish_folder(self.url, self.writers, manifest, self.storage_options)
+        else:
+            self.writers[0].commit()
+        return manifest
+
+    @staticmethod
+    def _check_length(adapter: ProviderAdapter, batch_id: str, reported: Any, received: int) -> None:
+        """Fewer delivered lines than the provider reports as having a result: an error, never a short success."""
+        if reported.state != "completed":
+            return
+        expected = reported.counts.succeeded + reported.counts.errored
+        unreadable = getattr(adapter, "unreadable_lines", {}).get(batch_id, 0)
+        if received + unreadable < expected:
+            raise IncompleteResultsError(
+                f"{adapter.provider} batch {batch_id} reports {expected:,} finished requests but its results "
+                f"delivered {received + unreadable:,}; the download ended short (retry the collect)"
+            )
 
     def _all_ids(self) -> pa.ChunkedArray:
         chunks = [chunk for ids in self._ids for chunk in ids]
