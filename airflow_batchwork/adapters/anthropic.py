@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -53,6 +54,7 @@ class AnthropicAdapter(ProviderAdapter):
     # 100,000 requests or 256 MB per batch (Anthropic batch guide), whichever comes first.
     limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 256 * 1024 * 1024, 256 * 1024 * 1024)
     console_url: ClassVar[str | None] = "https://console.anthropic.com/workspaces/default/batches/{batch_id}"
+    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^msgbatch_[A-Za-z0-9_-]{1,200}$")
     # `error.type` of an errored result (Anthropic errors page: 429, 500, 529 overloaded, 504 timeout).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
         "rate_limit_error", "api_error", "overloaded_error", "timeout_error",

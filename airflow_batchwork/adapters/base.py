@@ -75,6 +75,9 @@ class ProviderAdapter(ABC):
     default_base_url: ClassVar[str]
     limits: ClassVar[ProviderLimits]
     id_pattern: ClassVar[re.Pattern[str]] = SAFE_ID
+    #: What a batch id of this provider looks like (data for validating handles from XCom and links);
+    #: None: `id_pattern`.
+    batch_id_pattern: ClassVar[re.Pattern[str] | None] = None
     #: The field that carries our custom_id in a result line (to salvage unreadable lines).
     result_id_key: ClassVar[str] = "custom_id"
     console_url: ClassVar[str | None] = None
@@ -119,8 +122,16 @@ class ProviderAdapter(ABC):
 
     @classmethod
     def batch_link(cls, batch_id: str) -> str | None:
-        """The provider console page of a batch, where one exists."""
-        return cls.console_url.format(batch_id=batch_id) if cls.console_url else None
+        """The provider console page of a batch, where one exists (never for an id that does not look
+        like one of this provider's batch ids)."""
+        if not cls.console_url or not cls.is_batch_id(batch_id):
+            return None
+        return cls.console_url.format(batch_id=batch_id)
+
+    @classmethod
+    def is_batch_id(cls, value: object) -> bool:
+        pattern = cls.batch_id_pattern or cls.id_pattern
+        return isinstance(value, str) and pattern.fullmatch(value) is not None
 
     @abstractmethod
     def auth_headers(self, api_key: str) -> dict[str, str]:
