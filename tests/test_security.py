@@ -8,8 +8,8 @@ import logging
 import httpx
 import pytest
 
-from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.core import BatchClient, Credentials, ProviderAPIError, UnsafeResponseError
+from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.testing import Emulator
 
 SECRET = "sk-very-secret-key-123456"

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airflow_batchwork.core.errors import ConfigurationError
 
-
 IDENTITY_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]{1,250}$")
 CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _WEB = ("http://", "https://", "ws://", "wss://", "ftp://")
@@ -84,7 +83,8 @@ class JobHandle(BaseModel):
             raise _FieldProblem("model", f"{self.model[:80]!r} is not a model of provider {cls.provider!r}")
         for index, batch in enumerate(self.batches):
             if not cls.is_batch_id(batch.id):
-                raise _FieldProblem(f"batches.{index}.id", f"{batch.id[:80]!r} does not look like a batch id of {cls.provider}")
+                raise _FieldProblem(f"batches.{index}.id",
+                                    f"{batch.id[:80]!r} does not look like a batch id of {cls.provider}")
         if sum(b.request_count for b in self.batches) > self.request_count:
             raise _FieldProblem("request_count", "is smaller than the request counts of its batches")
         if self.ids_url is not None:
@@ -167,5 +167,6 @@ def check_state_url(url: str, identity: str | None, *, field: str) -> str:
     if any(part == ".." for part in re.split(r"[/\\]", url)):
         raise _FieldProblem(field, f"{url[:120]!r} climbs out of its folder ('..')")
     if identity is None or not url.endswith(f"/{identity}.ids.parquet"):
-        raise _FieldProblem(field, f"{url[:120]!r} is not this job's ids file ({{state root}}/{{identity}}.ids.parquet)")
+        raise _FieldProblem(field, f"{url[:120]!r} is not this job's ids file "
+                                   "({state root}/{identity}.ids.parquet)")
     return url

@@ -17,13 +17,13 @@ skipped, so the consumer sees each byte once and memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import logging
 import random
 import re
 import ssl
 import time
-import codecs
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -380,8 +380,8 @@ class ResumableDownload:
                 attempt += 1
                 await self.response.aclose()
                 if not self._http.retry.allows(attempt, started):
-                    raise ProviderAPIError(self._http.provider, 0, f"{type(exc).__name__}: {exc} (download "
-                                           f"{self._path} dropped after {received:,} bytes)", code="transport") from None
+                    message = f"{type(exc).__name__}: {exc} (download {self._path} dropped after {received:,} bytes)"
+                    raise ProviderAPIError(self._http.provider, 0, message, code="transport") from None
                 await self._http._sleep(attempt, None, f"{type(exc).__name__} after {received:,} bytes",
                                         self._method, self._path)
                 self.resumes += 1
