@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sized
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -34,6 +36,7 @@ from airflow_batchwork.adapters.openai_compat import (
     finish_reason,
     int_or_none,
 )
+from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
@@ -43,6 +46,8 @@ API_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; the AI SDK's Anthropic provider defaults it the same way.
 DEFAULT_MAX_TOKENS = 4096
 
+
+log = logging.getLogger(__name__)
 
 class AnthropicAdapter(ProviderAdapter):
     provider: ClassVar[str] = "anthropic"
@@ -97,6 +102,54 @@ class AnthropicAdapter(ProviderAdapter):
             headers={"content-type": "application/json"},
         )
         return self.check_id(response.json().get("id"))
+
+    # Message Batches carry no metadata, so an ambiguous create (answer lost, or the process killed before
+    # the ledger write) is resolved by what the batch list does carry: a batch created no earlier than the
+    # intent (less this clock-skew allowance) with exactly the shard's request count, not cancelled and
+    # not already used by this job. Another job of the same size created in the same window could match
+    # instead (docs/reliability.md).
+    adoption_window_skew: ClassVar[float] = 120.0
+
+    def can_resolve(self, metadata: Mapping[str, str]) -> bool:
+        return True
+
+    async def find_created(self, ref: ModelRef, items: Sized, *, metadata: Mapping[str, str],
+                           progress: CallProgress, since: float, claimed: Collection[str] = ()) -> str | None:
+        expected = len(items)
+        candidates: list[tuple[float, str]] = []
+        async for batch in self._list_raw(limit=1000):
+            created = _timestamp(batch.get("created_at"))
+            if created is None:
+                continue
+            if created < since - self.adoption_window_skew:
+                break  # newest first: everything further is older
+            status = self._status(batch)
+            if status.id in claimed or batch.get("cancel_initiated_at") or status.counts.total != expected:
+                continue
+            candidates.append((created, status.id))
+        if not candidates:
+            return None
+        candidates.sort()
+        if len(candidates) > 1:
+            log.warning("anthropic: %d batches of %d requests were created since this shard's intent (%s); "
+                        "adopting the earliest, %s", len(candidates), expected,
+                        ", ".join(i for _, i in candidates), candidates[0][1])
+        return candidates[0][1]
+
+    async def _list_raw(self, *, limit: int) -> AsyncIterator[dict[str, Any]]:
+        after: str | None = None
+        seen = 0
+        while seen < limit:
+            params: dict[str, Any] = {"limit": min(1000, limit - seen)}
+            if after:
+                params["after_id"] = after
+            page = (await self.http.request("GET", "/v1/messages/batches", retry_safe=True, params=params)).json()
+            for batch in page.get("data") or []:
+                seen += 1
+                yield batch
+            if not page.get("has_more") or not page.get("last_id"):
+                return
+            after = self.check_id(page["last_id"])
 
     async def _batch(self, batch_id: str) -> dict[str, Any]:
         response = await self.http.request("GET", f"/v1/messages/batches/{self.check_id(batch_id)}", retry_safe=True)
@@ -180,6 +233,16 @@ class AnthropicAdapter(ProviderAdapter):
             if not page.get("has_more") or not page.get("last_id"):
                 return
             after = self.check_id(page["last_id"])
+
+
+def _timestamp(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 _ERROR = pa.struct([("type", pa.string()), ("message", pa.string())])

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from airflow_batchwork.core.credentials import Credentials
 from airflow_batchwork.core.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
+from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import EndpointKind, ModelRef
 from airflow_batchwork.core.requests import CUSTOM_ID_PATTERN, BatchRequest
@@ -226,6 +227,35 @@ class ProviderAdapter(ABC):
 
     async def find_batch(self, metadata: Mapping[str, str], *, limit: int = 500) -> str | None:
         """Id of a recent batch carrying `metadata`, where the provider stores metadata; else None."""
+        return None
+
+    # --- resumable submit (core/client.py drives these; `progress` lives in the ledger) -------------
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """`create`, recording what each call of a multi-call submit produced in `progress` as it returns,
+        and resuming from what an earlier (killed or failed) try recorded there. Single-call adapters
+        need not override it."""
+        return await self.create(ref, items, metadata=metadata)
+
+    async def find_created(self, ref: ModelRef, items: Sized, *, metadata: Mapping[str, str],
+                           progress: CallProgress, since: float, claimed: Collection[str] = ()) -> str | None:
+        """The batch an earlier create of this shard may have made (its answer lost, or the process killed
+        before the ledger write), found at the provider; None if there is none. `since` is when that
+        create was about to be sent (Unix seconds); `claimed` are ids this job already uses. Default: the
+        identity tags in provider-side metadata (only when the job has an identity)."""
+        if "batchwork_id" not in metadata:
+            return None
+        found = await self.find_batch(metadata)
+        return found if found not in claimed else None
+
+    def can_resolve(self, metadata: Mapping[str, str]) -> bool:
+        """Whether `find_created` can tell an ambiguous create of this shard apart (then a failed create
+        is looked up and created again in the same try); otherwise the error surfaces to the ledger."""
+        return "batchwork_id" in metadata
+
+    async def complete(self, ref: ModelRef, batch_id: str, items: Iterable[bytes], *, progress: CallProgress) -> None:
+        """Make an adopted batch hold every request of its shard exactly once (for providers whose
+        submit fills a batch in several calls); a no-op where one call carries the whole shard."""
         return None
 
     async def aclose(self) -> None:
