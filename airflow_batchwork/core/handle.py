@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airflow_batchwork.core.errors import ConfigurationError
 
-IDENTITY_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]{1,250}$")
+IDENTITY_PATTERN = re.compile(r"^(?!\.\.?$)[^\x00-\x1f/\\]{1,250}$")
 CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _WEB = ("http://", "https://", "ws://", "wss://", "ftp://")
 
@@ -54,14 +54,14 @@ class JobHandle(BaseModel):
     @field_validator("conn_id")
     @classmethod
     def _conn_id(cls, value: str | None) -> str | None:
-        if value is not None and not CONN_ID_PATTERN.match(value):
+        if value is not None and not CONN_ID_PATTERN.fullmatch(value):
             raise ValueError(f"{value[:80]!r} is not an Airflow connection id")
         return value
 
     @field_validator("identity")
     @classmethod
     def _identity(cls, value: str | None) -> str | None:
-        if value is not None and not IDENTITY_PATTERN.match(value):
+        if value is not None and not IDENTITY_PATTERN.fullmatch(value):
             raise ValueError(f"{value[:80]!r} is not a submission identity")
         return value
 
