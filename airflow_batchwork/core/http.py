@@ -207,7 +207,8 @@ class ProviderHTTP:
         parts = urlsplit(target)
         if (parts.scheme, parts.netloc) == self.origin:
             return target, True
-        if parts.scheme == "https" and (parts.hostname or "").lower() in self.download_hosts:
+        # A documented download host, never over a weaker scheme than the configured origin's.
+        if parts.scheme in ("https", self.origin[0]) and (parts.hostname or "").lower() in self.download_hosts:
             return target, False
         raise UnsafeResponseError(
             f"refusing to follow the redirect of {what} to {parts.scheme}://{parts.netloc}: it is neither the "
