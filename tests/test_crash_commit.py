@@ -154,7 +154,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             return None
         return self._forward(path)
 
-    do_GET = do_POST = _handle  # noqa: N815
+    do_GET = do_POST = _handle
 
 
 @pytest.fixture
