@@ -364,6 +364,10 @@ class XAIAdapter(ProviderAdapter):
             batch = await self._batch(recorded)
             if not batch.get("cancel_time") and not batch.get("cancel_by_xai_message"):
                 return self.check_id(recorded)
+            # Cancelled (by someone else): never adopted, and a new create must not try to fill it.
+            for key in ("batch_id", "pages_added", "filled"):
+                progress.data.pop(key, None)
+            progress.record()
         if "batchwork_id" not in metadata:
             return None
         found = await self.find_batch(metadata)
