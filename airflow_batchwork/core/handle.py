@@ -141,7 +141,7 @@ class JobHandle(BaseModel):
                 message = message.removeprefix("Value error, ")
             raise ConfigurationError(
                 f"{field}.{where}" if where else field,
-                f"not a valid batchwork job handle ({message})",
+                f"not a batchwork job handle ({message})",
                 "pass the return value of SubmitBatchOperator (e.g. submit.output) or BatchClient.submit",
             ) from None
         except (ValueError, SyntaxError, RecursionError, MemoryError) as exc:

@@ -51,8 +51,10 @@ def _is_templated(value: object) -> bool:
 
 def _check_seconds(name: str, value: object, fix: str) -> None:
     """A positive, finite number of seconds (found by fuzzing: None, text, NaN, True slipped through)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-        raise ConfigurationError(name, f"{value!r:.60} is not a positive number of seconds", fix)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value == float("inf"):
+        raise ConfigurationError(name, f"{value!r:.60} is not a finite number of seconds", fix)
+    if value <= 0:
+        raise ConfigurationError(name, f"{value} is not positive", fix)
 
 
 def _fail_fast(exc: ConfigurationError) -> AirflowFailException:
