@@ -104,27 +104,48 @@ class AnthropicAdapter(ProviderAdapter):
         return self.check_id(response.json().get("id"))
 
     # Message Batches carry no metadata, so an ambiguous create (answer lost, or the process killed before
-    # the ledger write) is resolved by what the batch list does carry: a batch created no earlier than the
-    # intent (less this clock-skew allowance) with exactly the shard's request count, not cancelled and
-    # not already used by this job. Another job of the same size created in the same window could match
+    # the ledger write) is resolved by what the batch list does carry. Before each create the newest
+    # batches are noted in the ledger (`calls.seen`, `calls.seen_from`); afterwards a batch not among them,
+    # created no earlier than the newest noted one (or than the intent, less `adoption_window_skew`, when the
+    # workspace had none), with exactly the shard's request count, not cancelled and not used by this job,
+    # is ours. Another job's batch of the same size created during that one create call could match
     # instead (docs/reliability.md).
-    adoption_window_skew: ClassVar[float] = 120.0
+    adoption_window_skew: ClassVar[float] = 60.0
+    snapshot_size: ClassVar[int] = 20
 
     def can_resolve(self, metadata: Mapping[str, str]) -> bool:
         return True
 
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        seen: list[str] = []
+        seen_from: float | None = None
+        async for batch in self._list_raw(limit=self.snapshot_size):
+            created = _timestamp(batch.get("created_at"))
+            if created is not None:
+                seen_from = created if seen_from is None else max(seen_from, created)
+            seen.append(str(batch.get("id")))
+        previous = list(progress.get("seen") or [])
+        progress.record(seen=sorted(set(previous) | set(seen)), seen_from=seen_from if seen_from is not None
+                        else progress.get("seen_from"))
+        return await self.create(ref, items, metadata=metadata)
+
     async def find_created(self, ref: ModelRef, items: Sized, *, metadata: Mapping[str, str],
                            progress: CallProgress, since: float, claimed: Collection[str] = ()) -> str | None:
         expected = len(items)
+        seen = set(progress.get("seen") or [])
+        seen_from = progress.get("seen_from")
+        floor = float(seen_from) if isinstance(seen_from, int | float) else since - self.adoption_window_skew
         candidates: list[tuple[float, str]] = []
         async for batch in self._list_raw(limit=1000):
             created = _timestamp(batch.get("created_at"))
             if created is None:
                 continue
-            if created < since - self.adoption_window_skew:
+            if created < floor:
                 break  # newest first: everything further is older
             status = self._status(batch)
-            if status.id in claimed or batch.get("cancel_initiated_at") or status.counts.total != expected:
+            if status.id in seen or status.id in claimed or batch.get("cancel_initiated_at") \
+                    or status.counts.total != expected:
                 continue
             candidates.append((created, status.id))
         if not candidates:

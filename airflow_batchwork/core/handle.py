@@ -3,8 +3,8 @@
 A handle comes back from XCom, which users can write, so it is untrusted input: every field is checked
 before any use (API calls, file reads, console links). The provider must be known and match the model;
 every batch id must look like one of that provider's batch ids (each adapter's `batch_id_pattern`); the
-`ids_url` must be a storage URL of the form the submission ledger writes (`{state root}/{identity}.ids.parquet`,
-no `..`, no web scheme) and, when the caller names its state store (`state_root`), lie under it. A bad
+`ids_url` must be a storage URL (no web scheme, no `..`, no control characters) and, when the caller
+names its state store (`state_root`), lie under it. A bad
 handle is a `ConfigurationError` (the operators fail the task at once, without retries).
 """
 
@@ -160,13 +160,10 @@ class _FieldProblem(ValueError):
 
 
 def check_state_url(url: str, identity: str | None, *, field: str) -> str:
-    """A state-store file URL as the ledger writes it: a storage scheme, no `..`, `{identity}.ids.parquet`."""
+    """A state-store file URL: a storage scheme (never a web URL), no `..`, no control characters."""
     lowered = url.lower()
     if lowered.startswith(_WEB) or "::" in url or any(ord(c) < 32 for c in url):
         raise _FieldProblem(field, f"{url[:120]!r} is not a state-store location (web URLs are never read)")
     if any(part == ".." for part in re.split(r"[/\\]", url)):
         raise _FieldProblem(field, f"{url[:120]!r} climbs out of its folder ('..')")
-    if identity is None or not url.endswith(f"/{identity}.ids.parquet"):
-        raise _FieldProblem(field, f"{url[:120]!r} is not this job's ids file "
-                                   "({state root}/{identity}.ids.parquet)")
     return url
