@@ -14,6 +14,8 @@ manifest naming exactly the committed files. A reader waits for `_SUCCESS` and r
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import re
 import uuid
@@ -66,6 +68,19 @@ class RowEnricher(Protocol):
         """Columns it adds beyond `RESULT_SCHEMA` (empty when it only fills or replaces existing ones)."""
 
     def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]: ...
+# Small reads of our own files (ids, passthrough columns) on the calling thread: no Arrow CPU or IO pool
+# threads are started for them, so none is alive when the interpreter exits (a joinable native thread
+# destroyed during shutdown is a `std::terminate`, SIGABRT: apache/arrow#34314).
+SERIAL_READ: dict[str, Any] = {"use_threads": False, "pre_buffer": False}
+
+
+def _release_arrow_objects() -> None:
+    """At exit, before pyarrow's own teardown (atexit runs in reverse order of registration): collect
+    unreachable Arrow objects (readers, writers, iterators) while Arrow can still destroy them cleanly."""
+    gc.collect()
+
+
+atexit.register(_release_arrow_objects)
 JOB_METADATA_KEY = b"batchwork.job"
 TMP_PREFIX = "_batchwork-tmp-"
 

@@ -22,6 +22,7 @@ from airflow_batchwork.core.errors import BatchworkError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.parquet import (
     ITEM_SCHEMA,
+    SERIAL_READ,
     ParquetResultWriter,
     RowEnricher,
     is_directory_url,
@@ -44,7 +45,7 @@ def read_submitted_ids(url: str, storage_options: Mapping[str, Any] | None = Non
     """The `custom_id`/`shard` table recorded at submit time."""
     fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     with fs.open(path, "rb") as handle:
-        return pq.read_table(handle, columns=["custom_id", "shard"])
+        return pq.read_table(handle, columns=["custom_id", "shard"], **SERIAL_READ)
 
 
 # A submitted request with no result line: what its batch's end state says happened to it.
@@ -77,7 +78,7 @@ class PassthroughEnricher:
     def __init__(self, ids_url: str, columns: Sequence[str], storage_options: Mapping[str, Any] | None = None):
         fs, path = fsspec.core.url_to_fs(ids_url, **dict(storage_options or {}))
         with fs.open(path, "rb") as handle:
-            self.table = pq.read_table(handle, columns=["custom_id", *columns]).combine_chunks()
+            self.table = pq.read_table(handle, columns=["custom_id", *columns], **SERIAL_READ).combine_chunks()
         self.columns = list(columns)
         self.fields = [self.table.schema.field(name) for name in self.columns]
 
@@ -186,7 +187,7 @@ class JobResultWriter:
         writer._file.close()
         writer._writer = None
         with writer.fs.open(writer.tmp_path, "rb") as handle:
-            table = pq.read_table(handle).filter(keep)
+            table = pq.read_table(handle, **SERIAL_READ).filter(keep)
         writer.fs.rm(writer.tmp_path)
         writer.rows = 0
         writer.counts.clear()
