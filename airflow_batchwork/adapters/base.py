@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 import pyarrow as pa
 
 from airflow_batchwork.core.credentials import Credentials
@@ -266,8 +267,12 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON bytes."""
-    return _ENCODER.encode(value).encode()
+    """Compact JSON bytes (orjson: several times faster than the standard encoder on request bodies)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        # What orjson refuses (integers beyond 64 bits, lone surrogates, …): the standard encoder decides.
+        return _ENCODER.encode(value).encode()
 
 
 def merge_options(body: dict[str, Any], request: BatchRequest) -> dict[str, Any]:

@@ -26,7 +26,7 @@ CHARS_PER_TOKEN = 4
 # Output estimate of a text request without max_output_tokens; set max_output_tokens for a tight bound.
 DEFAULT_OUTPUT_TOKENS = 1024
 # The ids file is written in row groups; buffered items are flushed past this many bytes.
-FLUSH_BYTES = 64 * 1024 * 1024
+FLUSH_BYTES = 8 * 1024 * 1024
 
 
 def estimated_input_tokens(request: BatchRequest) -> int:
