@@ -271,6 +271,8 @@ _LOWER_FINISH: dict[str, str] = {k.lower(): v for k, v in FINISH_REASONS.items()
 def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
     """Result columns for a chunk of file-mode `{key, response | error}` lines, computed in Arrow; None
     when a line needs the line parser (thought or function-call parts, blocked prompts, odd shapes)."""
+    if b'"functionCall"' in chunk:  # tool calls are read line by line
+        return None
     parsed = read_lines(chunk, GENERATE_LINE_SCHEMA, id_column="key")
     if parsed is None:
         return None
@@ -320,6 +322,7 @@ def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
                                                         const("the provider returned no error message", n)), strings),
         "response": lines,
         "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
+        "tool_calls": pa.nulls(n, pa.string()),
     }
     return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
 
