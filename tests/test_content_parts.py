@@ -29,6 +29,7 @@ WEATHER = {
 # provider -> (model, takes PDFs, forced tool_choice it takes)
 MODELS: dict[str, tuple[str, bool, Any]] = {
     "anthropic": ("anthropic/claude-haiku-4-5", True, {"type": "tool", "tool_name": "get_weather"}),
+    "google": ("google/gemini-2.5-flash", True, {"type": "tool", "tool_name": "get_weather"}),
 }
 
 
