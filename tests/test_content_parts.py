@@ -30,6 +30,10 @@ WEATHER = {
 MODELS: dict[str, tuple[str, bool, Any]] = {
     "anthropic": ("anthropic/claude-haiku-4-5", True, {"type": "tool", "tool_name": "get_weather"}),
     "google": ("google/gemini-2.5-flash", True, {"type": "tool", "tool_name": "get_weather"}),
+    "groq": ("groq/meta-llama/llama-4-scout-17b-16e-instruct", False, {"type": "tool", "tool_name": "get_weather"}),
+    "mistral": ("mistral/mistral-small-latest", True, {"type": "tool", "tool_name": "get_weather"}),
+    # Together cannot name a tool in tool_choice: "required" with one tool forces it.
+    "together": ("together/meta-llama/Llama-4-Scout-17B-16E-Instruct", False, "required"),
 }
 
 

@@ -36,6 +36,9 @@ TEXT_ONLY = ContentSupport()
 BOTH = frozenset({"url", "base64"})
 BASE64 = frozenset({"base64"})
 URL = frozenset({"url"})
+# The image formats the OpenAI-style chat vision APIs document (PNG, JPEG, WEBP, non-animated GIF).
+CHAT_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+PDF = frozenset({"application/pdf"})
 
 
 def choice_kind(request: BatchRequest) -> str | None:
