@@ -107,3 +107,132 @@ async def test_refused_before_any_call_names_request_part_and_provider(emulator:
                 {"role": "user", "content": [{"type": "file", "data": PDF, "media_type": "application/pdf"}]}]}])
     text = str(caught.value)
     assert "requests[0].messages[0].content[0]" in text and "'doc'" in text and "groq" in text, text
+
+
+@pytest.fixture
+def airflow_emulator(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from airflow_batchwork.testing.airflow_env import connection_env
+
+    monkeypatch.setenv("AIRFLOW_VAR_BATCHWORK_TEST_OUTPUT", f"file://{tmp_path}")
+    with Emulator(processing_seconds=0.5) as emu:
+        for key, value in connection_env(emu).items():
+            monkeypatch.setenv(key, value)
+        yield emu
+
+
+@pytest.mark.parametrize("provider", sorted(MODELS))
+def test_parts_and_tools_through_the_operators(provider: str, airflow_emulator: Emulator, tmp_path: Path) -> None:
+    import pendulum
+
+    from tests.airflow_helpers import load_dag, task_states, xcom
+
+    run = load_dag(f"test_parts_{provider}").test(logical_date=pendulum.datetime(2026, 11, 20, tz="UTC"))
+    assert run.state == "success", task_states(run)
+    manifest = xcom(run, "collect")
+    assert manifest["rows"] == (4 if MODELS[provider][1] else 3), manifest
+    rows = {r["custom_id"]: r for r in pq.read_table(tmp_path / provider).to_pylist()}
+    check_rows(provider, rows)
+
+
+def _heavy_requests(tmp_path: Path, count: int, size: int) -> list[dict[str, Any]]:
+    requests = []
+    for index in range(count):
+        path = tmp_path / f"img-{index}.png"
+        path.write_bytes(PNG + bytes([index]) * size)  # a PNG header, then filler: `size` more bytes
+        requests.append({"custom_id": f"img-{index}", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": f"photo {index}"}, {"type": "image", "image": f"file://{path}"}]}]})
+    return requests
+
+
+async def test_image_heavy_job_shards_by_bytes_under_lowered_limits(emulator: Emulator, tmp_path: Path) -> None:
+    # Each request carries ~40 KB of base64 once its 30 KB file is inlined: two fit in 100 KB.
+    limits = {"max_bytes": 100_000, "max_request_bytes": 60_000, "max_requests": 1000}
+    requests = _heavy_requests(tmp_path, 9, 30_000)
+    from airflow_batchwork.core.submission import prepare_job
+
+    with prepare_job("anthropic/claude-haiku-4-5", requests, limits=limits) as job:
+        sizes = [shard.nbytes for shard in job.shards]
+        counts = [shard.count for shard in job.shards]
+    assert counts == [2, 2, 2, 2, 1], counts
+    assert all(40_000 < size / count < 60_000 for size, count in zip(sizes, counts, strict=True)), sizes
+    assert all(size <= limits["max_bytes"] for size in sizes)
+
+    async with BatchClient({"anthropic": Credentials("k", emulator.base_url("anthropic"))}) as client:
+        handle = await client.submit("anthropic/claude-haiku-4-5", requests, limits=limits)
+        assert len(handle.batch_ids) == 5
+        await client.wait(handle, poll_interval=0.1, timeout=60)
+        await client.write_parquet(handle, f"{tmp_path}/heavy.parquet")
+    rows = pq.read_table(tmp_path / "heavy.parquet").to_pylist()
+    assert sorted(r["custom_id"] for r in rows) == sorted(r["custom_id"] for r in requests)
+    assert all(r["text"] == f"echo: photo {r['custom_id'][4:]} (saw 1 image, 0 files)" for r in rows), rows[0]
+    assert len({r["batch_id"] for r in rows}) == 5
+
+
+def test_a_file_over_the_per_request_limit_is_refused_while_read(tmp_path: Path) -> None:
+    from airflow_batchwork.core.submission import prepare_job
+
+    requests = _heavy_requests(tmp_path, 2, 30_000)
+    with pytest.raises(RequestValidationError) as caught:
+        with prepare_job("anthropic/claude-haiku-4-5", requests, limits={"max_request_bytes": 20_000}):
+            pass
+    text = str(caught.value)
+    assert "requests[0].messages[0].content[1].image" in text and "20,000" in text, text
+
+
+def test_a_missing_file_is_refused_naming_the_part(tmp_path: Path) -> None:
+    from airflow_batchwork.core.submission import prepare_job
+
+    requests = [{"custom_id": "gone", "messages": [{"role": "user", "content": [
+        {"type": "image", "image": f"file://{tmp_path}/nope.png"}]}]}]
+    with pytest.raises(RequestValidationError, match=r"requests\[0\]\.messages\[0\]\.content\[0\]\.image.*cannot read"):
+        with prepare_job("google/gemini-2.5-flash", requests):
+            pass
+
+
+BMP = b"BM" + b"\0" * 30
+REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
+    # model, request, field named, words in the problem
+    ("groq/meta-llama/llama-4-scout-17b-16e-instruct",
+     {"messages": [{"role": "user", "content": [{"type": "file", "data": PDF, "media_type": "application/pdf"}]}]},
+     "messages[0].content[0]", "groq.chat batches take no file parts"),
+    ("together/meta-llama/Llama-4-Scout-17B-16E-Instruct",
+     {"messages": [{"role": "user", "content": [{"type": "file", "data": PDF, "media_type": "application/pdf"}]}]},
+     "messages[0].content[0]", "together.chat batches take no file parts"),
+    ("together/meta-llama/Llama-4-Scout-17B-16E-Instruct",
+     {"prompt": "x", "tools": [WEATHER], "tool_choice": {"type": "tool", "tool_name": "get_weather"}},
+     "tool_choice", "take no tool_choice 'tool'"),
+    ("anthropic/claude-haiku-4-5",
+     {"messages": [{"role": "user", "content": [{"type": "image", "image": BMP, "media_type": "image/bmp"}]}]},
+     "messages[0].content[0].media_type", "no image of type 'image/bmp'"),
+    ("anthropic/claude-haiku-4-5",
+     {"messages": [{"role": "user", "content": [{"type": "file", "data": b"PK\3\4zip", "media_type":
+                                                 "application/zip"}]}]},
+     "messages[0].content[0].media_type", "no file of type 'application/zip'"),
+    ("anthropic/claude-haiku-4-5",
+     {"messages": [{"role": "user", "content": [{"type": "image", "image": b"\0\1\2\3"}]}]},
+     "messages[0].content[0].media_type", "media type cannot be told"),
+    ("google/gemini-2.5-flash",
+     {"prompt": "x", "tools": [{"name": "f", "parameters": {"type": "object", "properties": {}}}]},
+     "tools[0].description", "google.chat requires a description"),
+    ("google.embedding/gemini-embedding-001",
+     {"value": "x", "tools": [WEATHER]}, "tools", "google.embedding batches take no tools"),
+    ("mistral/mistral-small-latest",
+     {"messages": [{"role": "user", "content": [{"type": "file", "data": b"hello", "media_type": "text/plain"}]}]},
+     "messages[0].content[0].media_type", "no file of type 'text/plain'"),
+]
+
+
+@pytest.mark.parametrize(("model", "request_", "field", "words"), REFUSALS,
+                         ids=[f"{m.split('/')[0]}-{f}" for m, _, f, _ in REFUSALS])
+async def test_parts_a_provider_cannot_take_are_refused_before_any_call(
+        model: str, request_: dict[str, Any], field: str, words: str, emulator: Emulator) -> None:
+    provider = model.split("/")[0].split(".")[0]
+    before = len(emulator.requests)
+    async with BatchClient({provider: Credentials("k", emulator.base_url(provider))}) as client:
+        with pytest.raises(RequestValidationError) as caught:
+            await client.submit(model, [{"custom_id": "ok", "prompt": "fine"} if "value" not in request_
+                                        else {"custom_id": "ok", "value": "fine"},
+                                        {"custom_id": "the-one", **request_}])
+    text = str(caught.value)
+    assert f"requests[1].{field}" in text and "'the-one'" in text and words in text, text
+    assert len(emulator.requests) == before
