@@ -17,7 +17,8 @@ from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.echo import conforming_instance
 
 # A 1x1 PNG and a tiny PDF (just their magic bytes matter to the emulator and the sniffing).
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+                       "rkJggg==")
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 WEATHER = {
     "name": "get_weather",
@@ -172,9 +173,9 @@ def test_a_file_over_the_per_request_limit_is_refused_while_read(tmp_path: Path)
     from airflow_batchwork.core.submission import prepare_job
 
     requests = _heavy_requests(tmp_path, 2, 30_000)
-    with pytest.raises(RequestValidationError) as caught:
-        with prepare_job("anthropic/claude-haiku-4-5", requests, limits={"max_request_bytes": 20_000}):
-            pass
+    with pytest.raises(RequestValidationError) as caught, \
+            prepare_job("anthropic/claude-haiku-4-5", requests, limits={"max_request_bytes": 20_000}):
+        pass
     text = str(caught.value)
     assert "requests[0].messages[0].content[1].image" in text and "20,000" in text, text
 
@@ -184,9 +185,9 @@ def test_a_missing_file_is_refused_naming_the_part(tmp_path: Path) -> None:
 
     requests = [{"custom_id": "gone", "messages": [{"role": "user", "content": [
         {"type": "image", "image": f"file://{tmp_path}/nope.png"}]}]}]
-    with pytest.raises(RequestValidationError, match=r"requests\[0\]\.messages\[0\]\.content\[0\]\.image.*cannot read"):
-        with prepare_job("google/gemini-2.5-flash", requests):
-            pass
+    with pytest.raises(RequestValidationError, match=r"requests\[0\]\.messages\[0\]\.content\[0\]\.image.*cannot"), \
+            prepare_job("google/gemini-2.5-flash", requests):
+        pass
 
 
 BMP = b"BM" + b"\0" * 30

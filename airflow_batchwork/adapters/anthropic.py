@@ -29,6 +29,7 @@ from airflow_batchwork.adapters.base import (
     first_unsupported,
     merge_options,
 )
+from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.openai_compat import (
     FINISH_REASONS,
     error_fields,
@@ -36,7 +37,6 @@ from airflow_batchwork.adapters.openai_compat import (
 )
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.core.requests import (
     BatchRequest,
     ContentPart,

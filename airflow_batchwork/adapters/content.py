@@ -78,9 +78,9 @@ def check_content(request: BatchRequest, support: ContentSupport, label: str) ->
     if request.has_tool_parts() and not support.tools:
         return ("messages", f"{who} {label} batches take no tool calls or tool results in the conversation",
                 "remove the tool-call and tool-result parts")
-    kind = choice_kind(request)
-    if kind is not None and request.tools and kind not in support.tool_choices:
-        return ("tool_choice", f"{who} {label} batches take no tool_choice {kind!r}", support.choice_fix)
+    choice = choice_kind(request)
+    if choice is not None and request.tools and choice not in support.tool_choices:
+        return ("tool_choice", f"{who} {label} batches take no tool_choice {choice!r}", support.choice_fix)
     if support.tool_description_required:
         for index, tool in enumerate(request.tools or []):
             if not tool.description:

@@ -35,12 +35,12 @@ from airflow_batchwork.adapters.base import (
     dumps,
     first_unsupported,
 )
+from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
 from airflow_batchwork.core.errors import ProviderAPIError
 from airflow_batchwork.core.http import check_id, default_error_parser
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.core.requests import (
     BatchRequest,
     ChatMessage,
@@ -238,7 +238,8 @@ def fill_from_generate(item: ItemResult, response: Mapping[str, Any]) -> None:
         item.finish_reason = "content_filter"
     elif raw is not None:
         item.finish_reason = FINISH_REASONS.get(str(raw), "other")
-        calls = [p["functionCall"] for p in parts if isinstance(p, Mapping) and isinstance(p.get("functionCall"), Mapping)]
+        calls = [p["functionCall"] for p in parts
+                 if isinstance(p, Mapping) and isinstance(p.get("functionCall"), Mapping)]
         if item.finish_reason == "stop" and calls:
             item.finish_reason = "tool_calls"
         item.tool_calls = tool_calls_json(item.custom_id, ((c.get("id"), c.get("name"), c.get("args")) for c in calls))

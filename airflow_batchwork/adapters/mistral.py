@@ -24,11 +24,11 @@ from airflow_batchwork.adapters.base import (
     first_unsupported,
     merge_options,
 )
-from airflow_batchwork.adapters.openai import fill_from_embedding
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, PDF, ContentSupport
+from airflow_batchwork.adapters.openai import fill_from_embedding
 from airflow_batchwork.adapters.openai_compat import (
-    ChatDialect,
     SPOOL_BYTES,
+    ChatDialect,
     chat_body,
     fill_from_chat_completion,
     int_or_none,

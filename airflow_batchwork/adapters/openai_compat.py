@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
 from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
+from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.core.requests import (
     BatchRequest,
     ContentPart,
@@ -106,14 +106,15 @@ def chat_messages(request: BatchRequest, dialect: ChatDialect = OPENAI_CHAT) -> 
         elif message.role == "tool":
             for result in message.content:
                 assert isinstance(result, ToolResultPart)
-                entry = {"role": "tool", "tool_call_id": result.tool_call_id, "content": result.output_text()}
+                reply: dict[str, Any] = {"role": "tool", "tool_call_id": result.tool_call_id,
+                                         "content": result.output_text()}
                 if dialect.tool_name_in_result:
-                    entry["name"] = result.tool_name
-                messages.append(entry)
+                    reply["name"] = result.tool_name
+                messages.append(reply)
         elif message.role == "assistant" and any(isinstance(p, ToolCallPart) for p in message.content):
             calls = []
             for index, call in enumerate(p for p in message.content if isinstance(p, ToolCallPart)):
-                entry = {"id": call.tool_call_id, "type": "function",
+                entry: dict[str, Any] = {"id": call.tool_call_id, "type": "function",
                          "function": {"name": call.tool_name, "arguments": compact(call.input)}}
                 if dialect.tool_call_index:
                     entry["index"] = index

@@ -27,8 +27,8 @@ from airflow_batchwork.adapters.base import (
 )
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
 from airflow_batchwork.adapters.openai_compat import (
-    ChatDialect,
     SPOOL_BYTES,
+    ChatDialect,
     chat_body,
     fill_from_chat_completion,
     int_or_none,

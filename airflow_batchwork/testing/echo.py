@@ -19,15 +19,15 @@ __all__ = [
     "MARKERS",
     "Reply",
     "ToolCall",
-    "count_parts",
-    "media_note",
     "conforming_instance",
     "content_text",
+    "count_parts",
     "count_words",
     "embed",
     "find_marker",
     "generate",
     "marker_token",
+    "media_note",
     "structured_text",
 ]
 

@@ -22,7 +22,8 @@ from airflow_batchwork.core.errors import BatchworkError
 from airflow_batchwork.core.submission import prepare_job
 from airflow_batchwork.testing import Emulator, conformance
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+                       "rkJggg==")
 PDF = b"%PDF-1.4\n%%EOF\n"
 TOOL = {"name": "lookup", "description": "Look a word up",
         "parameters": {"type": "object", "properties": {"word": {"type": "string"}, "n": {"type": "integer"}},

@@ -15,7 +15,8 @@ from airflow_batchwork.operators.batch import CollectResultsOperator, SubmitBatc
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 OUTPUT = "{{ var.value.batchwork_test_output }}"
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+                       "rkJggg==")
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 # The image is read from a file URL at submit time (inlined as base64); the PDF is given as a data URL.
 _FILES = Path(tempfile.gettempdir()) / "batchwork-parts-dags"

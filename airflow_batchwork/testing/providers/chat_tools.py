@@ -36,7 +36,8 @@ def _function(tool: Mapping[str, Any]) -> Mapping[str, Any]:
     return inner if isinstance(inner, Mapping) else tool
 
 
-def forced_tool(body: Mapping[str, Any], *, required: tuple[str, ...] = ("required",)) -> tuple[str, Mapping[str, Any]] | None:
+def forced_tool(body: Mapping[str, Any], *, required: tuple[str, ...] = ("required",)
+                ) -> tuple[str, Mapping[str, Any]] | None:
     """(name, parameters) of the tool a body forces: a `required`-like choice takes the first function tool,
     a named choice (`{"type": "function", "function": {"name"}}` or Responses' `{"type": "function", "name"}`)
     that tool. Raises ToolChoiceError for a named tool that is not declared."""
