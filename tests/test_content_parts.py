@@ -237,3 +237,36 @@ async def test_parts_a_provider_cannot_take_are_refused_before_any_call(
     text = str(caught.value)
     assert f"requests[1].{field}" in text and "'the-one'" in text and words in text, text
     assert len(emulator.requests) == before
+
+
+def _doc_examples() -> list[str]:
+    text = (Path(__file__).parent.parent / "docs" / "providers.md").read_text()
+    section = text.split("## Images, files and tools", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+@pytest.mark.parametrize("block", _doc_examples(), ids=lambda b: b.split(":", 1)[0].lstrip("# "))
+async def test_docs_examples_run_against_the_emulator(block: str, emulator: Emulator, tmp_path: Path) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/examples/photo.png", PNG)
+    fs.pipe("/examples/report.pdf", PDF)
+    scope: dict[str, Any] = {"PHOTO_BYTES": PNG, "PHOTO_BASE64": base64.b64encode(PNG).decode(),
+                             "PDF_BASE64": base64.b64encode(PDF).decode()}
+    exec(block, scope)  # noqa: S102 - the documented example itself
+    model, requests = scope["model"], scope["requests"]
+    provider = model.split("/")[0].split(".")[0]
+    async with BatchClient({provider: Credentials("k", emulator.base_url(provider))}) as client:
+        job = await client.submit(model, requests)
+        await client.wait(job, poll_interval=0.1, timeout=60)
+        await client.write_parquet(job, f"{tmp_path}/out.parquet")
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [r["status"] for r in rows] == ["succeeded"] * len(requests), rows
+    for row, request in zip(sorted(rows, key=lambda r: r["custom_id"]),
+                            sorted(requests, key=lambda r: r["custom_id"]), strict=True):
+        if request.get("tool_choice") not in (None, "auto", "none"):
+            assert row["finish_reason"] == "tool_calls" and json.loads(row["tool_calls"])[0]["name"]
+        elif "messages" in request and any(isinstance(m["content"], list) and any(
+                p["type"] in ("image", "file") for p in m["content"]) for m in request["messages"]):
+            assert "(saw " in row["text"], row
