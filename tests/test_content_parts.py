@@ -33,6 +33,10 @@ MODELS: dict[str, tuple[str, bool, Any]] = {
     "google": ("google/gemini-2.5-flash", True, {"type": "tool", "tool_name": "get_weather"}),
     "groq": ("groq/meta-llama/llama-4-scout-17b-16e-instruct", False, {"type": "tool", "tool_name": "get_weather"}),
     "mistral": ("mistral/mistral-small-latest", True, {"type": "tool", "tool_name": "get_weather"}),
+    "openai": ("openai/gpt-4o-mini", True, {"type": "tool", "tool_name": "get_weather"}),
+    "openai.responses": ("openai.responses/gpt-4o-mini", True, {"type": "tool", "tool_name": "get_weather"}),
+    "xai": ("xai/grok-4", False, {"type": "tool", "tool_name": "get_weather"}),
+    "xai.responses": ("xai.responses/grok-4", False, "required"),
     # Together cannot name a tool in tool_choice: "required" with one tool forces it.
     "together": ("together/meta-llama/Llama-4-Scout-17B-16E-Instruct", False, "required"),
 }
@@ -91,10 +95,11 @@ def check_rows(provider: str, rows: dict[str, dict[str, Any]]) -> None:
 @pytest.mark.parametrize("provider", sorted(MODELS))
 async def test_parts_and_tools_through_batch_client(provider: str, emulator: Emulator, tmp_path: Path) -> None:
     model = MODELS[provider][0]
+    name = provider.split(".")[0]
     ledger = FsspecLedger(f"file://{tmp_path}/state", f"parts-{provider}")
-    async with BatchClient({provider: Credentials("k", emulator.base_url(provider))}) as client:
+    async with BatchClient({name: Credentials("k", emulator.base_url(name))}) as client:
         job = await client.submit(model, job_requests(provider, tmp_path), defaults={"max_output_tokens": 64},
-                                  ledger=ledger, identity=f"parts-{provider}")
+                                  ledger=ledger, identity=f"parts-{provider.replace('.', '-')}")
         await client.wait(job, poll_interval=0.1, timeout=60)
         await client.write_parquet(job, f"{tmp_path}/out.parquet")
     rows = {r["custom_id"]: r for r in pq.read_table(tmp_path / "out.parquet").to_pylist()}
@@ -127,11 +132,11 @@ def test_parts_and_tools_through_the_operators(provider: str, airflow_emulator: 
 
     from tests.airflow_helpers import load_dag, task_states, xcom
 
-    run = load_dag(f"test_parts_{provider}").test(logical_date=pendulum.datetime(2026, 11, 20, tz="UTC"))
+    run = load_dag(f"test_parts_{provider.replace('.', '_')}").test(logical_date=pendulum.datetime(2026, 11, 20, tz="UTC"))
     assert run.state == "success", task_states(run)
     manifest = xcom(run, "collect")
     assert manifest["rows"] == (4 if MODELS[provider][1] else 3), manifest
-    rows = {r["custom_id"]: r for r in pq.read_table(tmp_path / provider).to_pylist()}
+    rows = {r["custom_id"]: r for r in pq.read_table(tmp_path / provider.replace(".", "_")).to_pylist()}
     check_rows(provider, rows)
 
 
@@ -220,6 +225,20 @@ REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
     ("mistral/mistral-small-latest",
      {"messages": [{"role": "user", "content": [{"type": "file", "data": b"hello", "media_type": "text/plain"}]}]},
      "messages[0].content[0].media_type", "no file of type 'text/plain'"),
+    ("openai/gpt-4o-mini",
+     {"messages": [{"role": "user", "content": [{"type": "file", "data": "https://example.com/a.pdf",
+                                                 "media_type": "application/pdf"}]}]},
+     "messages[0].content[0]", "openai.chat batches take no file given as a URL"),
+    ("openai.completion/gpt-3.5-turbo-instruct", {"prompt": "x", "tools": [WEATHER]}, "tools",
+     "openai.completion batches take no tools"),
+    ("openai.embedding/text-embedding-3-small",
+     {"value": "x", "tools": [WEATHER]}, "tools", "openai.embedding batches take no tools"),
+    ("xai/grok-4",
+     {"messages": [{"role": "user", "content": [{"type": "file", "data": PDF, "media_type": "application/pdf"}]}]},
+     "messages[0].content[0]", "xai.chat batches take no file parts"),
+    ("xai.responses/grok-4",
+     {"messages": [{"role": "user", "content": [{"type": "image", "image": BMP, "media_type": "image/gif"}]}]},
+     "messages[0].content[0].media_type", "no image of type 'image/gif'"),
 ]
 
 
@@ -254,7 +273,7 @@ async def test_docs_examples_run_against_the_emulator(block: str, emulator: Emul
     fs.pipe("/examples/report.pdf", PDF)
     scope: dict[str, Any] = {"PHOTO_BYTES": PNG, "PHOTO_BASE64": base64.b64encode(PNG).decode(),
                              "PDF_BASE64": base64.b64encode(PDF).decode()}
-    exec(block, scope)  # noqa: S102 - the documented example itself
+    exec(block, scope)
     model, requests = scope["model"], scope["requests"]
     provider = model.split("/")[0].split(".")[0]
     async with BatchClient({provider: Credentials("k", emulator.base_url(provider))}) as client:

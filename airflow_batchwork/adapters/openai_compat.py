@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,10 +17,12 @@ from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead,
 from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.core.parquet import items_to_batch
+from airflow_batchwork.core.parts import Media
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import (
     BatchRequest,
     ContentPart,
+    FilePart,
     ImagePart,
     NamedToolChoice,
     TextPart,
@@ -84,10 +87,7 @@ def _chat_part(part: ContentPart, dialect: ChatDialect) -> dict[str, Any]:
         if found.filename:
             out["document_name"] = found.filename
         return out
-    file: dict[str, Any] = {"file_data": found.data_url()}
-    if found.filename:
-        file["filename"] = found.filename
-    return {"type": "file", "file": file}
+    return {"type": "file", "file": {"file_data": found.data_url(), "filename": _filename(found)}}
 
 
 def chat_messages(request: BatchRequest, dialect: ChatDialect = OPENAI_CHAT) -> list[dict[str, Any]]:
@@ -142,6 +142,79 @@ def chat_tools(request: BatchRequest, dialect: ChatDialect = OPENAI_CHAT) -> dic
     elif choice is not None:
         out["tool_choice"] = choice
     return out
+
+
+def _filename(found: Media) -> str:
+    """A file name for inline file data (OpenAI wants one with `file_data`): the part's, else `file.<ext>`."""
+    if found.filename:
+        return found.filename
+    extension = (mimetypes.guess_extension(found.media_type or "") or ".bin").lstrip(".")
+    return f"file.{extension}"
+
+
+def responses_items(request: BatchRequest, *, system: bool = False) -> list[dict[str, Any]]:
+    """A conversation as Responses `input` items (OpenAI `/v1/responses`, also xAI): messages with
+    `input_text` / `input_image` / `input_file` parts (`output_text` in assistant turns), assistant tool
+    calls as `function_call` items and tool results as `function_call_output` items. `system`: put the
+    system text first as a system message (else the caller sends it as `instructions`)."""
+    items: list[dict[str, Any]] = []
+    system_text = request.system_text() if system else None
+    if system_text:
+        items.append({"role": "system", "content": system_text})
+    for message in request.conversation():
+        if isinstance(message.content, str):
+            items.append({"role": message.role, "content": message.content})
+            continue
+        if message.role == "tool":
+            items += [{"type": "function_call_output", "call_id": r.tool_call_id, "output": r.output_text()}
+                      for r in message.content if isinstance(r, ToolResultPart)]
+            continue
+        content: list[dict[str, Any]] = []
+        calls: list[dict[str, Any]] = []
+        for part in message.content:
+            if isinstance(part, ToolCallPart):
+                calls.append({"type": "function_call", "call_id": part.tool_call_id, "name": part.tool_name,
+                              "arguments": compact(part.input)})
+            elif isinstance(part, TextPart):
+                content.append({"type": "output_text", "text": part.text, "annotations": []}
+                               if message.role == "assistant" else {"type": "input_text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                content.append({"type": "input_image", "image_url": media(part).data_url(), "detail": "auto"})
+            elif isinstance(part, FilePart):
+                found = media(part)
+                if found.kind == "url":
+                    content.append({"type": "input_file", "file_url": found.value})
+                else:
+                    content.append({"type": "input_file", "file_data": found.data_url(),
+                                    "filename": _filename(found)})
+        if content:
+            items.append({"role": message.role, "content": content})
+        items += calls
+    return items
+
+
+def responses_tools(request: BatchRequest) -> dict[str, Any]:
+    """`tools` and `tool_choice` of a Responses body. Responses function tools are strict unless told
+    otherwise, so `strict` is sent: true only for schemas its strict subset accepts."""
+    if not request.tools:
+        return {}
+    out: dict[str, Any] = {"tools": [
+        {"type": "function", "name": t.name, **({"description": t.description} if t.description else {}),
+         "parameters": dict(t.parameters), "strict": is_strict_compatible(t.parameters)}
+        for t in request.tools]}
+    choice = request.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        out["tool_choice"] = {"type": "function", "name": choice.tool_name}
+    elif choice is not None:
+        out["tool_choice"] = choice
+    return out
+
+
+def fill_response_tool_calls(item: ItemResult, body: Mapping[str, Any]) -> None:
+    """`tool_calls` from the `function_call` output items of a Responses body."""
+    item.tool_calls = tool_calls_json(item.custom_id, (
+        (o.get("call_id") or o.get("id"), o.get("name"), o.get("arguments"))
+        for o in body.get("output") or [] if isinstance(o, Mapping) and o.get("type") == "function_call"))
 
 
 def json_schema_format(schema: Mapping[str, Any]) -> dict[str, Any]:

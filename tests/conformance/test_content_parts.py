@@ -2,8 +2,8 @@
 by the provider's schema (generated from its SDK / protos), the emulator's answers to them too, and
 wrong shapes are refused by the schema and by the strict emulator.
 
-Providers covered here: anthropic, google, groq, mistral, together (OpenAI and xAI are added with their
-schemas)."""
+Every provider and endpoint that takes parts or tools: anthropic, google, groq, mistral, together, openai
+(chat, responses), xai (chat, responses; its bodies are judged by OpenAI's types, as the xAI schema says)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from airflow_batchwork.core import BatchClient, Credentials
 from airflow_batchwork.core.errors import BatchworkError
 from airflow_batchwork.core.submission import prepare_job
 from airflow_batchwork.testing import Emulator, conformance
+from airflow_batchwork.testing.providers.openai import REQUEST_TYPES
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
                        "rkJggg==")
@@ -89,6 +90,36 @@ def _openai_style(provider: str, model: str | None = None) -> Callable[[dict[str
     return judge
 
 
+def _openai(endpoint: str) -> Callable[[dict[str, Any]], list[str]]:
+    def judge(line: dict[str, Any]) -> list[str]:
+        return conformance.violations("openai", "BatchRequestInput", line) + \
+            conformance.violations("openai", REQUEST_TYPES[endpoint], line["body"])
+    return judge
+
+
+def _xai(op: str) -> Callable[[dict[str, Any]], list[str]]:
+    def judge(line: dict[str, Any]) -> list[str]:
+        return conformance.violations("xai", "BatchRequestEntry", line) + \
+            conformance.violations("openai", XAI_TYPES[op], line["batch_request"][op])
+    return judge
+
+
+XAI_TYPES = {"chat_get_completion": "CreateChatCompletionRequest", "responses": "CreateResponse"}
+
+
+def _answer_openai(endpoint: str) -> Callable[[dict[str, Any]], list[str]]:
+    kind = {"/v1/chat/completions": "CreateChatCompletionResponse", "/v1/responses": "Response"}[endpoint]
+
+    def judge(line: dict[str, Any]) -> list[str]:
+        return conformance.violations("openai", "BatchRequestOutput", line) + \
+            conformance.violations("openai", kind, line["response"]["body"])
+    return judge
+
+
+def _answer_xai(line: dict[str, Any]) -> list[str]:
+    return conformance.violations("xai", "BatchResult", line)
+
+
 def _answer_anthropic(line: dict[str, Any]) -> list[str]:
     return conformance.violations("anthropic", "MessageBatchIndividualResponse", line)
 
@@ -115,6 +146,12 @@ CASES: dict[str, tuple[str, bool, bool, list[Any], Any, Any]] = {
                 _answer_chat("mistral")),
     "together": ("together/meta-llama/Llama-4-Scout-17B-16E-Instruct", False, False, ["auto", "none", "required"],
                  _openai_style("together"), _answer_chat("together")),
+    "openai": ("openai/gpt-4o-mini", True, False, ALL, _openai("/v1/chat/completions"),
+               _answer_openai("/v1/chat/completions")),
+    "openai.responses": ("openai.responses/gpt-4o-mini", True, True, ALL, _openai("/v1/responses"),
+                         _answer_openai("/v1/responses")),
+    "xai": ("xai/grok-4", False, False, ALL, _xai("chat_get_completion"), _answer_xai),
+    "xai.responses": ("xai.responses/grok-4", False, False, ALL, _xai("responses"), _answer_xai),
 }
 
 
@@ -128,6 +165,8 @@ def test_every_body_with_parts_and_tools_conforms(provider: str) -> None:
     for line in lines:
         assert judge(line) == [], (line.get("custom_id") or line.get("key"), judge(line))
     text = json.dumps(lines)
+    assert len({line.get("custom_id") or line.get("key") or line.get("batch_request_id") for line in lines}) \
+        == len(requests)
     assert "memory://" not in text and base64.b64encode(PNG).decode() in text  # the fsspec file was inlined
 
 
@@ -136,7 +175,8 @@ async def test_emulator_answers_to_parts_and_tools_conform(provider: str, emulat
                                                           tmp_path: Path) -> None:
     model, pdf, url_files, choices, _, answer_judge = CASES[provider]
     requests = requests_for(pdf, url_files, choices)
-    async with BatchClient({provider: Credentials("k", emulator.base_url(provider))}) as client:
+    async with BatchClient({provider.split(".")[0]: Credentials("k", emulator.base_url(provider.split(".")[0]))}
+                           ) as client:
         job = await client.submit(model, requests)
         await client.wait(job, poll_interval=0.1, timeout=60)
         await client.write_parquet(job, f"{tmp_path}/out.parquet")
@@ -159,7 +199,15 @@ async def test_emulator_answers_to_parts_and_tools_conform(provider: str, emulat
 
 # Wrong shapes, written in through provider_options so they reach the wire as is: another provider's part
 # or tool format. The schema refuses each, and so does the strict emulator.
+CHAT_WRONG_PART = {"messages": [{"role": "user", "content": [
+    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "aGk="}}]}]}
+RESPONSES_WRONG_PART = {"input": [{"role": "user", "content": [
+    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
 WRONG: dict[str, tuple[str, dict[str, Any]]] = {
+    "openai": ("CreateChatCompletionRequest", CHAT_WRONG_PART),
+    "openai.responses": ("CreateResponse", RESPONSES_WRONG_PART),
+    "xai": ("CreateChatCompletionRequest", CHAT_WRONG_PART),
+    "xai.responses": ("CreateResponse", RESPONSES_WRONG_PART),
     "anthropic": ("MessageCreateParamsNonStreaming", {"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}),
     "google": ("GenerateContentRequest", {"contents": [{"role": "user", "parts": [
@@ -171,7 +219,10 @@ WRONG: dict[str, tuple[str, dict[str, Any]]] = {
     "together": ("ChatCompletionRequest", {"messages": [{"role": "user", "content": [
         {"type": "file", "file": {"file_data": "data:application/pdf;base64,aGk="}}]}]}),
 }
+NESTED_TOOL = {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}
+FLAT_TOOL = {"tools": [{"type": "function", "name": "f", "parameters": {}}]}
 WRONG_TOOLS: dict[str, dict[str, Any]] = {
+    "openai": FLAT_TOOL, "openai.responses": NESTED_TOOL, "xai": FLAT_TOOL, "xai.responses": NESTED_TOOL,
     "anthropic": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
     "google": {"tools": [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {}}]}]},  # no description
     "groq": {"tools": [{"type": "function", "name": "f", "parameters": {}}]},
@@ -180,10 +231,16 @@ WRONG_TOOLS: dict[str, dict[str, Any]] = {
 }
 
 
-WHOLE_BODY_JUDGED = {"google", "mistral"}
+WHOLE_BODY_JUDGED = {"google", "mistral", "xai", "xai.responses"}
+
+
+def _schema_provider(case: str) -> str:
+    return "openai" if case.startswith("xai") else case.split(".")[0]
 
 
 def _body_of(provider: str, line: dict[str, Any]) -> dict[str, Any]:
+    if provider.startswith("xai"):
+        return dict(next(iter(line["batch_request"].values())))
     if provider == "anthropic":
         return dict(line["params"])
     if provider == "google":
@@ -204,13 +261,15 @@ async def test_wrong_shapes_are_refused_by_schema_and_emulator(provider: str, ki
                 {"custom_id": "fine", "prompt": "y"}]
     with prepare_job(model, requests) as job:
         lines = [json.loads(raw) for shard in job.shards for raw in shard]
-    assert conformance.violations(provider, name, _body_of(provider, lines[0]))
-    assert not conformance.violations(provider, name, _body_of(provider, lines[1]))
-    async with BatchClient({provider: Credentials("k", emulator.base_url(provider))}) as client:
+    schema = _schema_provider(provider)
+    assert conformance.violations(schema, name, _body_of(provider, lines[0]))
+    assert not conformance.violations(schema, name, _body_of(provider, lines[1]))
+    async with BatchClient({provider.split(".")[0]: Credentials("k", emulator.base_url(provider.split(".")[0]))}
+                           ) as client:
         try:
             job = await client.submit(model, requests)
         except BatchworkError as exc:
-            # Gemini and Mistral judge an inline create body whole (400 / 422), as their APIs do.
+            # Gemini, Mistral and xAI judge an inline create / add-requests body whole (400 / 422), as their APIs do.
             assert provider in WHOLE_BODY_JUDGED and ("400" in str(exc) or "422" in str(exc)), exc
             return
         await client.wait(job, poll_interval=0.1, timeout=60)
@@ -225,13 +284,16 @@ async def test_emulator_refuses_a_forced_tool_that_is_not_declared(provider: str
     model = CASES[provider][0]
     undeclared = {
         "anthropic": {"tool_choice": {"type": "tool", "name": "missing"}},
+        "openai.responses": {"tool_choice": {"type": "function", "name": "missing"}},
+        "xai.responses": {"tool_choice": {"type": "function", "name": "missing"}},
         "google": {"toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["missing"]}}},
     }.get(provider, {"tool_choice": {"type": "function", "function": {"name": "missing"}}})
     if provider == "together":
         undeclared = {"tool_choice": "required", "tools": []}
     requests = [{"custom_id": "wrong", "prompt": "x", "tools": [TOOL], "provider_options": undeclared},
                 {"custom_id": "fine", "prompt": "y"}]
-    async with BatchClient({provider: Credentials("k", emulator.base_url(provider))}) as client:
+    async with BatchClient({provider.split(".")[0]: Credentials("k", emulator.base_url(provider.split(".")[0]))}
+                           ) as client:
         try:
             job = await client.submit(model, requests)
         except BatchworkError as exc:

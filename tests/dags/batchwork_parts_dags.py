@@ -36,6 +36,10 @@ PROVIDERS: dict[str, tuple[str, bool, Any]] = {
     "groq": ("groq/meta-llama/llama-4-scout-17b-16e-instruct", False, NAMED),
     "mistral": ("mistral/mistral-small-latest", True, NAMED),
     "together": ("together/meta-llama/Llama-4-Scout-17B-16E-Instruct", False, "required"),
+    "openai": ("openai/gpt-4o-mini", True, NAMED),
+    "openai.responses": ("openai.responses/gpt-4o-mini", True, NAMED),
+    "xai": ("xai/grok-4", False, NAMED),
+    "xai.responses": ("xai.responses/grok-4", False, "required"),
 }
 
 
@@ -62,9 +66,10 @@ def parts_requests(pdf: bool, choice: Any) -> list[dict[str, Any]]:
 
 
 for _provider, (_model, _pdf, _choice) in PROVIDERS.items():
-    with DAG(dag_id=f"test_parts_{_provider}", schedule=None, start_date=START) as _dag:
+    _key = _provider.replace(".", "_")
+    with DAG(dag_id=f"test_parts_{_key}", schedule=None, start_date=START) as _dag:
         _submit = SubmitBatchOperator(task_id="submit", model=_model, requests=parts_requests(_pdf, _choice),
                                       defaults={"max_output_tokens": 64})
         CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.2,
-                               output_path=OUTPUT + f"/{_provider}/")
-    globals()[f"parts_{_provider}"] = _dag
+                               output_path=OUTPUT + f"/{_key}/")
+    globals()[f"parts_{_key}"] = _dag
