@@ -132,7 +132,8 @@ def test_parts_and_tools_through_the_operators(provider: str, airflow_emulator: 
 
     from tests.airflow_helpers import load_dag, task_states, xcom
 
-    run = load_dag(f"test_parts_{provider.replace('.', '_')}").test(logical_date=pendulum.datetime(2026, 11, 20, tz="UTC"))
+    dag = load_dag(f"test_parts_{provider.replace('.', '_')}")
+    run = dag.test(logical_date=pendulum.datetime(2026, 11, 20, tz="UTC"))
     assert run.state == "success", task_states(run)
     manifest = xcom(run, "collect")
     assert manifest["rows"] == (4 if MODELS[provider][1] else 3), manifest
