@@ -303,3 +303,33 @@ async def test_emulator_refuses_a_forced_tool_that_is_not_declared(provider: str
         await client.write_parquet(job, f"{tmp_path}/out.parquet")
     rows = {r["custom_id"]: r for r in pq.read_table(tmp_path / "out.parquet").to_pylist()}
     assert rows["wrong"]["status"] == "errored" and rows["fine"]["status"] == "succeeded", rows
+
+
+ORPHAN_RESULT: dict[str, dict[str, Any]] = {
+    "anthropic": {"messages": [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_nope", "content": "1"}]}]},
+    **{p: {"messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "1"}]}
+       for p in ("groq", "mistral", "together", "openai", "xai")},
+    **{p: {"input": [{"role": "user", "content": "x"},
+                     {"type": "function_call_output", "call_id": "nope", "output": "1"}]}
+       for p in ("openai.responses", "xai.responses")},
+}
+
+
+@pytest.mark.parametrize("provider", sorted(ORPHAN_RESULT))
+async def test_emulator_refuses_a_tool_result_that_answers_no_call(provider: str, emulator: Emulator,
+                                                                   tmp_path: Path) -> None:
+    model = CASES[provider][0]
+    requests = [{"custom_id": "wrong", "prompt": "x", "tools": [TOOL], "provider_options": ORPHAN_RESULT[provider]},
+                {"custom_id": "fine", "prompt": "y"}]
+    name = provider.split(".")[0]
+    async with BatchClient({name: Credentials("k", emulator.base_url(name))}) as client:
+        try:
+            job = await client.submit(model, requests)
+        except BatchworkError as exc:
+            assert provider in WHOLE_BODY_JUDGED, exc
+            return
+        await client.wait(job, poll_interval=0.1, timeout=60)
+        await client.write_parquet(job, f"{tmp_path}/out.parquet")
+    rows = {r["custom_id"]: r for r in pq.read_table(tmp_path / "out.parquet").to_pylist()}
+    assert rows["wrong"]["status"] == "errored" and rows["fine"]["status"] == "succeeded", rows

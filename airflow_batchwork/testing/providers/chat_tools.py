@@ -57,9 +57,29 @@ def forced_tool(body: Mapping[str, Any], *, required: tuple[str, ...] = ("requir
     return None
 
 
+def check_tool_results(messages: list[Any]) -> None:
+    """Chat: every `tool` message answers a call of an earlier assistant `tool_calls`; Responses: every
+    `function_call_output` answers an earlier `function_call`. Raises ToolChoiceError as the APIs refuse."""
+    called: set[object] = set()
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, Mapping):
+                called.add(call.get("id"))
+        if message.get("type") == "function_call":
+            called.add(message.get("call_id"))
+        if message.get("role") == "tool" and message.get("tool_call_id") not in called:
+            raise ToolChoiceError("Invalid parameter: messages with role 'tool' must be a response to a preceding "
+                                  "message with 'tool_calls'.")
+        if message.get("type") == "function_call_output" and message.get("call_id") not in called:
+            raise ToolChoiceError(f"No tool call found for function call output with call_id {message.get('call_id')}.")
+
+
 def reply(body: Mapping[str, Any], messages: list[Any], max_tokens: int | None, schema: Any = None,
           *, required: tuple[str, ...] = ("required",)) -> echo.Reply:
     """The echo reply of a chat body: it mentions the parts it saw, and calls a forced tool."""
+    check_tool_results(messages)
     return echo.generate(messages, max_tokens=max_tokens, schema=schema, media=media(messages),
                          tool=forced_tool(body, required=required))
 

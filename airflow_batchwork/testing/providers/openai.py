@@ -514,6 +514,7 @@ def _response(
     instructions = body.get("instructions")
     messages = _responses_messages(body.get("input"))
     try:
+        chat_tools.check_tool_results(body["input"] if isinstance(body.get("input"), list) else [])
         forced = chat_tools.forced_tool(body)
     except chat_tools.ToolChoiceError as exc:
         raise Rejected(str(exc), "tool_choice") from None

@@ -240,6 +240,7 @@ def _response(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any], int, i
         raise _Rejected("input: expected a string or a non-empty array of input items")
     max_output_tokens = _max_tokens(body, "max_output_tokens")
     try:
+        chat_tools.check_tool_results(given if isinstance(given, list) else [])
         forced = chat_tools.forced_tool(body)
     except chat_tools.ToolChoiceError as exc:
         raise _Rejected(str(exc)) from None
