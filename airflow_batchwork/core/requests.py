@@ -5,6 +5,7 @@ Everything here runs before any API call: a bad request is refused with the fiel
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -51,7 +52,10 @@ class ImagePart(BaseModel):
     image: str | bytes
     media_type: str | None = None
 
-    _payload = field_validator("image")(classmethod(lambda cls, v: _check_payload(v)))
+    @field_validator("image")
+    @classmethod
+    def _payload_ok(cls, value: str | bytes) -> str | bytes:
+        return _check_payload(value)
 
     @property
     def payload(self) -> str | bytes:
@@ -67,7 +71,10 @@ class FilePart(BaseModel):
     media_type: str | None = None
     filename: str | None = None
 
-    _payload = field_validator("data")(classmethod(lambda cls, v: _check_payload(v)))
+    @field_validator("data")
+    @classmethod
+    def _payload_ok(cls, value: str | bytes) -> str | bytes:
+        return _check_payload(value)
 
     @property
     def payload(self) -> str | bytes:
@@ -98,8 +105,6 @@ class ToolResultPart(BaseModel):
         """The output as text: a string as is, anything else as compact JSON."""
         if isinstance(self.output, str):
             return self.output
-        import json
-
         return json.dumps(self.output, separators=(",", ":"), ensure_ascii=False)
 
 
