@@ -27,9 +27,9 @@ from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, Con
 from airflow_batchwork.core.handle import JobHandle, ShardHandle
 from airflow_batchwork.core.http import RetryPolicy
 from airflow_batchwork.core.ledger import SubmitLedger
-from airflow_batchwork.core.parquet import RowEnricher
+from airflow_batchwork.core.parquet import RowEnricher, check_output_url
 from airflow_batchwork.core.polling import next_step, sleep_for
-from airflow_batchwork.core.pricing import PricesLike, check_max_cost
+from airflow_batchwork.core.pricing import PricesLike, check_max_cost, load_prices, warn_if_unknown_model
 from airflow_batchwork.core.refs import ModelRef, parse_model
 from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
 from airflow_batchwork.core.status import ItemResult, JobStatus
@@ -120,7 +120,11 @@ class BatchClient:
             raise ConfigurationError("on_changed_input/on_orphaned_intent", "must be 'resubmit' or 'fail'",
                                      "pass one of the two values")
         defaults = with_output_schema(defaults, output_schema)
-        with prepare_job(model, requests, defaults=defaults, limits=limits) as job:
+        ref = parse_model(model)
+        table = load_prices(prices)
+        warn_if_unknown_model(ref, table)
+        with prepare_job(ref, requests, defaults=defaults, limits=limits,
+                         context_window=table.context_window(ref)) as job:
             if job.recorder and job.recorder.schemas.needs_ids and not (ledger and ledger.ids_url):
                 raise ConfigurationError(
                     "output_schema", "requests use different output schemas, so the collector must be told which "
@@ -318,6 +322,7 @@ class BatchClient:
         part file per provider batch); return a manifest `{path, files, rows, counts, provider, model,
         batch_ids, duplicates_dropped, unaccounted}`."""
         handle = JobHandle.coerce(job)
+        check_output_url(url)
         enrichers: list[RowEnricher] = []
         if handle.passthrough and handle.ids_url:
             enrichers.append(PassthroughEnricher(handle.ids_url, handle.passthrough, storage_options))
