@@ -50,8 +50,9 @@ def in_section(title: str) -> list[str]:
 def test_every_python_block_is_covered_by_a_test_below() -> None:
     covered = [*in_section("A minimal DAG"), *in_section("What will this cost"),
                *in_section("From a plain script (no Airflow)"), *in_section("Testing your DAGs offline: the emulator"),
-               *in_section("Structured output, embeddings, cost and automatic resubmission")]
-    assert sorted(covered) == sorted(blocks()) and len(blocks()) == 9
+               *in_section("Structured output, embeddings, cost and automatic resubmission"),
+               *in_section("Requests")]
+    assert sorted(covered) == sorted(blocks()) and len(blocks()) == 10
 
 
 def test_minimal_dag_runs_offline_as_documented(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,6 +94,21 @@ def test_plain_script_block_runs_against_the_emulator(tmp_path: Path, monkeypatc
         printed, _ = run_block(code)
     assert "a succeeded echo: Hello" in printed
     assert pq.read_table(tmp_path / "results.parquet").num_rows == 1
+
+
+def test_parts_and_tools_block_runs_against_the_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (code,) = in_section("Requests")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shoe.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (tmp_path / "invoice.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    with Emulator(processing_seconds=0) as emu:  # done at once: the block's poll_interval=30 never sleeps
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "emulator-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.base_url("anthropic"))
+        printed, _ = run_block(code)
+    lines = sorted(printed.splitlines())
+    assert lines[0] == "invoice stop echo: What is the total? (saw 0 images, 1 file)", lines
+    assert lines[1] == "photo stop echo: Describe this product. (saw 1 image, 0 files)", lines
+    assert lines[2].startswith('weather tool_calls [{"id":"toolu_') and '"name":"get_weather"' in lines[2], lines
 
 
 def test_emulator_pytest_block_passes() -> None:

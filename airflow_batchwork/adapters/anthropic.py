@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ from airflow_batchwork.adapters.base import (
     first_unsupported,
     merge_options,
 )
+from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.openai_compat import (
     FINISH_REASONS,
     error_fields,
@@ -38,7 +40,15 @@ from airflow_batchwork.adapters.openai_compat import (
 from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.core.requests import (
+    BatchRequest,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    NamedToolChoice,
+    TextPart,
+    ToolCallPart,
+)
 from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 API_VERSION = "2023-06-01"
@@ -127,6 +137,22 @@ class AnthropicAdapter(ProviderAdapter):
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key, "anthropic-version": API_VERSION}
 
+    def content_support(self, ref: ModelRef) -> ContentSupport:
+        # Image blocks (base64 / URL sources: jpeg, png, gif, webp) and document blocks (base64 or URL PDF,
+        # plain text): anthropic SDK `ImageBlockParam`, `DocumentBlockParam`.
+        return ContentSupport(image_sources=BOTH, image_types=IMAGE_TYPES, file_sources=BOTH,
+                              file_types=frozenset({"application/pdf", "text/plain"}), tools=True)
+
+    def check_content(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
+        refusal = super().check_content(ref, request)
+        if refusal is None:
+            for location, part in request.media_parts():
+                found = media(part)
+                if found.media_type == "text/plain" and found.kind == "url":
+                    return (location, f"request {request.custom_id!r}: anthropic.messages takes plain-text "
+                            "documents only inline", "give the text's bytes or a file URL so it is inlined")
+        return refusal
+
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         refusal = first_unsupported(
             request, ("seed", "presence_penalty", "frequency_penalty", "dimensions"), "anthropic", ref.endpoint
@@ -148,11 +174,18 @@ class AnthropicAdapter(ProviderAdapter):
             "model": ref.model,
             "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
             "messages": [{"role": "user", "content": request.prompt or ""}] if request.messages is None else [
-                {"role": m.role, "content": m.content if isinstance(m.content, str)
-                 else [{"type": "text", "text": p.text} for p in m.content]}
+                {"role": "user" if m.role == "tool" else m.role, "content": m.content if isinstance(m.content, str)
+                 else [_block(p) for p in m.content]}
                 for m in request.conversation()
             ],
         }
+        if request.tools:
+            params["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
+                                "input_schema": dict(t.parameters)} for t in request.tools]
+        if request.tool_choice is not None and request.tools:
+            choice = request.tool_choice
+            params["tool_choice"] = {"type": "tool", "name": choice.tool_name} if isinstance(choice, NamedToolChoice) \
+                else {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
         system = request.system_text()
         if system:
             params["system"] = system
@@ -355,6 +388,8 @@ RESULT_LINE_SCHEMA = pa.schema([
 
 def parse_results_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
     """Result columns for a chunk of result lines, computed in Arrow; None to fall back to `parse_line`."""
+    if TOOL_USE_BLOCK.search(chunk):  # tool calls are read line by line
+        return None
     parsed = read_lines(chunk, RESULT_LINE_SCHEMA)
     if parsed is None:
         return None
@@ -395,8 +430,41 @@ def parse_results_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
             pc.coalesce(field(error, "error", "message"), const("the provider returned no error message", n)))),
         "response": lines,
         "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
+        "tool_calls": pa.nulls(n, pa.string()),
     }
     return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+
+
+TOOL_USE_BLOCK = re.compile(rb'"type"\s*:\s*"tool_use"')
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+def _block(part: ContentPart) -> dict[str, Any]:
+    """One content part as an Anthropic content block."""
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart | FilePart):
+        found = media(part)
+        source: dict[str, Any]
+        if found.kind == "url":
+            source = {"type": "url", "url": found.value}
+        elif found.media_type == "text/plain":
+            source = {"type": "text", "media_type": "text/plain",
+                      "data": base64.b64decode(found.value).decode("utf-8", errors="replace")}
+        else:
+            source = {"type": "base64", "media_type": found.media_type, "data": found.value}
+        if isinstance(part, ImagePart):
+            return {"type": "image", "source": source}
+        block: dict[str, Any] = {"type": "document", "source": source}
+        if part.filename:
+            block["title"] = part.filename
+        return block
+    if isinstance(part, ToolCallPart):
+        return {"type": "tool_use", "id": part.tool_call_id, "name": part.tool_name, "input": dict(part.input)}
+    block = {"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.output_text()}
+    if part.is_error:
+        block["is_error"] = True
+    return block
 
 
 def parse_line(line: str, batch_id: str) -> ItemResult | None:
@@ -413,6 +481,9 @@ def parse_line(line: str, batch_id: str) -> ItemResult | None:
         texts = [b.get("text", "") for b in message.get("content") or []
                  if isinstance(b, Mapping) and b.get("type") == "text"]
         item.text = "".join(texts)
+        item.tool_calls = tool_calls_json(custom_id, (
+            (b.get("id"), b.get("name"), b.get("input")) for b in message.get("content") or []
+            if isinstance(b, Mapping) and b.get("type") == "tool_use"))
         stop = message.get("stop_reason")
         item.finish_reason = None if stop is None else STOP_REASONS.get(str(stop), "other")
         usage = message.get("usage") or {}

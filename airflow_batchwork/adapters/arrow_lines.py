@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +39,9 @@ CHAT_LINE_SCHEMA = pa.schema([
     ])),
     ("error", _ERROR),
 ])
+
+
+TOOL_CALLS = re.compile(rb'"tool_calls"\s*:\s*\[\s*\{')
 
 
 def const(value: str | None, n: int) -> pa.Array:
@@ -94,6 +98,8 @@ def parse_chat_chunk(
     canceled_codes: frozenset[str],
 ) -> pa.RecordBatch | None:
     """Result columns for every line of `chunk` (complete lines only), or None to fall back."""
+    if TOOL_CALLS.search(chunk):  # tool calls are read line by line
+        return None
     parsed = read_lines(chunk, CHAT_LINE_SCHEMA)
     if parsed is None:
         return None
@@ -148,6 +154,7 @@ def parse_chat_chunk(
                                     pa.nulls(n, pa.string())),
         "response": lines.cast(pa.string()),
         "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
+        "tool_calls": pa.nulls(n, pa.string()),
     }
     return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
 

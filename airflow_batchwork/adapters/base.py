@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pyarrow as pa
 
+from airflow_batchwork.adapters.content import TEXT_ONLY, ContentSupport, check_content
 from airflow_batchwork.core.credentials import Credentials
 from airflow_batchwork.core.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
 from airflow_batchwork.core.ledger import CallProgress
@@ -148,6 +149,14 @@ class ProviderAdapter(ABC):
         return check_id(value, what=f"{self.provider} {what}", pattern=self.id_pattern)
 
     # --- payloads (pure: they must not touch self.http or self.credentials) ---------------------
+    def content_support(self, ref: ModelRef) -> ContentSupport:
+        """The image/file parts and tools `ref`'s endpoint takes (text only unless an adapter says more)."""
+        return TEXT_ONLY
+
+    def check_content(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
+        """A reason `ref`'s endpoint cannot take the parts or tools of `request`, or None."""
+        return check_content(request, self.content_support(ref), f"{self.provider}.{ref.endpoint}")
+
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         """A reason this provider/endpoint cannot serve `request`, or None."""
         return None

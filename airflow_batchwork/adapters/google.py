@@ -35,12 +35,22 @@ from airflow_batchwork.adapters.base import (
     dumps,
     first_unsupported,
 )
+from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
 from airflow_batchwork.core.errors import ProviderAPIError
 from airflow_batchwork.core.http import check_id, default_error_parser
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest, ChatMessage
+from airflow_batchwork.core.requests import (
+    BatchRequest,
+    ChatMessage,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    NamedToolChoice,
+    TextPart,
+    ToolCallPart,
+)
 from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 log = logging.getLogger(__name__)
@@ -127,10 +137,42 @@ def merge_provider_options(body: dict[str, Any], request: BatchRequest) -> dict[
     return body
 
 
-def _parts(message: ChatMessage) -> list[dict[str, str]]:
+def _parts(message: ChatMessage) -> list[dict[str, Any]]:
     if isinstance(message.content, str):
         return [{"text": message.content}]
-    return [{"text": part.text} for part in message.content]
+    return [_part(part) for part in message.content]
+
+
+def _part(part: ContentPart) -> dict[str, Any]:
+    """One content part as a Gemini `Part`: text, `inlineData` / `fileData` (a URL), `functionCall`,
+    `functionResponse` (whose `response` is an object: other outputs are wrapped as `{"output": …}`)."""
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if isinstance(part, ImagePart | FilePart):
+        found = media(part)
+        if found.kind == "url":
+            return {"fileData": {"mimeType": found.media_type, "fileUri": found.value}}
+        return {"inlineData": {"mimeType": found.media_type, "data": found.value}}
+    if isinstance(part, ToolCallPart):
+        return {"functionCall": {"name": part.tool_name, "args": dict(part.input)}}
+    output = part.output if isinstance(part.output, dict) else {"output": part.output}
+    return {"functionResponse": {"name": part.tool_name, "response": output}}
+
+
+def _tool_fields(request: BatchRequest) -> dict[str, Any]:
+    """`tools` (function declarations, JSON Schema parameters as `parametersJsonSchema`) and `toolConfig`."""
+    if not request.tools:
+        return {}
+    out: dict[str, Any] = {"tools": [{"functionDeclarations": [
+        {"name": t.name, "description": t.description or "", "parametersJsonSchema": dict(t.parameters)}
+        for t in request.tools]}]}
+    choice = request.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        out["toolConfig"] = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice.tool_name]}}
+    elif choice is not None:
+        mode = {"auto": "AUTO", "required": "ANY", "none": "NONE"}[choice]
+        out["toolConfig"] = {"functionCallingConfig": {"mode": mode}}
+    return out
 
 
 def generate_content_request(request: BatchRequest) -> dict[str, Any]:
@@ -144,6 +186,7 @@ def generate_content_request(request: BatchRequest) -> dict[str, Any]:
     system = request.system_text()
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
+    body.update(_tool_fields(request))
     config = {theirs: getattr(request, ours) for ours, theirs in GENERATION_FIELDS
               if getattr(request, ours) is not None}
     if request.output_schema is not None:
@@ -195,9 +238,11 @@ def fill_from_generate(item: ItemResult, response: Mapping[str, Any]) -> None:
         item.finish_reason = "content_filter"
     elif raw is not None:
         item.finish_reason = FINISH_REASONS.get(str(raw), "other")
-        calls = any(isinstance(p, Mapping) and p.get("functionCall") for p in parts)
+        calls = [p["functionCall"] for p in parts
+                 if isinstance(p, Mapping) and isinstance(p.get("functionCall"), Mapping)]
         if item.finish_reason == "stop" and calls:
             item.finish_reason = "tool_calls"
+        item.tool_calls = tool_calls_json(item.custom_id, ((c.get("id"), c.get("name"), c.get("args")) for c in calls))
     usage = response.get("usageMetadata")
     if isinstance(usage, Mapping):
         item.input_tokens = int_or_none(usage.get("promptTokenCount"))
@@ -271,6 +316,8 @@ _LOWER_FINISH: dict[str, str] = {k.lower(): v for k, v in FINISH_REASONS.items()
 def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
     """Result columns for a chunk of file-mode `{key, response | error}` lines, computed in Arrow; None
     when a line needs the line parser (thought or function-call parts, blocked prompts, odd shapes)."""
+    if b'"functionCall"' in chunk:  # tool calls are read line by line
+        return None
     parsed = read_lines(chunk, GENERATE_LINE_SCHEMA, id_column="key")
     if parsed is None:
         return None
@@ -320,6 +367,7 @@ def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
                                                         const("the provider returned no error message", n)), strings),
         "response": lines,
         "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
+        "tool_calls": pa.nulls(n, pa.string()),
     }
     return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
 
@@ -398,6 +446,13 @@ class GoogleAdapter(ProviderAdapter):
         return default_error_parser(response)
 
     # --- payloads --------------------------------------------------------------------------------
+    def content_support(self, ref: ModelRef) -> ContentSupport:
+        if ref.endpoint == "embedding":
+            return super().content_support(ref)
+        # `Part.inlineData` (base64 `Blob`) or `Part.fileData` (a `fileUri`), any media type the model takes;
+        # `FunctionDeclaration.description` is REQUIRED in the proto.
+        return ContentSupport(image_sources=BOTH, file_sources=BOTH, tools=True, tool_description_required=True)
+
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         known = EMBED_FIELDS if ref.endpoint == "embedding" else GENERATE_FIELDS
         for key in request.provider_options or {}:

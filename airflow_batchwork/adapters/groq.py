@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import httpx
 
 from airflow_batchwork.adapters.base import EndpointSpec, ProviderLimits, Refusal, first_unsupported
+from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
 from airflow_batchwork.adapters.openai_compat import OpenAIFilesBatchAdapter, chat_body
 from airflow_batchwork.core.credentials import Credentials
 from airflow_batchwork.core.errors import ConfigurationError
@@ -84,6 +85,11 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
 
     def batch_window(self) -> str:
         return self.window
+
+    def content_support(self, ref: ModelRef) -> ContentSupport:
+        # groq SDK: `ChatCompletionContentPartImageParam` (an image URL or a base64 data URL) and function
+        # tools; its `document` part carries text/JSON, not files, so file parts are refused.
+        return ContentSupport(image_sources=BOTH, image_types=CHAT_IMAGE_TYPES, tools=True)
 
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         # Groq documents the penalties as "not yet supported by any of our models".

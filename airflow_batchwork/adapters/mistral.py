@@ -24,9 +24,11 @@ from airflow_batchwork.adapters.base import (
     first_unsupported,
     merge_options,
 )
+from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, PDF, ContentSupport
 from airflow_batchwork.adapters.openai import fill_from_embedding
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
+    ChatDialect,
     chat_body,
     fill_from_chat_completion,
     int_or_none,
@@ -79,6 +81,9 @@ def mistral_error(response: httpx.Response) -> tuple[str | None, str]:
     return (str(code) if code is not None else None), str(message or response.reason_phrase)
 
 
+MISTRAL_CHAT = ChatDialect(file="mistral", tool_name_in_result=True, required_choice="any")
+
+
 class MistralAdapter(ProviderAdapter):
     provider: ClassVar[str] = "mistral"
     endpoints: ClassVar[tuple[EndpointSpec, ...]] = (
@@ -112,6 +117,15 @@ class MistralAdapter(ProviderAdapter):
         return mistral_error(response)
 
     # --- payloads --------------------------------------------------------------------------------
+    def content_support(self, ref: ModelRef) -> ContentSupport:
+        if ref.endpoint != "chat":
+            return super().content_support(ref)
+        # mistralai SDK: `ImageURLChunk` (URL or data URL), `DocumentURLChunk` (PDF by URL; a base64 data
+        # URL is UNCONFIRMED for chat, documented for OCR), function tools, tool_choice auto/none/any/required
+        # or a named function.
+        return ContentSupport(image_sources=BOTH, image_types=CHAT_IMAGE_TYPES, file_sources=BOTH,
+                              file_types=PDF, tools=True)
+
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         if ref.endpoint == "chat":
             # `top_k` is in the current SDK's ChatCompletionRequest (mistralai 3.x).
@@ -139,7 +153,7 @@ class MistralAdapter(ProviderAdapter):
 
     def body(self, ref: ModelRef, request: BatchRequest) -> dict[str, Any]:
         if ref.endpoint == "chat":
-            body = chat_body(ref, request)
+            body = chat_body(ref, request, dialect=MISTRAL_CHAT)
             if "seed" in body:
                 body["random_seed"] = body.pop("seed")
             if request.top_k is not None:

@@ -20,13 +20,17 @@ from airflow_batchwork.adapters.base import (
     merge_options,
     unsupported,
 )
+from airflow_batchwork.adapters.content import BASE64, BOTH, CHAT_IMAGE_TYPES, PDF, ContentSupport
 from airflow_batchwork.adapters.openai_compat import (
     OpenAIFilesBatchAdapter,
     chat_body,
     fill_from_chat_completion,
+    fill_response_tool_calls,
     fill_usage,
     finish_reason,
     json_schema_format,
+    responses_items,
+    responses_tools,
 )
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
@@ -41,20 +45,12 @@ MAX_STOP_SEQUENCES = 4
 def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
     """The Responses `input` items of a conversation (system text goes to `instructions`).
 
-    Content parts are typed by role, as the Responses API requires: `input_text` in user messages,
-    `output_text` (with its required `annotations`) in assistant turns; string content stays a string.
+    Content parts are typed by role, as the Responses API requires: `input_text` / `input_image` /
+    `input_file` in user messages, `output_text` (with its required `annotations`) in assistant turns;
+    string content stays a string; tool calls and results are `function_call` / `function_call_output`
+    items (`openai_compat.responses_items`).
     """
-    items: list[dict[str, Any]] = []
-    for message in request.conversation():
-        content: Any = message.content
-        if not isinstance(content, str):
-            content = [
-                {"type": "output_text", "text": part.text, "annotations": []} if message.role == "assistant"
-                else {"type": "input_text", "text": part.text}
-                for part in content
-            ]
-        items.append({"role": message.role, "content": content})
-    return items
+    return responses_items(request)
 
 
 def fill_from_response(item: ItemResult, body: Mapping[str, Any]) -> None:
@@ -70,6 +66,7 @@ def fill_from_response(item: ItemResult, body: Mapping[str, Any]) -> None:
         elif output.get("type") == "function_call":
             tool_call = True
     item.text = "".join(texts) if texts else None
+    fill_response_tool_calls(item, body)
     if body.get("status") == "incomplete":
         reason = (body.get("incomplete_details") or {}).get("reason")
         item.finish_reason = finish_reason(reason) or "other"
@@ -125,6 +122,18 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
         "rate_limit_exceeded", "server_error", "timeout", "service_unavailable", "429", "500", "502", "503", "504",
     })
 
+    def content_support(self, ref: ModelRef) -> ContentSupport:
+        # OpenAI spec: chat `image_url` parts (URL or data URL) and `file` parts (`file_data`, inline only:
+        # a URL needs an uploaded `file_id`); Responses `input_image` (`image_url`) and `input_file`
+        # (`file_data` or `file_url`). Files: PDF, as the file-inputs guide documents. Function tools on both.
+        if ref.endpoint == "chat":
+            return ContentSupport(image_sources=BOTH, image_types=CHAT_IMAGE_TYPES, file_sources=BASE64,
+                                  file_types=PDF, tools=True)
+        if ref.endpoint == "responses":
+            return ContentSupport(image_sources=BOTH, image_types=CHAT_IMAGE_TYPES, file_sources=BOTH,
+                                  file_types=PDF, tools=True)
+        return super().content_support(ref)
+
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         name = ref.endpoint
         if name in ("chat", "completion") and request.stop_sequences is not None \
@@ -170,6 +179,7 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
             if system:
                 body["instructions"] = system
             body["input"] = request.prompt if request.messages is None else responses_input(request)
+            body.update(responses_tools(request))
             if request.max_output_tokens is not None:
                 body["max_output_tokens"] = request.max_output_tokens
             for field in ("temperature", "top_p"):

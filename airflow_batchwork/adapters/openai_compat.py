@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
 from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
+from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.parquet import items_to_batch
+from airflow_batchwork.core.parts import Media
 from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.core.requests import (
+    BatchRequest,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    NamedToolChoice,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
 from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 from airflow_batchwork.core.structured import is_strict_compatible, schema_name
 
@@ -46,8 +59,41 @@ def int_or_none(value: object) -> int | None:
         return None
 
 
-def chat_messages(request: BatchRequest) -> list[dict[str, Any]]:
-    """The OpenAI chat `messages` list, system first."""
+@dataclass(frozen=True)
+class ChatDialect:
+    """How one OpenAI-style chat API spells parts and tool calls.
+
+    `file`: "openai" (`{"type": "file", "file": {"file_data", "filename"}}`), "mistral"
+    (`{"type": "document_url", "document_url", "document_name"}`) or None (no file parts).
+    `tool_call_index`: assistant `tool_calls[]` entries carry their `index` (Together's SDK requires it).
+    `tool_name_in_result`: tool messages carry the tool's `name` (Mistral)."""
+
+    file: str | None = "openai"
+    tool_call_index: bool = False
+    tool_name_in_result: bool = False
+    required_choice: str = "required"
+
+
+OPENAI_CHAT = ChatDialect()
+
+
+def _chat_part(part: ContentPart, dialect: ChatDialect) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    found = media(part)  # type: ignore[arg-type]
+    if isinstance(part, ImagePart):
+        return {"type": "image_url", "image_url": {"url": found.data_url()}}
+    if dialect.file == "mistral":
+        out: dict[str, Any] = {"type": "document_url", "document_url": found.data_url()}
+        if found.filename:
+            out["document_name"] = found.filename
+        return out
+    return {"type": "file", "file": {"file_data": found.data_url(), "filename": _filename(found)}}
+
+
+def chat_messages(request: BatchRequest, dialect: ChatDialect = OPENAI_CHAT) -> list[dict[str, Any]]:
+    """The OpenAI chat `messages` list, system first; assistant tool calls become `tool_calls`, each tool
+    result one `tool` message."""
     messages: list[dict[str, Any]] = []
     system = request.system_text()
     if system:
@@ -56,11 +102,120 @@ def chat_messages(request: BatchRequest) -> list[dict[str, Any]]:
         messages.append({"role": "user", "content": request.prompt or ""})
         return messages
     for message in request.conversation():
-        content: Any = message.content if isinstance(message.content, str) else [
-            {"type": "text", "text": part.text} for part in message.content
-        ]
-        messages.append({"role": message.role, "content": content})
+        if isinstance(message.content, str):
+            messages.append({"role": message.role, "content": message.content})
+        elif message.role == "tool":
+            for result in message.content:
+                assert isinstance(result, ToolResultPart)
+                reply: dict[str, Any] = {"role": "tool", "tool_call_id": result.tool_call_id,
+                                         "content": result.output_text()}
+                if dialect.tool_name_in_result:
+                    reply["name"] = result.tool_name
+                messages.append(reply)
+        elif message.role == "assistant" and any(isinstance(p, ToolCallPart) for p in message.content):
+            calls = []
+            for index, call in enumerate(p for p in message.content if isinstance(p, ToolCallPart)):
+                entry: dict[str, Any] = {"id": call.tool_call_id, "type": "function",
+                         "function": {"name": call.tool_name, "arguments": compact(call.input)}}
+                if dialect.tool_call_index:
+                    entry["index"] = index
+                calls.append(entry)
+            text = message.text
+            messages.append({"role": "assistant", "content": text or None, "tool_calls": calls})
+        else:
+            messages.append({"role": message.role, "content": [_chat_part(p, dialect) for p in message.content]})
     return messages
+
+
+def chat_tools(request: BatchRequest, dialect: ChatDialect = OPENAI_CHAT) -> dict[str, Any]:
+    """`tools` (function tools) and `tool_choice` of an OpenAI-style chat body."""
+    if not request.tools:
+        return {}
+    out: dict[str, Any] = {"tools": [
+        {"type": "function", "function": {"name": t.name, **({"description": t.description} if t.description else {}),
+                                          "parameters": dict(t.parameters)}}
+        for t in request.tools]}
+    choice = request.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        out["tool_choice"] = {"type": "function", "function": {"name": choice.tool_name}}
+    elif choice == "required":
+        out["tool_choice"] = dialect.required_choice
+    elif choice is not None:
+        out["tool_choice"] = choice
+    return out
+
+
+def _filename(found: Media) -> str:
+    """A file name for inline file data (OpenAI wants one with `file_data`): the part's, else `file.<ext>`."""
+    if found.filename:
+        return found.filename
+    extension = (mimetypes.guess_extension(found.media_type or "") or ".bin").lstrip(".")
+    return f"file.{extension}"
+
+
+def responses_items(request: BatchRequest, *, system: bool = False) -> list[dict[str, Any]]:
+    """A conversation as Responses `input` items (OpenAI `/v1/responses`, also xAI): messages with
+    `input_text` / `input_image` / `input_file` parts (`output_text` in assistant turns), assistant tool
+    calls as `function_call` items and tool results as `function_call_output` items. `system`: put the
+    system text first as a system message (else the caller sends it as `instructions`)."""
+    items: list[dict[str, Any]] = []
+    system_text = request.system_text() if system else None
+    if system_text:
+        items.append({"role": "system", "content": system_text})
+    for message in request.conversation():
+        if isinstance(message.content, str):
+            items.append({"role": message.role, "content": message.content})
+            continue
+        if message.role == "tool":
+            items += [{"type": "function_call_output", "call_id": r.tool_call_id, "output": r.output_text()}
+                      for r in message.content if isinstance(r, ToolResultPart)]
+            continue
+        content: list[dict[str, Any]] = []
+        calls: list[dict[str, Any]] = []
+        for part in message.content:
+            if isinstance(part, ToolCallPart):
+                calls.append({"type": "function_call", "call_id": part.tool_call_id, "name": part.tool_name,
+                              "arguments": compact(part.input)})
+            elif isinstance(part, TextPart):
+                content.append({"type": "output_text", "text": part.text, "annotations": []}
+                               if message.role == "assistant" else {"type": "input_text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                content.append({"type": "input_image", "image_url": media(part).data_url(), "detail": "auto"})
+            elif isinstance(part, FilePart):
+                found = media(part)
+                if found.kind == "url":
+                    content.append({"type": "input_file", "file_url": found.value})
+                else:
+                    content.append({"type": "input_file", "file_data": found.data_url(),
+                                    "filename": _filename(found)})
+        if content:
+            items.append({"role": message.role, "content": content})
+        items += calls
+    return items
+
+
+def responses_tools(request: BatchRequest) -> dict[str, Any]:
+    """`tools` and `tool_choice` of a Responses body. Responses function tools are strict unless told
+    otherwise, so `strict` is sent: true only for schemas its strict subset accepts."""
+    if not request.tools:
+        return {}
+    out: dict[str, Any] = {"tools": [
+        {"type": "function", "name": t.name, **({"description": t.description} if t.description else {}),
+         "parameters": dict(t.parameters), "strict": is_strict_compatible(t.parameters)}
+        for t in request.tools]}
+    choice = request.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        out["tool_choice"] = {"type": "function", "name": choice.tool_name}
+    elif choice is not None:
+        out["tool_choice"] = choice
+    return out
+
+
+def fill_response_tool_calls(item: ItemResult, body: Mapping[str, Any]) -> None:
+    """`tool_calls` from the `function_call` output items of a Responses body."""
+    item.tool_calls = tool_calls_json(item.custom_id, (
+        (o.get("call_id") or o.get("id"), o.get("name"), o.get("arguments"))
+        for o in body.get("output") or [] if isinstance(o, Mapping) and o.get("type") == "function_call"))
 
 
 def json_schema_format(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,10 +227,12 @@ def json_schema_format(schema: Mapping[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def chat_body(ref: ModelRef, request: BatchRequest, *, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
+def chat_body(ref: ModelRef, request: BatchRequest, *, max_tokens_field: str = "max_tokens",
+              dialect: ChatDialect = OPENAI_CHAT) -> dict[str, Any]:
     """An OpenAI-style `/v1/chat/completions` body; `output_schema` becomes
     `response_format: {type: "json_schema", json_schema: {name, schema, strict}}`."""
-    body: dict[str, Any] = {"model": ref.model, "messages": chat_messages(request)}
+    body: dict[str, Any] = {"model": ref.model, "messages": chat_messages(request, dialect)}
+    body.update(chat_tools(request, dialect))
     if request.max_output_tokens is not None:
         body[max_tokens_field] = request.max_output_tokens
     for ours, theirs in (
@@ -99,6 +256,10 @@ def fill_from_chat_completion(item: ItemResult, body: Mapping[str, Any]) -> None
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     item.text = content if isinstance(content, str) else None
+    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, Mapping)]
+    item.tool_calls = tool_calls_json(item.custom_id, (
+        (c.get("id"), (c.get("function") or {}).get("name"), (c.get("function") or {}).get("arguments"))
+        for c in calls))
     item.finish_reason = finish_reason(choice.get("finish_reason"))
     if message.get("tool_calls") and item.finish_reason is None:
         item.finish_reason = "tool_calls"

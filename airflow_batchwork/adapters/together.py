@@ -25,8 +25,10 @@ from airflow_batchwork.adapters.base import (
     dumps,
     first_unsupported,
 )
+from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
+    ChatDialect,
     chat_body,
     fill_from_chat_completion,
     int_or_none,
@@ -83,6 +85,9 @@ def _created(batch: Mapping[str, Any]) -> float:
         return 0.0
 
 
+TOGETHER_CHAT = ChatDialect(file=None, tool_call_index=True)
+
+
 class TogetherAdapter(ProviderAdapter):
     provider: ClassVar[str] = "together"
     endpoints: ClassVar[tuple[EndpointSpec, ...]] = (EndpointSpec("chat", "text", "/v1/chat/completions"),)
@@ -115,14 +120,22 @@ class TogetherAdapter(ProviderAdapter):
         return {"Authorization": f"Bearer {api_key}"}
 
     # --- payloads --------------------------------------------------------------------------------
+    def content_support(self, ref: ModelRef) -> ContentSupport:
+        # together SDK: user content parts `image_url` (URL or data URL), `video_url`, audio; no file parts.
+        # `tool_choice` is a string or a `ToolChoiceParam` that demands a call id, index and arguments, so
+        # a named choice cannot be expressed: `required` with that one tool forces it.
+        return ContentSupport(image_sources=BOTH, image_types=CHAT_IMAGE_TYPES, tools=True,
+                              tool_choices=frozenset({"auto", "required", "none"}),
+                              choice_fix='use tool_choice "required" and give only that tool')
+
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         return first_unsupported(request, ("dimensions",), "together", ref.endpoint)
 
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
-        body = chat_body(ref, request)
+        body = chat_body(ref, request, dialect=TOGETHER_CHAT)
         # Together's system and assistant messages take a string (only user turns take content parts).
         for message in body["messages"]:
-            if message["role"] != "user" and isinstance(message["content"], list):
+            if message["role"] not in ("user", "tool") and isinstance(message["content"], list):
                 message["content"] = "".join(part["text"] for part in message["content"])
         if request.top_k is not None:
             body.setdefault("top_k", request.top_k)  # provider_options, merged already, win

@@ -30,15 +30,17 @@ from airflow_batchwork.adapters.base import (
     first_unsupported,
     merge_options,
 )
+from airflow_batchwork.adapters.content import BOTH, ContentSupport
 from airflow_batchwork.adapters.openai import fill_from_response
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
     chat_body,
-    chat_messages,
     error_fields,
     fill_from_chat_completion,
     int_or_none,
     json_schema_format,
+    responses_items,
+    responses_tools,
 )
 from airflow_batchwork.core.errors import ProviderAPIError
 from airflow_batchwork.core.http import default_error_parser, is_ambiguous
@@ -107,21 +109,7 @@ def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
     """The Responses `input` messages, system first. Text parts are `input_text` in user and system
     messages and `output_text` (with its required `annotations`) in assistant turns: the Responses API
     refuses chat's `{"type": "text"}` parts, and input parts in an assistant message."""
-    messages = chat_messages(request)
-    for message in messages:
-        content = message["content"]
-        if isinstance(content, list):
-            message["content"] = [_responses_part(part, message["role"]) for part in content]
-    return messages
-
-
-def _responses_part(part: dict[str, Any], role: str) -> dict[str, Any]:
-    """A chat text part as a Responses part; any other part is left as it is."""
-    if part.get("type") != "text":
-        return part
-    if role == "assistant":
-        return {"type": "output_text", "text": part["text"], "annotations": []}
-    return {"type": "input_text", "text": part["text"]}
+    return responses_items(request, system=True)
 
 
 def batch_status(batch: Mapping[str, Any], check_id: Any, *, now: float) -> BatchStatus:
@@ -294,6 +282,12 @@ class XAIAdapter(ProviderAdapter):
         return error_parser(response)
 
     # --- payloads --------------------------------------------------------------------------------
+    def content_support(self, ref: ModelRef) -> ContentSupport:
+        # xAI image understanding: `image_url` (chat) / `input_image` (Responses), a URL or a base64 data
+        # URL, jpg/jpeg or png. Files go through xAI's Files API (file ids), not inline: refused. Function
+        # tools on both endpoints.
+        return ContentSupport(image_sources=BOTH, image_types=frozenset({"image/jpeg", "image/png"}), tools=True)
+
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         if ref.endpoint == "chat":
             return first_unsupported(request, ("top_k", "dimensions"), "xai", "chat")
@@ -315,6 +309,7 @@ class XAIAdapter(ProviderAdapter):
             return chat_body(ref, request, max_tokens_field="max_completion_tokens")
         # System prompts go into `input` as a system message, as in xAI's batch examples.
         body: dict[str, Any] = {"model": ref.model, "input": responses_input(request)}
+        body.update(responses_tools(request))
         if request.max_output_tokens is not None:
             body["max_output_tokens"] = request.max_output_tokens
         for field in ("temperature", "top_p"):

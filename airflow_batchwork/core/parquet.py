@@ -41,6 +41,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("status", pa.string()),
         pa.field("text", pa.string()),
         pa.field("finish_reason", pa.string()),
+        pa.field("tool_calls", pa.string()),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
         pa.field("total_tokens", pa.int64()),

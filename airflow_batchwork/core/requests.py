@@ -5,10 +5,11 @@ Everything here runs before any API call: a bad request is refused with the fiel
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -19,7 +20,20 @@ if TYPE_CHECKING:
     from airflow_batchwork.core.refs import ModelRef
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_REPORTED_PROBLEMS = 5
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_URLISH = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|data:)")
+
+
+def _check_payload(value: str | bytes) -> str | bytes:
+    """An image/file payload must be a URL (any fsspec scheme), a data: URL, base64 text or bytes."""
+    if not value:
+        raise ValueError("is empty")
+    if isinstance(value, str) and not _URLISH.match(value) and (len(value) % 4 or not _BASE64.match(value)):
+        raise ValueError("is neither a URL nor base64 text; give an http(s) URL, a data: URL, a file URL such "
+                         "as s3://bucket/a.png or file:///tmp/a.png, base64 text or bytes")
+    return value
 
 
 class TextPart(BaseModel):
@@ -30,18 +44,158 @@ class TextPart(BaseModel):
     text: str
 
 
+class ImagePart(BaseModel):
+    """An image (AI SDK `ImagePart`): `image` is an http(s) URL, a `data:` URL, base64 text, raw bytes,
+    or a file on any fsspec URL (`s3://…`, `file://…`), which is read and inlined as base64 at build time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["image"]
+    image: str | bytes
+    media_type: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _payload_ok(cls, value: str | bytes) -> str | bytes:
+        return _check_payload(value)
+
+    @property
+    def payload(self) -> str | bytes:
+        return self.image
+
+
+class FilePart(BaseModel):
+    """A file such as a PDF (AI SDK `FilePart`): `data` is given like `ImagePart.image`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["file"]
+    data: str | bytes
+    media_type: str | None = None
+    filename: str | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _payload_ok(cls, value: str | bytes) -> str | bytes:
+        return _check_payload(value)
+
+    @property
+    def payload(self) -> str | bytes:
+        return self.data
+
+
+class ToolCallPart(BaseModel):
+    """A tool call the assistant made earlier in the conversation (AI SDK `ToolCallPart`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["tool-call"]
+    tool_call_id: str = Field(min_length=1)
+    tool_name: str = Field(min_length=1)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResultPart(BaseModel):
+    """The result of a tool call, in a `tool` message (AI SDK `ToolResultPart`); `output` is any JSON value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["tool-result"]
+    tool_call_id: str = Field(min_length=1)
+    tool_name: str = Field(min_length=1)
+    output: Any = None
+    is_error: bool | None = None
+
+    def output_text(self) -> str:
+        """The output as text: a string as is, anything else as compact JSON."""
+        if isinstance(self.output, str):
+            return self.output
+        return json.dumps(self.output, separators=(",", ":"), ensure_ascii=False)
+
+
+ContentPart = Annotated[
+    TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart, Field(discriminator="type")
+]
+MediaPart = ImagePart | FilePart
+# Which part types each role may carry.
+_ROLE_PARTS: dict[str, tuple[str, ...]] = {
+    "system": ("text",), "user": ("text", "image", "file"), "assistant": ("text", "tool-call"),
+    "tool": ("tool-result",),
+}
+
+
 class ChatMessage(BaseModel):
     """One conversation turn."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[ContentPart]
+
+    @model_validator(mode="after")
+    def _parts_fit_role(self) -> ChatMessage:
+        allowed = _ROLE_PARTS[self.role]
+        if isinstance(self.content, str):
+            if self.role == "tool":
+                raise ValueError('a tool message carries a list of {"type": "tool-result", …} parts, not text')
+            return self
+        for part in self.content:
+            if part.type not in allowed:
+                raise ValueError(f"a {self.role!r} message cannot carry a {part.type!r} part "
+                                 f"(it may carry: {', '.join(allowed)})")
+        return self
 
     @property
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @property
+    def parts(self) -> list[TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart]:
+        """The content as a part list (a string is one text part)."""
+        if isinstance(self.content, str):
+            return [TextPart(text=self.content)]
+        return list(self.content)
+
+
+class ToolSpec(BaseModel):
+    """A function tool the model may call: `parameters` is a JSON Schema (a pydantic model class is turned
+    into one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not TOOL_NAME_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a valid tool name; use 1-64 characters from A-Z, a-z, 0-9, '_' and '-'")
+        return value
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _schema(cls, value: object) -> object:
+        try:
+            schema = to_json_schema(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.problem) from None
+        if schema.get("type", "object") != "object":
+            raise ValueError("tool parameters must be a JSON Schema of type object")
+        return schema
+
+
+class NamedToolChoice(BaseModel):
+    """Force one tool (AI SDK `{type: "tool", toolName}`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["tool"]
+    tool_name: str
+
+
+ToolChoice = Literal["auto", "required", "none"] | NamedToolChoice
+
+
+def tool_call_id(request_id: str, index: int) -> str:
+    """A deterministic id for a tool call the provider gave no id for."""
+    return f"call_{request_id}_{index}"
 
 
 class BatchRequest(BaseModel):
@@ -65,6 +219,10 @@ class BatchRequest(BaseModel):
     dimensions: int | None = Field(default=None, gt=0)
     output_schema: dict[str, Any] | None = None
     """Structured output: a JSON Schema dict (a pydantic model class is turned into one)."""
+    tools: list[ToolSpec] | None = None
+    """Function tools the model may call."""
+    tool_choice: ToolChoice | None = None
+    """auto / required / none, or {"type": "tool", "tool_name": …} to force one tool."""
     provider_options: dict[str, Any] | None = None
 
     @field_validator("output_schema", mode="before")
@@ -84,7 +242,39 @@ class BatchRequest(BaseModel):
             raise ValueError(f"give exactly one of prompt, messages or value, not {' and '.join(given)}")
         if self.messages is not None and not self.messages:
             raise ValueError("messages is empty; give at least one message")
+        if self.tools is not None:
+            names = [t.name for t in self.tools]
+            if not names:
+                raise ValueError("tools is empty; give at least one tool or leave tools out")
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"tool name {dupes[0]!r} is given twice; make every tool name unique")
+        if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
+            raise ValueError(f"tool_choice {self._choice_label()} needs tools; add tools or remove tool_choice")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tools \
+                and self.tool_choice.tool_name not in {t.name for t in self.tools}:
+            raise ValueError(f"tool_choice names {self.tool_choice.tool_name!r}, which is not one of the tools "
+                             f"({', '.join(t.name for t in self.tools)})")
         return self
+
+    def _choice_label(self) -> str:
+        choice = self.tool_choice
+        return repr(choice) if isinstance(choice, str) else f"tool {choice.tool_name!r}" if choice else "None"
+
+    def media_parts(self) -> list[tuple[str, ImagePart | FilePart]]:
+        """(location, part) of every image and file part, location like `messages[0].content[1]`."""
+        found: list[tuple[str, ImagePart | FilePart]] = []
+        for m_index, message in enumerate(self.messages or []):
+            if isinstance(message.content, list):
+                for p_index, part in enumerate(message.content):
+                    if isinstance(part, ImagePart | FilePart):
+                        found.append((f"messages[{m_index}].content[{p_index}]", part))
+        return found
+
+    def has_tool_parts(self) -> bool:
+        """True when the conversation carries tool calls or tool results."""
+        return any(isinstance(p, ToolCallPart | ToolResultPart)
+                   for m in self.messages or [] if isinstance(m.content, list) for p in m.content)
 
     def conversation(self) -> list[ChatMessage]:
         """The request as a message list (system prompt excluded); `prompt` becomes one user turn."""
@@ -112,9 +302,33 @@ def _describe(error: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+_PART_TAGS = frozenset({"text", "image", "file", "tool-call", "tool-result", "tool"})
+
+
+def _best_error(errors: list[Any]) -> Mapping[str, Any]:
+    """The most telling error: the deepest one (a union reports one error per branch; the branch that got
+    furthest is the one the user meant)."""
+    return max(errors, key=lambda e: (len(_clean_loc(tuple(e["loc"]))), e.get("type") != "string_type"))
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A pydantic location without union branch names (`str`, `list[...]`) and discriminator tags."""
+    out: list[Any] = []
+    tag_dropped = False
+    for part in loc:
+        if isinstance(part, str) and (part in ("str", "bytes") or "[" in part or part.startswith("function-")):
+            continue
+        if isinstance(part, str) and part in _PART_TAGS and not tag_dropped and len(out) >= 2 \
+                and isinstance(out[-1], int) and out[-2] == "content":
+            tag_dropped = True
+            continue
+        out.append(part)
+    return tuple(out)
+
+
 def _location(prefix: str, loc: tuple[Any, ...]) -> str:
     out = prefix
-    for part in loc:
+    for part in _clean_loc(loc):
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
     return out
 
@@ -138,7 +352,7 @@ def validate_defaults(defaults: Mapping[str, Any] | None, *, field: str = "defau
     try:
         BatchRequest.model_validate({**given, "custom_id": "defaults", "prompt": "-"})
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = _best_error(exc.errors())
         raise RequestValidationError(_location(field, tuple(first["loc"])), _describe(first),
                                      "correct or remove this default") from None
     problem = next((p for k in JSON_FIELDS if isinstance(given.get(k), Mapping)
@@ -220,7 +434,7 @@ def iter_requests(
         try:
             request = BatchRequest.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
+            first = _best_error(exc.errors())
             problems.append((_location(where, tuple(first["loc"])), _describe(first),
                              "correct or remove this field (see the request fields in the README)"))
             continue

@@ -112,3 +112,5 @@ class ItemResult:
     error_code: str | None = None
     error_message: str | None = None
     embedding: list[float] | None = None
+    tool_calls: str | None = None
+    """JSON text: a list of `{id, name, arguments}` (arguments as a JSON object) when the model called tools."""

@@ -23,6 +23,7 @@ from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderLimits
 from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
 from airflow_batchwork.core.parquet import RESULT_SCHEMA
+from airflow_batchwork.core.parts import inline_parts
 from airflow_batchwork.core.recorder import CHARS_PER_TOKEN, RequestRecorder, estimated_input_tokens
 from airflow_batchwork.core.refs import ModelRef, parse_model
 from airflow_batchwork.core.requests import BatchRequest, check_request_list, iter_requests
@@ -129,7 +130,9 @@ def prepare_job(
     count = 0
     try:
         for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults):
-            refusal = payload.check_request(ref, request)
+            # Files on fsspec URLs are read and inlined here, so their bytes count in the limits below.
+            request = inline_parts(request, max_bytes=effective.max_request_bytes, where=f"requests[{index}]")
+            refusal = payload.check_content(ref, request) or payload.check_request(ref, request)
             if refusal:
                 field_name, problem, fix = refusal
                 raise RequestValidationError(f"requests[{index}].{field_name}", problem, fix)

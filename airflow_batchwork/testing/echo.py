@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +18,16 @@ __all__ = [
     "DEFAULT_EMBEDDING_DIMENSIONS",
     "MARKERS",
     "Reply",
+    "ToolCall",
     "conforming_instance",
     "content_text",
+    "count_parts",
     "count_words",
     "embed",
     "find_marker",
     "generate",
     "marker_token",
+    "media_note",
     "structured_text",
 ]
 
@@ -44,6 +47,44 @@ _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A deterministic tool call: ``arguments`` conform to the tool's JSON Schema."""
+
+    name: str
+    arguments: Any
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments, separators=(",", ":"), ensure_ascii=False)
+
+
+def count_parts(value: object, classify: Callable[[Mapping[str, Any]], str | None]) -> tuple[int, int]:
+    """(images, files) among every mapping inside ``value`` (messages, content lists, nested tool results),
+    as ``classify`` names them ("image", "file" or None)."""
+    images = files = 0
+    stack: list[object] = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Mapping):
+            kind = classify(current)
+            if kind == "image":
+                images += 1
+            elif kind == "file":
+                files += 1
+            stack.extend(v for v in current.values() if isinstance(v, Mapping | list))
+        elif isinstance(current, list):
+            stack.extend(current)
+    return images, files
+
+
+def media_note(images: int, files: int) -> str:
+    """`` (saw 1 image, 2 files)``: what the echo adds when a request carried images or files."""
+    if not images and not files:
+        return ""
+    return f" (saw {images} image{'' if images == 1 else 's'}, {files} file{'' if files == 1 else 's'})"
+
+
+@dataclass(frozen=True)
 class Reply:
     """One deterministic completion: the text and its word-based token counts."""
 
@@ -52,6 +93,8 @@ class Reply:
     output_tokens: int
     truncated: bool = False
     """True when ``max_tokens`` cut the reply short (finish reason "length" / "max_tokens")."""
+    tool_call: ToolCall | None = None
+    """Set when the request forced a tool: the reply is this call instead of text."""
 
     @property
     def total_tokens(self) -> int:
@@ -122,6 +165,9 @@ def generate(
     system: object = None,
     max_tokens: int | None = None,
     schema: Mapping[str, Any] | None = None,
+    *,
+    media: tuple[int, int] = (0, 0),
+    tool: tuple[str, Mapping[str, Any]] | None = None,
 ) -> Reply:
     """Echo the last user message.
 
@@ -138,7 +184,13 @@ def generate(
         texts.append(text)
         if message.get("role") == "user":
             last_user = text
-    text = f"echo: {last_user}"
+    text = f"echo: {last_user}{media_note(*media)}"
+    if tool is not None:
+        # A forced tool choice: call the tool with arguments that match its parameters schema.
+        arguments = conforming_instance(tool[1] or {"type": "object"}, text)
+        call = ToolCall(tool[0], arguments)
+        return Reply(text="", input_tokens=count_words(*texts), output_tokens=count_words(call.arguments_json),
+                     tool_call=call)
     if schema is not None:
         broken = any(marker_token(INVALID_OUTPUT_MARKER) in t for t in texts)
         text = structured_text(schema, text, broken=broken)

@@ -103,7 +103,42 @@ def params_problem(params: Mapping[str, Any]) -> str | None:
                 "The conversation must end with a user message.")
     if params["max_tokens"] < 1:
         return "max_tokens: Input should be greater than or equal to 1"
+    return _tools_problem(params)
+
+
+def _tools_problem(params: Mapping[str, Any]) -> str | None:
+    """The API's own checks of tools beyond their shape: a forced tool exists, results answer calls."""
+    names = [t.get("name") for t in params.get("tools") or []]
+    choice = params.get("tool_choice") or {}
+    if choice.get("type") in ("any", "tool") and not names:
+        return "tool_choice: tools must be provided when tool_choice is any or tool"
+    if choice.get("type") == "tool" and choice.get("name") not in names:
+        return f"tool_choice.name: tool {choice.get('name')!r} not found in tools"
+    called: set[str] = set()
+    for index, message in enumerate(params["messages"]):
+        for block in message.get("content") if isinstance(message.get("content"), list) else []:
+            if block.get("type") == "tool_use":
+                called.add(block.get("id"))
+            elif block.get("type") == "tool_result" and block.get("tool_use_id") not in called:
+                return (f"messages.{index}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
+                        f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
+                        "`tool_use` block in the previous message.")
     return None
+
+
+def _classify(block: Mapping[str, Any]) -> str | None:
+    kind = block.get("type")
+    return "image" if kind == "image" else "file" if kind == "document" else None
+
+
+def forced_tool(params: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    """(name, input_schema) of the tool a request forces (`tool_choice` any → the first tool), or None."""
+    tools = [t for t in params.get("tools") or [] if "input_schema" in t]
+    choice = params.get("tool_choice") or {}
+    if not tools or choice.get("type") not in ("any", "tool"):
+        return None
+    tool = next((t for t in tools if t.get("name") == choice.get("name")), tools[0])
+    return str(tool["name"]), tool["input_schema"]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -317,14 +352,19 @@ class _AnthropicRoutes:
             reply = echo.generate(
                 params["messages"], system=params.get("system"), max_tokens=params["max_tokens"],
                 schema=fmt.get("schema") if fmt.get("type") == "json_schema" else None,
+                media=echo.count_parts(params["messages"], _classify), tool=forced_tool(params),
             )
+            content: list[dict[str, Any]] = [{"type": "text", "text": reply.text, "citations": None}]
+            if reply.tool_call is not None:
+                content = [{"type": "tool_use", "id": self.store.new_id("toolu_"), "name": reply.tool_call.name,
+                            "input": reply.tool_call.arguments}]
             message = {
                 "id": self.store.new_id("msg_"),
                 "type": "message",
                 "role": "assistant",
                 "model": params["model"],
-                "content": [{"type": "text", "text": reply.text, "citations": None}],
-                "stop_reason": "max_tokens" if reply.truncated else "end_turn",
+                "content": content,
+                "stop_reason": "tool_use" if reply.tool_call else "max_tokens" if reply.truncated else "end_turn",
                 "stop_sequence": None,
                 "usage": {
                     "input_tokens": reply.input_tokens,

@@ -295,6 +295,32 @@ def _messages(contents: object) -> list[dict[str, Any]]:
     return messages
 
 
+def _classify(part: Mapping[str, Any]) -> str | None:
+    blob = _get(part, "inlineData") or _get(part, "fileData")
+    if not isinstance(blob, Mapping):
+        return None
+    return "image" if str(_get(blob, "mimeType") or "").startswith("image/") else "file"
+
+
+def _forced_function(request: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    """(name, parameters) of the function a request forces (mode ANY), refusing undeclared names."""
+    declared: dict[str, Mapping[str, Any]] = {}
+    for tool in _get(request, "tools") or []:
+        for decl in _get(tool, "functionDeclarations") or []:
+            schema = _get(decl, "parametersJsonSchema") or _get(decl, "parameters") or {"type": "object"}
+            declared[str(_get(decl, "name"))] = schema
+    config = _get(_get(request, "toolConfig") or {}, "functionCallingConfig") or {}
+    allowed = _get(config, "allowedFunctionNames") or []
+    for name in allowed:
+        if name not in declared:
+            raise _Rejected(f"* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+                            f"function {name!r} is not declared in tools")
+    if _get(config, "mode") != "ANY" or not declared:
+        return None
+    name = allowed[0] if allowed else next(iter(declared))
+    return name, declared[name]
+
+
 def _generate(request: Mapping[str, Any], model: str, response_id: str) -> tuple[dict[str, Any], int, int]:
     messages = _messages(_get(request, "contents"))
     system = _get(request, "systemInstruction")
@@ -304,11 +330,16 @@ def _generate(request: Mapping[str, Any], model: str, response_id: str) -> tuple
     max_tokens = _positive_int(_get(config, "maxOutputTokens"), "GenerationConfig.max_output_tokens")
     json_out = _get(config, "responseMimeType") == "application/json"
     schema = _get(config, "responseJsonSchema") or _get(config, "responseSchema") if json_out else None
-    reply = echo.generate(messages, system=system, max_tokens=max_tokens, schema=schema)
+    reply = echo.generate(messages, system=system, max_tokens=max_tokens, schema=schema,
+                          media=echo.count_parts([m["content"] for m in messages], _classify),
+                          tool=_forced_function(request))
+    parts: list[dict[str, Any]] = [{"text": reply.text}]
+    if reply.tool_call is not None:
+        parts = [{"functionCall": {"name": reply.tool_call.name, "args": reply.tool_call.arguments}}]
     response = {
         "candidates": [
             {
-                "content": {"parts": [{"text": reply.text}], "role": "model"},
+                "content": {"parts": parts, "role": "model"},
                 "finishReason": "MAX_TOKENS" if reply.truncated else "STOP",
                 "index": 0,
             }

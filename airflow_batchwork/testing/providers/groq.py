@@ -37,7 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import conformance
+from airflow_batchwork.testing import conformance, echo
+from airflow_batchwork.testing.providers import chat_tools
 from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int, read_json, unix
 from airflow_batchwork.testing.providers.openai import OpenAIBatchRoutes
 from airflow_batchwork.testing.store import BatchView, Item, ItemResult, Outcome, Store, StoredFile
@@ -202,6 +203,23 @@ class GroqBatchRoutes(OpenAIBatchRoutes):
             {**choice, "message": {"role": "assistant", "content": choice["message"]["content"]}}
             for choice in body["choices"]
         ]
+        # Parts and tools: the echo mentions what it saw, a forced tool choice answers with a call.
+        try:
+            reply = chat_tools.reply(item.body, list(item.body.get("messages") or []), None)
+        except chat_tools.ToolChoiceError as exc:
+            return self._rejected(item, self.store.new_id("batch_req_"), self.store.new_id("req_"),
+                                  str(exc), "tool_choice", None)
+        if reply.tool_call is not None:
+            body["choices"] = [{**body["choices"][0], "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None,
+                "tool_calls": chat_tools.tool_calls(reply.tool_call, self.store.new_id)}}]
+            body["usage"].update(completion_tokens=reply.output_tokens,
+                                 total_tokens=body["usage"]["prompt_tokens"] + reply.output_tokens)
+        elif any(chat_tools.media(item.body.get("messages"))) and not item.body.get("response_format"):
+            content = body["choices"][0]["message"]["content"]
+            note = echo.media_note(*chat_tools.media(item.body.get("messages")))
+            if isinstance(content, str) and note not in content:
+                body["choices"][0]["message"]["content"] = content + note
         body["service_tier"] = "on_demand"
         body["x_groq"] = {"id": response["request_id"]}
         response["body"] = body

@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from airflow_batchwork.testing import conformance, echo
+from airflow_batchwork.testing.providers import chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -173,7 +174,15 @@ def _chat(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise _Rejected("Field required: body.messages must be a non-empty list of messages.")
-    reply = echo.generate(messages, max_tokens=_max_tokens(body), schema=response_format_schema(body))
+    try:
+        reply = chat_tools.reply(body, messages, _max_tokens(body), response_format_schema(body),
+                                 required=("required", "any"))
+    except chat_tools.ToolChoiceError as exc:
+        raise _Rejected(str(exc)) from None
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "tool_calls": None, "prefix": False}
+    if reply.tool_call is not None:
+        message = {"role": "assistant", "content": "", "prefix": False,
+                   "tool_calls": chat_tools.tool_calls(reply.tool_call, new_id)}
     response = {
         "id": new_id("cmpl-"),
         "object": "chat.completion",
@@ -182,8 +191,8 @@ def _chat(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.text, "tool_calls": None, "prefix": False},
-                "finish_reason": "length" if reply.truncated else "stop",
+                "message": message,
+                "finish_reason": "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop",
             }
         ],
         "usage": {

@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from airflow_batchwork.testing import conformance, echo
+from airflow_batchwork.testing.providers import chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -453,8 +454,15 @@ def _chat_completion(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise Rejected("Invalid 'messages': expected a non-empty array of message objects.", "messages")
-    reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
-                          schema=response_format_schema(body))
+    try:
+        reply = chat_tools.reply(body, messages, _max_tokens(body, "max_completion_tokens", "max_tokens"),
+                                 response_format_schema(body))
+    except chat_tools.ToolChoiceError as exc:
+        raise Rejected(str(exc), "tool_choice") from None
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
+    if reply.tool_call is not None:
+        message = {"role": "assistant", "content": None, "refusal": None, "annotations": [],
+                   "tool_calls": chat_tools.tool_calls(reply.tool_call, new_id)}
     response = {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -463,9 +471,9 @@ def _chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "length" if reply.truncated else "stop",
+                "finish_reason": "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop",
             }
         ],
         "usage": {
@@ -504,10 +512,27 @@ def _response(
 ) -> tuple[dict[str, Any], int, int]:
     max_output_tokens = _max_tokens(body, "max_output_tokens")
     instructions = body.get("instructions")
+    messages = _responses_messages(body.get("input"))
+    try:
+        chat_tools.check_tool_results(body["input"] if isinstance(body.get("input"), list) else [])
+        forced = chat_tools.forced_tool(body)
+    except chat_tools.ToolChoiceError as exc:
+        raise Rejected(str(exc), "tool_choice") from None
     reply = echo.generate(
-        _responses_messages(body.get("input")), system=instructions, max_tokens=max_output_tokens,
-        schema=text_format_schema(body),
+        messages, system=instructions, max_tokens=max_output_tokens, schema=text_format_schema(body),
+        media=chat_tools.media(messages), tool=forced,
     )
+    output: list[dict[str, Any]] = [{
+        "type": "message",
+        "id": new_id("msg_"),
+        "status": "incomplete" if reply.truncated else "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}],
+    }]
+    if reply.tool_call is not None:
+        output = [{"type": "function_call", "id": new_id("fc_"), "call_id": new_id("call_"),
+                   "name": reply.tool_call.name, "arguments": reply.tool_call.arguments_json,
+                   "status": "completed"}]
     status = "incomplete" if reply.truncated else "completed"
     response = {
         "id": new_id("resp_"),
@@ -520,23 +545,15 @@ def _response(
         "instructions": instructions,
         "max_output_tokens": max_output_tokens,
         "model": body["model"],
-        "output": [
-            {
-                "type": "message",
-                "id": new_id("msg_"),
-                "status": status,
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}],
-            }
-        ],
+        "output": output,
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
         "service_tier": "default",
         "temperature": body.get("temperature", 1.0),
         "text": body.get("text") or {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0),
         "truncation": "disabled",
         "usage": {

@@ -50,6 +50,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from airflow_batchwork.testing import conformance, echo
+from airflow_batchwork.testing.providers import chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -141,7 +142,14 @@ def _chat(body: Mapping[str, Any], new_id: Callable[[str], str], now: int) -> tu
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
         raise _Rejected("max_tokens: must be a positive integer")
-    reply = echo.generate(messages, max_tokens=max_tokens, schema=response_format_schema(body))
+    try:
+        reply = chat_tools.reply(body, messages, max_tokens, response_format_schema(body))
+    except chat_tools.ToolChoiceError as exc:
+        raise _Rejected(str(exc)) from None
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "tool_calls": []}
+    if reply.tool_call is not None:
+        message = {"role": "assistant", "content": None,
+                   "tool_calls": chat_tools.tool_calls(reply.tool_call, new_id, index=True)}
     response = {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -151,8 +159,8 @@ def _chat(body: Mapping[str, Any], new_id: Callable[[str], str], now: int) -> tu
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.text, "tool_calls": []},
-                "finish_reason": "length" if reply.truncated else "stop",
+                "message": message,
+                "finish_reason": "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop",
                 "logprobs": None,
             }
         ],

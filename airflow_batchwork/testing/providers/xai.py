@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from airflow_batchwork.testing import conformance, echo
+from airflow_batchwork.testing.providers import chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -189,8 +190,15 @@ def _chat_completion(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any],
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise _Rejected("messages: expected a non-empty array of message objects")
-    reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
-                          schema=response_format_schema(body))
+    try:
+        reply = chat_tools.reply(body, messages, _max_tokens(body, "max_completion_tokens", "max_tokens"),
+                                 response_format_schema(body))
+    except chat_tools.ToolChoiceError as exc:
+        raise _Rejected(str(exc)) from None
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+    if reply.tool_call is not None:
+        message = {"role": "assistant", "content": None, "refusal": None,
+                   "tool_calls": chat_tools.tool_calls(reply.tool_call, lambda p: f"{p}{uuid.uuid4().hex[:24]}")}
     response = {
         "id": f"{uuid.uuid4()}_us-east-1",
         "object": "chat.completion",
@@ -199,8 +207,8 @@ def _chat_completion(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any],
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.text, "refusal": None},
-                "finish_reason": "length" if reply.truncated else "stop",
+                "message": message,
+                "finish_reason": "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop",
             }
         ],
         "usage": {
@@ -231,8 +239,13 @@ def _response(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any], int, i
     else:
         raise _Rejected("input: expected a string or a non-empty array of input items")
     max_output_tokens = _max_tokens(body, "max_output_tokens")
+    try:
+        chat_tools.check_tool_results(given if isinstance(given, list) else [])
+        forced = chat_tools.forced_tool(body)
+    except chat_tools.ToolChoiceError as exc:
+        raise _Rejected(str(exc)) from None
     reply = echo.generate(messages, system=body.get("instructions"), max_tokens=max_output_tokens,
-                          schema=text_format_schema(body))
+                          schema=text_format_schema(body), media=chat_tools.media(messages), tool=forced)
     status = "incomplete" if reply.truncated else "completed"
     response = {
         "id": str(uuid.uuid4()),
@@ -249,6 +262,9 @@ def _response(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any], int, i
                 "status": status,
                 "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}],
             }
+        ] if reply.tool_call is None else [
+            {"type": "function_call", "id": f"fc_{uuid.uuid4().hex}", "call_id": f"call_{uuid.uuid4().hex[:24]}",
+             "name": reply.tool_call.name, "arguments": reply.tool_call.arguments_json, "status": "completed"}
         ],
         "max_output_tokens": max_output_tokens,
         "temperature": body.get("temperature"),
