@@ -152,7 +152,8 @@ class BatchCompleteTrigger(BaseTrigger):
         async with self._client(credentials) as client:
             while True:
                 try:
-                    status = await client.status(self.job)
+                    async with SHARED_CLIENTS.slot(client):
+                        status = await client.status(self.job)
                 except Exception as exc:
                     failures += 1
                     if not _transient(exc) or failures >= self.max_poll_failures:

@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from airflow_batchwork.core.client import BatchClient
 from airflow_batchwork.core.credentials import Credentials
+
+# Polls in flight per shared client. httpcore scans every queued request each time a connection frees
+# up, so thousands of polls queued on one pool cost quadratic CPU (5,000 triggers starting together
+# stalled a triggerer for minutes in bench/trigger.py); waiting on a semaphore instead costs nothing.
+MAX_POLLS_IN_FLIGHT = 64
 
 
 @dataclass
@@ -23,6 +28,7 @@ class _Shared:
     loop: asyncio.AbstractEventLoop
     client: BatchClient
     users: int = 0
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_POLLS_IN_FLIGHT))
 
 
 class SharedClients:
@@ -33,6 +39,13 @@ class SharedClients:
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    def slot(self, client: BatchClient) -> asyncio.Semaphore:
+        """Hold this around each call through a shared client: at most MAX_POLLS_IN_FLIGHT at once."""
+        for shared in self._clients.values():
+            if shared.client is client:
+                return shared.slots
+        raise KeyError("not a shared client")
 
     @asynccontextmanager
     async def client(self, provider: str, credentials: Credentials) -> AsyncIterator[BatchClient]:
