@@ -110,26 +110,45 @@ async def test_on_kill_cancels(emu: Emulator) -> None:
     assert status.state in ("cancelling", "cancelled")
 
 
-async def test_triggers_share_one_client_per_provider(emu: Emulator) -> None:
-    """Twenty triggers of one provider and connection poll through one client, closed after the last."""
+async def test_triggers_share_one_client_per_provider() -> None:
+    """Twenty triggers of one provider and connection poll through one client, closed after the last.
+
+    The batches stay in progress (30 s) until every trigger has polled, so no trigger can finish (and
+    close the shared client) before the last one starts, however slow the machine."""
     from airflow_batchwork.triggers.clients import SHARED_CLIENTS
 
-    jobs = [await submit(emu) for _ in range(20)]
-    seen: set[int] = set()
-    status = BatchClient.status
+    with Emulator(processing_seconds=30) as emulator:
+        creds = {"openai": Credentials(EMULATOR_API_KEY, emulator.base_url("openai"))}
+        async with BatchClient(creds) as client:
+            jobs = [await client.submit("openai/gpt-4o-mini", [{"prompt": f"p{i}"}]) for i in range(20)]
+        env = connection_env(emulator)
+        seen: set[int] = set()
+        polled: set[str] = set()
+        everyone_polled = asyncio.Event()
+        status = BatchClient.status
 
-    async def spy(self: BatchClient, job: Any) -> Any:
-        seen.add(id(self))
-        assert len(SHARED_CLIENTS) == 1
-        return await status(self, job)
+        async def spy(self: BatchClient, job: Any) -> Any:
+            seen.add(id(self))
+            assert len(SHARED_CLIENTS) == 1
+            result = await status(self, job)
+            polled.add(job.batch_ids[0])
+            if len(polled) == len(jobs):
+                everyone_polled.set()
+            return result
 
-    BatchClient.status = spy  # type: ignore[method-assign]
-    try:
-        triggers = [BatchCompleteTrigger(job=j.to_dict(), poll_interval=0.2, end_time=time.time() + 120)
-                    for j in jobs]
-        events = await asyncio.gather(*(all_events(t) for t in triggers))
-    finally:
-        BatchClient.status = status  # type: ignore[method-assign]
-    assert [e[0].payload["status"] for e in events] == ["completed"] * 20
+        mp = pytest.MonkeyPatch()
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.setattr(BatchClient, "status", spy)
+        try:
+            triggers = [BatchCompleteTrigger(job=j.to_dict(), poll_interval=0.2, end_time=time.time() + 600)
+                        for j in jobs]
+            tasks = [asyncio.create_task(all_events(t)) for t in triggers]
+            await asyncio.wait_for(everyone_polled.wait(), timeout=300)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            mp.undo()
     assert len(seen) == 1
     assert len(SHARED_CLIENTS) == 0
