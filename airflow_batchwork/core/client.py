@@ -21,7 +21,9 @@ import httpx
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
+from airflow_batchwork.core.cache import ResponseCache
 from airflow_batchwork.core.credentials import Credentials, credentials_from_env
+from airflow_batchwork.core.dedup import ReuseCollector, ReuseEnricher, ReusePlanner, reuse_summary
 from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
 from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError
 from airflow_batchwork.core.handle import JobHandle, ShardHandle
@@ -29,7 +31,7 @@ from airflow_batchwork.core.http import RetryPolicy
 from airflow_batchwork.core.ledger import SubmitLedger
 from airflow_batchwork.core.parquet import RowEnricher
 from airflow_batchwork.core.polling import next_step, sleep_for
-from airflow_batchwork.core.pricing import PricesLike, check_max_cost
+from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost
 from airflow_batchwork.core.refs import ModelRef, parse_model
 from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
 from airflow_batchwork.core.status import ItemResult, JobStatus
@@ -104,8 +106,19 @@ class BatchClient:
         output_schema: Any = None,
         max_cost_usd: float | None = None,
         prices: PricesLike | None = None,
+        dedup: bool = False,
+        cache: str | ResponseCache | None = None,
+        cache_mode: str = "read_write",
+        cache_ttl: float | None = None,
+        cache_storage_options: Mapping[str, Any] | None = None,
     ) -> JobHandle:
         """Validate, shard and submit a job.
+
+        `dedup=True` sends requests with the same provider-facing body once (every custom_id still gets its
+        row, `dedup_of` naming the one whose answer it shares); `cache` (a folder URL on any fsspec store, or a
+        `ResponseCache`) skips requests whose answer the cache holds (`cache_mode`: `read_write`, `read_only`,
+        `refresh`; `cache_ttl` in seconds). Both need a ledger that keeps files (see docs/pay-once.md). A job
+        whose every answer is reused creates no batch at all.
 
         `output_schema` (a JSON Schema dict or pydantic model class) asks every request for structured output
         (a request's own `output_schema` wins). `max_cost_usd` refuses, before any API call, a job whose
@@ -120,7 +133,18 @@ class BatchClient:
             raise ConfigurationError("on_changed_input/on_orphaned_intent", "must be 'resubmit' or 'fail'",
                                      "pass one of the two values")
         defaults = with_output_schema(defaults, output_schema)
-        with prepare_job(model, requests, defaults=defaults, limits=limits) as job:
+        response_cache = ResponseCache.coerce(cache, mode=cache_mode, ttl=cache_ttl,
+                                              storage_options=cache_storage_options)
+        if not isinstance(dedup, bool):
+            raise ConfigurationError("dedup", f"{dedup!r:.60} is not True or False", "pass dedup=True or dedup=False")
+        planner = ReusePlanner(dedup=dedup, cache=response_cache) if dedup or response_cache else None
+        if planner is not None and not (ledger and ledger.ids_url):
+            raise ConfigurationError(
+                "cache" if response_cache else "dedup", "reusing answers needs a place to keep, until collect, which "
+                "request shares which answer", "set state_path (or [batchwork] state_path)")
+        with prepare_job(model, requests, defaults=defaults, limits=limits, reuse=planner) as job:
+            if planner is not None:
+                log.info("%s", planner.summary(job.request_count))
             if job.recorder and job.recorder.schemas.needs_ids and not (ledger and ledger.ids_url):
                 raise ConfigurationError(
                     "output_schema", "requests use different output schemas, so the collector must be told which "
@@ -313,14 +337,28 @@ class BatchClient:
     async def write_parquet(
         self, job: JobLike, url: str, *, storage_options: Mapping[str, Any] | None = None,
         prices: PricesLike | None = None,
+        cache: str | ResponseCache | None = None,
+        cache_mode: str = "read_write",
+        cache_storage_options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Stream all results into Parquet at `url` (a file, or a folder ending in `/` that gets one
         part file per provider batch); return a manifest `{path, files, rows, counts, provider, model,
-        batch_ids, duplicates_dropped, unaccounted}`."""
+        batch_ids, duplicates_dropped, unaccounted}` (plus `reuse` for a job submitted with dedup/cache).
+        With `cache`, the successful answers that came from the provider are stored in it, atomically."""
         handle = JobHandle.coerce(job)
+        response_cache = ResponseCache.coerce(cache, mode=cache_mode, storage_options=cache_storage_options)
         enrichers: list[RowEnricher] = []
         if handle.passthrough and handle.ids_url:
             enrichers.append(PassthroughEnricher(handle.ids_url, handle.passthrough, storage_options))
         enrichers += standard_enrichers(handle, prices=prices, storage_options=storage_options)
-        writer = JobResultWriter(handle, url, storage_options=storage_options, enrichers=enrichers)
-        return add_cost(await writer.collect(self.adapter(handle.provider)), storage_options)
+        reuse = ReuseCollector.load(handle.ids_url, response_cache, storage_options)
+        reuse_enricher = None
+        if reuse is not None:
+            position = next(i for i, e in enumerate(enrichers) if isinstance(e, CostEnricher))
+            reuse_enricher = ReuseEnricher(enrichers[position])
+            enrichers[position] = reuse_enricher
+        writer = JobResultWriter(handle, url, storage_options=storage_options, enrichers=enrichers, reuse=reuse)
+        manifest = add_cost(await writer.collect(self.adapter(handle.provider)), storage_options)
+        if reuse is not None and reuse_enricher is not None:
+            manifest["reuse"] = reuse_summary(manifest, reuse_enricher, reuse)
+        return manifest

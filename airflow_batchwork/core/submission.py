@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderLimits
+from airflow_batchwork.core.dedup import KEY_PLACEHOLDER, ReusePlanner, request_key
 from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
 from airflow_batchwork.core.parquet import RESULT_SCHEMA
 from airflow_batchwork.core.recorder import RequestRecorder
@@ -62,6 +63,7 @@ class PreparedJob:
     passthrough: list[str]
     _workdir: tempfile.TemporaryDirectory[str] = field(repr=False)
     recorder: RequestRecorder | None = field(default=None, repr=False)
+    reuse: ReusePlanner | None = field(default=None, repr=False)
 
     def __enter__(self) -> PreparedJob:
         return self
@@ -80,9 +82,11 @@ def prepare_job(
     *,
     defaults: Mapping[str, Any] | None = None,
     limits: Mapping[str, int] | None = None,
+    reuse: ReusePlanner | None = None,
 ) -> PreparedJob:
     """One pass over `requests`: validation (all problems up to five, before any API call), encoding,
-    per-request size check, greedy sharding by the provider's count and byte limits."""
+    per-request size check, greedy sharding by the provider's count and byte limits. With `reuse`
+    (core/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item."""
     ref = parse_model(model)
     cls = adapter_class(ref.provider)
     effective = cls.limits.with_overrides(limits)
@@ -114,6 +118,8 @@ def prepare_job(
         for name in passthrough:
             columns[name] = [row.get(name) for row in carried_rows]
         columns.update(recorder.flush())
+        if reuse is not None:
+            columns.update(reuse.flush())
         table = pa.table(columns)
         table = table.cast(pa.schema([*IDS_SCHEMA, *list(table.schema)[2:]]))
         if ids_writer is None:
@@ -139,24 +145,36 @@ def prepare_job(
                     f"{effective.max_request_bytes:,} bytes per request",
                     "shorten the prompt or split it into several requests",
                 )
-            current = shards[-1] if shards else None
-            if current is None or current.count + 1 > effective.max_requests \
-                    or current.nbytes + size > effective.max_bytes:
-                if out is not None:
-                    out.close()
-                current = Shard(root / f"shard-{len(shards):05d}.jsonl")
-                shards.append(current)
-                out = current.path.open("wb")
-            assert out is not None
-            out.write(item)
-            out.write(b"\n")
-            current.count += 1
-            current.nbytes += size
-            digest.update(item)
-            digest.update(b"\n")
+            skipped = None
+            if reuse is not None:
+                key = request_key(ref, payload.encode(ref, request.model_copy(update={"custom_id": KEY_PLACEHOLDER})))
+                skipped = reuse.decide(request.custom_id, key)
+            if skipped is None:
+                current = shards[-1] if shards else None
+                if current is None or current.count + 1 > effective.max_requests \
+                        or current.nbytes + size > effective.max_bytes:
+                    if out is not None:
+                        out.close()
+                    current = Shard(root / f"shard-{len(shards):05d}.jsonl")
+                    shards.append(current)
+                    out = current.path.open("wb")
+                assert out is not None
+                out.write(item)
+                out.write(b"\n")
+                current.count += 1
+                current.nbytes += size
+                digest.update(item)
+                digest.update(b"\n")
+                id_shards.append(len(shards) - 1)
+                recorder.add(request, item)
+            else:
+                # Not sent: its row still counts in the fingerprint (a change must resubmit), not in the estimate.
+                digest.update(f"{skipped}:{request.custom_id}:{key}\n".encode())
+                id_shards.append(-1)
+                estimate = (recorder.estimated_input_tokens, recorder.estimated_output_tokens)
+                recorder.add(request, item)
+                recorder.estimated_input_tokens, recorder.estimated_output_tokens = estimate
             ids.append(request.custom_id)
-            id_shards.append(len(shards) - 1)
-            recorder.add(request, item)
             row = carried.pop(index, None)
             if row is not None:
                 if not passthrough:
@@ -180,7 +198,7 @@ def prepare_job(
     assert ids_writer is not None
     ids_writer.close()
     return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
-                       request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder)
+                       request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder, reuse=reuse)
 
 
 def _check_passthrough(row: Mapping[str, Any]) -> list[str]:
