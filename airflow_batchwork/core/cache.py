@@ -46,7 +46,8 @@ class ResponseCache:
                  storage_options: Mapping[str, Any] | None = None) -> None:
         check_output_url(url, "cache")
         if mode not in CACHE_MODES:
-            raise ConfigurationError("cache_mode", f"{mode!r} is not a cache mode", f"use one of {', '.join(CACHE_MODES)}")
+            raise ConfigurationError("cache_mode", f"{mode!r:.60} is not a cache mode",
+                                     f"use one of {', '.join(CACHE_MODES)}")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
             raise ConfigurationError("cache_ttl", f"{ttl!r:.60} is not a positive number of seconds",
                                      "use e.g. cache_ttl=30 * 86400 (thirty days), or None for no expiry")
@@ -54,9 +55,24 @@ class ResponseCache:
         self.mode = mode
         self.ttl = ttl
         self.storage_options = dict(storage_options or {})
-        self.fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        self.root = root.rstrip("/")
+        self._fs: Any = None
+        self._root = ""
         self._index: dict[str, str] | None = None
+
+    def _open_fs(self) -> None:
+        if self._fs is None:  # on first use: checking options at DAG parse makes no connection
+            self._fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            self._root = root.rstrip("/")
+
+    @property
+    def fs(self) -> Any:
+        self._open_fs()
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        self._open_fs()
+        return self._root
 
     @classmethod
     def coerce(cls, cache: str | ResponseCache | None, *, mode: str = "read_write", ttl: float | None = None,

@@ -14,6 +14,7 @@ from airflow.sdk import BaseOperator, Context, XComArg, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, results_outlet
+from airflow_batchwork.core.cache import CACHE_MODES, ResponseCache
 from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.ledger import SubmitLedger
@@ -47,6 +48,18 @@ def validate_event(event: Any) -> dict[str, Any]:
 
 def _is_templated(value: object) -> bool:
     return isinstance(value, str) and "{{" in value
+
+
+def check_reuse_options(*, dedup: object = False, cache: object = None, cache_mode: object = "read_write",
+                        cache_ttl: object = None) -> None:
+    """The pay-once options (docs/pay-once.md), checked when the DAG is parsed."""
+    if not isinstance(dedup, bool):
+        raise ConfigurationError("dedup", f"{dedup!r:.60} is not True or False", "pass dedup=True or dedup=False")
+    if cache is not None and not _is_templated(cache):
+        ResponseCache.coerce(cache, mode=str(cache_mode), ttl=cache_ttl)  # type: ignore[arg-type]
+    elif cache_mode not in CACHE_MODES:
+        raise ConfigurationError("cache_mode", f"{cache_mode!r:.60} is not a cache mode",
+                                 f"use one of {', '.join(CACHE_MODES)}")
 
 
 def _fail_fast(exc: ConfigurationError) -> AirflowFailException:
@@ -83,6 +96,13 @@ class SubmitBatchOperator(BaseOperator):
         (a request's own ``output_schema`` wins); see docs/beyond.md.
     :param max_cost_usd: refuse the job, before any API call, when its estimated cost is higher.
     :param prices: price table overrides (a dict, or a YAML/JSON file URL; templated) for ``max_cost_usd``.
+    :param dedup: send requests with the same provider-facing body once; each custom_id keeps its row
+        (``dedup_of`` names the request whose answer it shares). Needs ``state_path``; see docs/pay-once.md.
+    :param cache: a response cache folder on any fsspec URL (templated): requests it has an answer for are
+        not sent (rows with ``cached = true``, ``cost_usd = 0``); give the same ``cache`` to the collect task
+        to store new answers. Off by default; needs ``state_path``.
+    :param cache_mode: ``"read_write"`` (default), ``"read_only"`` or ``"refresh"`` (ask again, replace).
+    :param cache_ttl: seconds after which a cached answer is no longer used (default: never).
 
     Bad input (model, requests, defaults, credentials) fails the task before any API call, without
     retries. A job over the provider's limits is split into several batches under one handle. Retries are
@@ -91,7 +111,7 @@ class SubmitBatchOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata", "state_path",
-                                      "prices")
+                                      "prices", "cache")
     template_fields_renderers = {"defaults": "json", "metadata": "json"}
     ui_color = "#e8f1ff"
     operator_extra_links = (BatchConsoleLink(),)
@@ -120,9 +140,18 @@ class SubmitBatchOperator(BaseOperator):
         output_schema: Any = None,
         max_cost_usd: float | None = None,
         prices: dict[str, Any] | str | None = None,
+        dedup: bool = False,
+        cache: str | None = None,
+        cache_mode: str = "read_write",
+        cache_ttl: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_reuse_options(dedup=dedup, cache=cache, cache_mode=cache_mode, cache_ttl=cache_ttl)
+        self.dedup = dedup
+        self.cache = cache
+        self.cache_mode = cache_mode
+        self.cache_ttl = cache_ttl
         self.output_schema = to_json_schema(output_schema) if output_schema is not None else None
         self.max_cost_usd = max_cost_usd
         self.prices = prices
@@ -194,12 +223,18 @@ class SubmitBatchOperator(BaseOperator):
                 metadata=self.metadata, limits=self.limits, ledger=ledger, identity=identity,
                 on_changed_input=self.on_changed_input, on_orphaned_intent=self.on_orphaned_intent,
                 output_schema=self.output_schema, max_cost_usd=self.max_cost_usd, prices=self.prices,
+                dedup=self.dedup, cache=self.cache, cache_mode=self.cache_mode, cache_ttl=self.cache_ttl,
+                cache_storage_options=self.storage_options,
             )
         except ConfigurationError as exc:
             raise _fail_fast(exc) from None
         self._job = job
-        self.log.info("Submitted %s job: %d requests in batches %s", job.provider, job.request_count,
-                      ", ".join(job.batch_ids))
+        if job.batches:
+            self.log.info("Submitted %s job: %d requests in batches %s", job.provider, job.request_count,
+                          ", ".join(job.batch_ids))
+        else:
+            self.log.info("All %d answers of this %s job are reused (cache/dedup): no batch was created",
+                          job.request_count, job.provider)
         context["ti"].xcom_push(key="batch_ids", value=job.batch_ids)
         persist_batch_link(context, job)
         if self.wait_for_completion:
@@ -249,12 +284,14 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         file (``True``: next to the output, see the manifest's ``history_path``; or a URL).
     :param prices: price table overrides for the ``cost_usd`` column (a dict, or a YAML/JSON file URL;
         templated).
+    :param cache: the response cache folder (templated) to store this job's new successful answers in,
+        atomically after the dataset is written; ``cache_mode="read_only"`` stores nothing.
 
     Returns a manifest ``{path, files, rows, counts, provider, model, batch_ids}``. Files are written
     under a temporary name and moved into place, so a retry overwrites, never appends.
     """
 
-    template_fields: Sequence[str] = ("job", "output_path", "conn_id", "prices")
+    template_fields: Sequence[str] = ("job", "output_path", "conn_id", "prices", "cache")
     ui_color = "#eafbea"
     operator_extra_links = (BatchConsoleLink(),)
 
@@ -273,9 +310,17 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         max_item_retries: int = 0,
         keep_history: bool | str = False,
         prices: dict[str, Any] | str | None = None,
+        cache: str | None = None,
+        cache_mode: str = "read_write",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_reuse_options(cache=cache, cache_mode=cache_mode)
+        if cache is not None and max_item_retries:
+            raise ConfigurationError("cache", "is not supported together with max_item_retries yet",
+                                     "drop max_item_retries, or collect without cache= (answers then stay uncached)")
+        self.cache = cache
+        self.cache_mode = cache_mode
         if not output_path:
             raise ConfigurationError("output_path", "is empty", "give a URL such as s3://bucket/results/")
         self.job = job
@@ -341,7 +386,9 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
             manifest = self._write_rounds(handle, state, **resume)
         else:
             manifest = self._hook(handle).write_parquet(handle, self.output_path,
-                                                        storage_options=self.storage_options, prices=self.prices)
+                                                        storage_options=self.storage_options, prices=self.prices,
+                                                        cache=self.cache, cache_mode=self.cache_mode,
+                                                        cache_storage_options=self.storage_options)
         manifest["state"] = state
         attach_event_extra(context, self.results_outlet, manifest)
         self.log.info("Wrote %d rows to %s: %s (cost_usd: %s)", manifest["rows"], manifest["path"],

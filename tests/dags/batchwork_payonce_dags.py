@@ -1,0 +1,20 @@
+"""DAGs of the pay-once tests (tests/test_pay_once.py): a nightly enrichment with dedup and a response cache.
+
+Everything lives under the Airflow Variable `batchwork_test_output`, which the tests set per test.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_batchwork.operators.batch import CollectResultsOperator, SubmitBatchOperator
+
+ROOT = "{{ var.value.batchwork_test_output }}"
+NIGHTLY = [{"custom_id": f"row-{i}", "prompt": f"describe product {i % 8}"} for i in range(12)]
+
+with DAG(dag_id="test_pay_once_nightly", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as nightly:
+    _submit = SubmitBatchOperator(task_id="submit", model="openai/gpt-4o-mini", requests=NIGHTLY, dedup=True,
+                                  cache=ROOT + "/llm-cache/", state_path=ROOT + "/state")
+    CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.2, cache=ROOT + "/llm-cache/",
+                           output_path=ROOT + "/out/{{ ds }}/")
