@@ -31,7 +31,8 @@ from airflow_batchwork.core.http import RetryPolicy
 from airflow_batchwork.core.ledger import SubmitLedger
 from airflow_batchwork.core.parquet import RowEnricher
 from airflow_batchwork.core.polling import next_step, sleep_for
-from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost
+from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost, load_prices
+from airflow_batchwork.core.prompt_cache import PromptCacheEnricher
 from airflow_batchwork.core.refs import ModelRef, parse_model
 from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
 from airflow_batchwork.core.status import ItemResult, JobStatus
@@ -111,8 +112,15 @@ class BatchClient:
         cache_mode: str = "read_write",
         cache_ttl: float | None = None,
         cache_storage_options: Mapping[str, Any] | None = None,
+        cache_prefix: bool | str | None = None,
+        prime_timeout: float = 3600.0,
     ) -> JobHandle:
         """Validate, shard and submit a job.
+
+        `cache_prefix=True` (Anthropic) marks every request's system prompt with the provider's prompt-cache
+        control; when the first request's prefix is long enough to be cached, it is sent alone first (the
+        priming batch) and the other batches are created once it ended (at most `prime_timeout` seconds
+        later), so that they read the cache instead of each writing it.
 
         `dedup=True` sends requests with the same provider-facing body once (every custom_id still gets its
         row, `dedup_of` naming the one whose answer it shares); `cache` (a folder URL on any fsspec store, or a
@@ -133,6 +141,8 @@ class BatchClient:
             raise ConfigurationError("on_changed_input/on_orphaned_intent", "must be 'resubmit' or 'fail'",
                                      "pass one of the two values")
         defaults = with_output_schema(defaults, output_schema)
+        if cache_prefix is not None:
+            defaults = {**dict(defaults or {}), "cache_prefix": cache_prefix}
         response_cache = ResponseCache.coerce(cache, mode=cache_mode, ttl=cache_ttl,
                                               storage_options=cache_storage_options)
         if not isinstance(dedup, bool):
@@ -177,7 +187,7 @@ class BatchClient:
                          handle.batch_ids)
                 return handle
             return await self._submit_shards(job, adapter, state, ledger, identity, metadata, conn_id,
-                                             on_orphaned_intent)
+                                             on_orphaned_intent, prime_timeout=prime_timeout)
 
     async def submit_prepared(
         self, job: PreparedJob, *, ledger: SubmitLedger, identity: str, metadata: Mapping[str, str] | None = None,
@@ -196,7 +206,7 @@ class BatchClient:
     async def _submit_shards(
         self, job: PreparedJob, adapter: ProviderAdapter, state: dict[str, Any] | None,
         ledger: SubmitLedger | None, identity: str | None, metadata: Mapping[str, str] | None,
-        conn_id: str | None, on_orphaned_intent: str,
+        conn_id: str | None, on_orphaned_intent: str, *, prime_timeout: float = 3600.0,
     ) -> JobHandle:
         state = state or {"identity": identity, "fingerprint": job.fingerprint, "model": str(job.ref), "shards": []}
         shards: list[dict[str, Any]] = state["shards"]
@@ -217,6 +227,8 @@ class BatchClient:
                 entry = shards[index] if index < len(shards) else None
                 if entry and entry.get("id"):
                     continue
+                if index == 1 and job.priming:
+                    await self._await_priming(adapter, shards[0]["id"], prime_timeout)
                 if entry and identity:
                     found = await adapter.find_batch(
                         {"batchwork_id": identity, "batchwork_fp": job.fingerprint[:16], "batchwork_shard": shard_tag}
@@ -257,9 +269,30 @@ class BatchClient:
             passthrough=job.passthrough or None,
             structured=job.recorder.schemas.handle_value() if job.recorder else None,
         )
+        if job.prompt_cache:  # the collector adds the prompt-cache token columns (core/prompt_cache.py)
+            handle = JobHandle.model_validate({**handle.to_dict(), "prompt_cache": True})
         state["handle"] = handle.to_dict()
         self._save(ledger, state)
         return handle
+
+    @staticmethod
+    async def _await_priming(adapter: ProviderAdapter, batch_id: str, timeout: float) -> None:
+        """Wait for the priming batch to end, so that the prompt-cache entry it wrote is there for the rest."""
+        log.info("Priming the %s prompt cache with batch %s (1 request); the other batches follow when it ends",
+                 adapter.provider, batch_id)
+        deadline = time.monotonic() + timeout
+        delay = 0.25
+        while True:
+            status = await adapter.status(batch_id)
+            if status.terminal:
+                log.info("Priming batch %s ended (%s)", batch_id, status.state)
+                return
+            if time.monotonic() >= deadline:
+                log.warning("Priming batch %s has not ended after %.0fs: submitting the rest without waiting",
+                            batch_id, timeout)
+                return
+            await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, 10.0)
 
     @staticmethod
     def _save(ledger: SubmitLedger | None, state: Mapping[str, Any]) -> None:
@@ -351,10 +384,13 @@ class BatchClient:
         if handle.passthrough and handle.ids_url:
             enrichers.append(PassthroughEnricher(handle.ids_url, handle.passthrough, storage_options))
         enrichers += standard_enrichers(handle, prices=prices, storage_options=storage_options)
+        position = next(i for i, e in enumerate(enrichers) if isinstance(e, CostEnricher))
+        if (handle.model_extra or {}).get("prompt_cache"):
+            price = load_prices(prices, storage_options=storage_options).lookup(handle.model)
+            enrichers[position] = PromptCacheEnricher(handle.provider, enrichers[position], price)
         reuse = ReuseCollector.load(handle.ids_url, response_cache, storage_options)
         reuse_enricher = None
         if reuse is not None:
-            position = next(i for i, e in enumerate(enrichers) if isinstance(e, CostEnricher))
             reuse_enricher = ReuseEnricher(enrichers[position])
             enrichers[position] = reuse_enricher
         writer = JobResultWriter(handle, url, storage_options=storage_options, enrichers=enrichers, reuse=reuse)

@@ -45,6 +45,26 @@ class ModelPrice:
     batch_discount: float
     as_of: str | None = None
     source: str | None = None
+    prompt_cache: Mapping[str, Any] | None = None
+    """The provider's prompt-cache terms (`prompt_cache` of its block in prices.json): multipliers of the input
+    price for `read`, `write_5m` and `write_1h`, and the minimum cacheable prefix per model (`min_tokens`)."""
+
+    def cache_cost(self, read_tokens: int, write_5m_tokens: int, write_1h_tokens: int) -> float | None:
+        """Batch cost in USD of prompt-cache reads and writes (None: the provider has no cache prices)."""
+        if not self.prompt_cache:
+            return None
+        terms = self.prompt_cache
+        tokens = read_tokens * float(terms.get("read", 1.0)) + write_5m_tokens * float(terms.get("write_5m", 1.0)) \
+            + write_1h_tokens * float(terms.get("write_1h", terms.get("write_5m", 1.0)))
+        return tokens * self.batch_input / 1e6
+
+    @property
+    def min_cache_tokens(self) -> int | None:
+        """The shortest prefix the provider caches for this model (None: unknown)."""
+        if not self.prompt_cache:
+            return None
+        value = (self.prompt_cache.get("min_tokens") or {}).get(self.model, self.prompt_cache.get("min_tokens_default"))
+        return None if value is None else int(value)
 
     @property
     def batch_input(self) -> float:
@@ -112,6 +132,7 @@ class PriceTable:
             provider=ref.provider, model=name, input=float(entry["input"]), output=float(entry.get("output", 0.0)),
             batch_discount=float(entry.get("batch_discount", provider.get("batch_discount", 0.0))),
             as_of=entry.get("as_of") or self.as_of, source=entry.get("source") or provider.get("source"),
+            prompt_cache=provider.get("prompt_cache"),
         )
 
 

@@ -65,6 +65,9 @@ class BatchRequest(BaseModel):
     output_schema: dict[str, Any] | None = None
     """Structured output: a JSON Schema dict (a pydantic model class is turned into one)."""
     provider_options: dict[str, Any] | None = None
+    cache_prefix: bool | Literal["5m", "1h"] | None = None
+    """Mark the system prompt as a cacheable prefix with the provider's prompt-cache control (Anthropic):
+    True or "1h" for the one-hour cache, "5m" for the five-minute one (docs/pay-once.md)."""
 
     @field_validator("output_schema", mode="before")
     @classmethod

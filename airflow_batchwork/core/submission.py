@@ -64,6 +64,10 @@ class PreparedJob:
     _workdir: tempfile.TemporaryDirectory[str] = field(repr=False)
     recorder: RequestRecorder | None = field(default=None, repr=False)
     reuse: ReusePlanner | None = field(default=None, repr=False)
+    priming: bool = False
+    """Shard 0 is a one-request priming batch: it must end before the other shards are created."""
+    prompt_cache: bool = False
+    """Some request marks a prompt-cache prefix (`cache_prefix`): the collector adds the cache token columns."""
 
     def __enter__(self) -> PreparedJob:
         return self
@@ -83,10 +87,13 @@ def prepare_job(
     defaults: Mapping[str, Any] | None = None,
     limits: Mapping[str, int] | None = None,
     reuse: ReusePlanner | None = None,
+    prime: bool = True,
 ) -> PreparedJob:
     """One pass over `requests`: validation (all problems up to five, before any API call), encoding,
     per-request size check, greedy sharding by the provider's count and byte limits. With `reuse`
-    (core/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item."""
+    (core/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item. With `prime`, a
+    first request whose marked cache prefix the provider would cache (`ProviderAdapter.primes`) goes alone in
+    shard 0, the priming batch (`PreparedJob.priming`)."""
     ref = parse_model(model)
     cls = adapter_class(ref.provider)
     effective = cls.limits.with_overrides(limits)
@@ -130,12 +137,20 @@ def prepare_job(
         carried_rows.clear()
 
     count = 0
+    marked = False
+    primed: int | None = None  # 1: shard 0 is a priming batch of one request (a new shard starts at len == 1)
     try:
         for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults):
             refusal = payload.check_request(ref, request)
             if refusal:
                 field_name, problem, fix = refusal
                 raise RequestValidationError(f"requests[{index}].{field_name}", problem, fix)
+            if request.cache_prefix:
+                marked = True
+            if request.cache_prefix and not cls.prompt_cache_control:
+                raise RequestValidationError(
+                    f"requests[{index}].cache_prefix", f"{ref.provider} has no explicit prompt-cache control",
+                    "leave cache_prefix unset for this provider (see docs/pay-once.md for who caches what)")
             item = payload.encode(ref, request)
             size = len(item) + 1
             if size - 1 > effective.max_request_bytes:
@@ -152,7 +167,7 @@ def prepare_job(
             if skipped is None:
                 current = shards[-1] if shards else None
                 if current is None or current.count + 1 > effective.max_requests \
-                        or current.nbytes + size > effective.max_bytes:
+                        or current.nbytes + size > effective.max_bytes or primed == len(shards):
                     if out is not None:
                         out.close()
                     current = Shard(root / f"shard-{len(shards):05d}.jsonl")
@@ -167,6 +182,9 @@ def prepare_job(
                 digest.update(b"\n")
                 id_shards.append(len(shards) - 1)
                 recorder.add(request, item)
+                if prime and primed is None:
+                    # Only the first request sent can prime; the next one starts shard 1 if this one does.
+                    primed = 1 if payload.primes(ref, request) else -1
             else:
                 # Not sent: its row still counts in the fingerprint (a change must resubmit), not in the estimate.
                 digest.update(f"{skipped}:{request.custom_id}:{key}\n".encode())
@@ -198,7 +216,8 @@ def prepare_job(
     assert ids_writer is not None
     ids_writer.close()
     return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
-                       request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder, reuse=reuse)
+                       request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder, reuse=reuse,
+                       priming=primed == 1 and len(shards) > 1, prompt_cache=marked)
 
 
 def _check_passthrough(row: Mapping[str, Any]) -> list[str]:
