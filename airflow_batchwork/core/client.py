@@ -113,6 +113,7 @@ class BatchClient:
         cache_ttl: float | None = None,
         cache_storage_options: Mapping[str, Any] | None = None,
         cache_prefix: bool | str | None = None,
+        prime_cache: bool = True,
         prime_timeout: float = 3600.0,
     ) -> JobHandle:
         """Validate, shard and submit a job.
@@ -152,7 +153,7 @@ class BatchClient:
             raise ConfigurationError(
                 "cache" if response_cache else "dedup", "reusing answers needs a place to keep, until collect, which "
                 "request shares which answer", "set state_path (or [batchwork] state_path)")
-        with prepare_job(model, requests, defaults=defaults, limits=limits, reuse=planner) as job:
+        with prepare_job(model, requests, defaults=defaults, limits=limits, reuse=planner, prime=prime_cache) as job:
             if planner is not None:
                 log.info("%s", planner.summary(job.request_count))
             if job.recorder and job.recorder.schemas.needs_ids and not (ledger and ledger.ids_url):
