@@ -23,11 +23,12 @@ from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
 from airflow_batchwork.core.cache import ResponseCache
 from airflow_batchwork.core.credentials import Credentials, credentials_from_env
-from airflow_batchwork.core.dedup import ReuseCollector, ReuseEnricher, ReusePlanner, reuse_summary
+from airflow_batchwork.core.dedup import KEY_COLUMN, ReuseCollector, ReuseEnricher, ReusePlanner, reuse_summary
 from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
 from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError
 from airflow_batchwork.core.handle import JobHandle, ShardHandle
 from airflow_batchwork.core.http import RetryPolicy
+from airflow_batchwork.core.incremental import FingerprintEnricher, KeyedDataset, change_counts, read_ids
 from airflow_batchwork.core.ledger import SubmitLedger
 from airflow_batchwork.core.parquet import RowEnricher
 from airflow_batchwork.core.polling import next_step, sleep_for
@@ -115,6 +116,8 @@ class BatchClient:
         cache_prefix: bool | str | None = None,
         prime_cache: bool = True,
         prime_timeout: float = 3600.0,
+        incremental: str | None = None,
+        incremental_storage_options: Mapping[str, Any] | None = None,
     ) -> JobHandle:
         """Validate, shard and submit a job.
 
@@ -122,6 +125,10 @@ class BatchClient:
         control; when the first request's prefix is long enough to be cached, it is sent alone first (the
         priming batch) and the other batches are created once it ended (at most `prime_timeout` seconds
         later), so that they read the cache instead of each writing it.
+
+        `incremental` (the folder of a keyed dataset that `write_parquet(..., merge=True)` maintains) sends only
+        the requests whose custom_id is new, whose input fingerprint changed, or whose row had not succeeded;
+        see core/incremental.py.
 
         `dedup=True` sends requests with the same provider-facing body once (every custom_id still gets its
         row, `dedup_of` naming the one whose answer it shares); `cache` (a folder URL on any fsspec store, or a
@@ -148,11 +155,16 @@ class BatchClient:
                                               storage_options=cache_storage_options)
         if not isinstance(dedup, bool):
             raise ConfigurationError("dedup", f"{dedup!r:.60} is not True or False", "pass dedup=True or dedup=False")
-        planner = ReusePlanner(dedup=dedup, cache=response_cache) if dedup or response_cache else None
+        previous = None
+        if incremental is not None:
+            previous = KeyedDataset(incremental, incremental_storage_options).previous_rows()
+        planner = ReusePlanner(dedup=dedup, cache=response_cache, previous=previous) \
+            if dedup or response_cache or incremental is not None else None
         if planner is not None and not (ledger and ledger.ids_url):
             raise ConfigurationError(
-                "cache" if response_cache else "dedup", "reusing answers needs a place to keep, until collect, which "
-                "request shares which answer", "set state_path (or [batchwork] state_path)")
+                "incremental" if incremental is not None else "cache" if response_cache else "dedup",
+                "reusing answers needs a place to keep, until collect, which request shares which answer",
+                "set state_path (or [batchwork] state_path)")
         with prepare_job(model, requests, defaults=defaults, limits=limits, reuse=planner, prime=prime_cache) as job:
             if planner is not None:
                 log.info("%s", planner.summary(job.request_count))
@@ -374,12 +386,17 @@ class BatchClient:
         cache: str | ResponseCache | None = None,
         cache_mode: str = "read_write",
         cache_storage_options: Mapping[str, Any] | None = None,
+        merge: bool = False,
     ) -> dict[str, Any]:
         """Stream all results into Parquet at `url` (a file, or a folder ending in `/` that gets one
         part file per provider batch); return a manifest `{path, files, rows, counts, provider, model,
         batch_ids, duplicates_dropped, unaccounted}` (plus `reuse` for a job submitted with dedup/cache).
-        With `cache`, the successful answers that came from the provider are stored in it, atomically."""
+        With `cache`, the successful answers that came from the provider are stored in it, atomically.
+        With `merge=True`, `url` is the folder of a keyed dataset: this job's rows replace those of the same
+        custom_id and the other rows stay (core/incremental.py); the manifest's `incremental` entry is the run
+        manifest (new, changed, unchanged, rows)."""
         handle = JobHandle.coerce(job)
+        dataset = KeyedDataset(url, storage_options) if merge else None
         response_cache = ResponseCache.coerce(cache, mode=cache_mode, storage_options=cache_storage_options)
         enrichers: list[RowEnricher] = []
         if handle.passthrough and handle.ids_url:
@@ -394,8 +411,33 @@ class BatchClient:
         if reuse is not None:
             reuse_enricher = ReuseEnricher(enrichers[position])
             enrichers[position] = reuse_enricher
-        writer = JobResultWriter(handle, url, storage_options=storage_options, enrichers=enrichers, reuse=reuse)
+        target = url
+        ids = None
+        if dataset is not None:
+            ids = read_ids(handle.ids_url, storage_options) if handle.ids_url else None
+            if ids is None or KEY_COLUMN not in ids.column_names:
+                raise ConfigurationError("merge", "the job was not submitted with incremental= (its rows have no "
+                                         "input fingerprint to keep)", "submit with incremental=<this output_path>")
+            enrichers.append(FingerprintEnricher(ids))
+            target = dataset.staging_url()
+        writer = JobResultWriter(handle, target, storage_options=storage_options, enrichers=enrichers, reuse=reuse)
         manifest = add_cost(await writer.collect(self.adapter(handle.provider)), storage_options)
         if reuse is not None and reuse_enricher is not None:
             manifest["reuse"] = reuse_summary(manifest, reuse_enricher, reuse)
+        if dataset is not None and ids is not None:
+            manifest = self._merge(dataset, url, target, manifest, handle, change_counts(ids), storage_options)
         return manifest
+
+    @staticmethod
+    def _merge(dataset: KeyedDataset, url: str, staged: str, manifest: dict[str, Any], handle: JobHandle,
+               changes: dict[str, int], storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+        reuse = manifest.get("reuse") or {}
+        run = {**changes, "submitted": sum(b.request_count for b in handle.batches), "written": manifest["rows"],
+               "cached": reuse.get("cached", 0), "deduplicated": reuse.get("deduplicated", 0),
+               "counts": manifest["counts"], "cost_usd": manifest.get("cost_usd"), "saved_usd": reuse.get("saved_usd"),
+               "batch_ids": handle.batch_ids, "identity": handle.identity}
+        merged = dataset.merge(staged, run, storage_options)
+        log.info("Merged %d rows into %s (%d new, %d changed, %d unchanged): the dataset has %d rows",
+                 manifest["rows"], url, changes["new"], changes["changed"], changes["unchanged"], merged["rows"])
+        files = [f"{url}{name}" for name in (dataset.state() or {}).get("files", [])]
+        return {**manifest, "path": url, "files": files, "rows": merged["rows"], "incremental": merged}

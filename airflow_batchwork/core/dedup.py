@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 KEY_COLUMN = "_batchwork_key"
 DEDUP_COLUMN = "dedup_of"
 CACHED_COLUMN = "_batchwork_cached"
+CHANGE_COLUMN = "_batchwork_change"
 CACHED_FIELD = pa.field("cached", pa.bool_())
 DEDUP_FIELD = pa.field(DEDUP_COLUMN, pa.string())
 KEY_PLACEHOLDER = "batchwork-key"
@@ -58,20 +59,36 @@ def request_key(ref: ModelRef, item: bytes) -> str:
 class ReusePlanner:
     """Decides, request by request, what is sent (see the module text)."""
 
-    def __init__(self, *, dedup: bool, cache: ResponseCache | None) -> None:
+    def __init__(self, *, dedup: bool, cache: ResponseCache | None,
+                 previous: Mapping[str, tuple[str | None, str | None]] | None = None) -> None:
         self.dedup = dedup
         self.cache = cache if cache is not None and cache.reads else None
+        self.previous = previous
         self._first: dict[str, str] = {}
         self._keys: list[str] = []
         self._dedup_of: list[str | None] = []
         self._hits: list[str | None] = []
+        self._changes: list[str | None] = []
         self.sent = 0
         self.deduplicated = 0
         self.cached = 0
+        self.changes = {"new": 0, "changed": 0, "unchanged": 0}
 
     def decide(self, custom_id: str, key: str) -> str | None:
-        """None: send it. Otherwise a short reason it is not sent (`dedup` or `cached`)."""
+        """None: send it. Otherwise a short reason it is not sent (`unchanged`, `dedup` or `cached`)."""
         self._keys.append(key)
+        if self.previous is not None:
+            # Incremental (core/incremental.py): a succeeded row with the same fingerprint stays as it is.
+            before = self.previous.get(custom_id)
+            change = "new" if before is None else "unchanged" if before == (key, "succeeded") else "changed"
+            self._changes.append(change)
+            self.changes[change] += 1
+            if change == "unchanged":
+                self._dedup_of.append(None)
+                self._hits.append(None)
+                return "unchanged"
+        else:
+            self._changes.append(None)
         if self.dedup:
             first = self._first.get(key)
             if first is not None:
@@ -103,12 +120,15 @@ class ReusePlanner:
             else:
                 cached.append(row_to_json(answers[key]))
         columns = {KEY_COLUMN: pa.array(self._keys, pa.string()), DEDUP_COLUMN: pa.array(self._dedup_of, pa.string()),
-                   CACHED_COLUMN: pa.array(cached, pa.string())}
-        self._keys, self._dedup_of, self._hits = [], [], []
+                   CACHED_COLUMN: pa.array(cached, pa.string()), CHANGE_COLUMN: pa.array(self._changes, pa.string())}
+        self._keys, self._dedup_of, self._hits, self._changes = [], [], [], []
         return columns
 
     def summary(self, total: int) -> str:
         parts = [f"{self.sent:,} of {total:,} requests to send"]
+        if self.previous is not None:
+            parts.append(f"{self.changes['new']:,} new, {self.changes['changed']:,} changed, "
+                         f"{self.changes['unchanged']:,} unchanged since the last run")
         if self.deduplicated:
             parts.append(f"{self.deduplicated:,} duplicates share the answer of an earlier request")
         if self.cached:
@@ -142,6 +162,10 @@ class ReuseCollector:
         self._canonical = pa.array(sorted(set(self._dup_of)), pa.string())
         self._captured: list[pa.RecordBatch] = []
         self.stored = 0
+        skipped = self.table.filter(pc.less(self.table.column("shard"), 0))
+        #: Requests not sent and not written: unchanged rows of an incremental job (they stay in the dataset).
+        self.unchanged = skipped.filter(pc.and_(pc.is_null(skipped.column(DEDUP_COLUMN)),
+                                                pc.is_null(skipped.column(CACHED_COLUMN)))).num_rows
 
     @classmethod
     def load(cls, ids_url: str | None, cache: ResponseCache | None,
@@ -264,7 +288,8 @@ def reuse_summary(manifest: Mapping[str, Any], enricher: ReuseEnricher, collecto
     line = f"{enricher.cached:,} of {rows:,} answers from cache"
     if enricher.deduplicated:
         line += f", {enricher.deduplicated:,} shared with a duplicate request"
-    log.info("%s, %s", line, saved)
+    if enricher.cached or enricher.deduplicated:
+        log.info("%s, %s", line, saved)
     return summary
 
 

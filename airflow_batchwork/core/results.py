@@ -218,5 +218,5 @@ class JobResultWriter:
             "model": self.handle.model,
             "batch_ids": self.handle.batch_ids,
             "duplicates_dropped": dropped,
-            "unaccounted": max(self.handle.request_count - rows, 0),
+            "unaccounted": max(self.handle.request_count - rows - (self.reuse.unchanged if self.reuse else 0), 0),
         }
