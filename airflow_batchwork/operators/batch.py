@@ -103,6 +103,9 @@ class SubmitBatchOperator(BaseOperator):
         to store new answers. Off by default; needs ``state_path``.
     :param cache_mode: ``"read_write"`` (default), ``"read_only"`` or ``"refresh"`` (ask again, replace).
     :param cache_ttl: seconds after which a cached answer is no longer used (default: never).
+    :param incremental: the folder of a keyed dataset (templated; the ``output_path`` of a collect task with
+        ``merge=True``): only requests whose custom_id is new, whose input changed, or whose row had not
+        succeeded are sent. Needs ``state_path``; see docs/pay-once.md.
 
     Bad input (model, requests, defaults, credentials) fails the task before any API call, without
     retries. A job over the provider's limits is split into several batches under one handle. Retries are
@@ -111,7 +114,7 @@ class SubmitBatchOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata", "state_path",
-                                      "prices", "cache")
+                                      "prices", "cache", "incremental")
     template_fields_renderers = {"defaults": "json", "metadata": "json"}
     ui_color = "#e8f1ff"
     operator_extra_links = (BatchConsoleLink(),)
@@ -144,10 +147,17 @@ class SubmitBatchOperator(BaseOperator):
         cache: str | None = None,
         cache_mode: str = "read_write",
         cache_ttl: float | None = None,
+        incremental: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_reuse_options(dedup=dedup, cache=cache, cache_mode=cache_mode, cache_ttl=cache_ttl)
+        if incremental is not None and not _is_templated(incremental):
+            check_output_url(incremental, "incremental")
+            if not incremental.endswith("/"):
+                raise ConfigurationError("incremental", f"{incremental!r:.120} is not a folder URL",
+                                         "give the output_path of the collect task (merge=True), ending in '/'")
+        self.incremental = incremental
         self.dedup = dedup
         self.cache = cache
         self.cache_mode = cache_mode
@@ -224,7 +234,8 @@ class SubmitBatchOperator(BaseOperator):
                 on_changed_input=self.on_changed_input, on_orphaned_intent=self.on_orphaned_intent,
                 output_schema=self.output_schema, max_cost_usd=self.max_cost_usd, prices=self.prices,
                 dedup=self.dedup, cache=self.cache, cache_mode=self.cache_mode, cache_ttl=self.cache_ttl,
-                cache_storage_options=self.storage_options,
+                cache_storage_options=self.storage_options, incremental=self.incremental,
+                incremental_storage_options=self.storage_options,
             )
         except ConfigurationError as exc:
             raise _fail_fast(exc) from None
@@ -286,6 +297,9 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         templated).
     :param cache: the response cache folder (templated) to store this job's new successful answers in,
         atomically after the dataset is written; ``cache_mode="read_only"`` stores nothing.
+    :param merge: ``output_path`` is a keyed dataset folder: this job's rows replace those with the same
+        custom_id, the others stay, atomically; the manifest's ``incremental`` entry counts new, changed and
+        unchanged rows (the job must be submitted with ``incremental=`` the same folder).
 
     Returns a manifest ``{path, files, rows, counts, provider, model, batch_ids}``. Files are written
     under a temporary name and moved into place, so a retry overwrites, never appends.
@@ -312,10 +326,20 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         prices: dict[str, Any] | str | None = None,
         cache: str | None = None,
         cache_mode: str = "read_write",
+        merge: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_reuse_options(cache=cache, cache_mode=cache_mode)
+        if not isinstance(merge, bool):
+            raise ConfigurationError("merge", f"{merge!r:.60} is not True or False", "pass merge=True or merge=False")
+        if merge and max_item_retries:
+            raise ConfigurationError("merge", "is not supported together with max_item_retries yet",
+                                     "drop max_item_retries: the next incremental run sends rows that failed again")
+        if merge and not (_is_templated(output_path) or str(output_path).endswith("/")):
+            raise ConfigurationError("output_path", f"{output_path!r:.120} is not a folder URL",
+                                     "a merged dataset is a folder: end output_path with '/'")
+        self.merge = merge
         if cache is not None and max_item_retries:
             raise ConfigurationError("cache", "is not supported together with max_item_retries yet",
                                      "drop max_item_retries, or collect without cache= (answers then stay uncached)")
@@ -388,7 +412,8 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
             manifest = self._hook(handle).write_parquet(handle, self.output_path,
                                                         storage_options=self.storage_options, prices=self.prices,
                                                         cache=self.cache, cache_mode=self.cache_mode,
-                                                        cache_storage_options=self.storage_options)
+                                                        cache_storage_options=self.storage_options,
+                                                        merge=self.merge)
         manifest["state"] = state
         attach_event_extra(context, self.results_outlet, manifest)
         self.log.info("Wrote %d rows to %s: %s (cost_usd: %s)", manifest["rows"], manifest["path"],
