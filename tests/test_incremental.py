@@ -83,6 +83,9 @@ async def test_10000_rows_then_10_changed_and_5_added_submits_exactly_15(emulato
         assert after[f"new{i}"]["text"] == f"echo: new item {i}"
     untouched = [f"k{i:05d}" for i in range(10_000) if i not in changed]
     assert all(after[k] == before[k] for k in untouched)
+    # What the rows not sent again had cost is the saving the run manifest reports.
+    assert run["unchanged_cost_usd"] == pytest.approx(sum(before[k]["cost_usd"] for k in untouched))
+    assert run["saved_usd"] == pytest.approx(run["unchanged_cost_usd"]) and run["unchanged_cost_usd"] > 0
     # The run manifest is kept with the dataset, and _SUCCESS names exactly the live files.
     saved = json.loads((tmp_path / "enriched" / "_runs" / "v000002.json").read_text())
     assert (saved["new"], saved["changed"], saved["unchanged"], saved["rows"]) == (5, 10, 9_990, 10_005)

@@ -23,12 +23,25 @@ from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
 from airflow_batchwork.core.cache import ResponseCache
 from airflow_batchwork.core.credentials import Credentials, credentials_from_env
-from airflow_batchwork.core.dedup import KEY_COLUMN, ReuseCollector, ReuseEnricher, ReusePlanner, reuse_summary
+from airflow_batchwork.core.dedup import (
+    KEY_COLUMN,
+    ReuseCollector,
+    ReuseEnricher,
+    ReusePlanner,
+    format_usd,
+    reuse_summary,
+)
 from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
 from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError
 from airflow_batchwork.core.handle import JobHandle, ShardHandle
 from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.incremental import FingerprintEnricher, KeyedDataset, change_counts, read_ids
+from airflow_batchwork.core.incremental import (
+    FingerprintEnricher,
+    KeyedDataset,
+    change_counts,
+    read_ids,
+    unchanged_ids,
+)
 from airflow_batchwork.core.ledger import SubmitLedger
 from airflow_batchwork.core.parquet import RowEnricher
 from airflow_batchwork.core.polling import next_step, sleep_for
@@ -425,19 +438,25 @@ class BatchClient:
         if reuse is not None and reuse_enricher is not None:
             manifest["reuse"] = reuse_summary(manifest, reuse_enricher, reuse)
         if dataset is not None and ids is not None:
-            manifest = self._merge(dataset, url, target, manifest, handle, change_counts(ids), storage_options)
+            manifest = self._merge(dataset, url, target, manifest, handle, ids, storage_options)
         return manifest
 
     @staticmethod
     def _merge(dataset: KeyedDataset, url: str, staged: str, manifest: dict[str, Any], handle: JobHandle,
-               changes: dict[str, int], storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+               ids: Any, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
         reuse = manifest.get("reuse") or {}
+        changes = change_counts(ids)
+        unchanged_cost = dataset.cost_of(unchanged_ids(ids))
+        saved = None if unchanged_cost is None or reuse.get("saved_usd", 0.0) is None \
+            else unchanged_cost + float(reuse.get("saved_usd") or 0.0)
         run = {**changes, "submitted": sum(b.request_count for b in handle.batches), "written": manifest["rows"],
                "cached": reuse.get("cached", 0), "deduplicated": reuse.get("deduplicated", 0),
-               "counts": manifest["counts"], "cost_usd": manifest.get("cost_usd"), "saved_usd": reuse.get("saved_usd"),
+               "counts": manifest["counts"], "cost_usd": manifest.get("cost_usd"),
+               "unchanged_cost_usd": unchanged_cost, "saved_usd": saved,
                "batch_ids": handle.batch_ids, "identity": handle.identity}
         merged = dataset.merge(staged, run, storage_options)
-        log.info("Merged %d rows into %s (%d new, %d changed, %d unchanged): the dataset has %d rows",
-                 manifest["rows"], url, changes["new"], changes["changed"], changes["unchanged"], merged["rows"])
+        log.info("Merged %d rows into %s (%d new, %d changed, %d unchanged, not sent again: %s saved); the dataset "
+                 "has %d rows", manifest["rows"], url, changes["new"], changes["changed"], changes["unchanged"],
+                 "?" if unchanged_cost is None else format_usd(unchanged_cost), merged["rows"])
         files = [f"{url}{name}" for name in (dataset.state() or {}).get("files", [])]
         return {**manifest, "path": url, "files": files, "rows": merged["rows"], "incremental": merged}

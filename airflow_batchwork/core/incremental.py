@@ -112,6 +112,15 @@ class KeyedDataset:
                 found[cid] = (fp, status)
         return found
 
+    def cost_of(self, custom_ids: pa.Array) -> float | None:
+        """What the committed rows of `custom_ids` cost when they were paid for (None: no price known)."""
+        table = self.read(columns=["custom_id", "cost_usd"])
+        if table is None or not len(custom_ids):
+            return 0.0
+        rows = table.filter(pc.is_in(table.column("custom_id"), value_set=custom_ids))
+        value = pc.sum(rows.column("cost_usd")).as_py()
+        return None if value is None and rows.num_rows else float(value or 0.0)
+
     def clean(self, state: Mapping[str, Any] | None, keep: str = "") -> int:
         """Remove bucket files `_SUCCESS` does not name and temporary files (leftovers of killed tries)."""
         live = {*(state or {}).get("files", []), keep.rstrip("/").rpartition("/")[2]}
@@ -206,6 +215,12 @@ class FingerprintEnricher:
     def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]:
         positions = pc.index_in(items.column("custom_id"), value_set=self.ids.column("custom_id"))
         return {FINGERPRINT_FIELD.name: self.ids.column(KEY_COLUMN).take(positions)}
+
+
+def unchanged_ids(ids: pa.Table) -> pa.Array:
+    if CHANGE_COLUMN not in ids.column_names:
+        return pa.array([], pa.string())
+    return ids.filter(pc.equal(ids.column(CHANGE_COLUMN), "unchanged")).column("custom_id").combine_chunks()
 
 
 def change_counts(ids: pa.Table) -> dict[str, int]:
