@@ -5,6 +5,7 @@ dataset valid, and retrying it gives the right dataset."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def rows_of(dataset: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
-async def test_10000_rows_then_10_changed_and_5_added_submits_exactly_15(emulator: Emulator, tmp_path: Path) -> None:
+async def test_10000_rows_then_10_changed_and_5_added_submits_exactly_15(
+        emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     dataset = f"{tmp_path}/enriched/"
     write_source(tmp_path / "v1.parquet", 10_000)
     job1, manifest1 = await backfill(emulator, tmp_path, tmp_path / "v1.parquet", dataset, "v1")
@@ -66,7 +68,12 @@ async def test_10000_rows_then_10_changed_and_5_added_submits_exactly_15(emulato
 
     changed = range(0, 1000, 100)  # 10 rows
     write_source(tmp_path / "v2.parquet", 10_000, changed=changed, added=5)
+    caplog.set_level(logging.INFO, logger="airflow_batchwork")
     job2, manifest2 = await backfill(emulator, tmp_path, tmp_path / "v2.parquet", dataset, "v2")
+    # The lines docs/pay-once.md shows.
+    assert "15 of 10,005 requests to send; 5 new, 10 changed, 9,990 unchanged since the last run" in caplog.text
+    assert f"Merged 15 rows into {dataset} (5 new, 10 changed, 9990 unchanged, not sent again: $0.01 saved); " \
+           "the dataset has 10005 rows" in caplog.text
     [batch] = [b for b in emulator.batches("openai") if b.id in job2.batch_ids]
     assert len(batch.items) == 15 and sum(b.request_count for b in job2.batches) == 15
     run = manifest2["incremental"]
