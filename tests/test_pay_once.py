@@ -169,6 +169,34 @@ async def test_cache_modes_and_ttl(emulator: Emulator, tmp_path: Path) -> None:
         await client.cancel(job)
 
 
+async def test_collect_killed_before_its_cache_commit_stores_nothing(emulator: Emulator, tmp_path: Path) -> None:
+    """The collect dies when it moves the dataset into place (after streaming every answer into the cache's
+    temporary segment): no answer is in the cache, the next job sends everything, a retried collect stores them."""
+    from tests.test_incremental import DyingFS, Killed
+
+    requests = [{"custom_id": "a", "prompt": "alpha"}, {"custom_id": "b", "prompt": "beta"}]
+    cache = f"{tmp_path}/cache/"
+    async with client_for(emulator, "openai") as client:
+        job = await client.submit("openai/gpt-4o-mini", requests, cache=cache,
+                                  ledger=FsspecLedger(f"{tmp_path}/state", "killed"), identity="killed")
+        await client.wait(job, poll_interval=0.1, timeout=60)
+        DyingFS.changes, DyingFS.die_at = 0, 1
+        with pytest.raises(Killed):
+            await client.write_parquet(job, f"dying://{tmp_path}/dataset/out.parquet", cache=cache)
+        DyingFS.die_at = 0
+        assert len(list((tmp_path / "cache" / "segments").glob("_tmp-*"))) == 1
+        assert not list((tmp_path / "cache" / "segments").glob("0*.parquet"))
+        again = await client.submit("openai/gpt-4o-mini", requests, cache=cache,
+                                    ledger=FsspecLedger(f"{tmp_path}/state", "again"), identity="again")
+        assert sum(b.request_count for b in again.batches) == 2
+        await client.cancel(again)
+        manifest = await client.write_parquet(job, f"{tmp_path}/out.parquet", cache=cache)
+        assert manifest["reuse"]["stored_in_cache"] == 2
+        third = await client.submit("openai/gpt-4o-mini", requests, cache=cache,
+                                    ledger=FsspecLedger(f"{tmp_path}/state", "third"), identity="third")
+        assert third.batches == []
+
+
 async def test_a_killed_collect_leaves_no_partial_answers(emulator: Emulator, tmp_path: Path) -> None:
     """A collect killed while streaming into the cache leaves only a `_tmp-` file: readers skip it."""
     requests = [{"custom_id": "a", "prompt": "alpha"}]
@@ -241,3 +269,31 @@ def test_same_dag_run_twice_second_run_creates_no_batch(airflow_emulator: Emulat
     for custom_id, row in rows2.items():
         assert row["cached"] is True and rows1[custom_id]["cached"] is False
         assert {k: row[k] for k in COMPARED} == {k: rows1[custom_id][k] for k in COMPARED}
+
+
+def test_backfill_dag_twice_sends_only_the_changed_rows(airflow_emulator: Emulator, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from airflow_batchwork.core.incremental import KeyedDataset
+    from tests.airflow_helpers import load_dag, task_states, xcom
+
+    def source(texts: dict[str, str]) -> None:
+        pq.write_table(pa.Table.from_pylist([{"id": k, "text": v, "region": "eu"} for k, v in texts.items()]),
+                       tmp_path / "source.parquet")
+
+    dag = load_dag("test_pay_once_backfill")
+    texts = {f"k{i}": f"item {i}" for i in range(20)}
+    source(texts)
+    first = dag.test(logical_date=pendulum.datetime(2026, 12, 1, tz="UTC"))
+    assert task_states(first) == {"submit": "success", "collect": "success"}
+    texts["k3"], texts["k99"] = "item 3 revised", "item 99"
+    source(texts)
+    second = dag.test(logical_date=pendulum.datetime(2026, 12, 2, tz="UTC"))
+    assert task_states(second) == {"submit": "success", "collect": "success"}
+    assert [b["request_count"] for b in xcom(second, "submit")["batches"]] == [2]
+    run = xcom(second, "collect")["incremental"]
+    assert (run["new"], run["changed"], run["unchanged"], run["rows"]) == (1, 1, 19, 21)
+    table = KeyedDataset(f"{tmp_path}/enriched/").read()
+    assert table is not None and table.num_rows == 21
+    rows = {r["custom_id"]: r for r in table.to_pylist()}
+    assert rows["k3"]["text"] == "echo: item 3 revised" and rows["k99"]["region"] == "eu"

@@ -18,3 +18,11 @@ with DAG(dag_id="test_pay_once_nightly", schedule=None, start_date=pendulum.date
                                   cache=ROOT + "/llm-cache/", state_path=ROOT + "/state")
     CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.2, cache=ROOT + "/llm-cache/",
                            output_path=ROOT + "/out/{{ ds }}/")
+
+with DAG(dag_id="test_pay_once_backfill", schedule=None,
+         start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as backfill:
+    _submit = SubmitBatchOperator(task_id="submit", model="openai/gpt-4o-mini", requests_path=ROOT + "/source.parquet",
+                                  columns={"custom_id": "id", "prompt": "text"}, passthrough_columns=["region"],
+                                  incremental=ROOT + "/enriched/", state_path=ROOT + "/state")
+    CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.2, merge=True,
+                           output_path=ROOT + "/enriched/")
