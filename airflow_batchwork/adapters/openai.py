@@ -6,6 +6,8 @@ the `openai("…")` factory, as in the AI SDK), legacy completions, and embeddin
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -20,7 +22,6 @@ from airflow_batchwork.adapters.base import (
 from airflow_batchwork.adapters.openai_compat import (
     OpenAIFilesBatchAdapter,
     chat_body,
-    chat_messages,
     fill_from_chat_completion,
     fill_usage,
     finish_reason,
@@ -29,6 +30,30 @@ from airflow_batchwork.adapters.openai_compat import (
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.core.status import ItemResult
+
+# `CreateResponse.max_output_tokens` has `minimum: 16` in OpenAI's spec; the API refuses less.
+MIN_RESPONSES_OUTPUT_TOKENS = 16
+# `stop` (chat and legacy completions) takes 1 to 4 sequences (`StopConfiguration`).
+MAX_STOP_SEQUENCES = 4
+
+
+def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
+    """The Responses `input` items of a conversation (system text goes to `instructions`).
+
+    Content parts are typed by role, as the Responses API requires: `input_text` in user messages,
+    `output_text` (with its required `annotations`) in assistant turns; string content stays a string.
+    """
+    items: list[dict[str, Any]] = []
+    for message in request.conversation():
+        content: Any = message.content
+        if not isinstance(content, str):
+            content = [
+                {"type": "output_text", "text": part.text, "annotations": []} if message.role == "assistant"
+                else {"type": "input_text", "text": part.text}
+                for part in content
+            ]
+        items.append({"role": message.role, "content": content})
+    return items
 
 
 def fill_from_response(item: ItemResult, body: Mapping[str, Any]) -> None:
@@ -60,10 +85,19 @@ def fill_from_completion(item: ItemResult, body: Mapping[str, Any]) -> None:
     fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
 
 
+def embedding_vector(value: object) -> list[float]:
+    """An `Embedding.embedding`: a list of floats, or (with `encoding_format: "base64"`) the base64 of
+    little-endian float32s."""
+    if isinstance(value, str):
+        raw = base64.b64decode(value)
+        return [float(x) for x in struct.unpack(f"<{len(raw) // 4}f", raw[: len(raw) // 4 * 4])]
+    return [float(x) for x in value or []] if isinstance(value, list) else []
+
+
 def fill_from_embedding(item: ItemResult, body: Mapping[str, Any]) -> None:
     data = body.get("data") or []
     if data and isinstance(data[0], Mapping):
-        item.embedding = [float(x) for x in data[0].get("embedding") or []]
+        item.embedding = embedding_vector(data[0].get("embedding"))
     item.finish_reason = "stop"
     fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
     item.output_tokens = None
@@ -91,14 +125,25 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
 
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         name = ref.endpoint
+        if name in ("chat", "completion") and request.stop_sequences is not None \
+                and not 1 <= len(request.stop_sequences) <= MAX_STOP_SEQUENCES:
+            return ("stop_sequences", f"{len(request.stop_sequences)} stop sequences; openai.{name} takes 1 to "
+                    f"{MAX_STOP_SEQUENCES}", f"give 1 to {MAX_STOP_SEQUENCES} stop sequences, or none")
         if name == "chat":
             return first_unsupported(request, ("top_k", "dimensions"), "openai", name)
         if name == "responses":
-            return first_unsupported(
+            refusal = first_unsupported(
                 request,
                 ("top_k", "stop_sequences", "seed", "presence_penalty", "frequency_penalty", "dimensions"),
                 "openai", name,
             )
+            if refusal is None and request.max_output_tokens is not None \
+                    and request.max_output_tokens < MIN_RESPONSES_OUTPUT_TOKENS:
+                return ("max_output_tokens",
+                        f"{request.max_output_tokens} is below the minimum of openai.responses "
+                        f"({MIN_RESPONSES_OUTPUT_TOKENS})",
+                        f"set max_output_tokens to {MIN_RESPONSES_OUTPUT_TOKENS} or more")
+            return refusal
         if name == "completion":
             if request.messages is not None:
                 return unsupported("messages", "openai", name, "give a single `prompt` string instead")
@@ -118,11 +163,11 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
         if name == "chat":
             return chat_body(ref, request, max_tokens_field="max_completion_tokens")
         if name == "responses":
-            messages = chat_messages(request)
             body: dict[str, Any] = {"model": ref.model}
-            if messages and messages[0]["role"] == "system":
-                body["instructions"] = messages.pop(0)["content"]
-            body["input"] = request.prompt if request.prompt is not None else messages
+            system = request.system_text()
+            if system:
+                body["instructions"] = system
+            body["input"] = request.prompt if request.messages is None else responses_input(request)
             if request.max_output_tokens is not None:
                 body["max_output_tokens"] = request.max_output_tokens
             for field in ("temperature", "top_p"):

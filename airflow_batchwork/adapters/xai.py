@@ -54,6 +54,9 @@ MB = 1024 * 1024
 FILE_MAX_REQUESTS = 50_000
 FILE_MAX_BYTES = 200 * MB
 
+# `max_output_tokens` of a `/v1/responses` body is at least 16 (OpenAI's CreateResponse, which xAI follows).
+RESPONSES_MIN_OUTPUT_TOKENS = 16
+
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -95,6 +98,27 @@ def parse_time(value: object, *, end_of_day: bool = False) -> float | None:
     except ValueError:
         return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
+    """The Responses `input` messages, system first. Text parts are `input_text` in user and system
+    messages and `output_text` (with its required `annotations`) in assistant turns: the Responses API
+    refuses chat's `{"type": "text"}` parts, and input parts in an assistant message."""
+    messages = chat_messages(request)
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            message["content"] = [_responses_part(part, message["role"]) for part in content]
+    return messages
+
+
+def _responses_part(part: dict[str, Any], role: str) -> dict[str, Any]:
+    """A chat text part as a Responses part; any other part is left as it is."""
+    if part.get("type") != "text":
+        return part
+    if role == "assistant":
+        return {"type": "output_text", "text": part["text"], "annotations": []}
+    return {"type": "input_text", "text": part["text"]}
 
 
 def batch_status(batch: Mapping[str, Any], check_id: Any, *, now: float) -> BatchStatus:
@@ -261,18 +285,24 @@ class XAIAdapter(ProviderAdapter):
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         if ref.endpoint == "chat":
             return first_unsupported(request, ("top_k", "dimensions"), "xai", "chat")
-        return first_unsupported(
+        refusal = first_unsupported(
             request,
             ("top_k", "stop_sequences", "seed", "presence_penalty", "frequency_penalty", "dimensions"),
             "xai", ref.endpoint,
         )
+        if refusal is None and request.max_output_tokens is not None \
+                and request.max_output_tokens < RESPONSES_MIN_OUTPUT_TOKENS:
+            return ("max_output_tokens",
+                    f"{request.max_output_tokens} is below {RESPONSES_MIN_OUTPUT_TOKENS}, the least a "
+                    "/v1/responses body takes", f"use at least {RESPONSES_MIN_OUTPUT_TOKENS}")
+        return refusal
 
     def body(self, ref: ModelRef, request: BatchRequest) -> dict[str, Any]:
         """The `/v1/chat/completions` or `/v1/responses` body of one request."""
         if ref.endpoint == "chat":
             return chat_body(ref, request, max_tokens_field="max_completion_tokens")
         # System prompts go into `input` as a system message, as in xAI's batch examples.
-        body: dict[str, Any] = {"model": ref.model, "input": chat_messages(request)}
+        body: dict[str, Any] = {"model": ref.model, "input": responses_input(request)}
         if request.max_output_tokens is not None:
             body["max_output_tokens"] = request.max_output_tokens
         for field in ("temperature", "top_p"):

@@ -12,6 +12,12 @@ Wire behaviour worth knowing:
   OpenAI error body; ``[[expire]]`` lines carry ``error.code = "batch_expired"`` (and the batch
   ends ``expired``); requests a cancel stopped carry ``error.code = "batch_cancelled"``.
 - ``/v1/completions`` honours the real default ``max_tokens`` of 16.
+- Strict, by OpenAI's own spec (``schemas/openai.json``): a line whose body its endpoint's request type
+  refuses (unknown key, wrong type, bad enum, a Responses content part that does not fit the message's
+  role) gets that line's 400 ``invalid_value`` / ``unknown_parameter``; an unknown key in a line's
+  envelope fails the batch; an unknown key in ``POST /batches`` is a 400. Subclasses for
+  OpenAI-compatible providers skip this unless they override :meth:`OpenAIBatchRoutes.request_problem`,
+  :meth:`~OpenAIBatchRoutes.line_problem` and :meth:`~OpenAIBatchRoutes.create_batch_problem`.
 
 OpenAI-compatible providers reuse :class:`OpenAIBatchRoutes`, :func:`check_request` and
 :func:`error_body` with their own provider name, prefix and limits.
@@ -23,14 +29,17 @@ import base64
 import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -51,7 +60,10 @@ from airflow_batchwork.testing.store import (
     StoredFile,
 )
 
-__all__ = ["SPEC", "SUPPORTED_ENDPOINTS", "OpenAIBatchRoutes", "check_request", "error_body"]
+__all__ = [
+    "REQUEST_TYPES", "SPEC", "SUPPORTED_ENDPOINTS", "OpenAIBatchRoutes", "Rejected", "check_request", "error_body",
+    "request_problem",
+]
 
 NAME = "openai"
 
@@ -124,7 +136,7 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     }
 
 
-class _Rejected(Exception):
+class Rejected(Exception):
     """A request line the emulated endpoint answers with a per-item 400."""
 
     def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
@@ -134,8 +146,158 @@ class _Rejected(Exception):
         self.code = code
 
 
+
 def _bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+# -- strictness: what OpenAI's spec refuses -------------------------------------------------------
+
+# The request type (in schemas/openai.json) that a batch line's body must be, per endpoint.
+REQUEST_TYPES: dict[str, str] = {
+    "/v1/chat/completions": "CreateChatCompletionRequest",
+    "/v1/responses": "CreateResponse",
+    "/v1/completions": "CreateCompletionRequest",
+    "/v1/embeddings": "CreateEmbeddingRequest",
+}
+# Responses content part types by message role (the API refuses any other with `invalid_value`).
+_INPUT_PARTS = ("input_text", "input_image", "input_file")
+_ASSISTANT_PARTS = ("output_text", "refusal")
+
+
+def _supported(values: Sequence[str]) -> str:
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
+
+
+def _content_part_problem(body: Mapping[str, Any]) -> Rejected | None:
+    """A Responses input message whose content part type does not fit its role."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return None
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("type", "message") != "message":
+            continue
+        content = item.get("content")
+        if not isinstance(content, list):
+            continue
+        allowed = _ASSISTANT_PARTS if item.get("role") == "assistant" else _INPUT_PARTS
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in allowed:
+                return Rejected(
+                    f"Invalid value: {kind!r}. Supported values are: {_supported(allowed)}.",
+                    f"input[{i}].content[{j}]",
+                )
+    return None
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$defs": conformance.document(NAME)["$defs"], "$ref": f"#/$defs/{name}"})
+
+
+def _param(path: Sequence[object]) -> str | None:
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return text or None
+
+
+_DISCRIMINATORS = ("type", "role")
+
+
+def _explain(error: ValidationError) -> Rejected:
+    """One schema error as OpenAI words it. A union (``anyOf``) is explained by the variant the value
+    was meant to be: variants refused on their ``type``/``role`` are passed over; if every variant is,
+    the value of that key is what is invalid."""
+    def misses(sub: ValidationError, depth: int) -> bool:
+        return sub.validator in ("enum", "const") and len(sub.absolute_path) == depth + 1 \
+            and sub.absolute_path[-1] in _DISCRIMINATORS
+
+    while error.validator == "anyOf" and error.context:
+        depth = len(error.absolute_path)
+        variants: dict[object, list[ValidationError]] = {}
+        for sub in error.context:
+            variants.setdefault(sub.relative_schema_path[0], []).append(sub)
+
+        fitting = [subs for subs in variants.values() if not any(misses(sub, depth) for sub in subs)]
+        if not fitting:
+            missed = [sub for subs in variants.values() for sub in subs if misses(sub, depth)]
+            key = missed[0].absolute_path[-1]
+            values: list[object] = []
+            for sub in missed:
+                if sub.absolute_path[-1] == key:
+                    allowed = sub.validator_value if sub.validator == "enum" else [sub.validator_value]
+                    values += [v for v in allowed if v not in values]
+            return Rejected(f"Invalid value: {missed[0].instance!r}. Supported values are: "
+                            f"{_supported([str(v) for v in values])}.", _param(missed[0].absolute_path))
+        subs = min(fitting, key=lambda group: (-max(len(sub.absolute_path) for sub in group), len(group)))
+        error = max(subs, key=lambda sub: len(sub.absolute_path))
+    param = _param(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = error.schema.get("properties") or {}
+        extra = sorted(key for key in error.instance if key not in known) if isinstance(error.instance, dict) else []
+        name = ".".join(filter(None, [param, extra[0] if extra else "?"]))
+        return Rejected(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        name = ".".join(filter(None, [param, missing]))
+        return Rejected(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+    return Rejected(f"Invalid value for '{param or 'body'}': {error.message}.", param)
+
+
+def _schema_problem(name: str, instance: object) -> Rejected | None:
+    """The first way ``instance`` breaks OpenAI's type ``name``, as the API words it."""
+    errors = sorted(_validator(name).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return None
+    problem = _explain(errors[0])
+    if len(errors) > 1:
+        problem.message += f" ({len(errors) - 1} more problems)"
+    return problem
+
+
+def line_problem(line: Mapping[str, Any]) -> Rejected | None:
+    """A key ``BatchRequestInput`` does not define (the other envelope checks have their own codes)."""
+    known = conformance.document(NAME)["$defs"]["BatchRequestInput"]["properties"]
+    unknown = sorted(key for key in line if key not in known)
+    if unknown:
+        return Rejected(f"Unknown parameter: '{unknown[0]}'.", unknown[0], "unknown_parameter")
+    return None
+
+
+# Free-text keys: the spec puts no constraint on their strings that matters here (only a 10 MB cap on
+# one part type), so bodies that differ only in them are judged once (``_shape``).
+_FREE_TEXT = frozenset({"content", "text", "prompt", "input", "instructions"})
+_SHAPES_VALID: set[str] = set()
+_MAX_SHAPES = 10_000
+
+
+def _shape(value: object, key: str | None = None) -> object:
+    if isinstance(value, str) and key in _FREE_TEXT:
+        return "x" if value else ""
+    if isinstance(value, dict):
+        return {k: _shape(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v, key) for v in value]
+    return value
+
+
+def request_problem(endpoint: str, body: Mapping[str, Any]) -> Rejected | None:
+    """Why OpenAI would refuse this request body on ``endpoint`` (spec type, then role-typed parts)."""
+    name = REQUEST_TYPES.get(endpoint)
+    if name is None:
+        return None
+    if endpoint == "/v1/responses":
+        problem = _content_part_problem(body)
+        if problem is not None:
+            return problem
+    shape = f"{name} " + json.dumps(_shape(body), sort_keys=True)
+    if shape in _SHAPES_VALID:
+        return None
+    problem = _schema_problem(name, body)
+    if problem is None and len(_SHAPES_VALID) < _MAX_SHAPES:
+        _SHAPES_VALID.add(shape)
+    return problem
 
 
 # -- input validation -----------------------------------------------------------------------------
@@ -167,9 +329,12 @@ def _embedding_input_count(body: Mapping[str, Any]) -> int:
 
 
 def _parse_input_file(
-    data: bytes, endpoint: str
+    data: bytes, endpoint: str, check_line: Callable[[Mapping[str, Any]], Rejected | None] | None = None
 ) -> tuple[list[tuple[str, Mapping[str, Any]]], str | None, list[BatchError]]:
-    """Parse and validate a batch input file: (items, model, errors)."""
+    """Parse and validate a batch input file: (items, model, errors).
+
+    ``check_line`` (if given) judges each parsed line's envelope; a problem fails the batch like the
+    built-in checks do (``errors.data[]`` naming the line)."""
     items: list[tuple[str, Mapping[str, Any]]] = []
     errors: list[BatchError] = []
     seen: set[str] = set()
@@ -188,6 +353,9 @@ def _parse_input_file(
             continue
         custom_id = line.get("custom_id")
         body = line.get("body")
+        envelope = check_line(line) if check_line is not None else None
+        if envelope is not None:
+            errors.append(BatchError(envelope.code or "invalid_request", envelope.message, lineno, envelope.param))
         if not isinstance(custom_id, str) or not custom_id:
             errors.append(
                 BatchError("missing_required_parameter", "Missing 'custom_id'.", lineno, "custom_id")
@@ -271,7 +439,7 @@ def _max_tokens(body: Mapping[str, Any], *names: str, default: int | None = None
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _Rejected(f"Invalid '{name}': integer below minimum value. Expected a value >= 1.", name)
+            raise Rejected(f"Invalid '{name}': integer below minimum value. Expected a value >= 1.", name)
         return value
     return default
 
@@ -284,7 +452,7 @@ def _chat_completion(
 ) -> tuple[dict[str, Any], int, int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise _Rejected("Invalid 'messages': expected a non-empty array of message objects.", "messages")
+        raise Rejected("Invalid 'messages': expected a non-empty array of message objects.", "messages")
     reply = echo.generate(messages, max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
                           schema=response_format_schema(body))
     response = {
@@ -328,7 +496,7 @@ def _responses_messages(value: object) -> list[Mapping[str, Any]]:
             for item in value
             if isinstance(item, dict) and item.get("type", "message") == "message" and "role" in item
         ]
-    raise _Rejected("Invalid 'input': expected a string or an array of input items.", "input")
+    raise Rejected("Invalid 'input': expected a string or an array of input items.", "input")
 
 
 def _response(
@@ -365,7 +533,6 @@ def _response(
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
         "service_tier": "default",
-        "store": bool(body.get("store", True)),
         "temperature": body.get("temperature", 1.0),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": "auto",
@@ -379,7 +546,6 @@ def _response(
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": reply.total_tokens,
         },
-        "user": None,
         "metadata": body.get("metadata") or {},
     }
     return response, reply.input_tokens, reply.output_tokens
@@ -391,7 +557,7 @@ def _completion(
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise _Rejected("Invalid 'prompt': expected a string or an array of strings.", "prompt")
+        raise Rejected("Invalid 'prompt': expected a string or an array of strings.", "prompt")
     max_tokens = _max_tokens(body, "max_tokens", default=_COMPLETIONS_DEFAULT_MAX_TOKENS)
     replies = [echo.generate([{"role": "user", "content": p}], max_tokens=max_tokens) for p in prompts]
     input_tokens = sum(r.input_tokens for r in replies)
@@ -428,9 +594,9 @@ def _embedding_texts(value: object) -> list[str]:
     elif isinstance(value, list) and value and all(isinstance(v, str | list) for v in value):
         texts = [v if isinstance(v, str) else " ".join(map(str, v)) for v in value]
     else:
-        raise _Rejected("Invalid 'input': expected a string or an array of strings.", "input")
+        raise Rejected("Invalid 'input': expected a string or an array of strings.", "input")
     if any(not text for text in texts):
-        raise _Rejected("Invalid 'input': inputs must not be empty strings.", "input")
+        raise Rejected("Invalid 'input': inputs must not be empty strings.", "input")
     return texts
 
 
@@ -442,7 +608,7 @@ def _embeddings(
     assert dimensions is not None
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise _Rejected("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
+        raise Rejected("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
     data = []
     for index, text in enumerate(texts):
         vector: list[float] | str = echo.embed(text, dimensions)
@@ -588,7 +754,33 @@ class OpenAIBatchRoutes:
 
     def batch_object(self, view: BatchView) -> dict[str, Any]:
         """The Batch object returned by every batch route."""
-        return _batch_object(view)
+        batch = _batch_object(view)
+        if self.provider == NAME and batch["model"] is None:
+            # A file that failed validation names no model; `Batch.model` is a string: the key is left out.
+            del batch["model"]
+        return batch
+
+    def file_object(self, stored: StoredFile) -> dict[str, Any]:
+        """The File object returned by every file route."""
+        return _file_object(stored)
+
+    # Strictness hooks. OpenAI judges what it receives by its own spec (schemas/openai.json); an
+    # OpenAI-compatible provider's routes skip these checks unless it overrides them with its own.
+
+    def request_problem(self, endpoint: str, body: Mapping[str, Any]) -> Rejected | None:
+        """Why the provider refuses one request line's ``body`` (answered as that line's 400), or None."""
+        return request_problem(endpoint, body) if self.provider == NAME else None
+
+    def line_problem(self, line: Mapping[str, Any]) -> Rejected | None:
+        """Why the provider refuses one input file line's envelope (fails the batch), or None."""
+        return line_problem(line) if self.provider == NAME else None
+
+    def create_batch_problem(self, body: Mapping[str, Any]) -> ApiError | None:
+        """Why the provider refuses a ``POST /batches`` body beyond the built-in checks (a 400), or None."""
+        if self.provider != NAME:
+            return None
+        problem = _schema_problem("CreateBatchRequest", body)
+        return None if problem is None else _bad_request(problem.message, problem.param, problem.code)
 
     # files
 
@@ -614,7 +806,7 @@ class OpenAIBatchRoutes:
                 raise _bad_request(f"Invalid value for 'purpose': {purpose!r}.", "purpose")
             data = await upload.read()
             stored = self.store.add_file(self.provider, data, upload.filename or "upload.jsonl", purpose)
-        return JSONResponse(_file_object(stored))
+        return JSONResponse(self.file_object(stored))
 
     async def list_files(self, request: Request) -> Response:
         limit = query_int(request, "limit", default=10_000, low=1, high=10_000)
@@ -625,7 +817,7 @@ class OpenAIBatchRoutes:
         return JSONResponse(
             {
                 "object": "list",
-                "data": [_file_object(f) for f in page],
+                "data": [self.file_object(f) for f in page],
                 "first_id": page[0].id if page else None,
                 "last_id": page[-1].id if page else None,
                 "has_more": has_more,
@@ -633,7 +825,7 @@ class OpenAIBatchRoutes:
         )
 
     async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse(_file_object(self._file(request.path_params["file_id"])))
+        return JSONResponse(self.file_object(self._file(request.path_params["file_id"])))
 
     async def delete_file(self, request: Request) -> Response:
         stored = self._file(request.path_params["file_id"])
@@ -671,6 +863,9 @@ class OpenAIBatchRoutes:
         window = body["completion_window"]
         self.check_completion_window(window)
         metadata = _validate_metadata(body.get("metadata"))
+        refusal = self.create_batch_problem(body)
+        if refusal is not None:
+            raise refusal
         input_file = self.store.get_file(self.provider, body["input_file_id"])
         if input_file is None:
             raise _bad_request(
@@ -682,7 +877,7 @@ class OpenAIBatchRoutes:
                 "batch input files must be uploaded with purpose 'batch'.",
                 "input_file_id",
             )
-        items, model, errors = _parse_input_file(input_file.data, endpoint)
+        items, model, errors = _parse_input_file(input_file.data, endpoint, self.line_problem)
         view = self.store.create_batch(
             self.provider,
             endpoint=endpoint,
@@ -727,12 +922,16 @@ class OpenAIBatchRoutes:
     def _render(self, endpoint: str, item: Item, outcome: Outcome) -> ItemResult:
         line_id = self.store.new_id("batch_req_")
         request_id = self.store.new_id("req_")
+        if outcome in ("succeeded", "errored"):
+            problem = self.request_problem(endpoint, item.body)
+            if problem is not None:
+                return self._rejected(item, line_id, request_id, problem.message, problem.param, problem.code)
         if outcome == "succeeded":
             try:
                 body, input_tokens, output_tokens = _ENDPOINTS[endpoint](
                     item.body, self.store.new_id, int(self.store.now())
                 )
-            except _Rejected as exc:
+            except Rejected as exc:
                 return self._rejected(item, line_id, request_id, exc.message, exc.param, exc.code)
             line = {
                 "id": line_id,

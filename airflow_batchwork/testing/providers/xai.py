@@ -9,7 +9,8 @@ Wire behaviour worth knowing:
 - There is no status enum: the Batch object carries ``state`` counters, ``cancel_time`` and
   ``expire_time``. A group's items count as pending until the group ends (partial results while a
   batch runs are not emulated). An ``[[expire]]`` item stays pending and has no result; the batch's
-  ``expire_time`` is the end of its last group's processing window.
+  ``expire_time`` is a grace period (``processing_seconds``, at least 1 s) after the end of its last group's
+  processing window, so a request finishing at the window's end is never seen as expired.
 - Results list only finished requests: success ``batch_result.response.<op>``, failure
   ``batch_result.error`` (a string, the REST reference's form). Cancelled or expired requests appear
   only in ``GET /batches/{id}/requests`` (state ``cancelled`` / ``pending``).
@@ -33,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import echo
+from airflow_batchwork.testing import conformance, echo
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
@@ -68,6 +69,8 @@ _MB = 1024 * 1024
 MAX_REQUEST_BYTES = 25 * _MB
 MAX_FILE_BYTES = 200 * _MB
 MAX_FILE_REQUESTS = 50_000
+# At least this long between the end of a batch's processing window and its `expire_time`.
+EXPIRY_GRACE_SECONDS = 1.0
 # Deterministic cost: 1 tick = 1e-10 USD (xAI batch guide).
 _TICKS_PER_INPUT_TOKEN = 2_000
 _TICKS_PER_OUTPUT_TOKEN = 5_000
@@ -134,6 +137,30 @@ def _after(request: Request) -> str | None:
         return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError):
         raise ApiError(400, f"Invalid pagination_token {token!r}.") from None
+
+
+# -- schema checks (schemas/xai.json; the OpenAI-shaped bodies against schemas/openai.json) ----------
+
+# Operation key -> the OpenAI type its body must be (xAI serves OpenAI-compatible bodies there).
+_OPENAI_BODY_TYPES = {"chat_get_completion": "CreateChatCompletionRequest", "responses": "CreateResponse"}
+
+
+def _problems(provider: str, name: str, instance: object, where: str) -> list[str]:
+    return [f"{where}.{p}" if not p.startswith("(root)") else f"{where}{p[6:]}"
+            for p in conformance.violations(provider, name, instance)]
+
+
+def _body_problems(op: str, body: object, where: str) -> list[str]:
+    """What OpenAI's type refuses in an operation body (the other operations are not emulated)."""
+    name = _OPENAI_BODY_TYPES.get(op)
+    return _problems("openai", name, body, where) if name else []
+
+
+def _refuse(problems: list[str]) -> None:
+    """A body the REST gateway cannot deserialize: 422, as xAI answers "an invalid format for a field"."""
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ApiError(422, f"Failed to deserialize the JSON body into the target type: {shown}")
 
 
 class _Rejected(Exception):
@@ -297,6 +324,9 @@ def _parse_file(data: bytes) -> tuple[list[tuple[str, Mapping[str, Any]]], list[
             problem = f"unsupported url {url!r}"
         elif not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
             problem = "body must be an object with a model"
+        if not problem and isinstance(url, str):
+            found = _problems(NAME, "BatchFileLine", line, "line") + _body_problems(_URL_OPS[url], body, "body")
+            problem = "; ".join(found[:3]) or None
         if problem or not isinstance(url, str):
             errors.append(BatchError("invalid_line", problem or "url is required", lineno))
             continue
@@ -330,6 +360,11 @@ def _is_file_batch(view: BatchView) -> bool:
     return "input_file_id" in view.extra
 
 
+def _expiry_grace(view: BatchView) -> float:
+    """Seconds between the end of processing and `expire_time` (xAI: processing ends well before expiry)."""
+    return max(view.processing_seconds, EXPIRY_GRACE_SECONDS)
+
+
 def _summarize(view: BatchView, groups: Sequence[BatchView]) -> _Summary:
     counts = {"requests": 0, "pending": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
     requested = (view.cancel_requested_at, *(g.cancel_requested_at for g in groups))
@@ -350,8 +385,10 @@ def _summarize(view: BatchView, groups: Sequence[BatchView]) -> _Summary:
                 counts[_STATE_OF_OUTCOME[result.outcome]] += 1
         else:
             counts["pending"] += group.request_count
+    # A batch expires a grace period after its last group's window ends, never at that same instant: a
+    # client reading "1 pending" just before the window's end must not find expire_time already past.
     expire = max((g.created_at + g.processing_seconds for g in groups),
-                  default=view.created_at + view.processing_seconds)
+                 default=view.created_at + view.processing_seconds) + _expiry_grace(view)
     return _Summary(
         num_requests=counts["requests"], num_pending=counts["pending"], num_success=counts["succeeded"],
         num_error=counts["failed"], num_cancelled=counts["cancelled"],
@@ -439,6 +476,7 @@ class _XaiRoutes:
         name = body.get("name")
         if not isinstance(name, str):
             raise ApiError(422 if "name" in body else 400, "name: a string is required")
+        _refuse(_problems(NAME, "CreateBatchRequest", body, "body"))
         key = request.headers["authorization"].partition(" ")[2].strip()
         metadata = {"name": name, "create_api_key_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"xai-key:{key}"))}
         file_id = body.get("input_file_id")
@@ -508,8 +546,10 @@ class _XaiRoutes:
             if len(json.dumps(entry)) > MAX_REQUEST_BYTES:
                 raise ApiError(400, f"{where}: a batch request may be at most {MAX_REQUEST_BYTES} bytes")
             op, op_body = _operation(f"{where}.batch_request", entry.get("batch_request"))
+            _refuse(_body_problems(op, op_body, f"{where}.batch_request.{op}"))
             taken.add(request_id)
             items.append((request_id, {op: op_body}))
+        _refuse(_problems(NAME, "AddBatchRequestsRequest", body, "body"))
         self.store.create_batch(
             _GROUPS, endpoint="/v1/batches/requests", items=items, render=self._render,
             metadata={"batch_id": view.id}, id_prefix="batch_requests_",
