@@ -144,6 +144,21 @@ async def test_errored_answers_are_not_cached(emulator: Emulator, tmp_path: Path
     assert rows["ok"]["cached"] is True and rows["bad"]["cached"] is False and rows["bad"]["status"] == "errored"
 
 
+async def test_answers_failing_their_output_schema_are_not_cached(emulator: Emulator, tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+              "additionalProperties": False}
+    requests = [{"custom_id": "good", "prompt": "a name"}, {"custom_id": "broken", "prompt": "a name [[invalid]]"}]
+    cache = f"{tmp_path}/cache/"
+    _, _, first = await run_job(emulator, tmp_path, "openai/gpt-4o-mini", requests, "s1", cache=cache,
+                                output_schema=schema)
+    assert (first["good"]["status"], first["broken"]["status"]) == ("succeeded", "invalid_output")
+    job, _, rows = await run_job(emulator, tmp_path, "openai/gpt-4o-mini", requests, "s2", cache=cache,
+                                 output_schema=schema)
+    assert items_sent(emulator, job) == 1
+    assert rows["good"]["cached"] is True and rows["good"]["structured"] == first["good"]["structured"]
+    assert rows["broken"]["cached"] is False and rows["broken"]["status"] == "invalid_output"
+
+
 async def test_cache_modes_and_ttl(emulator: Emulator, tmp_path: Path) -> None:
     requests = [{"custom_id": "a", "prompt": "alpha"}, {"custom_id": "b", "prompt": "beta"}]
     cache = f"{tmp_path}/cache/"
@@ -297,3 +312,15 @@ def test_backfill_dag_twice_sends_only_the_changed_rows(airflow_emulator: Emulat
     assert table is not None and table.num_rows == 21
     rows = {r["custom_id"]: r for r in table.to_pylist()}
     assert rows["k3"]["text"] == "echo: item 3 revised" and rows["k99"]["region"] == "eu"
+
+
+async def test_resubmission_rounds_refuse_a_job_with_skipped_rows(emulator: Emulator, tmp_path: Path) -> None:
+    from airflow_batchwork.core.resubmit import ResubmitRounds
+
+    requests = [{"custom_id": "a", "prompt": "x"}, {"custom_id": "b", "prompt": "x"}]
+    async with client_for(emulator, "openai") as client:
+        job = await client.submit("openai/gpt-4o-mini", requests, dedup=True,
+                                  ledger=FsspecLedger(f"{tmp_path}/state", "rounds"), identity="rounds")
+        with pytest.raises(ConfigurationError, match="max_item_retries"):
+            ResubmitRounds(job, f"{tmp_path}/out/", max_item_retries=2)
+        await client.cancel(job)

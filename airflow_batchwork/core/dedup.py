@@ -184,21 +184,23 @@ class ReuseCollector:
             table = parquet.read(columns=["custom_id", "shard", KEY_COLUMN, DEDUP_COLUMN, CACHED_COLUMN])
         return cls(table, cache)
 
-    def observe(self, items: pa.RecordBatch) -> None:
-        """Rows as written (from the provider, or missing rows): stored in the cache when they succeeded
-        and came from the provider; kept when a duplicate will copy them."""
-        if self.segment is not None and "cached" not in items.schema.names:
-            ok = items.filter(pc.equal(items.column("status"), "succeeded"))
+    def observe(self, written: pa.Table) -> None:
+        """Rows as the collector wrote them (enriched: final status, `cached` and `dedup_of` set): stored in
+        the cache when they succeeded (after the structured output check) and came from the provider; kept
+        when a duplicate will copy them."""
+        reused = pc.or_(pc.fill_null(written.column("cached"), False), pc.is_valid(written.column(DEDUP_COLUMN)))
+        if self.segment is not None:
+            ok = written.filter(pc.and_(pc.equal(written.column("status"), "succeeded"), pc.invert(reused)))
             if ok.num_rows:
-                positions = pc.index_in(ok.column("custom_id"), value_set=self._sent_ids)
-                self.segment.write(self._sent_keys.take(positions), ok.select(ITEM_SCHEMA.names))
+                [batch] = ok.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA).combine_chunks().to_batches()
+                positions = pc.index_in(batch.column("custom_id"), value_set=self._sent_ids)
+                self.segment.write(self._sent_keys.take(positions), batch)
         if len(self._canonical):
-            wanted = items.filter(pc.is_in(items.column("custom_id"), value_set=self._canonical))
+            wanted = written.filter(pc.is_in(written.column("custom_id"), value_set=self._canonical))
             if wanted.num_rows:
-                if "cached" not in wanted.schema.names:
-                    n = wanted.num_rows
-                    wanted = _with_reuse_columns(wanted, pa.repeat(pa.scalar(False), n), pa.nulls(n, pa.string()))
-                self._captured.append(wanted)
+                names = [*ITEM_SCHEMA.names, CACHED_FIELD.name, DEDUP_FIELD.name]
+                schema = pa.schema([*ITEM_SCHEMA, CACHED_FIELD, DEDUP_FIELD])
+                self._captured.extend(wanted.select(names).cast(schema).to_batches())
 
     def reused_batches(self) -> Iterator[pa.RecordBatch]:
         """The rows of the requests that were not sent: cached answers first, then the duplicates."""
@@ -211,9 +213,7 @@ class ReuseCollector:
                 row["custom_id"] = custom_id
                 rows.append(row)
             n = len(rows)
-            batch = _with_reuse_columns(_json_batch(rows), pa.repeat(pa.scalar(True), n), pa.nulls(n, pa.string()))
-            self.observe(batch)
-            yield batch
+            yield _with_reuse_columns(_json_batch(rows), pa.repeat(pa.scalar(True), n), pa.nulls(n, pa.string()))
         if self._dup_ids:
             captured = pa.Table.from_batches(self._captured, pa.schema([*ITEM_SCHEMA, CACHED_FIELD, DEDUP_FIELD])) \
                 if self._captured else None
@@ -231,8 +231,7 @@ class ReuseCollector:
             columns = [copied.column(name) for name in names]
             columns[names.index("custom_id")] = pa.chunked_array([pa.array(self._dup_ids, pa.string())])
             columns[names.index(DEDUP_COLUMN)] = pa.chunked_array([pa.array(self._dup_of, pa.string())])
-            for batch in pa.Table.from_arrays(columns, schema=copied.schema).to_batches():
-                yield batch
+            yield from pa.Table.from_arrays(columns, schema=copied.schema).to_batches()
 
     def commit(self) -> None:
         if self.segment is not None:

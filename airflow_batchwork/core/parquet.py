@@ -142,11 +142,12 @@ class ParquetResultWriter:
             self._writer = pq.ParquetWriter(self._file, self.schema)
         return self._writer
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        """Append one record batch of `ITEM_SCHEMA` as a row group (enrichers fill the rest)."""
+    def write_batch(self, batch: pa.RecordBatch) -> pa.Table | None:
+        """Append one record batch of `ITEM_SCHEMA` as a row group (enrichers fill the rest); the rows as
+        written (None for an empty batch)."""
         n = batch.num_rows
         if n == 0:
-            return
+            return None
         computed: dict[str, pa.Array] = {
             "provider": pa.repeat(pa.scalar(self.provider, pa.string()), n),
             "model": pa.repeat(pa.scalar(self.model, pa.string()), n),
@@ -167,6 +168,7 @@ class ParquetResultWriter:
         self.rows += n
         for entry in pc.value_counts(table.column("status")).to_pylist():
             self.counts[entry["values"]] += entry["counts"]
+        return table
 
     def commit(self) -> None:
         """Close and move the file into place (an empty file when there were no rows)."""

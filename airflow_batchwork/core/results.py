@@ -139,10 +139,10 @@ class JobResultWriter:
         return self._manifest(dropped, missing)
 
     def _write(self, index: int, records: pa.RecordBatch) -> None:
-        self.writers[index].write_batch(records)
+        written = self.writers[index].write_batch(records)
         self._ids[index].append(records.column("custom_id"))
-        if self.reuse is not None:
-            self.reuse.observe(records)
+        if self.reuse is not None and written is not None:
+            self.reuse.observe(written)  # the rows as written: final status, `cached`/`dedup_of` set
 
     def _all_ids(self) -> pa.ChunkedArray:
         chunks = [chunk for ids in self._ids for chunk in ids]
