@@ -324,3 +324,14 @@ async def test_resubmission_rounds_refuse_a_job_with_skipped_rows(emulator: Emul
         with pytest.raises(ConfigurationError, match="max_item_retries"):
             ResubmitRounds(job, f"{tmp_path}/out/", max_item_retries=2)
         await client.cancel(job)
+
+
+def test_priming_through_the_operators(airflow_emulator: Emulator, tmp_path: Path) -> None:
+    from tests.airflow_helpers import load_dag, task_states, xcom
+
+    run = load_dag("test_pay_once_priming").test()
+    assert task_states(run) == {"submit": "success", "collect": "success"}
+    assert [b["request_count"] for b in xcom(run, "submit")["batches"]] == [1, 5]
+    rows = {r["custom_id"]: r for r in pq.read_table(tmp_path / "primed.parquet").to_pylist()}
+    assert rows["q0"]["cache_write_tokens"] == 4500
+    assert all(rows[f"q{i}"]["cache_read_tokens"] == 4500 for i in range(1, 6))

@@ -106,6 +106,9 @@ class SubmitBatchOperator(BaseOperator):
     :param incremental: the folder of a keyed dataset (templated; the ``output_path`` of a collect task with
         ``merge=True``): only requests whose custom_id is new, whose input changed, or whose row had not
         succeeded are sent. Needs ``state_path``; see docs/pay-once.md.
+    :param cache_prefix: Anthropic prompt caching: mark every request's system prompt with ``cache_control``
+        (``True``/``"1h"``, or ``"5m"``); when the prefix is long enough the first request is sent alone first
+        and the rest follow when it ended (at most ``prime_timeout`` seconds later), reading the cache.
 
     Bad input (model, requests, defaults, credentials) fails the task before any API call, without
     retries. A job over the provider's limits is split into several batches under one handle. Retries are
@@ -148,9 +151,19 @@ class SubmitBatchOperator(BaseOperator):
         cache_mode: str = "read_write",
         cache_ttl: float | None = None,
         incremental: str | None = None,
+        cache_prefix: bool | str | None = None,
+        prime_timeout: float = 3600,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if cache_prefix not in (None, True, False, "5m", "1h"):
+            raise ConfigurationError("cache_prefix", f"{cache_prefix!r:.60} is not an option",
+                                     'use True (one-hour cache), "1h" or "5m"')
+        if isinstance(prime_timeout, bool) or not isinstance(prime_timeout, int | float) or not prime_timeout > 0:
+            raise ConfigurationError("prime_timeout", f"{prime_timeout!r:.60} is not a positive number of seconds",
+                                     "use e.g. 3600")
+        self.cache_prefix = cache_prefix
+        self.prime_timeout = prime_timeout
         check_reuse_options(dedup=dedup, cache=cache, cache_mode=cache_mode, cache_ttl=cache_ttl)
         if incremental is not None and not _is_templated(incremental):
             check_output_url(incremental, "incremental")
@@ -235,7 +248,8 @@ class SubmitBatchOperator(BaseOperator):
                 output_schema=self.output_schema, max_cost_usd=self.max_cost_usd, prices=self.prices,
                 dedup=self.dedup, cache=self.cache, cache_mode=self.cache_mode, cache_ttl=self.cache_ttl,
                 cache_storage_options=self.storage_options, incremental=self.incremental,
-                incremental_storage_options=self.storage_options,
+                incremental_storage_options=self.storage_options, cache_prefix=self.cache_prefix,
+                prime_timeout=self.prime_timeout,
             )
         except ConfigurationError as exc:
             raise _fail_fast(exc) from None

@@ -26,3 +26,12 @@ with DAG(dag_id="test_pay_once_backfill", schedule=None,
                                   incremental=ROOT + "/enriched/", state_path=ROOT + "/state")
     CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.2, merge=True,
                            output_path=ROOT + "/enriched/")
+
+SYSTEM = " ".join(f"rule{i}" for i in range(4500))
+with DAG(dag_id="test_pay_once_priming", schedule=None,
+         start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as priming:
+    _submit = SubmitBatchOperator(task_id="submit", model="anthropic/claude-haiku-4-5", cache_prefix=True,
+                                  requests=[{"custom_id": f"q{i}", "prompt": f"question {i}", "system": SYSTEM}
+                                            for i in range(6)])
+    CollectResultsOperator(task_id="collect", job=_submit.output, poll_interval=0.2,
+                           output_path=ROOT + "/primed.parquet")
