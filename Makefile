@@ -1,21 +1,29 @@
-# Every target creates and uses .venv by itself.
+# Every target creates and uses .venv by itself. `make demo` installs the runtime dependencies only;
+# `make test` (and lint, bench, conformance) add the test extras. .ci/install.sh uses uv when it can
+# (USE_UV=0: plain pip).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test conformance lint bench clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
+	$(PYTHON) -m venv $(VENV)
 
-install: $(STAMP)
+$(RUNTIME): pyproject.toml | $(PY)
+	sh .ci/install.sh $(VENV)
+	@touch $(RUNTIME)
 
-demo: $(STAMP)
+$(STAMP): pyproject.toml | $(PY)
+	sh .ci/install.sh $(VENV) test
+	@touch $(RUNTIME) $(STAMP)
+
+install: $(RUNTIME)
+
+demo: $(RUNTIME)
 	$(PY) -m airflow_batchwork.testing.demo
 
 test: $(STAMP)

@@ -27,7 +27,12 @@ def child(module: str, *args: str) -> dict[str, Any]:
     """Run `python -m bench.<module> args…` in a fresh process; it prints one JSON line last."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], cwd=ROOT, env=env,
-                         check=True, capture_output=True, text=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0 or not out.stdout.strip():
+        # A child's failure is shown whole, never swallowed.
+        sys.stderr.write(f"bench child `{module} {' '.join(args)}` failed with exit code {out.returncode}\n"
+                         f"--- stdout\n{out.stdout}--- stderr\n{out.stderr}")
+        raise SystemExit(f"bench child {module} failed")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 

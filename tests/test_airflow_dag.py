@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +18,25 @@ from airflow_batchwork.testing.airflow_env import connection_env
 from tests.airflow_helpers import load_dag, task_states, xcom
 
 
+class PollGatedClock:
+    """The emulator's clock stands still until a batch has been polled `polls` times, then jumps past the end
+    of every batch: collect has to defer however slowly the machine starts tasks (no wall-clock margin)."""
+
+    def __init__(self, emu: Emulator, polls: int = 3) -> None:
+        self.emu, self.polls, self.frozen = emu, polls, time.time()
+
+    def __call__(self) -> float:
+        batch_ids = tuple(self.emu.store._batches)  # the raw keys: a view would ask this clock again
+        seen = sum(1 for r in self.emu.store._requests if r.method == "GET" and r.path.endswith(batch_ids))
+        return self.frozen if seen < self.polls else time.time() + 3600
+
+
 @pytest.fixture
 def slow_emulator(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    """Batches take 4 s, longer than a task start, so collect really has to defer."""
+    """Batches end only after the trigger has polled them three times, so collect really has to defer."""
     monkeypatch.setenv("AIRFLOW_VAR_BATCHWORK_TEST_OUTPUT", f"file://{tmp_path}")
     with Emulator(processing_seconds=4) as emu:
+        emu.store._clock = PollGatedClock(emu)
         for key, value in connection_env(emu).items():
             monkeypatch.setenv(key, value)
         yield emu

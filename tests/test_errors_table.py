@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 
 from airflow_batchwork.core import BatchClient, ConfigurationError, Credentials, JobHandle, parse_model
 from airflow_batchwork.core.parquet import check_output_url
+from airflow_batchwork.core.preflight import probe_writable
 from airflow_batchwork.core.sources import read_requests
 
 DOC = Path(__file__).parent.parent / "docs" / "errors.md"
@@ -176,7 +178,50 @@ CASES = [
          "requests[0].messages"),
     Case("templating", "a template that rendered to an empty model", lambda: parse_model(""), "model"),
     Case("templating", "a rendered handle that is not a handle", lambda: JobHandle.coerce("None"), "job"),
+    Case("request", "requests given as a dict", submit("openai/gpt-4o-mini", {"prompt": "x"}), "requests"),
+    Case("request", "requests given as a string", submit("openai/gpt-4o-mini", "hello"), "requests"),
+    Case("request", "a non-JSON value (Decimal) in provider_options",
+         submit("openai/gpt-4o-mini", [*[{"prompt": "x"}] * 3, {"custom_id": "d", "prompt": "y",
+                                        "provider_options": {"user": Decimal("1.5")}}]),
+         "requests[3].provider_options.user"),
+    Case("option", "a bad value in defaults", submit("openai/gpt-4o-mini", OK, defaults={"temperature": 7}),
+         "defaults.temperature"),
+    Case("option", "requests given as a dict to the operator",
+         operator("SubmitBatchOperator", model="openai/gpt-4o-mini", requests={"prompt": "x"}), "requests"),
+    Case("size", "a prompt over the model's context window",
+         submit("openai/gpt-4o-mini", [{"custom_id": "big", "prompt": "word " * 200_000}]), "requests[0]"),
+    Case("credentials", "an empty API key", lambda: Credentials("", "https://api.openai.com/v1"), "api_key"),
+    Case("credentials", "no key in a plain script (no Airflow)", lambda: _script_client().adapter("openai"),
+         "credentials"),
+    Case("input file", "Parquet input without a prompt column",
+         source("noprompt.parquet", pa.table({"id": ["a"], "body": ["hello"]})), "columns"),
+    Case("output", "unknown fsspec scheme in a literal output_path",
+         operator("CollectResultsOperator", job={}, output_path="gcss://bucket/out/"), "output_path"),
+    Case("output", "Jinja syntax error in output_path",
+         operator("CollectResultsOperator", job={}, output_path="s3://bucket/out/{{ ds }/"), "output_path"),
+    Case("output", "unwritable output folder (probed before submit)",
+         lambda: probe_writable(f"file://{_blocker()}/out/"), "output_path"),
+    Case("output", "unknown scheme in write_parquet",
+         lambda: asyncio.run(BatchClient(transport=NoNetwork()).write_parquet(HANDLE, "nosuch://bucket/out/")),
+         "output_path"),
 ]
+
+
+HANDLE = {"provider": "openai", "model": "openai.chat/gpt-4o-mini", "batches": [{"id": "batch_1", "request_count": 1}],
+          "request_count": 1}
+
+
+def _blocker() -> Path:
+    """A file where a folder should be: no one, not even root, can create the folder under it."""
+    path = TMP / "a-file"
+    path.write_text("x")
+    return path
+
+
+def _script_client() -> BatchClient:
+    for var in [v for v in os.environ if v.startswith("OPENAI_")]:
+        del os.environ[var]
+    return BatchClient()
 
 
 def _write(path: Path, row: dict[str, Any]) -> Path:
@@ -213,7 +258,11 @@ def render() -> str:
         "Every row is a test in `tests/test_errors_table.py`; this file is generated from it",
         "(`python -m tests.test_errors_table`) and a test fails when the two differ. Each message names the",
         "field, the problem and the fix. In Airflow these errors fail the task without retries",
-        "(`AirflowFailException`), or fail DAG parsing when the value is known at parse time.",
+        "(`AirflowFailException`), or fail DAG parsing when the value is known at parse time. So do the",
+        "provider's answers that a retry cannot change (listed after the table), and a `PermissionError`",
+        "while writing the results. A model id missing from the price/model table is not refused but",
+        "logged as a warning with the closest known ids (`did you mean openai/gpt-4o-mini?`), before the",
+        "upload.",
         "",
         "| # | kind | bad input | field | message |",
         "|---|---|---|---|---|",
@@ -221,7 +270,32 @@ def render() -> str:
     for number, case in enumerate(CASES, 1):
         message = str(outcome(case)).replace("|", "\\\\|").replace(str(TMP), "…")
         lines.append(f"| {number} | {case.category} | {case.what} | `{case.field}` | {message} |")
+    lines += [
+        "",
+        "## Provider answers that fail the task without retries",
+        "",
+        "Every HTTP error names the call (method and URL; never the key, never a query string). These",
+        "statuses are `ProviderAPIError.permanent` and fail the Airflow task at once; 408, 409, 429 and 5xx",
+        "are retried (see docs/reliability.md).",
+        "",
+        "| status | message |",
+        "|---|---|",
+    ]
+    for status in PERMANENT:
+        lines.append(f"| {status} | {_provider_error(status)} |")
     return "\n".join(lines) + "\n"
+
+
+PERMANENT = (400, 401, 403, 404, 422)
+
+
+def _provider_error(status: int) -> str:
+    from airflow_batchwork.core.errors import ProviderAPIError
+
+    error = ProviderAPIError("openai", status, "<the provider's message>", method="POST",
+                             url="https://api.openai.com/v1/batches")
+    assert error.permanent and not error.retryable
+    return str(error)
 
 
 def test_docs_table_is_current() -> None:

@@ -38,6 +38,20 @@ def test_console_links() -> None:
     assert BatchConsoleLink().get_link(Submitted(), ti_key=None) == ""  # type: ignore[arg-type]
 
 
+def test_console_link_only_for_the_providers_own_api() -> None:
+    assert batch_console_url(JOB, "https://api.openai.com/v1") == "https://platform.openai.com/batches/batch_1"
+    assert batch_console_url(JOB, None) == "https://platform.openai.com/batches/batch_1"
+    assert batch_console_url(JOB, "http://127.0.0.1:8090/openai/v1") is None  # the emulator
+    assert batch_console_url(JOB, "https://llm-gateway.example.com/v1") is None
+
+    class Failed:
+        model = "openai/gpt-4o-mini"
+        _console_url = ""  # set by execute before anything could fail
+
+    # A task that failed before it had a batch: empty link, no XCom lookup (no "XCom not found" warning).
+    assert BatchConsoleLink().get_link(Failed(), ti_key=None) == ""  # type: ignore[arg-type]
+
+
 def test_results_outlets() -> None:
     assert results_outlet("s3://b/out/", None, dag_id="d", task_id="t") == Asset(name="s3://b/out/", uri="s3://b/out/")
     assert results_outlet("s3://b/{{ ds }}/", None, dag_id="d", task_id="t") == AssetAlias("batchwork-results:d.t")

@@ -38,6 +38,7 @@ def test_worker_lost_after_submit_reattaches(emu: Emulator, store: str) -> None:
 
 
 async def test_same_input_reattaches_changed_input_resubmits(emu: Emulator) -> None:
+    emu.processing_seconds = 600  # still running when the changed input cancels it, however slow the box
     ledger = MemoryLedger()
     async with client(emu) as c:
         first = await c.submit("openai/gpt-4o-mini", REQUESTS, ledger=ledger, identity="job-1")

@@ -89,16 +89,24 @@ def test_storm_one_in_three_dag_succeeds(dag_emu: Emulator, tmp_path: Path) -> N
 
 
 async def test_triggerer_restart_mid_poll(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    emu.processing_seconds = 1.5
+    # The emulator's clock stands still until the first trigger is gone: no wall-clock margin.
+    released, frozen = [False], time.time()
+    emu.store._clock = lambda: time.time() + 3600 if released[0] else frozen
     async with client(emu, "openai") as c:
         job = await c.submit(MODELS["openai"], REQUESTS)
     for key, value in connection_env(emu).items():
         monkeypatch.setenv(key, value)
     first = BatchCompleteTrigger(job=job.to_dict(), poll_interval=0.1, end_time=time.time() + 60)
     running = asyncio.ensure_future(anext(first.run()))
-    await asyncio.sleep(0.5)
-    assert not running.done()
+    polled = [r for r in emu.requests if r.method == "GET" and r.path.endswith(job.batch_ids[0])]
+    for _ in range(600):  # until it has polled at least once (event-driven, up to 60 s)
+        if polled:
+            break
+        await asyncio.sleep(0.1)
+        polled = [r for r in emu.requests if r.method == "GET" and r.path.endswith(job.batch_ids[0])]
+    assert polled and not running.done()
     running.cancel()  # the triggerer process goes away mid-poll
+    released[0] = True
     _, kwargs = first.serialize()
     events = [e async for e in BatchCompleteTrigger(**kwargs).run()]
     assert [e.payload["status"] for e in events] == ["completed"]

@@ -108,9 +108,13 @@ def test_prepare_shards_by_count_and_bytes_and_fingerprints() -> None:
         assert changed.fingerprint != first
 
 
-def test_missing_credentials_name_env_var_and_connection() -> None:
+def test_missing_credentials_in_a_script_name_env_var_and_credentials_argument(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A plain script has no Airflow connections: the fix names the env var and BatchClient(credentials=...).
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     client = BatchClient()
     with pytest.raises(ConfigurationError) as info:
         client.adapter("anthropic")
-    assert "ANTHROPIC_API_KEY" in str(info.value)
-    assert "batchwork_anthropic" in str(info.value)
+    assert info.value.field == "credentials"
+    assert "ANTHROPIC_API_KEY" in str(info.value) and "BatchClient(credentials=" in str(info.value)
+    assert "connection" not in str(info.value)

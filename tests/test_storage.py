@@ -91,3 +91,25 @@ async def test_rewrite_overwrites_not_appends(emulator: Emulator, tmp_path: Path
             await client.write_parquet(job, f"{tmp_path}/dir/")
     assert pq.read_table(tmp_path / "dir").num_rows == 2
     assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["part-00000.parquet"]
+
+
+def test_small_batches_become_few_large_row_groups(tmp_path: Path) -> None:
+    """Hundreds of parsed chunks make one row group per ~16 MB of data, not one per chunk."""
+    from airflow_batchwork.core.parquet import ROW_GROUP_BYTES, ParquetResultWriter, items_to_batch
+    from airflow_batchwork.core.status import ItemResult
+
+    text = "x" * 2_000
+    chunks = 200
+    with ParquetResultWriter(str(tmp_path / "out.parquet"), provider="openai", model="openai.chat/m") as writer:
+        for chunk in range(chunks):
+            items = [ItemResult(custom_id=f"c{chunk}-{i}", status="succeeded", text=text, batch_id="b",
+                                response="{}")
+                     for i in range(100)]
+            writer.write_batch(items_to_batch(items))
+    meta = pq.ParquetFile(tmp_path / "out.parquet").metadata
+    data_bytes = chunks * 100 * len(text)
+    assert meta.num_rows == chunks * 100
+    assert meta.num_row_groups <= data_bytes // ROW_GROUP_BYTES + 1 < chunks // 10
+    table = pq.read_table(tmp_path / "out.parquet", columns=["custom_id", "text"])
+    assert table.column("custom_id").to_pylist()[:2] == ["c0-0", "c0-1"]
+    assert table.column("custom_id").to_pylist()[-1] == f"c{chunks - 1}-99"

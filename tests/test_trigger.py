@@ -108,3 +108,28 @@ async def test_on_kill_cancels(emu: Emulator) -> None:
     async with BatchClient(creds) as client:
         status = await client.status(job)
     assert status.state in ("cancelling", "cancelled")
+
+
+async def test_triggers_share_one_client_per_provider(emu: Emulator) -> None:
+    """Twenty triggers of one provider and connection poll through one client, closed after the last."""
+    from airflow_batchwork.triggers.clients import SHARED_CLIENTS
+
+    jobs = [await submit(emu) for _ in range(20)]
+    seen: set[int] = set()
+    status = BatchClient.status
+
+    async def spy(self: BatchClient, job: Any) -> Any:
+        seen.add(id(self))
+        assert len(SHARED_CLIENTS) == 1
+        return await status(self, job)
+
+    BatchClient.status = spy  # type: ignore[method-assign]
+    try:
+        triggers = [BatchCompleteTrigger(job=j.to_dict(), poll_interval=0.2, end_time=time.time() + 120)
+                    for j in jobs]
+        events = await asyncio.gather(*(all_events(t) for t in triggers))
+    finally:
+        BatchClient.status = status  # type: ignore[method-assign]
+    assert [e[0].payload["status"] for e in events] == ["completed"] * 20
+    assert len(seen) == 1
+    assert len(SHARED_CLIENTS) == 0

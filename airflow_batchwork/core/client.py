@@ -43,9 +43,9 @@ from airflow_batchwork.core.incremental import (
     unchanged_ids,
 )
 from airflow_batchwork.core.ledger import SubmitLedger
-from airflow_batchwork.core.parquet import RowEnricher
+from airflow_batchwork.core.parquet import RowEnricher, check_output_url
 from airflow_batchwork.core.polling import next_step, sleep_for
-from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost, load_prices
+from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost, load_prices, warn_if_unknown_model
 from airflow_batchwork.core.prompt_cache import PromptCacheEnricher
 from airflow_batchwork.core.refs import ModelRef, parse_model
 from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
@@ -178,7 +178,11 @@ class BatchClient:
                 "incremental" if incremental is not None else "cache" if response_cache else "dedup",
                 "reusing answers needs a place to keep, until collect, which request shares which answer",
                 "set state_path (or [batchwork] state_path)")
-        with prepare_job(model, requests, defaults=defaults, limits=limits, reuse=planner, prime=prime_cache) as job:
+        ref = parse_model(model)
+        table = load_prices(prices)
+        warn_if_unknown_model(ref, table)
+        with prepare_job(ref, requests, defaults=defaults, limits=limits, context_window=table.context_window(ref),
+                         reuse=planner, prime=prime_cache) as job:
             if planner is not None:
                 log.info("%s", planner.summary(job.request_count))
             if job.recorder and job.recorder.schemas.needs_ids and not (ledger and ledger.ids_url):
@@ -409,6 +413,7 @@ class BatchClient:
         custom_id and the other rows stay (core/incremental.py); the manifest's `incremental` entry is the run
         manifest (new, changed, unchanged, rows)."""
         handle = JobHandle.coerce(job)
+        check_output_url(url)
         dataset = KeyedDataset(url, storage_options) if merge else None
         response_cache = ResponseCache.coerce(cache, mode=cache_mode, storage_options=cache_storage_options)
         enrichers: list[RowEnricher] = []

@@ -19,8 +19,16 @@ class Credentials:
     source: str = ""
 
     def __post_init__(self) -> None:
+        # Refused here, before any HTTP call: an empty key would only fail as an illegal header after retries.
+        where = f"api_key ({self.source})" if self.source else "api_key"
         if not isinstance(self.api_key, str):
-            raise TypeError("api_key must be a string")
+            raise CredentialsError(where, f"expected a string, got {type(self.api_key).__name__}",
+                                   "pass the API key as a string")
+        if not self.api_key.strip():
+            raise CredentialsError(where, "is empty", "give the provider's API key (the key itself is never logged)")
+        if self.api_key != self.api_key.strip() or not self.api_key.isascii() or not self.api_key.isprintable():
+            raise CredentialsError(where, "contains spaces, line breaks or non-ASCII characters",
+                                   "copy the key again without surrounding whitespace or quotes")
 
 
 def credentials_from_env(
@@ -32,10 +40,11 @@ def credentials_from_env(
     for var in key_vars:
         if env.get(var):
             return Credentials(api_key=env[var], base_url=base_url, source=f"env {var}")
+    # Raised from a plain script (BatchClient); the Airflow hook words its own message around connections.
     raise CredentialsError(
-        "conn_id",
-        f"no credentials for provider {provider!r}: no connection given and "
-        f"{' / '.join(key_vars)} {'is' if len(key_vars) == 1 else 'are'} not set",
-        f"create the Airflow connection 'batchwork_{provider}' (type batchwork, password = API key) "
-        f"or set {key_vars[0]}",
+        "credentials",
+        f"no API key for provider {provider!r}: {' / '.join(key_vars)} "
+        f"{'is' if len(key_vars) == 1 else 'are'} not set",
+        f"export {key_vars[0]}=<your key>, or pass BatchClient(credentials={{{provider!r}: "
+        f"Credentials(api_key=...)}})",
     )

@@ -29,8 +29,18 @@ class CredentialsError(ConfigurationError):
     """No usable API key was found for a provider."""
 
 
+# What to do about an HTTP error that retrying will not fix, by status code.
+_FIXES = {
+    400: "the provider refused the request as sent; check the model id and the request fields it names",
+    401: "the API key was refused; check the key in the connection's password or the provider's env var",
+    403: "the API key may not do this; check the key's project, permissions and the model's availability",
+    404: "nothing at that URL; check the base URL (connection host or <PROVIDER>_BASE_URL) and the batch id",
+    422: "the provider refused the request as sent; check the model id and the request fields it names",
+}
+
+
 class ProviderAPIError(BatchworkError):
-    """The provider answered with an HTTP error."""
+    """The provider answered with an HTTP error. The message names the call (method and URL, never a key)."""
 
     def __init__(
         self,
@@ -40,18 +50,30 @@ class ProviderAPIError(BatchworkError):
         *,
         code: str | None = None,
         retry_after: float | None = None,
+        method: str | None = None,
+        url: str | None = None,
     ) -> None:
         self.provider = provider
         self.status_code = status_code
         self.code = code
         self.retry_after = retry_after
         self.message = message
+        self.method = method
+        self.url = url
         detail = f" ({code})" if code else ""
-        super().__init__(f"{provider} API error {status_code}{detail}: {message}")
+        call = f" on {method} {url}" if method and url else ""
+        fix = _FIXES.get(status_code)
+        text = f"{provider} API error {status_code}{detail}{call}: {message}"
+        super().__init__(f"{text.rstrip('.')}. Fix: {fix}" if fix else text)
 
     @property
     def retryable(self) -> bool:
         return self.status_code in (408, 409, 429) or self.status_code >= 500
+
+    @property
+    def permanent(self) -> bool:
+        """An answer that retrying the same call will not change (bad request, auth, not found)."""
+        return self.status_code in _FIXES
 
 
 class UnsafeResponseError(BatchworkError):

@@ -100,6 +100,12 @@ def default_error_parser(response: httpx.Response) -> tuple[str | None, str]:
     return None, response.reason_phrase
 
 
+def _safe_url(url: str) -> str:
+    """A URL for an error message: no query string (Gemini can carry `key=` there), no user info."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
 class ProviderHTTP:
     """One provider's async HTTP client: base URL, auth headers, retries, error mapping."""
 
@@ -174,7 +180,8 @@ class ProviderHTTP:
                 if attempt < self.retry.max_attempts and (retry_safe or never_sent):
                     await self._sleep(attempt, None, f"{type(exc).__name__}", method, path)
                     continue
-                raise ProviderAPIError(self.provider, 0, f"{type(exc).__name__}: {exc}", code="transport") from None
+                raise ProviderAPIError(self.provider, 0, f"{type(exc).__name__}: {exc}", code="transport",
+                                       method=method, url=_safe_url(self.url(path))) from None
             if response.status_code < 400:
                 log.debug("%s %s %s -> %s", self.provider, method, path, response.status_code)
                 return response
@@ -197,7 +204,8 @@ class ProviderHTTP:
                 if attempt < self.retry.max_attempts:
                     await self._sleep(attempt, None, type(exc).__name__, method, path)
                     continue
-                raise ProviderAPIError(self.provider, 0, f"{type(exc).__name__}: {exc}", code="transport") from None
+                raise ProviderAPIError(self.provider, 0, f"{type(exc).__name__}: {exc}", code="transport",
+                                       method=method, url=_safe_url(self.url(path))) from None
             if response.status_code >= 400:
                 await response.aread()
                 await response.aclose()
@@ -214,8 +222,15 @@ class ProviderHTTP:
 
     def error_for(self, response: httpx.Response) -> ProviderAPIError:
         code, message = self._error_parser(response)
+        method: str | None
+        url: str | None
+        try:
+            method, url = response.request.method, _safe_url(str(response.request.url))
+        except RuntimeError:  # a response built without its request
+            method = url = None
         return ProviderAPIError(
-            self.provider, response.status_code, message, code=code, retry_after=retry_after_seconds(response)
+            self.provider, response.status_code, message, code=code, retry_after=retry_after_seconds(response),
+            method=method, url=url,
         )
 
     async def _sleep(self, attempt: int, retry_after: float | None, reason: str, method: str, path: str) -> None:

@@ -9,6 +9,7 @@ that is not in the table gets a null cost, never a guess.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -45,6 +46,8 @@ class ModelPrice:
     batch_discount: float
     as_of: str | None = None
     source: str | None = None
+    context_window: int | None = None
+    """Tokens the model accepts per request (input + output); None when the table does not say."""
     prompt_cache: Mapping[str, Any] | None = None
     """The provider's prompt-cache terms (`prompt_cache` of its block in prices.json): multipliers of the input
     price for `read`, `write_5m` and `write_1h`, and the minimum cacheable prefix per model (`min_tokens`)."""
@@ -128,12 +131,67 @@ class PriceTable:
         entry = (provider.get("models") or {}).get(name)
         if entry is None:
             return None
+        window = entry.get("context_window")
         return ModelPrice(
             provider=ref.provider, model=name, input=float(entry["input"]), output=float(entry.get("output", 0.0)),
             batch_discount=float(entry.get("batch_discount", provider.get("batch_discount", 0.0))),
             as_of=entry.get("as_of") or self.as_of, source=entry.get("source") or provider.get("source"),
+            context_window=int(window) if window else None,
             prompt_cache=provider.get("prompt_cache"),
         )
+
+    def models(self, provider: str) -> list[str]:
+        """The model ids the table lists for `provider`."""
+        return list(((self.data.get("providers") or {}).get(provider) or {}).get("models") or {})
+
+    def _base_model(self, ref: ModelRef) -> str | None:
+        """The listed model `ref` names: itself, or the model a dated snapshot id starts with
+        (`claude-3-5-haiku-20241022` → `claude-3-5-haiku`), else None."""
+        provider = (self.data.get("providers") or {}).get(ref.provider) or {}
+        name = ref.model
+        for prefix in provider.get("strip_prefixes") or []:
+            name = name.removeprefix(prefix)
+        known = self.models(ref.provider)
+        if name in known:
+            return name
+        snapshot = [k for k in known if name.startswith(f"{k}-") and name[len(k) + 1:][:1].isdigit()]
+        return max(snapshot, key=len) if snapshot else None
+
+    def is_known(self, model: str | ModelRef) -> bool:
+        """Whether the table lists the model (or the model a dated snapshot belongs to)."""
+        return self._base_model(parse_model(model)) is not None
+
+    def suggestions(self, model: str | ModelRef, n: int = 3) -> list[str]:
+        """Listed model strings close to `model`'s id (for a "did you mean" hint)."""
+        ref = parse_model(model)
+        close = difflib.get_close_matches(ref.model.removeprefix("models/"), self.models(ref.provider), n=n,
+                                          cutoff=0.6)
+        return [f"{ref.provider}/{name}" for name in close]
+
+    def context_window(self, model: str | ModelRef) -> int | None:
+        """Tokens per request the model accepts, from the table (snapshots inherit their model's), or None."""
+        ref = parse_model(model)
+        base = self._base_model(ref)
+        if base is None:
+            return None
+        entry = (self.data["providers"][ref.provider].get("models") or {})[base]
+        window = entry.get("context_window")
+        return int(window) if window else None
+
+
+def warn_if_unknown_model(model: str | ModelRef, table: PriceTable) -> list[str]:
+    """Log a warning, before anything is paid for, when the model is not in the table; the suggestions.
+
+    An unknown id is not refused (providers add models faster than any table), but a typo such as
+    `gpt-4o-mnii` would only fail after upload, or worse run on a model nobody meant."""
+    ref = parse_model(model)
+    if table.is_known(ref):
+        return []
+    close = table.suggestions(ref)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    log.warning("Model %s is not in the price/model table: %sIf the id is right, ignore this; its cost_usd will be "
+                "null and its context window unchecked (add it with prices=).", ref, hint)
+    return close
 
 
 def load_prices(prices: PricesLike | PriceTable | None = None, *,
@@ -182,6 +240,10 @@ def _check(data: Mapping[str, Any]) -> dict[str, Any]:
             where = f"prices {provider}/{model}"
             if not isinstance(entry, Mapping) or "input" not in entry:
                 raise ConfigurationError(where, "needs at least an `input` price", _FIX)
+            window = entry.get("context_window")
+            if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+                raise ConfigurationError(f"{where}.context_window", f"{window!r} is not a whole number of tokens",
+                                         "give the model's context window in tokens, e.g. 128000")
             for key in ("input", "output"):
                 value = entry.get(key, 0.0)
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

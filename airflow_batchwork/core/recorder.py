@@ -29,6 +29,13 @@ DEFAULT_OUTPUT_TOKENS = 1024
 FLUSH_BYTES = 64 * 1024 * 1024
 
 
+def estimated_input_tokens(request: BatchRequest) -> int:
+    """Input tokens of one request at `CHARS_PER_TOKEN` (text of prompt, messages, system and value)."""
+    chars = sum(len(m.text) for m in request.messages or []) + len(request.prompt or "") \
+        + len(request.system or "") + len(request.value or "")
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
 class RequestRecorder:
     """Collects the per-request extras of one job while it is prepared (see the module docstring)."""
 

@@ -5,6 +5,7 @@ Everything here runs before any API call: a bad request is refused with the fiel
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -103,6 +104,8 @@ class BatchRequest(BaseModel):
 
 REQUEST_FIELDS = frozenset(BatchRequest.model_fields)
 DEFAULTABLE_FIELDS = REQUEST_FIELDS - {"custom_id", "prompt", "messages", "value"}
+# Free-form fields copied into the provider's JSON body as given: every value in them must be JSON.
+JSON_FIELDS = ("provider_options", "output_schema")
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -133,7 +136,56 @@ def validate_defaults(defaults: Mapping[str, Any] | None, *, field: str = "defau
             "cannot be a job-level default",
             f"defaults may set only: {', '.join(sorted(DEFAULTABLE_FIELDS))}",
         )
+    # Check the values here, so that a bad default is reported as `defaults.<field>`, not as requests[0].
+    given = {k: v for k, v in defaults.items() if v is not None}
+    try:
+        BatchRequest.model_validate({**given, "custom_id": "defaults", "prompt": "-"})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise RequestValidationError(_location(field, tuple(first["loc"])), _describe(first),
+                                     "correct or remove this default") from None
+    problem = next((p for k in JSON_FIELDS if isinstance(given.get(k), Mapping)
+                    and (p := _non_json(given[k], f"{field}.{k}"))), None)
+    if problem:
+        raise RequestValidationError(*problem)
     return dict(defaults)
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _non_json(value: Any, where: str) -> tuple[str, str, str] | None:
+    """The first value under `where` that JSON cannot carry, as (field, problem, fix); None if all can."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, f"{value!r} is not a JSON number", "use a finite number"
+    if isinstance(value, _JSON_SCALARS):
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return where, f"key {key!r} is a {type(key).__name__}; JSON object keys are strings", \
+                    "use string keys"
+            found = _non_json(item, f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _non_json(item, f"{where}[{index}]")
+            if found:
+                return found
+        return None
+    return (where, f"a {type(value).__name__} ({value!r:.60}) is not a JSON value",
+            "convert it to a str, int, float, bool, list or dict (e.g. float(x) or str(x)) before submitting")
+
+
+def check_request_list(raw: object, field: str = "requests") -> None:
+    """Refuse a dict or a string given as the request list (it would be walked key by key)."""
+    if isinstance(raw, Mapping | str | bytes):
+        raise RequestValidationError(
+            field, f"expected a list of request dicts, got a {type(raw).__name__}",
+            'wrap it in a list, e.g. requests=[{"custom_id": "a", "prompt": "…"}]',
+        )
 
 
 def iter_requests(
@@ -147,6 +199,7 @@ def iter_requests(
 
     Streaming: valid requests are yielded as they come; problems are gathered (up to five) and raised
     together when the input ends, so a caller must not act on what it got before then."""
+    check_request_list(raw, field)
     base = validate_defaults(defaults)
     kind = ref.kind
     problems: list[tuple[str, str, str]] = []
@@ -162,6 +215,11 @@ def iter_requests(
             continue
         data = {**base, **{k: v for k, v in item.items() if v is not None}}
         data.setdefault("custom_id", f"request-{index}")
+        non_json = next((p for k in JSON_FIELDS if isinstance(item.get(k), Mapping)
+                         and (p := _non_json(item[k], f"{where}.{k}"))), None)
+        if non_json:
+            problems.append(non_json)
+            continue
         try:
             request = BatchRequest.model_validate(data)
         except ValidationError as exc:

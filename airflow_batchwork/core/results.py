@@ -170,6 +170,7 @@ class JobResultWriter:
         return dropped
 
     def _rewrite(self, index: int, writer: ParquetResultWriter, keep: pa.BooleanArray) -> None:
+        writer.flush()
         assert writer._writer is not None
         writer._writer.close()
         writer._file.close()

@@ -10,8 +10,13 @@ import fsspec
 import pyarrow.parquet as pq
 
 from airflow_batchwork.core.errors import ConfigurationError
+from airflow_batchwork.core.requests import REQUEST_FIELDS
 
 PARQUET_BATCH_ROWS = 10_000
+# A request needs one of these (see core/requests.py).
+INPUT_FIELDS = frozenset({"prompt", "messages", "value"})
+# Column names that usually hold the text to send, for the `columns=` suggestion.
+TEXT_COLUMNS = frozenset({"text", "body", "content", "question", "input", "message", "query"})
 # Key under which a source row's carried-through columns travel with its request dict.
 PASSTHROUGH_KEY = "__passthrough__"
 
@@ -82,6 +87,15 @@ def _parquet(url: str, wanted: Sequence[str] | None, storage_options: Mapping[st
         if missing:
             raise ConfigurationError("columns", f"column {missing[0]!r} is not in {url!r}",
                                      f"use one of: {', '.join(names)}")
+        if selected is None and not INPUT_FIELDS & set(names):
+            # Without this every row would be refused alone, as an unknown field.
+            text_like = [n for n in names if n.lower() in TEXT_COLUMNS]
+            other = [n for n in names if n not in REQUEST_FIELDS and not n.lower().endswith("id")]
+            guess = (text_like or other or names or ["text"])[0]
+            raise ConfigurationError(
+                "columns", f"{url!r} has no prompt, messages or value column (columns found: {', '.join(names)})",
+                f'map your columns to request fields, e.g. columns={{"prompt": "{guess}"}}',
+            )
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=selected):
             for row in batch.to_pylist():
                 yield {k: v for k, v in row.items() if v is not None}

@@ -24,9 +24,9 @@ from airflow_batchwork.adapters.base import ProviderLimits
 from airflow_batchwork.core.dedup import KEY_PLACEHOLDER, ReusePlanner, request_key
 from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
 from airflow_batchwork.core.parquet import RESULT_SCHEMA
-from airflow_batchwork.core.recorder import RequestRecorder
+from airflow_batchwork.core.recorder import CHARS_PER_TOKEN, RequestRecorder, estimated_input_tokens
 from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.requests import iter_requests
+from airflow_batchwork.core.requests import BatchRequest, check_request_list, iter_requests
 from airflow_batchwork.core.sources import PASSTHROUGH_KEY
 
 IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
@@ -88,13 +88,16 @@ def prepare_job(
     limits: Mapping[str, int] | None = None,
     reuse: ReusePlanner | None = None,
     prime: bool = True,
+    context_window: int | None = None,
 ) -> PreparedJob:
     """One pass over `requests`: validation (all problems up to five, before any API call), encoding,
-    per-request size check, greedy sharding by the provider's count and byte limits. With `reuse`
-    (core/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item. With `prime`, a
-    first request whose marked cache prefix the provider would cache (`ProviderAdapter.primes`) goes alone in
-    shard 0, the priming batch (`PreparedJob.priming`)."""
+    per-request size check, greedy sharding by the provider's count and byte limits. With
+    `context_window`, a request whose estimated tokens (input + max_output_tokens) exceed it is refused. With
+    `reuse` (core/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item. With
+    `prime`, a first request whose marked cache prefix the provider would cache (`ProviderAdapter.primes`)
+    goes alone in shard 0, the priming batch (`PreparedJob.priming`)."""
     ref = parse_model(model)
+    check_request_list(requests)
     cls = adapter_class(ref.provider)
     effective = cls.limits.with_overrides(limits)
     payload = cls.offline()
@@ -145,6 +148,8 @@ def prepare_job(
             if refusal:
                 field_name, problem, fix = refusal
                 raise RequestValidationError(f"requests[{index}].{field_name}", problem, fix)
+            if context_window:
+                _check_context_window(ref, index, request, estimated_input_tokens(request), context_window)
             if request.cache_prefix:
                 marked = True
             if request.cache_prefix and not cls.prompt_cache_control:
@@ -218,6 +223,19 @@ def prepare_job(
     return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
                        request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder, reuse=reuse,
                        priming=primed == 1 and len(shards) > 1, prompt_cache=marked)
+
+
+def _check_context_window(ref: ModelRef, index: int, request: BatchRequest, input_tokens: int, window: int) -> None:
+    tokens = input_tokens + (request.max_output_tokens or 0)
+    if tokens > window:
+        with_output = f" + {request.max_output_tokens:,} max_output_tokens" if request.max_output_tokens else ""
+        raise RequestValidationError(
+            f"requests[{index}]",
+            f"request {request.custom_id!r} is about {input_tokens:,} tokens (estimated at {CHARS_PER_TOKEN} "
+            f"characters per token){with_output}; {ref} accepts {window:,} tokens per request",
+            "shorten or split the prompt, or use a model with a larger context window (if the table is wrong for "
+            "your model, give its context_window with prices=)",
+        )
 
 
 def _check_passthrough(row: Mapping[str, Any]) -> list[str]:

@@ -112,7 +112,9 @@ class BatchworkHook(BaseHook):
         cls = adapter_class(provider)
         try:
             creds = credentials_from_env(provider, cls.key_env_vars)
-        except CredentialsError:
+        except CredentialsError as exc:
+            if exc.field != "credentials":  # a key is set but unusable: say so, not "not set"
+                raise
             raise CredentialsError(
                 "conn_id",
                 f"no credentials for {provider!r}: connection {conn_id!r} does not exist and "

@@ -6,7 +6,8 @@ The operators only orchestrate; validation, wire formats and Parquet writing liv
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -15,10 +16,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, results_outlet
 from airflow_batchwork.core.cache import CACHE_MODES, ResponseCache
-from airflow_batchwork.core.errors import ConfigurationError
+from airflow_batchwork.core.errors import ConfigurationError, ProviderAPIError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.ledger import SubmitLedger
-from airflow_batchwork.core.parquet import check_output_url
+from airflow_batchwork.core.preflight import check_output_url, check_template, is_templated, probe_writable
 from airflow_batchwork.core.refs import parse_model
 from airflow_batchwork.core.sources import read_requests
 from airflow_batchwork.core.structured import to_json_schema
@@ -47,7 +48,7 @@ def validate_event(event: Any) -> dict[str, Any]:
 
 
 def _is_templated(value: object) -> bool:
-    return isinstance(value, str) and "{{" in value
+    return is_templated(value)
 
 
 def check_reuse_options(*, dedup: object = False, cache: object = None, cache_mode: object = "read_write",
@@ -62,12 +63,73 @@ def check_reuse_options(*, dedup: object = False, cache: object = None, cache_mo
                                  f"use one of {', '.join(CACHE_MODES)}")
 
 
-def _fail_fast(exc: ConfigurationError) -> AirflowFailException:
+def _fail_fast(exc: ConfigurationError | ProviderAPIError) -> AirflowFailException:
     # Bad input will not fix itself: fail without retries.
     return AirflowFailException(str(exc))
 
 
-class SubmitBatchOperator(BaseOperator):
+@contextmanager
+def _failing_fast(writing: str | None = None) -> Iterator[None]:
+    """Turn errors that a retry cannot fix (bad input, credentials, unwritable destination, a 400/401/403/404
+    answer) into `AirflowFailException`, so the task fails at once instead of retrying. `writing`: the URL
+    being written, whose `PermissionError` is such an error too."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise _fail_fast(exc) from None
+    except ProviderAPIError as exc:
+        if exc.permanent:
+            raise _fail_fast(exc) from None
+        raise
+    except PermissionError as exc:
+        if writing is None:
+            raise
+        raise AirflowFailException(f"output_path: cannot write to {writing!r} ({exc}). Fix: give a location the "
+                                   "workers can write to, or fix its permissions") from None
+
+
+def _check_output_path(output_path: str | None, field: str = "output_path") -> None:
+    """At DAG parse time: a literal URL needs an installed filesystem, a templated one must parse."""
+    if output_path is None:
+        return
+    if is_templated(output_path):
+        check_template(output_path, field)
+    else:
+        check_output_url(output_path, field)
+
+
+class _FailFastTemplates:
+    """A template that cannot render (undefined variable, bad filter) fails the task without retries,
+    naming the field: rendering it again will not help."""
+
+    template_fields: Sequence[str]
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        import jinja2
+
+        try:
+            super().render_template_fields(context, jinja_env)  # type: ignore[misc]
+        except jinja2.TemplateError as exc:
+            field = next((name for name in self.template_fields
+                          if isinstance(getattr(self, name, None), str) and is_templated(getattr(self, name))),
+                         "template")
+            raise AirflowFailException(
+                f"{field}: the template could not be rendered ({type(exc).__name__}: {exc}). Fix: use only "
+                "variables Airflow provides (e.g. {{ ds }}, {{ var.value.name }}) or define them in params"
+            ) from None
+
+
+def _console_link(operator: Any, context: Context, handle: JobHandle, hook: BatchworkHook) -> None:
+    """Remember (for the extra link) and push the console URL, only for batches on the provider's own API."""
+    operator._console_url = ""
+    try:
+        base_url = hook.credentials(handle.provider).base_url
+    except ConfigurationError:
+        return
+    operator._console_url = persist_batch_link(context, handle, base_url) or ""
+
+
+class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
     """Validate and submit a batch job; return its handle (XCom `return_value`) and push `batch_ids`.
 
     :param model: model reference, e.g. ``"openai/gpt-4o-mini"``, ``"anthropic/claude-sonnet-4-5"``
@@ -95,7 +157,11 @@ class SubmitBatchOperator(BaseOperator):
     :param output_schema: structured output for every request: a JSON Schema dict or a pydantic model class
         (a request's own ``output_schema`` wins); see docs/beyond.md.
     :param max_cost_usd: refuse the job, before any API call, when its estimated cost is higher.
-    :param prices: price table overrides (a dict, or a YAML/JSON file URL; templated) for ``max_cost_usd``.
+    :param prices: price table overrides (a dict, or a YAML/JSON file URL; templated) for ``max_cost_usd``,
+        the context window check and the model-id warning.
+    :param output_path: the URL the results will be collected to (templated; the same value as the collect
+        task's). Optional: when given, the submit writes and removes a small probe file there before any paid
+        call, so an unwritable destination or an undefined template variable fails before the batch exists.
     :param dedup: send requests with the same provider-facing body once; each custom_id keeps its row
         (``dedup_of`` names the request whose answer it shares). Needs ``state_path``; see docs/pay-once.md.
     :param cache: a response cache folder on any fsspec URL (templated): requests it has an answer for are
@@ -117,7 +183,7 @@ class SubmitBatchOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata", "state_path",
-                                      "prices", "cache", "incremental")
+                                      "prices", "output_path", "cache", "incremental")
     template_fields_renderers = {"defaults": "json", "metadata": "json"}
     ui_color = "#e8f1ff"
     operator_extra_links = (BatchConsoleLink(),)
@@ -146,6 +212,7 @@ class SubmitBatchOperator(BaseOperator):
         output_schema: Any = None,
         max_cost_usd: float | None = None,
         prices: dict[str, Any] | str | None = None,
+        output_path: str | None = None,
         dedup: bool = False,
         cache: str | None = None,
         cache_mode: str = "read_write",
@@ -176,6 +243,11 @@ class SubmitBatchOperator(BaseOperator):
         self.cache_mode = cache_mode
         self.cache_ttl = cache_ttl
         self.output_schema = to_json_schema(output_schema) if output_schema is not None else None
+        if isinstance(requests, Mapping | str | bytes):
+            raise ConfigurationError("requests", f"expected a list of request dicts, got a {type(requests).__name__}",
+                                     'wrap it in a list, e.g. requests=[{"custom_id": "a", "prompt": "…"}]')
+        _check_output_path(output_path)
+        self.output_path = output_path
         self.max_cost_usd = max_cost_usd
         self.prices = prices
         for name, value in (("on_changed_input", on_changed_input), ("on_orphaned_intent", on_orphaned_intent)):
@@ -237,9 +309,12 @@ class SubmitBatchOperator(BaseOperator):
         return identity, ledger
 
     def execute(self, context: Context) -> dict[str, Any]:
-        try:
+        self._console_url = ""
+        with _failing_fast():
             ref = parse_model(self.model)
             hook = BatchworkHook(conn_id=self.conn_id)
+            if self.output_path:
+                probe_writable(self.output_path, storage_options=self.storage_options)
             identity, ledger = self._ledger(context)
             job = hook.submit(
                 self.model, self._requests(context), provider=ref.provider, defaults=self.defaults,
@@ -251,8 +326,6 @@ class SubmitBatchOperator(BaseOperator):
                 incremental_storage_options=self.storage_options, cache_prefix=self.cache_prefix,
                 prime_timeout=self.prime_timeout,
             )
-        except ConfigurationError as exc:
-            raise _fail_fast(exc) from None
         self._job = job
         if job.batches:
             self.log.info("Submitted %s job: %d requests in batches %s", job.provider, job.request_count,
@@ -261,7 +334,7 @@ class SubmitBatchOperator(BaseOperator):
             self.log.info("All %d answers of this %s job are reused (cache/dedup): no batch was created",
                           job.request_count, job.provider)
         context["ti"].xcom_push(key="batch_ids", value=job.batch_ids)
-        persist_batch_link(context, job)
+        _console_link(self, context, job, hook)
         if self.wait_for_completion:
             self.defer(
                 trigger=completion_trigger(
@@ -276,19 +349,22 @@ class SubmitBatchOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: Any = None, job: dict[str, Any] | None = None
                          ) -> dict[str, Any]:
+        self._console_url = ""
         outcome = validate_event(event)
+        handle = JobHandle.coerce(job or outcome.get("job") or {})
+        _console_link(self, context, handle, BatchworkHook(conn_id=self.conn_id))
         status = outcome["status"]
         if status in ("error", "timeout", "failed"):
             raise AirflowException(f"batch job {status}: {outcome.get('message')}")
         self.log.info("Job ended %s: %s", status, outcome.get("message"))
-        return JobHandle.coerce(job or outcome.get("job") or {}).to_dict()
+        return handle.to_dict()
 
     def on_kill(self) -> None:
         if self._job is not None and self.cancel_on_kill:
             BatchworkHook(conn_id=self.conn_id).cancel(self._job)
 
 
-class CollectResultsOperator(ResubmitMixin, BaseOperator):
+class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
     """Wait for a job (deferring if it is still running), then write one Parquet row per request.
 
     :param job: the job handle: ``submit.output``, a dict, or Jinja rendering to one (templated).
@@ -361,6 +437,7 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         self.cache_mode = cache_mode
         if not output_path:
             raise ConfigurationError("output_path", "is empty", "give a URL such as s3://bucket/results/")
+        _check_output_path(output_path)
         self.job = job
         self.output_path = output_path
         self.conn_id = conn_id
@@ -390,13 +467,13 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         return BatchworkHook(conn_id=self.conn_id or handle.conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self._console_url = ""
         handle = self._handle(self.job)
-        try:
-            check_output_url(self.output_path)
-        except ConfigurationError as exc:
-            raise _fail_fast(exc) from None
-        persist_batch_link(context, handle)
-        status = self._hook(handle).status(handle)
+        with _failing_fast():
+            probe_writable(self.output_path, storage_options=self.storage_options)
+            hook = self._hook(handle)
+            _console_link(self, context, handle, hook)
+            status = hook.status(handle)
         self.log.info("Job %s: %s", ",".join(handle.batch_ids), status.progress_line())
         if status.terminal:
             return self._collect(handle, status.state, context)
@@ -413,21 +490,26 @@ class CollectResultsOperator(ResubmitMixin, BaseOperator):
         raise AssertionError("defer() returns only by raising")  # pragma: no cover
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        self._console_url = ""
         outcome = validate_event(event)
+        handle = self._handle(self.job)
+        with _failing_fast():
+            _console_link(self, context, handle, self._hook(handle))
         status = outcome["status"]
         if status in ("timeout", "error"):
             raise AirflowException(f"batch job {status}: {outcome.get('message')}")
-        return self._collect(self._handle(self.job), status, context)
+        return self._collect(handle, status, context)
 
     def _collect(self, handle: JobHandle, state: str, context: Context, **resume: Any) -> dict[str, Any]:
-        if self.max_item_retries:
-            manifest = self._write_rounds(handle, state, **resume)
-        else:
-            manifest = self._hook(handle).write_parquet(handle, self.output_path,
-                                                        storage_options=self.storage_options, prices=self.prices,
-                                                        cache=self.cache, cache_mode=self.cache_mode,
-                                                        cache_storage_options=self.storage_options,
-                                                        merge=self.merge)
+        with _failing_fast(writing=self.output_path):
+            if self.max_item_retries:
+                manifest = self._write_rounds(handle, state, **resume)
+            else:
+                manifest = self._hook(handle).write_parquet(handle, self.output_path,
+                                                            storage_options=self.storage_options, prices=self.prices,
+                                                            cache=self.cache, cache_mode=self.cache_mode,
+                                                            cache_storage_options=self.storage_options,
+                                                            merge=self.merge)
         manifest["state"] = state
         attach_event_extra(context, self.results_outlet, manifest)
         self.log.info("Wrote %d rows to %s: %s (cost_usd: %s)", manifest["rows"], manifest["path"],

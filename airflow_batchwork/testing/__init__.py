@@ -1,4 +1,4 @@
-"""Offline test tooling: the provider :class:`Emulator` (contract §8).
+"""Offline test tooling: the provider :class:`Emulator`.
 
 ``Emulator`` is imported lazily so that ``import airflow_batchwork.testing`` stays cheap and
 ``python -m airflow_batchwork.testing.emulator`` does not import the module twice.

@@ -1,4 +1,4 @@
-"""`make demo`: run the enrichment example DAG end to end against the emulator, offline.
+"""`make demo`: run the packaged demo DAG end to end against the emulator, offline.
 
 Creates a throwaway Airflow home (SQLite) under `.demo/`, starts the emulator, points the default
 connections at it, runs `dag.test()` and prints where the Parquet landed with a per-status summary.
@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+DEMO_DAG = Path(__file__).with_name("demo_dag.py")
 
 
 def _prepare_home(root: Path, dag_file: Path) -> Path:
@@ -49,8 +51,8 @@ def _load_dag(path: Path, dag_id: str) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dag-file", default="dags_examples/enrichment.py")
-    parser.add_argument("--dag-id", default="batchwork_enrichment")
+    parser.add_argument("--dag-file", default=str(DEMO_DAG), help="default: the demo DAG packaged with the wheel")
+    parser.add_argument("--dag-id", default="batchwork_demo")
     parser.add_argument("--workdir", default=".demo")
     args = parser.parse_args(argv)
 

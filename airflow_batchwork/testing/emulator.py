@@ -341,6 +341,21 @@ def fault_config(args: argparse.Namespace) -> FaultConfig:
     return config
 
 
+def paste_lines(emulator: Emulator) -> str:
+    """Shell lines to point a plain script (env vars) or Airflow (connections) at this emulator."""
+    from airflow_batchwork.adapters import adapter_class
+    from airflow_batchwork.testing.airflow_env import EMULATOR_API_KEY, connection_env
+
+    lines = ["", "# To use it from a plain script (BatchClient), paste into the shell that runs it:"]
+    for name in emulator.providers:
+        key_var = adapter_class(name).key_env_vars[0]
+        lines.append(f"export {key_var}={EMULATOR_API_KEY} {name.upper()}_BASE_URL={emulator.base_url(name)}")
+    lines.append("# To use it from Airflow (airflow dags test, dag.test()), paste these connections:")
+    for var, value in connection_env(emulator).items():
+        lines.append(f"export {var}='{value}'")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: serve until interrupted, printing each provider's base URL and the active faults."""
     parser = build_parser()
@@ -374,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in emulator.providers:
             print(f"  {name:<{width}}  {emulator.base_url(name)}", flush=True)
         print(f"faults: {faults.describe()}", flush=True)
+        print(paste_lines(emulator), flush=True)
         while not stop.wait(0.5):
             pass
     finally:

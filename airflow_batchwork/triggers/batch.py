@@ -10,17 +10,20 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_batchwork.core.client import BatchClient
+from airflow_batchwork.core.credentials import Credentials
 from airflow_batchwork.core.errors import BatchworkError, ProviderAPIError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.polling import next_step, sleep_for
 from airflow_batchwork.core.progress import ProgressReporter
 from airflow_batchwork.core.status import JobStatus
 from airflow_batchwork.hooks.batchwork import BatchworkHook
+from airflow_batchwork.triggers.clients import SHARED_CLIENTS
 
 EVENT_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "timeout", "error"})
 MAX_CONSECUTIVE_POLL_FAILURES = 5
@@ -78,8 +81,12 @@ class BatchCompleteTrigger(BaseTrigger):
             },
         )
 
-    async def _client(self) -> BatchClient:
-        return await BatchworkHook(conn_id=self.conn_id).aclient(self.job.provider)
+    def _client(self, credentials: Credentials) -> AbstractAsyncContextManager[BatchClient]:
+        """The process-wide client for this job's provider and credentials (see triggers/clients.py)."""
+        return SHARED_CLIENTS.client(self.job.provider, credentials)
+
+    async def _credentials(self) -> Credentials:
+        return await BatchworkHook(conn_id=self.conn_id).acredentials(self.job.provider)
 
     def _event(self, status: str, message: str, job_status: JobStatus | None = None) -> TriggerEvent:
         return TriggerEvent({
@@ -97,12 +104,12 @@ class BatchCompleteTrigger(BaseTrigger):
         # in the same instant: spread them over up to one poll interval (at most 5 s).
         await asyncio.sleep(random.uniform(0, min(self.poll_interval, START_JITTER_MAX)))
         try:
-            client = await self._client()
+            credentials = await self._credentials()
         except BatchworkError as exc:
             yield self._event("error", str(exc))
             return
         progress = ProgressReporter(min_interval=max(PROGRESS_EVERY, self.poll_interval))
-        async with client:
+        async with self._client(credentials) as client:
             while True:
                 try:
                     status = await client.status(self.job)
@@ -154,5 +161,5 @@ class BatchCompleteTrigger(BaseTrigger):
         """Airflow >= 3.3 calls this when a user marks the task failed/success or clears it."""
         if not self.cancel_on_kill:
             return
-        async with await self._client() as client:
+        async with self._client(await self._credentials()) as client:
             await self._cancel(client, "the task was killed")

@@ -269,8 +269,9 @@ class SQLiteSeenIds:
     the intake's idempotent processing.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self._clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)")
@@ -279,7 +280,7 @@ class SQLiteSeenIds:
         return sqlite3.connect(self.path, timeout=10, isolation_level=None)
 
     def add(self, key: str, ttl: float) -> bool:
-        now = time.time()
+        now = self._clock()
         db = self._connect()
         try:
             db.execute("BEGIN IMMEDIATE")

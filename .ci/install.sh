@@ -1,0 +1,22 @@
+#!/bin/sh
+# Install this package into a virtualenv: `.ci/install.sh VENV EXTRAS`, e.g. `.ci/install.sh .venv test`.
+# Uses uv (installed into the venv from the package index) when it can, plain pip otherwise or with USE_UV=0.
+# uv does not read pip's configuration, so the constraints, find-links and extra indexes pip is set up with
+# are passed on to it.
+set -eu
+venv=$1
+extras=${2:-}
+target=.
+[ -n "$extras" ] && target=".[$extras]"
+py="$venv/bin/python"
+
+if [ "${USE_UV:-1}" = 1 ] && { [ -x "$venv/bin/uv" ] || "$py" -m pip install --quiet uv >/dev/null 2>&1; }; then
+    set --
+    constraint=$("$py" -m pip config get global.constraint 2>/dev/null || true)
+    for c in $constraint; do set -- "$@" --constraint "$c"; done
+    links=$("$py" -m pip config get global.find-links 2>/dev/null || true)
+    for l in $links ${PIP_FIND_LINKS:-}; do [ -e "$l" ] && set -- "$@" --find-links "$l"; done
+    # --index-strategy: pip's view (best match over every index), not uv's first-index-wins default.
+    exec "$venv/bin/uv" pip install --quiet --python "$py" --index-strategy unsafe-best-match "$@" -e "$target"
+fi
+"$py" -m pip install --quiet -e "$target"
