@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test conformance lint bench clean
+.PHONY: install demo test conformance integration lint bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -21,6 +21,12 @@ $(STAMP): pyproject.toml | $(PY)
 	sh .ci/install.sh $(VENV) test
 	@touch $(RUNTIME) $(STAMP)
 
+# The real-deployment test's extras (PostgreSQL drivers, Celery provider) on top of the test install.
+INTEGRATION_STAMP := $(VENV)/.integration-stamp
+$(INTEGRATION_STAMP): pyproject.toml $(STAMP)
+	sh .ci/install.sh $(VENV) test,integration
+	@touch $(INTEGRATION_STAMP)
+
 install: $(RUNTIME)
 
 demo: $(RUNTIME)
@@ -31,6 +37,11 @@ test: $(STAMP)
 
 conformance: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/conformance
+
+# Real Airflow components (api-server, scheduler, dag-processor, triggerers, Celery workers) as processes on
+# PostgreSQL and Redis from the OS packages (apt-get as root when missing); docs/deployment.md.
+integration: $(INTEGRATION_STAMP)
+	BATCHWORK_INTEGRATION=1 $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,9 @@ PROVIDERS = ["openai", "anthropic", "google", "groq", "mistral", "together", "xa
 
 
 def get_provider_info() -> dict[str, Any]:
+    # No "plugins" key: Airflow loads provider-info plugins only with [core] lazy_discover_providers=False,
+    # so the webhook intake is registered through the `airflow.plugins` entry point instead (pyproject.toml);
+    # listing it in both places would register it twice on an eagerly discovering deployment.
     return {
         "package-name": "airflow-batchwork",
         "name": "Batchwork",
@@ -20,8 +23,6 @@ def get_provider_info() -> dict[str, Any]:
                                                                            "airflow_batchwork.triggers.webhook"]}],
         "extra-links": ["airflow_batchwork.links.BatchConsoleLink"],
         "notifications": ["airflow_batchwork.notifications.webhook.BatchWebhookNotifier"],
-        "plugins": [{"name": "batchwork_webhooks",
-                     "plugin-class": "airflow_batchwork.plugins.webhooks.BatchworkWebhooksPlugin"}],
         "connection-types": [
             {
                 "connection-type": "batchwork",

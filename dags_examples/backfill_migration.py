@@ -14,6 +14,10 @@ from airflow_batchwork.operators.batch import CollectResultsOperator, SubmitBatc
 
 INPUT = "{{ var.value.get('batchwork_backfill_input', 'file:///tmp/batchwork-input/tickets.parquet') }}"
 OUTPUT_ROOT = "{{ var.value.get('batchwork_output_root', 'file:///tmp/batchwork-output') }}"
+# Runs without a logical date (manual trigger, REST API, `airflow dags trigger`) have no `{{ ds }}`: key the
+# output by the run's `run_after` date and its run id instead, which every run has (scheduled, backfilled
+# or triggered by hand), so two runs on one day never overwrite each other.
+RUN_FOLDER = "{{ dag_run.run_after | ds }}/{{ run_id | replace(':', '-') | replace('+', '-') }}"
 
 
 @dag(
@@ -37,7 +41,7 @@ def backfill_migration() -> None:
     CollectResultsOperator(
         task_id="collect",
         job=submit.output,
-        output_path=OUTPUT_ROOT + "/backfill/{{ run_id | replace(':', '_') }}/",
+        output_path=OUTPUT_ROOT + "/backfill/" + RUN_FOLDER + "/",
         poll_interval=2,
     )
 

@@ -13,6 +13,10 @@ from airflow.sdk import dag, task
 from airflow_batchwork.operators.batch import CollectResultsOperator, SubmitBatchOperator
 
 OUTPUT_ROOT = "{{ var.value.get('batchwork_output_root', 'file:///tmp/batchwork-output') }}"
+# Runs without a logical date (manual trigger, REST API, `airflow dags trigger`) have no `{{ ds }}`: key the
+# output by the run's `run_after` date and its run id instead, which every run has (scheduled, backfilled
+# or triggered by hand), so two runs on one day never overwrite each other.
+RUN_FOLDER = "{{ dag_run.run_after | ds }}/{{ run_id | replace(':', '-') | replace('+', '-') }}"
 
 
 @dag(
@@ -25,7 +29,7 @@ OUTPUT_ROOT = "{{ var.value.get('batchwork_output_root', 'file:///tmp/batchwork-
 )
 def enrichment() -> None:
     @task
-    def new_products(ds: str | None = None) -> list[dict[str, str]]:
+    def new_products() -> list[dict[str, str]]:
         """Stand-in for a warehouse query returning the rows to enrich."""
         rows = [
             ("sku-1001", "Stainless steel water bottle, 750 ml, keeps drinks cold for 24 hours."),
@@ -46,7 +50,7 @@ def enrichment() -> None:
     CollectResultsOperator(
         task_id="collect",
         job=submit.output,
-        output_path=OUTPUT_ROOT + "/enrichment/{{ ds }}/",
+        output_path=OUTPUT_ROOT + "/enrichment/" + RUN_FOLDER + "/",
         poll_interval=2,
     )
 

@@ -28,6 +28,10 @@ EVAL_SET = [
     {"custom_id": "opposite-hot", "prompt": "Give the opposite of 'hot' in one word."},
 ]
 OUTPUT_ROOT = "{{ var.value.get('batchwork_output_root', 'file:///tmp/batchwork-output') }}"
+# Runs without a logical date (manual trigger, REST API, `airflow dags trigger`) have no `{{ ds }}`: key the
+# output by the run's `run_after` date and its run id instead, which every run has (scheduled, backfilled
+# or triggered by hand), so two runs on one day never overwrite each other.
+RUN_FOLDER = "{{ dag_run.run_after | ds }}/{{ run_id | replace(':', '-') | replace('+', '-') }}"
 
 
 @dag(
@@ -46,7 +50,7 @@ def nightly_eval() -> None:
         submit.output.map(
             lambda job: {
                 "job": job,
-                "output_path": OUTPUT_ROOT + "/eval/{{ ds }}/" + job["model"].replace("/", "__") + ".parquet",
+                "output_path": OUTPUT_ROOT + "/eval/" + RUN_FOLDER + "/" + job["model"].replace("/", "__") + ".parquet",
             }
         )
     )

@@ -58,3 +58,18 @@ def test_backfill_from_file(offline: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert manifest["rows"] == 30
     table = pq.read_table(manifest["path"].removeprefix("file://"))
     assert sorted(table.column("custom_id").to_pylist()) == ids
+
+
+# Runs without a logical date: what `airflow dags trigger`, the REST API and the UI's trigger button create.
+@pytest.mark.parametrize("dag_id", ["batchwork_enrichment", "batchwork_nightly_eval", "batchwork_backfill_migration"])
+def test_example_triggered_by_hand(offline: Path, monkeypatch: pytest.MonkeyPatch, dag_id: str) -> None:
+    source = offline / "tickets.parquet"
+    pq.write_table(pa.table({"ticket_id": ["t1", "t2"], "body": ["a", "b"]}), source)
+    monkeypatch.setenv("AIRFLOW_VAR_BATCHWORK_BACKFILL_INPUT", f"file://{source}")
+    run = load_dag(dag_id).test(logical_date=None)
+    assert run.logical_date is None
+    assert run.state == "success", task_states(run)
+    files = sorted((offline / "out").rglob("*.parquet"))
+    assert files, "no Parquet written"
+    run_folder = run.run_id.replace(":", "-").replace("+", "-")
+    assert all(run_folder in str(f) and run.run_after.strftime("%Y-%m-%d") in str(f) for f in files), files

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context, XComArg, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, results_outlet
+from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, results_alias, results_outlet
 from airflow_batchwork.core.cache import CACHE_MODES, ResponseCache
 from airflow_batchwork.core.errors import ConfigurationError, ProviderAPIError
 from airflow_batchwork.core.handle import JobHandle
@@ -340,6 +340,7 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
                 trigger=completion_trigger(
                     job=job.to_dict(), conn_id=self.conn_id, poll_interval=self.poll_interval,
                     end_time=time.time() + self.timeout, wake_on_webhook=self.wake_on_webhook,
+                    deferred_at=time.time(),
                 ),
                 method_name="execute_complete",
                 kwargs={"job": job.to_dict()},
@@ -454,8 +455,23 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         self.prices = prices
         # Outlets are resolved at parse time: a templated output_path publishes through an AssetAlias.
         self.results_outlet = results_outlet(output_path, results_asset, dag_id=self.dag_id, task_id=self.task_id)
-        if self.results_outlet is not None:
+        if self.results_outlet is not None and self.results_outlet not in self.outlets:
             self.outlets = [*self.outlets, self.results_outlet]
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Like ``BaseOperator.partial``, but the results outlet is declared now, at parse time.
+
+        A mapped task's ``__init__`` runs only on the worker, so without this the serialized DAG has no
+        outlet and the first mapped task to finish would create the AssetAlias at run time (several racing
+        into a unique violation on a fresh DB). The outlet is :func:`mapped_results_outlet`'s.
+        """
+        outlet = mapped_results_outlet(kwargs)
+        if outlet is not None:
+            kwargs["results_asset"] = outlet
+            outlets = list(kwargs.get("outlets") or [])
+            kwargs["outlets"] = outlets if outlet in outlets else [*outlets, outlet]
+        return super().partial(**kwargs)
 
     def _handle(self, job: Any) -> JobHandle:
         try:
@@ -483,6 +499,7 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
             trigger=completion_trigger(
                 job=handle.to_dict(), conn_id=self.conn_id or handle.conn_id,
                 poll_interval=self.poll_interval, end_time=end_time, wake_on_webhook=self.wake_on_webhook,
+                deferred_at=time.time(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=end_time - time.time() + self.poll_interval + BACKSTOP_MARGIN),
@@ -521,6 +538,29 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         if self.fail_on_error and bad:
             raise AirflowException(f"{sum(bad.values())} items did not succeed ({bad}); results at {manifest['path']}")
         return manifest
+
+
+def mapped_results_outlet(partial_kwargs: Mapping[str, Any]) -> Any:
+    """The outlet of a mapped collect, from its ``partial()`` arguments (``None``: no outlet, or no DAG yet).
+
+    An explicit ``results_asset`` (Asset, alias, URI) is used as is; a static ``output_path`` given to
+    ``partial()`` gives ``Asset(output_path)``; otherwise (the path is templated or mapped) every map index
+    publishes its rendered path through the alias ``batchwork-results:<dag_id>.<task_id>``.
+    """
+    from airflow.sdk.definitions._internal.contextmanager import DagContext, TaskGroupContext
+
+    choice = partial_kwargs.get("results_asset")
+    output_path = partial_kwargs.get("output_path")
+    if choice is False:
+        return None
+    if choice is not None or (isinstance(output_path, str) and not _is_templated(output_path)):
+        return results_outlet(str(output_path or ""), choice, dag_id="", task_id="")
+    dag = partial_kwargs.get("dag") or DagContext.get_current()
+    if dag is None:
+        return None  # no DAG to name the alias after: __init__ derives the outlet at run time, as before
+    group = partial_kwargs.get("task_group") or TaskGroupContext.get_current(dag)
+    task_id = str(partial_kwargs["task_id"])
+    return results_alias(dag.dag_id, group.child_id(task_id) if group else task_id)
 
 
 def _parse_time(value: str) -> float:

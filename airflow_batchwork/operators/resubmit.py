@@ -66,7 +66,7 @@ class ResubmitMixin:
             op.defer(
                 trigger=BatchCompleteTrigger(
                     job=current.to_dict(), conn_id=op.conn_id or handle.conn_id,
-                    poll_interval=op.poll_interval, end_time=end_time,
+                    poll_interval=op.poll_interval, end_time=end_time, deferred_at=time.time(),
                 ),
                 method_name="execute_round_complete",
                 kwargs={"state": state},

@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import FrameType, TracebackType
 
 import uvicorn
@@ -91,12 +91,14 @@ class Emulator:
         port: int = 0,
         faults: FaultConfig | None = None,
         webhooks: dict[str, tuple[str, str]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.faults = faults or FaultConfig()
         _check_providers(self.faults)
-        self.store = Store(processing_seconds=processing_seconds, faults=Faults(lambda: self.faults))
+        # `clock`: the store's wall clock (batches progress by it), e.g. one a test moves forward.
+        self.store = Store(processing_seconds=processing_seconds, clock=clock, faults=Faults(lambda: self.faults))
         self.app = _build_app(self.store, drop=self._drop_connection)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

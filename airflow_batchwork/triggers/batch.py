@@ -10,7 +10,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -30,6 +30,18 @@ MAX_CONSECUTIVE_POLL_FAILURES = 5
 START_JITTER_MAX = 5.0
 # Progress lines at most this often (and on every state change), however short the poll interval.
 PROGRESS_EVERY = 60.0
+# On a triggerer, no event is yielded sooner than this after the deferral ([batchwork] min_resume_delay).
+MIN_RESUME_DELAY = 10.0
+
+
+def min_resume_delay() -> float:
+    """``[batchwork] min_resume_delay`` (seconds, default 10; 0 turns the hold off)."""
+    try:
+        from airflow.configuration import conf
+
+        return max(0.0, conf.getfloat("batchwork", "min_resume_delay", fallback=MIN_RESUME_DELAY))
+    except Exception:  # unreadable config: keep the safe default
+        return MIN_RESUME_DELAY
 
 
 def _transient(exc: BaseException) -> bool:
@@ -45,6 +57,13 @@ class BatchCompleteTrigger(BaseTrigger):
     "batch_ids", "job", "message"}`. On timeout the job is cancelled first (`cancel_on_timeout`). `end_time`
     is wall-clock on purpose: the trigger may resume in another triggerer process, where a monotonic
     clock reading would mean nothing.
+
+    On a triggerer, the event is held until ``min_resume_delay`` seconds (default 10) after `deferred_at`
+    (the operator's deferral time): Airflow 3.3's scheduler fails a task (up_for_retry, "finished with
+    state success, but the task instance's state attribute is queued" or "running") when its resumed run
+    is queued before the scheduler has processed the exit of the deferring run; both carry the same key. A batch
+    that is already done when collect starts never defers (collect checks first), so only fast batches
+    waited on by a fresh deferral are held, and only by the remainder of that delay.
     """
 
     def __init__(
@@ -56,8 +75,10 @@ class BatchCompleteTrigger(BaseTrigger):
         cancel_on_timeout: bool = True,
         cancel_on_kill: bool = True,
         max_poll_failures: int = MAX_CONSECUTIVE_POLL_FAILURES,
+        deferred_at: float | None = None,
     ) -> None:
         super().__init__()
+        self.deferred_at = deferred_at
         self.job = JobHandle.coerce(job)
         self.conn_id = conn_id
         self.poll_interval = float(poll_interval)
@@ -78,6 +99,7 @@ class BatchCompleteTrigger(BaseTrigger):
                 "cancel_on_timeout": self.cancel_on_timeout,
                 "cancel_on_kill": self.cancel_on_kill,
                 "max_poll_failures": self.max_poll_failures,
+                "deferred_at": self.deferred_at,
             },
         )
 
@@ -99,6 +121,24 @@ class BatchCompleteTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.time()
+        async with aclosing(self._poll_until_done(started)) as events:  # closes the HTTP client before the hold
+            event = await anext(events, None)
+        if event is not None:
+            await self.hold_resume(started)
+            yield event
+
+    async def hold_resume(self, started: float) -> None:
+        """Wait out the rest of ``min_resume_delay`` after the deferral (only on a triggerer, see above)."""
+        if self.task_instance is None:  # dag.test() runs the trigger inline, or a bare unit test: no scheduler
+            return
+        since = self.deferred_at if self.deferred_at is not None else started
+        remaining = since + min_resume_delay() - time.time()
+        if remaining > 0:
+            self.log.info("Holding the event %.1fs so the task resumes %.0fs after its deferral "
+                          "([batchwork] min_resume_delay)", remaining, min_resume_delay())
+            await asyncio.sleep(remaining)
+
+    async def _poll_until_done(self, started: float) -> AsyncIterator[TriggerEvent]:
         failures = 0
         # Triggers restored together (a triggerer restart, a backfill) would otherwise all start and poll
         # in the same instant: spread them over up to one poll interval (at most 5 s).
