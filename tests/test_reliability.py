@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, BatchworkError, Credentials, ProviderAPIError
+from airflow_batchwork.core.http import RetryPolicy
 from airflow_batchwork.core.ledger import FsspecLedger, MemoryLedger
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
@@ -46,27 +47,35 @@ def emu() -> Iterator[Emulator]:
 
 @pytest.mark.parametrize("provider", sorted(MODELS))
 async def test_lost_create_answer(emu: Emulator, provider: str) -> None:
-    """The provider created the batch but the answer never arrived (the ambiguous submit)."""
+    """The provider created the batch but the answer never arrived (the ambiguous submit): resolved by a
+    provider-side lookup in the same try (identity tags; Anthropic: request count and creation window;
+    Together: the recorded input file), so exactly one batch exists and a repeated submit re-attaches."""
     ledger = MemoryLedger()
     emu.faults = FaultConfig(lose_create_response_every=1, providers=provider)
     async with client(emu, provider) as c:
-        with pytest.raises(ProviderAPIError) as info:
-            await c.submit(MODELS[provider], REQUESTS[:3], ledger=ledger, identity=f"lost-{provider}")
-        assert info.value.status_code == 0  # a transport error, not an answer
+        job = await c.submit(MODELS[provider], REQUESTS[:3], ledger=ledger, identity=f"lost-{provider}")
         assert len(emu.batches(provider)) == 1
+        assert job.batch_ids == [emu.batches(provider)[0].id]
         emu.faults = FaultConfig()
-        if provider in FINDABLE:
-            job = await c.submit(MODELS[provider], REQUESTS[:3], ledger=ledger, identity=f"lost-{provider}")
-            assert job.batch_ids == [emu.batches(provider)[0].id]
-            assert len(emu.batches(provider)) == 1
-        else:
-            # No provider-side identity to search (Anthropic: no metadata; Together: none on create):
-            # refusing is available, resubmitting is the documented default.
-            with pytest.raises(BatchworkError, match="cannot be found"):
-                await c.submit(MODELS[provider], REQUESTS[:3], ledger=ledger, identity=f"lost-{provider}",
-                               on_orphaned_intent="fail")
-            await c.submit(MODELS[provider], REQUESTS[:3], ledger=ledger, identity=f"lost-{provider}")
-            assert len(emu.batches(provider)) == 2
+        again = await c.submit(MODELS[provider], REQUESTS[:3], ledger=ledger, identity=f"lost-{provider}")
+        assert again.batch_ids == job.batch_ids and len(emu.batches(provider)) == 1
+
+
+@pytest.mark.parametrize("provider", sorted(set(MODELS) - FINDABLE))
+async def test_unfindable_orphan_can_fail_instead(emu: Emulator, provider: str) -> None:
+    """An intent with no batch at the provider: `on_orphaned_intent="fail"` refuses to create again."""
+    ledger = MemoryLedger()
+    ledger.write({"identity": "orphan", "fingerprint": None, "model": MODELS[provider], "shards": []})
+    async with client(emu, provider) as c:
+        job = c.prepare(MODELS[provider], REQUESTS[:3])
+        fingerprint = job.fingerprint
+        job.close()
+        ledger.write({"identity": "orphan", "fingerprint": fingerprint, "model": MODELS[provider],
+                      "shards": [{"index": 0, "status": "intent", "request_count": 3, "intent_at": time.time()}]})
+        with pytest.raises(BatchworkError, match="cannot be found"):
+            await c.submit(MODELS[provider], REQUESTS[:3], ledger=ledger, identity="orphan",
+                           on_orphaned_intent="fail")
+        assert emu.batches(provider) == []
 
 
 @pytest.fixture
@@ -135,10 +144,13 @@ async def test_interrupted_collect_then_retry(emu: Emulator, tmp_path: Path) -> 
         await c.wait(job, poll_interval=0.1, timeout=60)
         await c.write_parquet(job, f"{tmp_path}/out/")  # an earlier, complete collect
         before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
-        # Every other call is cut mid-answer: the retried status reads survive, a cut download does not.
-        emu.faults = FaultConfig(drop_connection_every=2, providers="openai")
-        with pytest.raises((ProviderAPIError, httpx.TransportError)):
-            await c.write_parquet(job, f"{tmp_path}/out/")
+        # A client without retries: the 4th call (after one part was written) is cut mid-answer and ends
+        # the collect (with the default policy a dropped call is retried and a download resumed).
+        emu.faults = FaultConfig(drop_connection_every=4, providers="openai")
+        async with BatchClient({"openai": Credentials("k", emu.base_url("openai"))},
+                               retry=RetryPolicy(max_attempts=1)) as fragile:
+            with pytest.raises((ProviderAPIError, httpx.TransportError)):
+                await fragile.write_parquet(job, f"{tmp_path}/out/")
         # Nothing half-written is visible, and the earlier complete result is untouched.
         assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == before
         emu.faults = FaultConfig()

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials, ProviderAPIError, UnsafeResponseError
+from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.testing import Emulator
 
 SECRET = "sk-very-secret-key-123456"
@@ -41,7 +42,8 @@ async def test_unsafe_id_from_handle_refused_before_http() -> None:
     client = BatchClient({"openai": Credentials(SECRET, "https://api.example.test/v1")}, transport=transport)
     job = {"provider": "openai", "model": "openai.chat/m", "batches": [{"id": "../admin", "request_count": 1}],
            "request_count": 1}
-    with pytest.raises(UnsafeResponseError):
+    # A handle is validated as untrusted input when it is read: a configuration error (fail fast), no call.
+    with pytest.raises(ConfigurationError, match=r"job\.batches\.0\.id"):
         await client.status(job)
     assert transport.hosts == []
 

@@ -90,7 +90,7 @@ async def test_rewrite_overwrites_not_appends(emulator: Emulator, tmp_path: Path
         for _ in range(2):
             await client.write_parquet(job, f"{tmp_path}/dir/")
     assert pq.read_table(tmp_path / "dir").num_rows == 2
-    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["part-00000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["_SUCCESS", "part-00000.parquet"]
 
 
 def test_small_batches_become_few_large_row_groups(tmp_path: Path) -> None:

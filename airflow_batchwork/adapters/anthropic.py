@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sized
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -33,6 +35,7 @@ from airflow_batchwork.adapters.openai_compat import (
     error_fields,
     int_or_none,
 )
+from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
@@ -103,6 +106,8 @@ def check_sampling(model: str, request: BatchRequest) -> Refusal | None:
     return None
 
 
+log = logging.getLogger(__name__)
+
 # When the price table does not name the model: the smallest minimum cacheable prefix of current models.
 PROMPT_CACHE_MIN_TOKENS = 1024
 
@@ -135,6 +140,7 @@ class AnthropicAdapter(ProviderAdapter):
     # 100,000 requests or 256 MB per batch (Anthropic batch guide), whichever comes first.
     limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 256 * 1024 * 1024, 256 * 1024 * 1024)
     console_url: ClassVar[str | None] = "https://console.anthropic.com/workspaces/default/batches/{batch_id}"
+    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^msgbatch_[A-Za-z0-9_-]{1,200}$")
     # `error.type` of an errored result (Anthropic errors page: 429, 500, 529 overloaded, 504 timeout).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
         "rate_limit_error", "api_error", "overloaded_error", "timeout_error",
@@ -233,6 +239,75 @@ class AnthropicAdapter(ProviderAdapter):
         )
         return self.check_id(response.json().get("id"))
 
+    # Message Batches carry no metadata, so an ambiguous create (answer lost, or the process killed before
+    # the ledger write) is resolved by what the batch list does carry. Before each create the newest
+    # batches are noted in the ledger (`calls.seen`, `calls.seen_from`); afterwards a batch not among them,
+    # created no earlier than the newest noted one (or than the intent, less `adoption_window_skew`, when the
+    # workspace had none), with exactly the shard's request count, not cancelled and not used by this job,
+    # is ours. Another job's batch of the same size created during that one create call could match
+    # instead (docs/reliability.md).
+    adoption_window_skew: ClassVar[float] = 60.0
+    snapshot_size: ClassVar[int] = 20
+
+    def can_resolve(self, metadata: Mapping[str, str]) -> bool:
+        return True
+
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        seen: list[str] = []
+        seen_from: float | None = None
+        async for batch in self._list_raw(limit=self.snapshot_size):
+            created = _timestamp(batch.get("created_at"))
+            if created is not None:
+                seen_from = created if seen_from is None else max(seen_from, created)
+            seen.append(str(batch.get("id")))
+        previous = list(progress.get("seen") or [])
+        progress.record(seen=sorted(set(previous) | set(seen)), seen_from=seen_from if seen_from is not None
+                        else progress.get("seen_from"))
+        return await self.create(ref, items, metadata=metadata)
+
+    async def find_created(self, ref: ModelRef, items: Sized, *, metadata: Mapping[str, str],
+                           progress: CallProgress, since: float, claimed: Collection[str] = ()) -> str | None:
+        expected = len(items)
+        seen = set(progress.get("seen") or [])
+        seen_from = progress.get("seen_from")
+        floor = float(seen_from) if isinstance(seen_from, int | float) else since - self.adoption_window_skew
+        candidates: list[tuple[float, str]] = []
+        async for batch in self._list_raw(limit=1000):
+            created = _timestamp(batch.get("created_at"))
+            if created is None:
+                continue
+            if created < floor:
+                break  # newest first: everything further is older
+            status = self._status(batch)
+            if status.id in seen or status.id in claimed or batch.get("cancel_initiated_at") \
+                    or status.counts.total != expected:
+                continue
+            candidates.append((created, status.id))
+        if not candidates:
+            return None
+        candidates.sort()
+        if len(candidates) > 1:
+            log.warning("anthropic: %d batches of %d requests were created since this shard's intent (%s); "
+                        "adopting the earliest, %s", len(candidates), expected,
+                        ", ".join(i for _, i in candidates), candidates[0][1])
+        return candidates[0][1]
+
+    async def _list_raw(self, *, limit: int) -> AsyncIterator[dict[str, Any]]:
+        after: str | None = None
+        seen = 0
+        while seen < limit:
+            params: dict[str, Any] = {"limit": min(1000, limit - seen)}
+            if after:
+                params["after_id"] = after
+            page = (await self.http.request("GET", "/v1/messages/batches", retry_safe=True, params=params)).json()
+            for batch in page.get("data") or []:
+                seen += 1
+                yield batch
+            if not page.get("has_more") or not page.get("last_id"):
+                return
+            after = self.check_id(page["last_id"])
+
     async def _batch(self, batch_id: str) -> dict[str, Any]:
         response = await self.http.request("GET", f"/v1/messages/batches/{self.check_id(batch_id)}", retry_safe=True)
         return dict(response.json())
@@ -315,6 +390,16 @@ class AnthropicAdapter(ProviderAdapter):
             if not page.get("has_more") or not page.get("last_id"):
                 return
             after = self.check_id(page["last_id"])
+
+
+def _timestamp(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 _ERROR = pa.struct([("type", pa.string()), ("message", pa.string())])

@@ -152,22 +152,35 @@ def parse_chat_chunk(
     return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
 
 
-_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchwork-parse")
-
-
 async def parse_ahead(chunks: AsyncIterator[bytes], parse: Callable[[bytes], pa.RecordBatch]
                       ) -> AsyncIterator[pa.RecordBatch]:
     """`parse` each chunk on a worker thread, one chunk ahead: while the caller writes batch k (Parquet
-    encoding releases the GIL), the next chunk is already being parsed (so does pyarrow's JSON reader)."""
+    encoding releases the GIL), the next chunk is already being parsed (so does pyarrow's JSON reader).
+
+    The worker belongs to this call and is joined before it returns, however it ends (error, early
+    close, cancellation): a module-level pool would leave a thread inside pyarrow at interpreter exit,
+    where pyarrow's own thread pool is torn down under it (a native `terminate` and SIGABRT)."""
     loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchwork-parse")
     pending: asyncio.Future[pa.RecordBatch] | None = None
-    async for chunk in chunks:
-        ahead = loop.run_in_executor(_PARSER, parse, chunk)
+    try:
+        async for chunk in chunks:
+            ahead = loop.run_in_executor(executor, parse, chunk)
+            if pending is not None:
+                current, pending = pending, ahead
+                yield await current
+            else:
+                pending = ahead
         if pending is not None:
-            yield await pending
-        pending = ahead
-    if pending is not None:
-        yield await pending
+            current, pending = pending, None
+            yield await current
+    finally:
+        if pending is not None:
+            # Let the running parse finish (it cannot be interrupted) before the worker is joined.
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()
+        executor.shutdown(wait=True)
 
 
 async def complete_chunks(pieces: AsyncIterator[bytes], size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:

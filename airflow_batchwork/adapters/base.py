@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from airflow_batchwork.core.credentials import Credentials
 from airflow_batchwork.core.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
+from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import EndpointKind, ModelRef
 from airflow_batchwork.core.requests import CUSTOM_ID_PATTERN, BatchRequest
@@ -75,9 +76,15 @@ class ProviderAdapter(ABC):
     default_base_url: ClassVar[str]
     limits: ClassVar[ProviderLimits]
     id_pattern: ClassVar[re.Pattern[str]] = SAFE_ID
+    #: What a batch id of this provider looks like (data for validating handles from XCom and links);
+    #: None: `id_pattern`.
+    batch_id_pattern: ClassVar[re.Pattern[str] | None] = None
     #: The field that carries our custom_id in a result line (to salvage unreadable lines).
     result_id_key: ClassVar[str] = "custom_id"
     console_url: ClassVar[str | None] = None
+    #: Hosts (besides the configured API origin) the provider documents for result downloads; a redirect
+    #: is followed there without credentials, anywhere else it is an error (core/http.py).
+    download_hosts: ClassVar[frozenset[str]] = frozenset()
     #: Item `error_code`s worth resubmitting (rate limits, server errors, timeouts, overload).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({"429", "500", "502", "503", "504"})
     #: Lower-case fragments of item error messages that mark a retryable failure (for codeless errors).
@@ -98,6 +105,7 @@ class ProviderAdapter(ABC):
             error_parser=self.parse_error,
             retry=retry,
             transport=transport,
+            download_hosts=self.download_hosts,
         )
 
     @classmethod
@@ -115,8 +123,16 @@ class ProviderAdapter(ABC):
 
     @classmethod
     def batch_link(cls, batch_id: str) -> str | None:
-        """The provider console page of a batch, where one exists."""
-        return cls.console_url.format(batch_id=batch_id) if cls.console_url else None
+        """The provider console page of a batch, where one exists (never for an id that does not look
+        like one of this provider's batch ids)."""
+        if not cls.console_url or not cls.is_batch_id(batch_id):
+            return None
+        return cls.console_url.format(batch_id=batch_id)
+
+    @classmethod
+    def is_batch_id(cls, value: object) -> bool:
+        pattern = cls.batch_id_pattern or cls.id_pattern
+        return isinstance(value, str) and pattern.fullmatch(value) is not None
 
     @abstractmethod
     def auth_headers(self, api_key: str) -> dict[str, str]:
@@ -179,12 +195,22 @@ class ProviderAdapter(ABC):
         try:
             item = self.read_result_line(ref, batch_id, line, state)
         except PARSE_ERRORS as exc:
-            return salvage_line(line, batch_id, f"{type(exc).__name__}: {exc}", id_key=self.result_id_key)
+            item = salvage_line(line, batch_id, f"{type(exc).__name__}: {exc}", id_key=self.result_id_key)
+            if item is None:
+                self.count_unreadable(batch_id)
+            return item
         if item is not None and not CUSTOM_ID_PATTERN.match(item.custom_id):
             # We only ever submit ids of this form: anything else cannot be one of ours.
             log.warning("Skipping a result line of batch %s with a foreign id %r", batch_id, item.custom_id[:80])
+            self.count_unreadable(batch_id)
             return None
         return item
+
+    def count_unreadable(self, batch_id: str) -> None:
+        """Count a delivered result line that names no request of ours (the collector's length check
+        tells such lines from a stream that ended short)."""
+        counts = self.__dict__.setdefault("unreadable_lines", {})
+        counts[batch_id] = counts.get(batch_id, 0) + 1
 
     def parse_result_text(self, ref: ModelRef, batch_id: str, text: str) -> Iterator[ItemResult]:
         """`parse_result_line` over every non-blank line of `text`, keeping the lines that name a request."""
@@ -216,6 +242,35 @@ class ProviderAdapter(ABC):
 
     async def find_batch(self, metadata: Mapping[str, str], *, limit: int = 500) -> str | None:
         """Id of a recent batch carrying `metadata`, where the provider stores metadata; else None."""
+        return None
+
+    # --- resumable submit (core/client.py drives these; `progress` lives in the ledger) -------------
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """`create`, recording what each call of a multi-call submit produced in `progress` as it returns,
+        and resuming from what an earlier (killed or failed) try recorded there. Single-call adapters
+        need not override it."""
+        return await self.create(ref, items, metadata=metadata)
+
+    async def find_created(self, ref: ModelRef, items: Sized, *, metadata: Mapping[str, str],
+                           progress: CallProgress, since: float, claimed: Collection[str] = ()) -> str | None:
+        """The batch an earlier create of this shard may have made (its answer lost, or the process killed
+        before the ledger write), found at the provider; None if there is none. `since` is when that
+        create was about to be sent (Unix seconds); `claimed` are ids this job already uses. Default: the
+        identity tags in provider-side metadata (only when the job has an identity)."""
+        if "batchwork_id" not in metadata:
+            return None
+        found = await self.find_batch(metadata)
+        return found if found not in claimed else None
+
+    def can_resolve(self, metadata: Mapping[str, str]) -> bool:
+        """Whether `find_created` can tell an ambiguous create of this shard apart (then a failed create
+        is looked up and created again in the same try); otherwise the error surfaces to the ledger."""
+        return "batchwork_id" in metadata
+
+    async def complete(self, ref: ModelRef, batch_id: str, items: Iterable[bytes], *, progress: CallProgress) -> None:
+        """Make an adopted batch hold every request of its shard exactly once (for providers whose
+        submit fills a batch in several calls); a no-op where one call carries the whole shard."""
         return None
 
     async def aclose(self) -> None:

@@ -56,6 +56,7 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
     default_base_url: ClassVar[str] = "https://api.groq.com"
     files_path: ClassVar[str] = "/openai/v1/files"
     batches_path: ClassVar[str] = "/openai/v1/batches"
+    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^batch_[A-Za-z0-9_-]{1,200}$")
     # 50,000 lines per input file (batch guide). Size: the guide says 200 MB, the SDK docstring 100 MB;
     # the smaller one is used so a shard is never refused.
     limits: ClassVar[ProviderLimits] = ProviderLimits(50_000, 100 * 1024 * 1024, 100 * 1024 * 1024)

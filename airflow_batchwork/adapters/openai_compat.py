@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
 from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
+from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.parquet import items_to_batch
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
@@ -227,7 +228,17 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
         return self.check_id(response.json().get("id"), "file id")
 
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
-        file_id = await self.upload(items)
+        return await self.create_tracked(ref, items, metadata=metadata, progress=CallProgress())
+
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """Upload the shard once (its file id is recorded before the paid create, so a retry reuses it
+        instead of leaving another unused file), then create the batch."""
+        file_id = progress.get("file_id")
+        if not file_id:
+            file_id = await self.upload(items)
+            progress.record(file_id=file_id)
+        file_id = self.check_id(file_id, "file id")
         body: dict[str, Any] = {
             "input_file_id": file_id, "endpoint": ref.spec.path, "completion_window": self.batch_window(),
         }

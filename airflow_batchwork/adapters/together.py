@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sized
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
@@ -34,6 +34,7 @@ from airflow_batchwork.adapters.openai_compat import (
 )
 from airflow_batchwork.core.credentials import Credentials
 from airflow_batchwork.core.http import RetryPolicy
+from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, ItemResult
@@ -129,7 +130,34 @@ class TogetherAdapter(ProviderAdapter):
 
     # --- calls -----------------------------------------------------------------------------------
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
-        # Together batches have no metadata field: the identity tags cannot be stored provider-side.
+        return await self.create_tracked(ref, items, metadata=metadata, progress=CallProgress())
+
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """Upload the shard (once: the file id is recorded before the paid create), then create the batch.
+        Together batches have no metadata field; the recorded input file identifies this shard's batch."""
+        count = progress.get("count")
+        file_id = progress.get("file_id")
+        if not file_id:
+            file_id, count = await self._upload(items)
+            progress.record(file_id=file_id, count=count)
+        body = {
+            "input_file_id": self.check_id(file_id, "file id"),
+            "endpoint": ref.spec.path,
+            "completion_window": COMPLETION_WINDOW,
+            "model_id": ref.model,
+        }
+        answer = (await self.http.request("POST", "/batches", retry_safe=False, json=body)).json()
+        # Create answers 201 `{job, warning}`; status calls answer the bare job.
+        job = answer.get("job") if isinstance(answer.get("job"), Mapping) else answer
+        if answer.get("warning"):
+            log.warning("together: %s", answer["warning"])
+        batch_id = self.check_id(job.get("id"))
+        if isinstance(count, int):
+            self._totals[batch_id] = count
+        return batch_id
+
+    async def _upload(self, items: Iterable[bytes]) -> tuple[str, int]:
         count = 0
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
             for item in items:
@@ -144,21 +172,27 @@ class TogetherAdapter(ProviderAdapter):
                 files={"file": ("batchwork.jsonl", spool, "application/jsonl")},
                 data={"file_name": "batchwork.jsonl", "purpose": "batch-api", "file_type": "jsonl"},
             )
-        file_id = self.check_id(uploaded.json().get("id"), "file id")
-        body = {
-            "input_file_id": file_id,
-            "endpoint": ref.spec.path,
-            "completion_window": COMPLETION_WINDOW,
-            "model_id": ref.model,
-        }
-        answer = (await self.http.request("POST", "/batches", retry_safe=False, json=body)).json()
-        # Create answers 201 `{job, warning}`; status calls answer the bare job.
-        job = answer.get("job") if isinstance(answer.get("job"), Mapping) else answer
-        if answer.get("warning"):
-            log.warning("together: %s", answer["warning"])
-        batch_id = self.check_id(job.get("id"))
-        self._totals[batch_id] = count
-        return batch_id
+        return self.check_id(uploaded.json().get("id"), "file id"), count
+
+    def can_resolve(self, metadata: Mapping[str, str]) -> bool:
+        return True
+
+    async def find_created(self, ref: ModelRef, items: Sized, *, metadata: Mapping[str, str],
+                           progress: CallProgress, since: float, claimed: Collection[str] = ()) -> str | None:
+        """The batch made from this shard's recorded input file, if any (a file is uploaded once per shard,
+        so at most one batch of this job can name it)."""
+        file_id = progress.get("file_id")
+        if not file_id:
+            return None
+        answer = (await self.http.request("GET", "/batches", retry_safe=True)).json()
+        batches = answer.get("data") if isinstance(answer, Mapping) else answer
+        for batch in sorted(batches or [], key=_created):
+            if isinstance(batch, Mapping) and batch.get("input_file_id") == file_id \
+                    and str(batch.get("status")).upper() not in ("CANCELLED", "CANCELING", "FAILED"):
+                found = self.check_id(batch.get("id"))
+                if found not in claimed:
+                    return found
+        return None
 
     async def _batch(self, batch_id: str) -> dict[str, Any]:
         response = await self.http.request("GET", f"/batches/{self.check_id(batch_id)}", retry_safe=True)

@@ -8,12 +8,13 @@ batch `name` (`batchwork:<urlencoded tags>`), which is what `find_batch` matches
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sized
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sized
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, cast
 from urllib.parse import parse_qsl, urlencode
@@ -39,7 +40,9 @@ from airflow_batchwork.adapters.openai_compat import (
     int_or_none,
     json_schema_format,
 )
-from airflow_batchwork.core.http import default_error_parser
+from airflow_batchwork.core.errors import ProviderAPIError
+from airflow_batchwork.core.http import default_error_parser, is_ambiguous
+from airflow_batchwork.core.ledger import CallProgress
 from airflow_batchwork.core.refs import ModelRef
 from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.core.status import TERMINAL_STATES, BatchState, BatchStatus, Counts, ItemResult
@@ -222,6 +225,15 @@ def unfinished_item(meta: Mapping[str, Any], batch: BatchStatus) -> ItemResult |
     return item
 
 
+_ENTRY_ID = re.compile(rb'"batch_request_id"\s*:\s*"([^"]*)"')
+
+
+def _entry_id(entry: bytes) -> str | None:
+    """The `batch_request_id` of an encoded add-requests entry (our encoder writes it first)."""
+    match = _ENTRY_ID.search(entry, 0, 200)
+    return match.group(1).decode() if match else None
+
+
 def error_parser(response: httpx.Response) -> tuple[str | None, str]:
     """(code, message) of `{"code": <gRPC status text>, "error": <message>}`, or the OpenAI form."""
     try:
@@ -321,25 +333,87 @@ class XAIAdapter(ProviderAdapter):
 
     # --- create ----------------------------------------------------------------------------------
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
+        return await self.create_tracked(ref, items, metadata=metadata, progress=CallProgress())
+
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """Create a named batch, record its id (before any request is added), then add the requests page
+        by page. An add-requests call that fails ambiguously is resolved by listing what the batch holds
+        and adding only the rest; the batch is never cancelled here (a retry completes it)."""
         entries = items if isinstance(items, Sized) else list(items)
         if self._use_file(entries):
-            return await self._create_from_file(ref, entries, metadata)
-        response = await self.http.request(
-            "POST", "/batches", retry_safe=False, json={"name": batch_name(metadata)}
-        )
-        batch_id = self.check_id(response.json().get("batch_id"))
-        try:
-            for page in self._add_pages(entries):
-                await self.http.request(
-                    "POST", f"/batches/{batch_id}/requests", retry_safe=False, content=page,
-                    headers={"content-type": "application/json"},
-                )
-        except Exception:
-            # A half-filled batch would run part of the job: stop it before surfacing the error.
-            with contextlib.suppress(Exception):
-                await self.cancel(batch_id)
-            raise
-        return batch_id
+            return await self._create_from_file(ref, entries, metadata, progress)
+        batch_id = progress.get("batch_id")
+        if not batch_id:
+            response = await self.http.request(
+                "POST", "/batches", retry_safe=False, json={"name": batch_name(metadata)}
+            )
+            batch_id = self.check_id(response.json().get("batch_id"))
+            progress.record(batch_id=batch_id, mode="inline")
+            await self._add(batch_id, cast(Iterable[bytes], entries), progress, held=set())
+        else:
+            await self.complete(ref, batch_id, cast(Iterable[bytes], entries), progress=progress)
+        return self.check_id(batch_id)
+
+    async def _add(self, batch_id: str, entries: Iterable[bytes], progress: CallProgress, *, held: set[str]) -> None:
+        """Add the entries whose id is not in `held`, page by page, resolving ambiguous failures."""
+        policy = self.http.retry
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                pages = self._add_pages(e for e in entries if _entry_id(e) not in held)
+                for page in pages:
+                    await self.http.request(
+                        "POST", f"/batches/{self.check_id(batch_id)}/requests", retry_safe=False, content=page,
+                        headers={"content-type": "application/json"},
+                    )
+                    progress.record(pages_added=int(progress.get("pages_added") or 0) + 1)
+                progress.record(filled=True)
+                return
+            except ProviderAPIError as exc:
+                attempt += 1
+                if not (is_ambiguous(exc) or exc.status_code == 429) or not policy.allows(attempt, started):
+                    raise
+                await asyncio.sleep(policy.delay(attempt, exc.retry_after))
+                # Did the failed page land? Ask the batch, then add only what it lacks.
+                held = await self.held_request_ids(batch_id)
+
+    async def held_request_ids(self, batch_id: str) -> set[str]:
+        """The `batch_request_id`s a batch holds (xAI lists a batch's requests)."""
+        path = f"/batches/{self.check_id(batch_id)}/requests"
+        return {str(meta.get("batch_request_id")) async for meta in
+                self._pages(path, "batch_request_metadata", self.result_page_size)}
+
+    async def find_created(self, ref: ModelRef, items: Sized, *, metadata: Mapping[str, str],
+                           progress: CallProgress, since: float, claimed: Collection[str] = ()) -> str | None:
+        """The batch this shard's earlier try created: the id it recorded, else the batch named by its
+        identity tags (never a cancelled one)."""
+        recorded = progress.get("batch_id")
+        if recorded and recorded not in claimed:
+            batch = await self._batch(recorded)
+            if not batch.get("cancel_time") and not batch.get("cancel_by_xai_message"):
+                return self.check_id(recorded)
+            # Cancelled (by someone else): never adopted, and a new create must not try to fill it.
+            for key in ("batch_id", "pages_added", "filled"):
+                progress.data.pop(key, None)
+            progress.record()
+        if "batchwork_id" not in metadata:
+            return None
+        found = await self.find_batch(metadata)
+        if found and found not in claimed:
+            progress.record(batch_id=found)
+            return found
+        return None
+
+    async def complete(self, ref: ModelRef, batch_id: str, items: Iterable[bytes], *, progress: CallProgress) -> None:
+        """Add whatever requests of the shard an adopted batch does not hold yet (a file-backed batch is
+        sealed and complete from its creation)."""
+        entries = items if isinstance(items, Sized) else list(items)
+        if self._use_file(entries):
+            return
+        held = await self.held_request_ids(batch_id)
+        await self._add(batch_id, cast(Iterable[bytes], entries), progress, held=held)
 
     def _use_file(self, entries: Sized) -> bool:
         if self.input_mode != "auto":
@@ -367,8 +441,18 @@ class XAIAdapter(ProviderAdapter):
             yield head + b",".join(page) + tail
 
     async def _create_from_file(
-        self, ref: ModelRef, entries: Iterable[bytes], metadata: Mapping[str, str]
+        self, ref: ModelRef, entries: Iterable[bytes], metadata: Mapping[str, str], progress: CallProgress
     ) -> str:
+        if progress.get("file_id"):
+            file_id = self.check_id(progress.get("file_id"), "file id")
+        else:
+            file_id = await self._upload(ref, entries)
+            progress.record(file_id=file_id, mode="file")
+        body = {"name": batch_name(metadata), "input_file_id": file_id}
+        response = await self.http.request("POST", "/batches", retry_safe=False, json=body)
+        return self.check_id(response.json().get("batch_id"))
+
+    async def _upload(self, ref: ModelRef, entries: Iterable[bytes]) -> str:
         op = OPS[ref.endpoint]
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
             for raw in entries:
@@ -383,10 +467,7 @@ class XAIAdapter(ProviderAdapter):
             upload = {"file": ("batchwork.jsonl", spool, "application/jsonl")}
             # A repeated upload only leaves an unused file.
             uploaded = await self.http.request("POST", "/files", retry_safe=True, files=upload)
-        file_id = self.check_id(uploaded.json().get("id"), "file id")
-        body = {"name": batch_name(metadata), "input_file_id": file_id}
-        response = await self.http.request("POST", "/batches", retry_safe=False, json=body)
-        return self.check_id(response.json().get("batch_id"))
+        return self.check_id(uploaded.json().get("id"), "file id")
 
     # --- follow ----------------------------------------------------------------------------------
     async def _batch(self, batch_id: str) -> dict[str, Any]:
@@ -436,7 +517,7 @@ class XAIAdapter(ProviderAdapter):
     async def find_batch(self, metadata: Mapping[str, str], *, limit: int = 500) -> str | None:
         async for batch in self._pages("/batches", "batches", self.list_page_size, total=limit):
             tags = name_tags(batch.get("name"))
-            if tags is not None and not batch.get("cancel_by_xai_message") \
+            if tags is not None and not batch.get("cancel_by_xai_message") and not batch.get("cancel_time") \
                     and all(tags.get(k) == v for k, v in metadata.items()):
                 return self.check_id(batch.get("batch_id"))
         return None

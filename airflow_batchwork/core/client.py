@@ -32,9 +32,9 @@ from airflow_batchwork.core.dedup import (
     reuse_summary,
 )
 from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
-from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError
+from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError, ProviderAPIError
 from airflow_batchwork.core.handle import JobHandle, ShardHandle
-from airflow_batchwork.core.http import RetryPolicy
+from airflow_batchwork.core.http import RetryPolicy, is_ambiguous
 from airflow_batchwork.core.incremental import (
     FingerprintEnricher,
     KeyedDataset,
@@ -42,7 +42,7 @@ from airflow_batchwork.core.incremental import (
     read_ids,
     unchanged_ids,
 )
-from airflow_batchwork.core.ledger import SubmitLedger
+from airflow_batchwork.core.ledger import CallProgress, SubmitLedger
 from airflow_batchwork.core.parquet import RowEnricher, check_output_url
 from airflow_batchwork.core.polling import next_step, sleep_for
 from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost, load_prices, warn_if_unknown_model
@@ -51,7 +51,7 @@ from airflow_batchwork.core.refs import ModelRef, parse_model
 from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
 from airflow_batchwork.core.status import ItemResult, JobStatus
 from airflow_batchwork.core.structured import with_output_schema
-from airflow_batchwork.core.submission import PreparedJob, prepare_job
+from airflow_batchwork.core.submission import PreparedJob, Shard, prepare_job
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +259,15 @@ class BatchClient:
                     continue
                 if index == 1 and job.priming:
                     await self._await_priming(adapter, shards[0]["id"], prime_timeout)
-                if entry and identity:
-                    found = await adapter.find_batch(
-                        {"batchwork_id": identity, "batchwork_fp": job.fingerprint[:16], "batchwork_shard": shard_tag}
-                    )
+                claimed = [s["id"] for s in shards if s.get("id")]
+                if entry:
+                    # An earlier try was killed (or failed) after its intent: what does the provider hold?
+                    progress = CallProgress(entry.setdefault("calls", {}), lambda: self._save(ledger, state))
+                    found = await adapter.find_created(job.ref, shard, metadata=tags, progress=progress,
+                                                       since=float(entry.get("intent_at") or 0), claimed=claimed)
                     if found:
                         log.info("Found batch %s created by an earlier try whose response was lost", found)
+                        await adapter.complete(job.ref, found, shard, progress=progress)
                         entry.update(status="submitted", id=found)
                         self._save(ledger, state)
                         continue
@@ -273,15 +276,18 @@ class BatchClient:
                             f"an earlier try may have created shard {shard_tag} on {job.ref.provider}, but it "
                             "cannot be found; check the provider console, then clear the task state to resubmit"
                         )
-                    log.warning("Shard %s: an earlier try's create call may have succeeded but no batch carries "
-                                "its identity; submitting again", shard_tag)
-                entry = {"index": index, "status": "intent", "request_count": len(shard), "intent_at": time.time()}
+                    log.warning("Shard %s: an earlier try's create call may have succeeded but no batch matches "
+                                "it at the provider; submitting again", shard_tag)
+                calls = dict(entry.get("calls") or {}) if entry else {}
+                entry = {"index": index, "status": "intent", "request_count": len(shard), "intent_at": time.time(),
+                         "calls": calls}
                 if index < len(shards):
                     shards[index] = entry
                 else:
                     shards.append(entry)
                 self._save(ledger, state)
-                batch_id = await adapter.create(job.ref, shard, metadata=tags)
+                batch_id = await self._create_resolving(adapter, job, shard, tags, entry, claimed,
+                                                        lambda: self._save(ledger, state))
                 entry.update(status="submitted", id=batch_id)
                 self._save(ledger, state)
                 sent.append(batch_id)
@@ -304,6 +310,38 @@ class BatchClient:
         state["handle"] = handle.to_dict()
         self._save(ledger, state)
         return handle
+
+    async def _create_resolving(
+        self, adapter: ProviderAdapter, job: PreparedJob, shard: Shard, tags: Mapping[str, str],
+        entry: dict[str, Any], claimed: list[str], save: Callable[[], None],
+    ) -> str:
+        """Create one shard's batch. An ambiguous failure (the provider may have acted: a dropped
+        connection after sending, a timeout, a 5xx) is resolved by a provider-side lookup before any
+        new create, so a storm never pays twice; retried on the adapter's time-sized retry budget."""
+        progress = CallProgress(entry["calls"], save)
+        policy = adapter.http.retry
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await adapter.create_tracked(job.ref, shard, metadata=tags, progress=progress)
+            except ProviderAPIError as exc:
+                if not (is_ambiguous(exc) or exc.status_code == 429):
+                    raise
+                found = await adapter.find_created(job.ref, shard, metadata=tags, progress=progress,
+                                                   since=float(entry["intent_at"]), claimed=claimed)
+                if found:
+                    log.info("The create call of %s failed ambiguously (%s) but batch %s exists: adopting it",
+                             adapter.provider, exc, found)
+                    await adapter.complete(job.ref, found, shard, progress=progress)
+                    return found
+                if not (is_ambiguous(exc) and adapter.can_resolve(tags)) or not policy.allows(attempt, started):
+                    raise
+                delay = policy.delay(attempt, exc.retry_after)
+                log.warning("%s create failed (%s) and no batch was made; creating again in %.1fs",
+                            adapter.provider, exc, delay)
+                await asyncio.sleep(delay)
 
     @staticmethod
     async def _await_priming(adapter: ProviderAdapter, batch_id: str, timeout: float) -> None:

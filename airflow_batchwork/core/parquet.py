@@ -4,11 +4,20 @@ Results arrive as Arrow record batches of the item columns (`ITEM_SCHEMA`) and a
 groups as they come, so memory stays flat however many results a job has. Files are written under a
 temporary name in the same folder and moved into place when complete, so a reader never sees a
 half-written file; names starting with `_` are skipped by Parquet dataset readers.
+
+Folder outputs (a URL ending in `/`) follow a commit protocol, as Spark/Hadoop writers do: the old
+`_SUCCESS` marker is removed first, every part is moved into place, parts of an earlier, larger run and
+temporary files of earlier (killed) tries are removed, and only then is `_SUCCESS` written — a JSON
+manifest naming exactly the committed files. A reader waits for `_SUCCESS` and reads the files it lists
+(`committed_files`); while it is absent the folder is being replaced and must not be read.
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,6 +68,19 @@ class RowEnricher(Protocol):
         """Columns it adds beyond `RESULT_SCHEMA` (empty when it only fills or replaces existing ones)."""
 
     def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]: ...
+# Small reads of our own files (ids, passthrough columns) on the calling thread: no Arrow CPU or IO pool
+# threads are started for them, so none is alive when the interpreter exits (a joinable native thread
+# destroyed during shutdown is a `std::terminate`, SIGABRT: apache/arrow#34314).
+SERIAL_READ: dict[str, Any] = {"use_threads": False, "pre_buffer": False}
+
+
+def _release_arrow_objects() -> None:
+    """At exit, before pyarrow's own teardown (atexit runs in reverse order of registration): collect
+    unreachable Arrow objects (readers, writers, iterators) while Arrow can still destroy them cleanly."""
+    gc.collect()
+
+
+atexit.register(_release_arrow_objects)
 JOB_METADATA_KEY = b"batchwork.job"
 TMP_PREFIX = "_batchwork-tmp-"
 
@@ -71,11 +93,33 @@ def items_to_batch(items: Iterable[ItemResult]) -> pa.RecordBatch:
     )
 
 
-def check_output_url(url: str, field: str = "output_path") -> None:
-    """Refuse an output URL no installed filesystem can write, before anything else happens."""
+SUCCESS_NAME = "_SUCCESS"
+PART_PATTERN = re.compile(r"^part-\d{5,}\.parquet$")
+# Schemes that are web endpoints, not storage: fsspec can "write" to some of them (a PUT/POST to any
+# listener), which is never what an output path means.
+WEB_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp"})
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def check_output_url(url: str, field: str = "output_path", *, allow_web: bool = False) -> None:
+    """Refuse an output URL no installed filesystem can write, or one that is a web endpoint rather
+    than storage (`http(s)://`, unless `allow_web`), before anything else happens."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(field, "is empty", "give a URL such as s3://bucket/results/ or file:///tmp/out/")
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if url != url.strip() or any(ord(c) < 32 for c in url):
+        raise ConfigurationError(field, f"{url!r} has surrounding whitespace or control characters",
+                                 "give the URL without spaces, tabs or newlines around it")
+    links = url.split("::")
+    for link in links:
+        scheme = _SCHEME.match(link)
+        if scheme is None and "://" in link:
+            raise ConfigurationError(field, f"{url!r} has no valid scheme", "give a URL such as s3://bucket/results/")
+        name = scheme.group(1).lower() if scheme else "file"
+        if name in WEB_SCHEMES and not allow_web:
+            raise ConfigurationError(field, f"{name}:// is a web endpoint, not a storage location",
+                                     "write to a storage scheme such as s3://, gs://, abfs:// or file://")
+    first = _SCHEME.match(links[0])
+    protocol = first.group(1).lower() if first else "file"
     try:
         fsspec.get_filesystem_class(protocol)
     except (ValueError, ImportError) as exc:
@@ -97,6 +141,72 @@ ROW_GROUP_BYTES = 16 * 1024 * 1024
 # Columns with few distinct values are dictionary-encoded; for the others (ids, texts, raw lines) the
 # writer's dictionary attempt is wasted work, since it falls back to plain encoding anyway.
 DICTIONARY_COLUMNS = ("provider", "model", "batch_id", "status", "finish_reason", "error_code", "attempt")
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent.rstrip('/')}/{name}" if parent else name
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rpartition("/")[2]
+
+
+def remove_stale_temp_files(fs: Any, parent: str, *, keep: Iterable[str] = (), suffix: str = "") -> int:
+    """Remove `_batchwork-tmp-*` files (ending in `suffix`) left in `parent` by earlier, killed tries."""
+    keep_names = {_basename(k) for k in keep}
+    removed = 0
+    try:
+        entries = fs.ls(parent, detail=False)
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        name = _basename(entry)
+        if name.startswith(TMP_PREFIX) and name.endswith(suffix) and name not in keep_names:
+            try:
+                fs.rm(_join(parent, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def publish_folder(url: str, writers: Sequence[ParquetResultWriter], manifest: Mapping[str, Any],
+                   storage_options: Mapping[str, Any] | None = None) -> str:
+    """The commit protocol of a folder output (see the module text); returns the `_SUCCESS` URL.
+
+    A kill at any point before the last step leaves the folder without `_SUCCESS` (readers wait) and
+    the next try redoes every step, so the folder ends holding exactly the parts of that try."""
+    fs, folder = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    folder = folder.rstrip("/")
+    fs.makedirs(folder, exist_ok=True)
+    marker = _join(folder, SUCCESS_NAME)
+    if fs.exists(marker):
+        fs.rm(marker)
+    for writer in writers:
+        writer.commit()
+    parts = {_basename(w.path) for w in writers}
+    for entry in fs.ls(folder, detail=False):
+        name = _basename(entry)
+        if PART_PATTERN.match(name) and name not in parts:
+            fs.rm(_join(folder, name))  # a part of an earlier, larger run or try
+    remove_stale_temp_files(fs, folder)
+    tmp = _join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{SUCCESS_NAME}")
+    with fs.open(tmp, "wb") as handle:
+        handle.write(json.dumps({**dict(manifest), "files": sorted(parts)}, sort_keys=True, default=str).encode())
+    fs.mv(tmp, marker)
+    return url.rstrip("/") + "/" + SUCCESS_NAME
+
+
+def committed_files(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str] | None:
+    """The part URLs of a committed folder output, or None while it is being written (no `_SUCCESS`).
+    A reader that follows the protocol reads exactly these files."""
+    fs, folder = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    try:
+        with fs.open(_join(folder.rstrip("/"), SUCCESS_NAME), "rb") as handle:
+            manifest = json.loads(handle.read())
+    except FileNotFoundError:
+        return None
+    return [url.rstrip("/") + "/" + name for name in manifest["files"]]
 
 
 class ParquetResultWriter:
@@ -200,6 +310,10 @@ class ParquetResultWriter:
         self._writer = None
         # Local and object stores replace an existing destination in one step.
         self.fs.mv(self.tmp_path, self.path)
+        self._file = None
+        parent, _, name = self.path.rpartition("/")
+        # Temporary files of earlier, killed tries at this destination.
+        remove_stale_temp_files(self.fs, parent, suffix=f"-{name}")
 
     def abort(self) -> None:
         """Drop the temporary file; the destination is left as it was."""

@@ -19,13 +19,16 @@ import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters.base import ProviderAdapter
 from airflow_batchwork.core.dedup import ReuseCollector
+from airflow_batchwork.core.errors import BatchworkError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.parquet import (
     ITEM_SCHEMA,
+    SERIAL_READ,
     ParquetResultWriter,
     RowEnricher,
     is_directory_url,
     part_name,
+    publish_folder,
 )
 from airflow_batchwork.core.refs import parse_model
 
@@ -34,11 +37,16 @@ log = logging.getLogger(__name__)
 MISSING_MESSAGE = "the provider returned no result for this request"
 
 
+class IncompleteResultsError(BatchworkError):
+    """A batch's results ended with fewer items than the provider reports finished: the download was cut
+    short (or redirected away). Nothing was written; retrying the collect downloads it again."""
+
+
 def read_submitted_ids(url: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     """The `custom_id`/`shard` table recorded at submit time."""
     fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     with fs.open(path, "rb") as handle:
-        return pq.read_table(handle, columns=["custom_id", "shard"])
+        return pq.read_table(handle, columns=["custom_id", "shard"], **SERIAL_READ)
 
 
 # A submitted request with no result line: what its batch's end state says happened to it.
@@ -71,7 +79,7 @@ class PassthroughEnricher:
     def __init__(self, ids_url: str, columns: Sequence[str], storage_options: Mapping[str, Any] | None = None):
         fs, path = fsspec.core.url_to_fs(ids_url, **dict(storage_options or {}))
         with fs.open(path, "rb") as handle:
-            self.table = pq.read_table(handle, columns=["custom_id", *columns]).combine_chunks()
+            self.table = pq.read_table(handle, columns=["custom_id", *columns], **SERIAL_READ).combine_chunks()
         self.columns = list(columns)
         self.fields = [self.table.schema.field(name) for name in self.columns]
 
@@ -112,13 +120,18 @@ class JobResultWriter:
         return shard if len(self.writers) > 1 else 0
 
     async def collect(self, adapter: ProviderAdapter) -> dict[str, Any]:
-        """Stream, check and commit; the destination changes only if everything succeeds."""
+        """Stream, check and commit; the destination changes only if everything succeeds (a folder
+        through the commit protocol of core/parquet.py, `_SUCCESS` last)."""
         ref = parse_model(self.handle.model)
         try:
             for shard, batch in enumerate(self.handle.batches):
                 index = self._writer_index(shard)
+                reported = await adapter.status(batch.id)
+                received = 0
                 async for records in adapter.result_batches(ref, batch.id):
                     self._write(index, records)
+                    received += records.num_rows
+                self._check_length(adapter, batch.id, reported, received)
                 log.info("Collected %s batch %s (%d/%d)", self.handle.provider, batch.id, shard + 1,
                          len(self.handle.batches))
             dropped = self._drop_duplicates()
@@ -132,11 +145,27 @@ class JobResultWriter:
             if self.reuse is not None:
                 self.reuse.abort()
             raise
-        for writer in self.writers:
-            writer.commit()
+        manifest = self._manifest(dropped, missing)
+        if is_directory_url(self.url):
+            manifest["success_marker"] = publish_folder(self.url, self.writers, manifest, self.storage_options)
+        else:
+            self.writers[0].commit()
         if self.reuse is not None:
             self.reuse.commit()  # after the dataset: a failure here leaves a retry that redoes both
-        return self._manifest(dropped, missing)
+        return manifest
+
+    @staticmethod
+    def _check_length(adapter: ProviderAdapter, batch_id: str, reported: Any, received: int) -> None:
+        """Fewer delivered lines than the provider reports as having a result: an error, never a short success."""
+        if reported.state != "completed":
+            return
+        expected = reported.counts.succeeded + reported.counts.errored
+        unreadable = getattr(adapter, "unreadable_lines", {}).get(batch_id, 0)
+        if received + unreadable < expected:
+            raise IncompleteResultsError(
+                f"{adapter.provider} batch {batch_id} reports {expected:,} finished requests but its results "
+                f"delivered {received + unreadable:,}; the download ended short (retry the collect)"
+            )
 
     def _write(self, index: int, records: pa.RecordBatch) -> None:
         written = self.writers[index].write_batch(records)
@@ -176,7 +205,7 @@ class JobResultWriter:
         writer._file.close()
         writer._writer = None
         with writer.fs.open(writer.tmp_path, "rb") as handle:
-            table = pq.read_table(handle).filter(keep)
+            table = pq.read_table(handle, **SERIAL_READ).filter(keep)
         writer.fs.rm(writer.tmp_path)
         writer.rows = 0
         writer.counts.clear()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -99,7 +99,7 @@ def prepare_job(
     ref = parse_model(model)
     check_request_list(requests)
     cls = adapter_class(ref.provider)
-    effective = cls.limits.with_overrides(limits)
+    effective = cls.limits.with_overrides(check_limits(limits))
     payload = cls.offline()
     workdir = tempfile.TemporaryDirectory(prefix="batchwork-submit-")
     root = Path(workdir.name)
@@ -236,6 +236,24 @@ def _check_context_window(ref: ModelRef, index: int, request: BatchRequest, inpu
             "shorten or split the prompt, or use a model with a larger context window (if the table is wrong for "
             "your model, give its context_window with prices=)",
         )
+
+
+def check_limits(limits: object) -> Mapping[str, int] | None:
+    """`limits` as given (None, or a mapping of ProviderLimits fields to whole numbers >= 1)."""
+    if limits is None:
+        return None
+    names = [f.name for f in fields(ProviderLimits)]
+    if not isinstance(limits, Mapping):
+        raise ConfigurationError("limits", f"a {type(limits).__name__} is not a mapping",
+                                 f"pass a dict with any of {', '.join(names)}")
+    for key, value in limits.items():
+        if key not in names:
+            raise ConfigurationError(f"limits.{str(key)[:40]}", "is not a limit",
+                                     f"use any of {', '.join(names)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"limits.{key}", f"{value!r:.60} is not a whole number >= 1",
+                                     "give a positive whole number, e.g. 1000")
+    return limits
 
 
 def _check_passthrough(row: Mapping[str, Any]) -> list[str]:

@@ -51,6 +51,14 @@ def _is_templated(value: object) -> bool:
     return is_templated(value)
 
 
+def _check_seconds(name: str, value: object, fix: str) -> None:
+    """A positive, finite number of seconds (found by fuzzing: None, text, NaN, True slipped through)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value == float("inf"):
+        raise ConfigurationError(name, f"{value!r:.60} is not a finite number of seconds", fix)
+    if value <= 0:
+        raise ConfigurationError(name, f"{value} is not positive", fix)
+
+
 def check_reuse_options(*, dedup: object = False, cache: object = None, cache_mode: object = "read_write",
                         cache_ttl: object = None) -> None:
     """The pay-once options (docs/pay-once.md), checked when the DAG is parsed."""
@@ -260,10 +268,8 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
             )
         if not _is_templated(model):
             parse_model(model)
-        if poll_interval <= 0:
-            raise ConfigurationError("poll_interval", f"{poll_interval} is not positive", "use e.g. 60 (seconds)")
-        if timeout <= 0:
-            raise ConfigurationError("timeout", f"{timeout} is not positive", "use e.g. 86400 (seconds)")
+        _check_seconds("poll_interval", poll_interval, "use e.g. 60 (seconds)")
+        _check_seconds("timeout", timeout, "use e.g. 86400 (seconds)")
         self.model = model
         self.requests = requests
         if isinstance(requests, XComArg):
@@ -421,6 +427,12 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not output_path or not isinstance(output_path, str):
+            raise ConfigurationError("output_path", "is empty" if not output_path else
+                                     f"a {type(output_path).__name__} is not a URL",
+                                     "give a URL such as s3://bucket/results/")
+        _check_seconds("poll_interval", poll_interval, "use e.g. 60 (seconds)")
+        _check_seconds("timeout", timeout, "use e.g. 86400 (seconds)")
         check_reuse_options(cache=cache, cache_mode=cache_mode)
         if not isinstance(merge, bool):
             raise ConfigurationError("merge", f"{merge!r:.60} is not True or False", "pass merge=True or merge=False")
@@ -436,8 +448,6 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
                                      "drop max_item_retries, or collect without cache= (answers then stay uncached)")
         self.cache = cache
         self.cache_mode = cache_mode
-        if not output_path:
-            raise ConfigurationError("output_path", "is empty", "give a URL such as s3://bucket/results/")
         _check_output_path(output_path)
         self.job = job
         self.output_path = output_path

@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--expire-partial", action="store_true", help="new batches expire with the first half of their requests done"
     )
     faults.add_argument("--slow-seconds", type=_seconds, default=0.0, metavar="S", help="delay every response")
+    faults.add_argument("--random-seed", type=int, default=None, metavar="SEED",
+                        help="request faults fire at random with probability 1/N (seeded) instead of every Nth")
     faults.add_argument(
         "--providers",
         metavar="P1,P2",
@@ -337,6 +339,7 @@ def fault_config(args: argparse.Namespace) -> FaultConfig:
         fail_validation=args.fail_validation,
         expire_partial=args.expire_partial,
         slow_seconds=args.slow_seconds,
+        random_seed=args.random_seed,
         providers=args.providers,
     )
     _check_providers(config)

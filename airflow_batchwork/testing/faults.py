@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -96,6 +97,11 @@ class FaultConfig:
     (rounded down) succeed, the rest expire."""
     slow_seconds: float = 0.0
     """Every response is delayed this long (asynchronously; other requests are served meanwhile)."""
+    random_seed: int | None = None
+    """With a seed, the request knobs (``rate_limit_every``, ``server_error_every``, ``drop_connection_every``)
+    fire at random with probability 1/N each (a storm "1 in N"), from a generator seeded per provider, instead
+    of on every Nth request. Deterministic counting can alias with a client's call pattern (a create that is
+    always the even-numbered call after a one-call lookup fails forever at 1 in 2); random storms cannot."""
     providers: Collection[str] | str | None = None
     """Providers the knobs apply to; None = all."""
     per_provider: dict[str, FaultConfig] = field(default_factory=dict)
@@ -133,24 +139,32 @@ class FaultConfig:
         parts = [
             f"{spec.name}={getattr(self, spec.name)}"
             for spec in fields(self)
-            if spec.name not in ("providers", "per_provider", "retry_after_seconds")
+            if spec.name not in ("providers", "per_provider", "retry_after_seconds", "random_seed")
             and getattr(self, spec.name) != getattr(default, spec.name)
         ]
         if parts and self.rate_limit_every:
             parts.append(f"retry_after_seconds={self.retry_after_seconds}")
+        if parts and self.random_seed is not None:
+            parts.append(f"random_seed={self.random_seed}")
         if parts and self.providers is not None:
             parts.append(f"providers={','.join(sorted(self.providers))}")
         parts += [f"{name}: [{config.describe()}]" for name, config in self.per_provider.items()]
         return ", ".join(parts) or "none"
 
-    def transport_fault(self, request_number: int) -> str | None:
-        """The fault answering the ``request_number``-th (1-based) request, if any; 429 wins over 5xx over drop."""
+    def transport_fault(self, request_number: int, rng: random.Random | None = None) -> str | None:
+        """The fault answering the ``request_number``-th (1-based) request, if any; 429 wins over 5xx over drop.
+        With ``rng`` (``random_seed`` mode) each knob fires with probability 1/N instead."""
         for kind, every in (
             ("rate_limit", self.rate_limit_every),
             ("server_error", self.server_error_every),
             ("drop_connection", self.drop_connection_every),
         ):
-            if every > 0 and request_number % every == 0:
+            if every <= 0:
+                continue
+            if rng is not None:
+                if rng.random() < 1 / every:
+                    return kind
+            elif request_number % every == 0:
                 return kind
         return None
 
@@ -217,6 +231,7 @@ class Faults:
         self._lock = threading.Lock()
         self._sequence: Counter[tuple[str, str]] = Counter()
         self._counts: dict[str, Counter[str]] = {}
+        self._rngs: dict[tuple[str, int], random.Random] = {}
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -272,7 +287,14 @@ class Faults:
         """Decide the transport faults of one request to ``provider``; the store and hooks see it meanwhile."""
         config = self.config_for(provider)
         context = RequestFaults(self, provider, config)
-        context.transport = config.transport_fault(self._next(provider, "request"))
+        number = self._next(provider, "request")
+        if config.random_seed is not None:
+            with self._lock:
+                key = (provider, config.random_seed)
+                rng = self._rngs.setdefault(key, random.Random(f"{config.random_seed}-{provider}"))
+                context.transport = config.transport_fault(number, rng)
+        else:
+            context.transport = config.transport_fault(number)
         if context.transport == "server_error":
             index = self._next(provider, "server_error_status") - 1
             context.server_error_status = SERVER_ERROR_STATUSES[index % len(SERVER_ERROR_STATUSES)]
