@@ -118,6 +118,28 @@ def check_sampling(model: str, request: BatchRequest) -> Refusal | None:
 
 log = logging.getLogger(__name__)
 
+# When the price table does not name the model: the smallest minimum cacheable prefix of current models.
+PROMPT_CACHE_MIN_TOKENS = 1024
+
+
+def _cache_ttl(value: object) -> str:
+    # True means the one-hour cache: a batch can take longer than five minutes to reach its items.
+    return "5m" if value == "5m" else "1h"
+
+
+def _usage(line: str | None) -> Mapping[str, Any] | None:
+    if not line:
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    result = data.get("result") if isinstance(data, Mapping) else None
+    message = result.get("message") if isinstance(result, Mapping) else None
+    usage = message.get("usage") if isinstance(message, Mapping) else None
+    return usage if isinstance(usage, Mapping) else None
+
+
 class AnthropicAdapter(ProviderAdapter):
     provider: ClassVar[str] = "anthropic"
     endpoints: ClassVar[tuple[EndpointSpec, ...]] = (EndpointSpec("messages", "text", "/v1/messages"),)
@@ -169,6 +191,43 @@ class AnthropicAdapter(ProviderAdapter):
                            "or an older one)")
         return refusal
 
+    prompt_cache_control: ClassVar[bool] = True
+
+    def primes(self, ref: ModelRef, request: BatchRequest) -> bool:
+        system = request.system_text()
+        if not (request.cache_prefix and system):
+            return False
+        from airflow_batchwork.core.pricing import load_prices
+        from airflow_batchwork.core.recorder import CHARS_PER_TOKEN
+
+        price = load_prices().lookup(ref)
+        minimum = price.min_cache_tokens if price is not None else None
+        # A prefix below the model's minimum is never cached: priming it would only add a batch.
+        return len(system) / CHARS_PER_TOKEN >= (minimum or PROMPT_CACHE_MIN_TOKENS)
+
+    @classmethod
+    def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+        # `result.message.usage` (SDK `Usage`): cache_read_input_tokens, and cache_creation_input_tokens split
+        # by TTL in cache_creation{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}.
+        read: list[int | None] = []
+        five: list[int | None] = []
+        hour: list[int | None] = []
+        for line in responses.to_pylist():
+            usage = _usage(line)
+            if usage is None:
+                read.append(None)
+                five.append(None)
+                hour.append(None)
+                continue
+            created = int_or_none(usage.get("cache_creation_input_tokens")) or 0
+            split = usage.get("cache_creation")
+            split = split if isinstance(split, Mapping) else {}
+            one_hour = int_or_none(split.get("ephemeral_1h_input_tokens")) or 0
+            read.append(int_or_none(usage.get("cache_read_input_tokens")) or 0)
+            hour.append(one_hour)
+            five.append(max(created - one_hour, 0))
+        return pa.array(read, pa.int64()), pa.array(five, pa.int64()), pa.array(hour, pa.int64())
+
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         params: dict[str, Any] = {
             "model": ref.model,
@@ -187,7 +246,12 @@ class AnthropicAdapter(ProviderAdapter):
             params["tool_choice"] = {"type": "tool", "name": choice.tool_name} if isinstance(choice, NamedToolChoice) \
                 else {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
         system = request.system_text()
-        if system:
+        if system and request.cache_prefix:
+            # Prompt caching: the system prompt as one text block carrying `cache_control`
+            # (SDK `TextBlockParam` + `CacheControlEphemeralParam{type, ttl}`).
+            params["system"] = [{"type": "text", "text": system,
+                                 "cache_control": {"type": "ephemeral", "ttl": _cache_ttl(request.cache_prefix)}}]
+        elif system:
             params["system"] = system
         # Sampling fields only where the model takes them (check_request refused the rest); the SDK no
         # longer types them, so they are extra body keys, as its migration guide says to send them.

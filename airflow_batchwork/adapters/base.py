@@ -161,6 +161,21 @@ class ProviderAdapter(ABC):
         """A reason this provider/endpoint cannot serve `request`, or None."""
         return None
 
+    # --- prompt-cache control (docs/pay-once.md); providers without explicit control keep these ---------
+    #: The provider takes an explicit cache marker on a shared prefix (`cache_prefix` of a request).
+    prompt_cache_control: ClassVar[bool] = False
+
+    def primes(self, ref: ModelRef, request: BatchRequest) -> bool:
+        """Whether a one-item batch of `request`, run before the rest of the job, would write a prompt-cache
+        entry the rest can read (its marked prefix is long enough to be cached)."""
+        return False
+
+    @classmethod
+    def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+        """(cache read, cache write 5m, cache write 1h) input tokens of each raw result line, or None when
+        the provider reports no such counts."""
+        return None
+
     @abstractmethod
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         """One request as the provider's JSON item (a JSONL line or an inline entry), without newline."""

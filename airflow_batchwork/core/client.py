@@ -21,15 +21,32 @@ import httpx
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
+from airflow_batchwork.core.cache import ResponseCache
 from airflow_batchwork.core.credentials import Credentials, credentials_from_env
+from airflow_batchwork.core.dedup import (
+    KEY_COLUMN,
+    ReuseCollector,
+    ReuseEnricher,
+    ReusePlanner,
+    format_usd,
+    reuse_summary,
+)
 from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
 from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError, ProviderAPIError
 from airflow_batchwork.core.handle import JobHandle, ShardHandle
 from airflow_batchwork.core.http import RetryPolicy, is_ambiguous
+from airflow_batchwork.core.incremental import (
+    FingerprintEnricher,
+    KeyedDataset,
+    change_counts,
+    read_ids,
+    unchanged_ids,
+)
 from airflow_batchwork.core.ledger import CallProgress, SubmitLedger
 from airflow_batchwork.core.parquet import RowEnricher, check_output_url
 from airflow_batchwork.core.polling import next_step, sleep_for
-from airflow_batchwork.core.pricing import PricesLike, check_max_cost, load_prices, warn_if_unknown_model
+from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost, load_prices, warn_if_unknown_model
+from airflow_batchwork.core.prompt_cache import PromptCacheEnricher
 from airflow_batchwork.core.refs import ModelRef, parse_model
 from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
 from airflow_batchwork.core.status import ItemResult, JobStatus
@@ -104,8 +121,33 @@ class BatchClient:
         output_schema: Any = None,
         max_cost_usd: float | None = None,
         prices: PricesLike | None = None,
+        dedup: bool = False,
+        cache: str | ResponseCache | None = None,
+        cache_mode: str = "read_write",
+        cache_ttl: float | None = None,
+        cache_storage_options: Mapping[str, Any] | None = None,
+        cache_prefix: bool | str | None = None,
+        prime_cache: bool = True,
+        prime_timeout: float = 3600.0,
+        incremental: str | None = None,
+        incremental_storage_options: Mapping[str, Any] | None = None,
     ) -> JobHandle:
         """Validate, shard and submit a job.
+
+        `cache_prefix=True` (Anthropic) marks every request's system prompt with the provider's prompt-cache
+        control; when the first request's prefix is long enough to be cached, it is sent alone first (the
+        priming batch) and the other batches are created once it ended (at most `prime_timeout` seconds
+        later), so that they read the cache instead of each writing it.
+
+        `incremental` (the folder of a keyed dataset that `write_parquet(..., merge=True)` maintains) sends only
+        the requests whose custom_id is new, whose input fingerprint changed, or whose row had not succeeded;
+        see core/incremental.py.
+
+        `dedup=True` sends requests with the same provider-facing body once (every custom_id still gets its
+        row, `dedup_of` naming the one whose answer it shares); `cache` (a folder URL on any fsspec store, or a
+        `ResponseCache`) skips requests whose answer the cache holds (`cache_mode`: `read_write`, `read_only`,
+        `refresh`; `cache_ttl` in seconds). Both need a ledger that keeps files (see docs/pay-once.md). A job
+        whose every answer is reused creates no batch at all.
 
         `output_schema` (a JSON Schema dict or pydantic model class) asks every request for structured output
         (a request's own `output_schema` wins). `max_cost_usd` refuses, before any API call, a job whose
@@ -120,11 +162,29 @@ class BatchClient:
             raise ConfigurationError("on_changed_input/on_orphaned_intent", "must be 'resubmit' or 'fail'",
                                      "pass one of the two values")
         defaults = with_output_schema(defaults, output_schema)
+        if cache_prefix is not None:
+            defaults = {**dict(defaults or {}), "cache_prefix": cache_prefix}
+        response_cache = ResponseCache.coerce(cache, mode=cache_mode, ttl=cache_ttl,
+                                              storage_options=cache_storage_options)
+        if not isinstance(dedup, bool):
+            raise ConfigurationError("dedup", f"{dedup!r:.60} is not True or False", "pass dedup=True or dedup=False")
+        previous = None
+        if incremental is not None:
+            previous = KeyedDataset(incremental, incremental_storage_options).previous_rows()
+        planner = ReusePlanner(dedup=dedup, cache=response_cache, previous=previous) \
+            if dedup or response_cache or incremental is not None else None
+        if planner is not None and not (ledger and ledger.ids_url):
+            raise ConfigurationError(
+                "incremental" if incremental is not None else "cache" if response_cache else "dedup",
+                "reusing answers needs a place to keep, until collect, which request shares which answer",
+                "set state_path (or [batchwork] state_path)")
         ref = parse_model(model)
         table = load_prices(prices)
         warn_if_unknown_model(ref, table)
-        with prepare_job(ref, requests, defaults=defaults, limits=limits,
-                         context_window=table.context_window(ref)) as job:
+        with prepare_job(ref, requests, defaults=defaults, limits=limits, context_window=table.context_window(ref),
+                         reuse=planner, prime=prime_cache) as job:
+            if planner is not None:
+                log.info("%s", planner.summary(job.request_count))
             if job.recorder and job.recorder.schemas.needs_ids and not (ledger and ledger.ids_url):
                 raise ConfigurationError(
                     "output_schema", "requests use different output schemas, so the collector must be told which "
@@ -157,7 +217,7 @@ class BatchClient:
                          handle.batch_ids)
                 return handle
             return await self._submit_shards(job, adapter, state, ledger, identity, metadata, conn_id,
-                                             on_orphaned_intent)
+                                             on_orphaned_intent, prime_timeout=prime_timeout)
 
     async def submit_prepared(
         self, job: PreparedJob, *, ledger: SubmitLedger, identity: str, metadata: Mapping[str, str] | None = None,
@@ -176,7 +236,7 @@ class BatchClient:
     async def _submit_shards(
         self, job: PreparedJob, adapter: ProviderAdapter, state: dict[str, Any] | None,
         ledger: SubmitLedger | None, identity: str | None, metadata: Mapping[str, str] | None,
-        conn_id: str | None, on_orphaned_intent: str,
+        conn_id: str | None, on_orphaned_intent: str, *, prime_timeout: float = 3600.0,
     ) -> JobHandle:
         state = state or {"identity": identity, "fingerprint": job.fingerprint, "model": str(job.ref), "shards": []}
         shards: list[dict[str, Any]] = state["shards"]
@@ -197,6 +257,8 @@ class BatchClient:
                 entry = shards[index] if index < len(shards) else None
                 if entry and entry.get("id"):
                     continue
+                if index == 1 and job.priming:
+                    await self._await_priming(adapter, shards[0]["id"], prime_timeout)
                 claimed = [s["id"] for s in shards if s.get("id")]
                 if entry:
                     # An earlier try was killed (or failed) after its intent: what does the provider hold?
@@ -243,6 +305,8 @@ class BatchClient:
             passthrough=job.passthrough or None,
             structured=job.recorder.schemas.handle_value() if job.recorder else None,
         )
+        if job.prompt_cache:  # the collector adds the prompt-cache token columns (core/prompt_cache.py)
+            handle = JobHandle.model_validate({**handle.to_dict(), "prompt_cache": True})
         state["handle"] = handle.to_dict()
         self._save(ledger, state)
         return handle
@@ -278,6 +342,25 @@ class BatchClient:
                 log.warning("%s create failed (%s) and no batch was made; creating again in %.1fs",
                             adapter.provider, exc, delay)
                 await asyncio.sleep(delay)
+
+    @staticmethod
+    async def _await_priming(adapter: ProviderAdapter, batch_id: str, timeout: float) -> None:
+        """Wait for the priming batch to end, so that the prompt-cache entry it wrote is there for the rest."""
+        log.info("Priming the %s prompt cache with batch %s (1 request); the other batches follow when it ends",
+                 adapter.provider, batch_id)
+        deadline = time.monotonic() + timeout
+        delay = 0.25
+        while True:
+            status = await adapter.status(batch_id)
+            if status.terminal:
+                log.info("Priming batch %s ended (%s)", batch_id, status.state)
+                return
+            if time.monotonic() >= deadline:
+                log.warning("Priming batch %s has not ended after %.0fs: submitting the rest without waiting",
+                            batch_id, timeout)
+                return
+            await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, 10.0)
 
     @staticmethod
     def _save(ledger: SubmitLedger | None, state: Mapping[str, Any]) -> None:
@@ -355,15 +438,68 @@ class BatchClient:
     async def write_parquet(
         self, job: JobLike, url: str, *, storage_options: Mapping[str, Any] | None = None,
         prices: PricesLike | None = None,
+        cache: str | ResponseCache | None = None,
+        cache_mode: str = "read_write",
+        cache_storage_options: Mapping[str, Any] | None = None,
+        merge: bool = False,
     ) -> dict[str, Any]:
         """Stream all results into Parquet at `url` (a file, or a folder ending in `/` that gets one
         part file per provider batch); return a manifest `{path, files, rows, counts, provider, model,
-        batch_ids, duplicates_dropped, unaccounted}`."""
+        batch_ids, duplicates_dropped, unaccounted}` (plus `reuse` for a job submitted with dedup/cache).
+        With `cache`, the successful answers that came from the provider are stored in it, atomically.
+        With `merge=True`, `url` is the folder of a keyed dataset: this job's rows replace those of the same
+        custom_id and the other rows stay (core/incremental.py); the manifest's `incremental` entry is the run
+        manifest (new, changed, unchanged, rows)."""
         handle = JobHandle.coerce(job)
         check_output_url(url)
+        dataset = KeyedDataset(url, storage_options) if merge else None
+        response_cache = ResponseCache.coerce(cache, mode=cache_mode, storage_options=cache_storage_options)
         enrichers: list[RowEnricher] = []
         if handle.passthrough and handle.ids_url:
             enrichers.append(PassthroughEnricher(handle.ids_url, handle.passthrough, storage_options))
         enrichers += standard_enrichers(handle, prices=prices, storage_options=storage_options)
-        writer = JobResultWriter(handle, url, storage_options=storage_options, enrichers=enrichers)
-        return add_cost(await writer.collect(self.adapter(handle.provider)), storage_options)
+        position = next(i for i, e in enumerate(enrichers) if isinstance(e, CostEnricher))
+        if (handle.model_extra or {}).get("prompt_cache"):
+            price = load_prices(prices, storage_options=storage_options).lookup(handle.model)
+            enrichers[position] = PromptCacheEnricher(handle.provider, enrichers[position], price)
+        reuse = ReuseCollector.load(handle.ids_url, response_cache, storage_options)
+        reuse_enricher = None
+        if reuse is not None:
+            reuse_enricher = ReuseEnricher(enrichers[position])
+            enrichers[position] = reuse_enricher
+        target = url
+        ids = None
+        if dataset is not None:
+            ids = read_ids(handle.ids_url, storage_options) if handle.ids_url else None
+            if ids is None or KEY_COLUMN not in ids.column_names:
+                raise ConfigurationError("merge", "the job was not submitted with incremental= (its rows have no "
+                                         "input fingerprint to keep)", "submit with incremental=<this output_path>")
+            enrichers.append(FingerprintEnricher(ids))
+            target = dataset.staging_url()
+        writer = JobResultWriter(handle, target, storage_options=storage_options, enrichers=enrichers, reuse=reuse)
+        manifest = add_cost(await writer.collect(self.adapter(handle.provider)), storage_options)
+        if reuse is not None and reuse_enricher is not None:
+            manifest["reuse"] = reuse_summary(manifest, reuse_enricher, reuse)
+        if dataset is not None and ids is not None:
+            manifest = self._merge(dataset, url, target, manifest, handle, ids, storage_options)
+        return manifest
+
+    @staticmethod
+    def _merge(dataset: KeyedDataset, url: str, staged: str, manifest: dict[str, Any], handle: JobHandle,
+               ids: Any, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+        reuse = manifest.get("reuse") or {}
+        changes = change_counts(ids)
+        unchanged_cost = dataset.cost_of(unchanged_ids(ids))
+        saved = None if unchanged_cost is None or reuse.get("saved_usd", 0.0) is None \
+            else unchanged_cost + float(reuse.get("saved_usd") or 0.0)
+        run = {**changes, "submitted": sum(b.request_count for b in handle.batches), "written": manifest["rows"],
+               "cached": reuse.get("cached", 0), "deduplicated": reuse.get("deduplicated", 0),
+               "counts": manifest["counts"], "cost_usd": manifest.get("cost_usd"),
+               "unchanged_cost_usd": unchanged_cost, "saved_usd": saved,
+               "batch_ids": handle.batch_ids, "identity": handle.identity}
+        merged = dataset.merge(staged, run, storage_options)
+        log.info("Merged %d rows into %s (%d new, %d changed, %d unchanged, not sent again: %s saved); the dataset "
+                 "has %d rows", manifest["rows"], url, changes["new"], changes["changed"], changes["unchanged"],
+                 "?" if unchanged_cost is None else format_usd(unchanged_cost), merged["rows"])
+        files = [f"{url}{name}" for name in (dataset.state() or {}).get("files", [])]
+        return {**manifest, "path": url, "files": files, "rows": merged["rows"], "incremental": merged}

@@ -271,11 +271,12 @@ class ParquetResultWriter:
             self._pending, self._pending_bytes = [], 0
             self._open().write_table(table, row_group_size=max(table.num_rows, 1))
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        """Append one record batch of `ITEM_SCHEMA` as a row group (enrichers fill the rest)."""
+    def write_batch(self, batch: pa.RecordBatch) -> pa.Table | None:
+        """Append one record batch of `ITEM_SCHEMA` (enrichers fill the rest); the rows as written (None for an
+        empty batch)."""
         n = batch.num_rows
         if n == 0:
-            return
+            return None
         computed: dict[str, pa.Array] = {
             "provider": pa.repeat(pa.scalar(self.provider, pa.string()), n),
             "model": pa.repeat(pa.scalar(self.model, pa.string()), n),
@@ -299,6 +300,7 @@ class ParquetResultWriter:
         self.rows += n
         for entry in pc.value_counts(table.column("status")).to_pylist():
             self.counts[entry["values"]] += entry["counts"]
+        return table
 
     def commit(self) -> None:
         """Close and move the file into place (an empty file when there were no rows)."""

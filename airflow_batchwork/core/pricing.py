@@ -48,6 +48,26 @@ class ModelPrice:
     source: str | None = None
     context_window: int | None = None
     """Tokens the model accepts per request (input + output); None when the table does not say."""
+    prompt_cache: Mapping[str, Any] | None = None
+    """The provider's prompt-cache terms (`prompt_cache` of its block in prices.json): multipliers of the input
+    price for `read`, `write_5m` and `write_1h`, and the minimum cacheable prefix per model (`min_tokens`)."""
+
+    def cache_cost(self, read_tokens: int, write_5m_tokens: int, write_1h_tokens: int) -> float | None:
+        """Batch cost in USD of prompt-cache reads and writes (None: the provider has no cache prices)."""
+        if not self.prompt_cache:
+            return None
+        terms = self.prompt_cache
+        tokens = read_tokens * float(terms.get("read", 1.0)) + write_5m_tokens * float(terms.get("write_5m", 1.0)) \
+            + write_1h_tokens * float(terms.get("write_1h", terms.get("write_5m", 1.0)))
+        return tokens * self.batch_input / 1e6
+
+    @property
+    def min_cache_tokens(self) -> int | None:
+        """The shortest prefix the provider caches for this model (None: unknown)."""
+        if not self.prompt_cache:
+            return None
+        value = (self.prompt_cache.get("min_tokens") or {}).get(self.model, self.prompt_cache.get("min_tokens_default"))
+        return None if value is None else int(value)
 
     @property
     def batch_input(self) -> float:
@@ -117,6 +137,7 @@ class PriceTable:
             batch_discount=float(entry.get("batch_discount", provider.get("batch_discount", 0.0))),
             as_of=entry.get("as_of") or self.as_of, source=entry.get("source") or provider.get("source"),
             context_window=int(window) if window else None,
+            prompt_cache=provider.get("prompt_cache"),
         )
 
     def models(self, provider: str) -> list[str]:

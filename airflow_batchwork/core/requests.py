@@ -224,6 +224,9 @@ class BatchRequest(BaseModel):
     tool_choice: ToolChoice | None = None
     """auto / required / none, or {"type": "tool", "tool_name": …} to force one tool."""
     provider_options: dict[str, Any] | None = None
+    cache_prefix: bool | Literal["5m", "1h"] | None = None
+    """Mark the system prompt as a cacheable prefix with the provider's prompt-cache control (Anthropic):
+    True or "1h" for the one-hour cache, "5m" for the five-minute one (docs/pay-once.md)."""
 
     @field_validator("output_schema", mode="before")
     @classmethod

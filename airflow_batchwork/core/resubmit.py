@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
 from airflow_batchwork.core.client import BatchClient
+from airflow_batchwork.core.dedup import ReuseCollector
 from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
 from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.core.handle import JobHandle
@@ -111,6 +112,11 @@ class ResubmitRounds:
                 "submit it with a state store that keeps files: state_path (or [batchwork] state_path), "
                 "or BatchClient.submit(..., ledger=FsspecLedger(...))",
             )
+        if max_item_retries and handle.ids_url and ReuseCollector.load(handle.ids_url, None, storage_options):
+            # Rows not sent (dedup, cache, incremental) are written by the plain collect only (docs/pay-once.md).
+            raise ConfigurationError(
+                "max_item_retries", "is not supported yet for a job submitted with dedup, cache or incremental",
+                "collect it with max_item_retries=0; the next run sends the rows that failed again")
         self.handle = handle
         self.url = url
         self.max_item_retries = max_item_retries

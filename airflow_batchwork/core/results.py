@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters.base import ProviderAdapter
+from airflow_batchwork.core.dedup import ReuseCollector
 from airflow_batchwork.core.errors import BatchworkError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.parquet import (
@@ -97,12 +98,16 @@ class JobResultWriter:
         *,
         storage_options: Mapping[str, Any] | None = None,
         enrichers: Sequence[RowEnricher] = (),
+        reuse: ReuseCollector | None = None,
     ) -> None:
         self.handle = handle
         self.url = url
         self.storage_options = dict(storage_options or {})
+        self.reuse = reuse
         directory = is_directory_url(url)
-        targets = [f"{url}{part_name(i)}" for i in range(len(handle.batches))] if directory else [url]
+        # A job whose answers were all reused has no batch, and its rows still need a part.
+        parts = max(len(handle.batches), 1 if reuse is not None else 0)
+        targets = [f"{url}{part_name(i)}" for i in range(parts)] if directory else [url]
         meta = handle.to_dict()
         self.writers = [
             ParquetResultWriter(t, provider=handle.provider, model=handle.model, metadata=meta,
@@ -124,23 +129,29 @@ class JobResultWriter:
                 reported = await adapter.status(batch.id)
                 received = 0
                 async for records in adapter.result_batches(ref, batch.id):
-                    self.writers[index].write_batch(records)
-                    self._ids[index].append(records.column("custom_id"))
+                    self._write(index, records)
                     received += records.num_rows
                 self._check_length(adapter, batch.id, reported, received)
                 log.info("Collected %s batch %s (%d/%d)", self.handle.provider, batch.id, shard + 1,
                          len(self.handle.batches))
             dropped = self._drop_duplicates()
             missing = await self._add_missing(adapter)
+            if self.reuse is not None:
+                for records in self.reuse.reused_batches():
+                    self._write(0, records)
         except BaseException:
             for writer in self.writers:
                 writer.abort()
+            if self.reuse is not None:
+                self.reuse.abort()
             raise
         manifest = self._manifest(dropped, missing)
         if is_directory_url(self.url):
             manifest["success_marker"] = publish_folder(self.url, self.writers, manifest, self.storage_options)
         else:
             self.writers[0].commit()
+        if self.reuse is not None:
+            self.reuse.commit()  # after the dataset: a failure here leaves a retry that redoes both
         return manifest
 
     @staticmethod
@@ -155,6 +166,12 @@ class JobResultWriter:
                 f"{adapter.provider} batch {batch_id} reports {expected:,} finished requests but its results "
                 f"delivered {received + unreadable:,}; the download ended short (retry the collect)"
             )
+
+    def _write(self, index: int, records: pa.RecordBatch) -> None:
+        written = self.writers[index].write_batch(records)
+        self._ids[index].append(records.column("custom_id"))
+        if self.reuse is not None and written is not None:
+            self.reuse.observe(written)  # the rows as written: final status, `cached`/`dedup_of` set
 
     def _all_ids(self) -> pa.ChunkedArray:
         chunks = [chunk for ids in self._ids for chunk in ids]
@@ -202,14 +219,16 @@ class JobResultWriter:
             return 0
         submitted = read_submitted_ids(self.handle.ids_url, self.storage_options)
         returned = self._all_ids()
-        absent = submitted.filter(pc.invert(pc.is_in(submitted.column("custom_id"), value_set=returned)))
+        # Rows of shard -1 were never sent (answers reused, core/dedup.py): they are not missing.
+        absent = submitted.filter(pc.and_(pc.invert(pc.is_in(submitted.column("custom_id"), value_set=returned)),
+                                          pc.greater_equal(submitted.column("shard"), 0)))
         for shard, batch in enumerate(self.handle.batches):
             ids = absent.filter(pc.equal(absent.column("shard"), shard)).column("custom_id")
             if len(ids):
                 state = (await adapter.status(batch.id)).state
                 index = self._writer_index(shard)
                 records = missing_batch(ids.combine_chunks(), batch.id, state)
-                self.writers[index].write_batch(records)
+                self._write(index, records)
                 log.warning("%d submitted requests of batch %s (%s) have no result line: written as %s",
                             len(ids), batch.id, state, records.column("status")[0])
         return absent.num_rows
@@ -229,5 +248,5 @@ class JobResultWriter:
             "model": self.handle.model,
             "batch_ids": self.handle.batch_ids,
             "duplicates_dropped": dropped,
-            "unaccounted": max(self.handle.request_count - rows, 0),
+            "unaccounted": max(self.handle.request_count - rows - (self.reuse.unchanged if self.reuse else 0), 0),
         }

@@ -79,8 +79,12 @@ class JobStatus:
         for batch in batches:
             counts = counts + batch.counts
         running = [b.state for b in batches if not b.terminal]
-        if running:
-            state: BatchState = min(running, key=_PROGRESS.index)
+        state: BatchState
+        if not batches:
+            # A job whose every answer was reused (core/dedup.py) has no batch: it is done.
+            state = "completed"
+        elif running:
+            state = min(running, key=_PROGRESS.index)
         else:
             state = max((b.state for b in batches), key=_SEVERITY.index)
         return cls(state=state, counts=counts, batches=tuple(batches))

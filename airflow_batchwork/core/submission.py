@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderLimits
+from airflow_batchwork.core.dedup import KEY_PLACEHOLDER, ReusePlanner, request_key
 from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
 from airflow_batchwork.core.parquet import RESULT_SCHEMA
 from airflow_batchwork.core.parts import inline_parts
@@ -63,6 +64,11 @@ class PreparedJob:
     passthrough: list[str]
     _workdir: tempfile.TemporaryDirectory[str] = field(repr=False)
     recorder: RequestRecorder | None = field(default=None, repr=False)
+    reuse: ReusePlanner | None = field(default=None, repr=False)
+    priming: bool = False
+    """Shard 0 is a one-request priming batch: it must end before the other shards are created."""
+    prompt_cache: bool = False
+    """Some request marks a prompt-cache prefix (`cache_prefix`): the collector adds the cache token columns."""
 
     def __enter__(self) -> PreparedJob:
         return self
@@ -81,11 +87,16 @@ def prepare_job(
     *,
     defaults: Mapping[str, Any] | None = None,
     limits: Mapping[str, int] | None = None,
+    reuse: ReusePlanner | None = None,
+    prime: bool = True,
     context_window: int | None = None,
 ) -> PreparedJob:
     """One pass over `requests`: validation (all problems up to five, before any API call), encoding,
     per-request size check, greedy sharding by the provider's count and byte limits. With
-    `context_window`, a request whose estimated tokens (input + max_output_tokens) exceed it is refused."""
+    `context_window`, a request whose estimated tokens (input + max_output_tokens) exceed it is refused. With
+    `reuse` (core/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item. With
+    `prime`, a first request whose marked cache prefix the provider would cache (`ProviderAdapter.primes`)
+    goes alone in shard 0, the priming batch (`PreparedJob.priming`)."""
     ref = parse_model(model)
     check_request_list(requests)
     cls = adapter_class(ref.provider)
@@ -118,6 +129,8 @@ def prepare_job(
         for name in passthrough:
             columns[name] = [row.get(name) for row in carried_rows]
         columns.update(recorder.flush())
+        if reuse is not None:
+            columns.update(reuse.flush())
         table = pa.table(columns)
         table = table.cast(pa.schema([*IDS_SCHEMA, *list(table.schema)[2:]]))
         if ids_writer is None:
@@ -128,6 +141,8 @@ def prepare_job(
         carried_rows.clear()
 
     count = 0
+    marked = False
+    primed: int | None = None  # 1: shard 0 is a priming batch of one request (a new shard starts at len == 1)
     try:
         for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults):
             # Files on fsspec URLs are read and inlined here, so their bytes count in the limits below.
@@ -138,6 +153,12 @@ def prepare_job(
                 raise RequestValidationError(f"requests[{index}].{field_name}", problem, fix)
             if context_window:
                 _check_context_window(ref, index, request, estimated_input_tokens(request), context_window)
+            if request.cache_prefix:
+                marked = True
+            if request.cache_prefix and not cls.prompt_cache_control:
+                raise RequestValidationError(
+                    f"requests[{index}].cache_prefix", f"{ref.provider} has no explicit prompt-cache control",
+                    "leave cache_prefix unset for this provider (see docs/pay-once.md for who caches what)")
             item = payload.encode(ref, request)
             size = len(item) + 1
             if size - 1 > effective.max_request_bytes:
@@ -147,24 +168,39 @@ def prepare_job(
                     f"{effective.max_request_bytes:,} bytes per request",
                     "shorten the prompt or split it into several requests",
                 )
-            current = shards[-1] if shards else None
-            if current is None or current.count + 1 > effective.max_requests \
-                    or current.nbytes + size > effective.max_bytes:
-                if out is not None:
-                    out.close()
-                current = Shard(root / f"shard-{len(shards):05d}.jsonl")
-                shards.append(current)
-                out = current.path.open("wb")
-            assert out is not None
-            out.write(item)
-            out.write(b"\n")
-            current.count += 1
-            current.nbytes += size
-            digest.update(item)
-            digest.update(b"\n")
+            skipped = None
+            if reuse is not None:
+                key = request_key(ref, payload.encode(ref, request.model_copy(update={"custom_id": KEY_PLACEHOLDER})))
+                skipped = reuse.decide(request.custom_id, key)
+            if skipped is None:
+                current = shards[-1] if shards else None
+                if current is None or current.count + 1 > effective.max_requests \
+                        or current.nbytes + size > effective.max_bytes or primed == len(shards):
+                    if out is not None:
+                        out.close()
+                    current = Shard(root / f"shard-{len(shards):05d}.jsonl")
+                    shards.append(current)
+                    out = current.path.open("wb")
+                assert out is not None
+                out.write(item)
+                out.write(b"\n")
+                current.count += 1
+                current.nbytes += size
+                digest.update(item)
+                digest.update(b"\n")
+                id_shards.append(len(shards) - 1)
+                recorder.add(request, item)
+                if prime and primed is None:
+                    # Only the first request sent can prime; the next one starts shard 1 if this one does.
+                    primed = 1 if payload.primes(ref, request) else -1
+            else:
+                # Not sent: its row still counts in the fingerprint (a change must resubmit), not in the estimate.
+                digest.update(f"{skipped}:{request.custom_id}:{key}\n".encode())
+                id_shards.append(-1)
+                estimate = (recorder.estimated_input_tokens, recorder.estimated_output_tokens)
+                recorder.add(request, item)
+                recorder.estimated_input_tokens, recorder.estimated_output_tokens = estimate
             ids.append(request.custom_id)
-            id_shards.append(len(shards) - 1)
-            recorder.add(request, item)
             row = carried.pop(index, None)
             if row is not None:
                 if not passthrough:
@@ -188,7 +224,8 @@ def prepare_job(
     assert ids_writer is not None
     ids_writer.close()
     return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
-                       request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder)
+                       request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder, reuse=reuse,
+                       priming=primed == 1 and len(shards) > 1, prompt_cache=marked)
 
 
 def _check_context_window(ref: ModelRef, index: int, request: BatchRequest, input_tokens: int, window: int) -> None:

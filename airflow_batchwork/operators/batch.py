@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperator, Context, XComArg, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, results_alias, results_outlet
+from airflow_batchwork.core.cache import CACHE_MODES, ResponseCache
 from airflow_batchwork.core.errors import ConfigurationError, ProviderAPIError
 from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.ledger import SubmitLedger
@@ -56,6 +57,18 @@ def _check_seconds(name: str, value: object, fix: str) -> None:
         raise ConfigurationError(name, f"{value!r:.60} is not a finite number of seconds", fix)
     if value <= 0:
         raise ConfigurationError(name, f"{value} is not positive", fix)
+
+
+def check_reuse_options(*, dedup: object = False, cache: object = None, cache_mode: object = "read_write",
+                        cache_ttl: object = None) -> None:
+    """The pay-once options (docs/pay-once.md), checked when the DAG is parsed."""
+    if not isinstance(dedup, bool):
+        raise ConfigurationError("dedup", f"{dedup!r:.60} is not True or False", "pass dedup=True or dedup=False")
+    if cache is not None and not _is_templated(cache):
+        ResponseCache.coerce(cache, mode=str(cache_mode), ttl=cache_ttl)  # type: ignore[arg-type]
+    elif cache_mode not in CACHE_MODES:
+        raise ConfigurationError("cache_mode", f"{cache_mode!r:.60} is not a cache mode",
+                                 f"use one of {', '.join(CACHE_MODES)}")
 
 
 def _fail_fast(exc: ConfigurationError | ProviderAPIError) -> AirflowFailException:
@@ -157,6 +170,19 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
     :param output_path: the URL the results will be collected to (templated; the same value as the collect
         task's). Optional: when given, the submit writes and removes a small probe file there before any paid
         call, so an unwritable destination or an undefined template variable fails before the batch exists.
+    :param dedup: send requests with the same provider-facing body once; each custom_id keeps its row
+        (``dedup_of`` names the request whose answer it shares). Needs ``state_path``; see docs/pay-once.md.
+    :param cache: a response cache folder on any fsspec URL (templated): requests it has an answer for are
+        not sent (rows with ``cached = true``, ``cost_usd = 0``); give the same ``cache`` to the collect task
+        to store new answers. Off by default; needs ``state_path``.
+    :param cache_mode: ``"read_write"`` (default), ``"read_only"`` or ``"refresh"`` (ask again, replace).
+    :param cache_ttl: seconds after which a cached answer is no longer used (default: never).
+    :param incremental: the folder of a keyed dataset (templated; the ``output_path`` of a collect task with
+        ``merge=True``): only requests whose custom_id is new, whose input changed, or whose row had not
+        succeeded are sent. Needs ``state_path``; see docs/pay-once.md.
+    :param cache_prefix: Anthropic prompt caching: mark every request's system prompt with ``cache_control``
+        (``True``/``"1h"``, or ``"5m"``); when the prefix is long enough the first request is sent alone first
+        and the rest follow when it ended (at most ``prime_timeout`` seconds later), reading the cache.
 
     Bad input (model, requests, defaults, credentials) fails the task before any API call, without
     retries. A job over the provider's limits is split into several batches under one handle. Retries are
@@ -165,7 +191,7 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("model", "requests_path", "defaults", "conn_id", "metadata", "state_path",
-                                      "prices", "output_path")
+                                      "prices", "output_path", "cache", "incremental")
     template_fields_renderers = {"defaults": "json", "metadata": "json"}
     ui_color = "#e8f1ff"
     operator_extra_links = (BatchConsoleLink(),)
@@ -195,9 +221,35 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
         max_cost_usd: float | None = None,
         prices: dict[str, Any] | str | None = None,
         output_path: str | None = None,
+        dedup: bool = False,
+        cache: str | None = None,
+        cache_mode: str = "read_write",
+        cache_ttl: float | None = None,
+        incremental: str | None = None,
+        cache_prefix: bool | str | None = None,
+        prime_timeout: float = 3600,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if cache_prefix not in (None, True, False, "5m", "1h"):
+            raise ConfigurationError("cache_prefix", f"{cache_prefix!r:.60} is not an option",
+                                     'use True (one-hour cache), "1h" or "5m"')
+        if isinstance(prime_timeout, bool) or not isinstance(prime_timeout, int | float) or not prime_timeout > 0:
+            raise ConfigurationError("prime_timeout", f"{prime_timeout!r:.60} is not a positive number of seconds",
+                                     "use e.g. 3600")
+        self.cache_prefix = cache_prefix
+        self.prime_timeout = prime_timeout
+        check_reuse_options(dedup=dedup, cache=cache, cache_mode=cache_mode, cache_ttl=cache_ttl)
+        if incremental is not None and not _is_templated(incremental):
+            check_output_url(incremental, "incremental")
+            if not incremental.endswith("/"):
+                raise ConfigurationError("incremental", f"{incremental!r:.120} is not a folder URL",
+                                         "give the output_path of the collect task (merge=True), ending in '/'")
+        self.incremental = incremental
+        self.dedup = dedup
+        self.cache = cache
+        self.cache_mode = cache_mode
+        self.cache_ttl = cache_ttl
         self.output_schema = to_json_schema(output_schema) if output_schema is not None else None
         if isinstance(requests, Mapping | str | bytes):
             raise ConfigurationError("requests", f"expected a list of request dicts, got a {type(requests).__name__}",
@@ -275,10 +327,18 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
                 metadata=self.metadata, limits=self.limits, ledger=ledger, identity=identity,
                 on_changed_input=self.on_changed_input, on_orphaned_intent=self.on_orphaned_intent,
                 output_schema=self.output_schema, max_cost_usd=self.max_cost_usd, prices=self.prices,
+                dedup=self.dedup, cache=self.cache, cache_mode=self.cache_mode, cache_ttl=self.cache_ttl,
+                cache_storage_options=self.storage_options, incremental=self.incremental,
+                incremental_storage_options=self.storage_options, cache_prefix=self.cache_prefix,
+                prime_timeout=self.prime_timeout,
             )
         self._job = job
-        self.log.info("Submitted %s job: %d requests in batches %s", job.provider, job.request_count,
-                      ", ".join(job.batch_ids))
+        if job.batches:
+            self.log.info("Submitted %s job: %d requests in batches %s", job.provider, job.request_count,
+                          ", ".join(job.batch_ids))
+        else:
+            self.log.info("All %d answers of this %s job are reused (cache/dedup): no batch was created",
+                          job.request_count, job.provider)
         context["ti"].xcom_push(key="batch_ids", value=job.batch_ids)
         _console_link(self, context, job, hook)
         if self.wait_for_completion:
@@ -332,12 +392,17 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         file (``True``: next to the output, see the manifest's ``history_path``; or a URL).
     :param prices: price table overrides for the ``cost_usd`` column (a dict, or a YAML/JSON file URL;
         templated).
+    :param cache: the response cache folder (templated) to store this job's new successful answers in,
+        atomically after the dataset is written; ``cache_mode="read_only"`` stores nothing.
+    :param merge: ``output_path`` is a keyed dataset folder: this job's rows replace those with the same
+        custom_id, the others stay, atomically; the manifest's ``incremental`` entry counts new, changed and
+        unchanged rows (the job must be submitted with ``incremental=`` the same folder).
 
     Returns a manifest ``{path, files, rows, counts, provider, model, batch_ids}``. Files are written
     under a temporary name and moved into place, so a retry overwrites, never appends.
     """
 
-    template_fields: Sequence[str] = ("job", "output_path", "conn_id", "prices")
+    template_fields: Sequence[str] = ("job", "output_path", "conn_id", "prices", "cache")
     ui_color = "#eafbea"
     operator_extra_links = (BatchConsoleLink(),)
 
@@ -356,6 +421,9 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         max_item_retries: int = 0,
         keep_history: bool | str = False,
         prices: dict[str, Any] | str | None = None,
+        cache: str | None = None,
+        cache_mode: str = "read_write",
+        merge: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -365,6 +433,21 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
                                      "give a URL such as s3://bucket/results/")
         _check_seconds("poll_interval", poll_interval, "use e.g. 60 (seconds)")
         _check_seconds("timeout", timeout, "use e.g. 86400 (seconds)")
+        check_reuse_options(cache=cache, cache_mode=cache_mode)
+        if not isinstance(merge, bool):
+            raise ConfigurationError("merge", f"{merge!r:.60} is not True or False", "pass merge=True or merge=False")
+        if merge and max_item_retries:
+            raise ConfigurationError("merge", "is not supported together with max_item_retries yet",
+                                     "drop max_item_retries: the next incremental run sends rows that failed again")
+        if merge and not (_is_templated(output_path) or str(output_path).endswith("/")):
+            raise ConfigurationError("output_path", f"{output_path!r:.120} is not a folder URL",
+                                     "a merged dataset is a folder: end output_path with '/'")
+        self.merge = merge
+        if cache is not None and max_item_retries:
+            raise ConfigurationError("cache", "is not supported together with max_item_retries yet",
+                                     "drop max_item_retries, or collect without cache= (answers then stay uncached)")
+        self.cache = cache
+        self.cache_mode = cache_mode
         _check_output_path(output_path)
         self.job = job
         self.output_path = output_path
@@ -450,7 +533,10 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
                 manifest = self._write_rounds(handle, state, **resume)
             else:
                 manifest = self._hook(handle).write_parquet(handle, self.output_path,
-                                                            storage_options=self.storage_options, prices=self.prices)
+                                                            storage_options=self.storage_options, prices=self.prices,
+                                                            cache=self.cache, cache_mode=self.cache_mode,
+                                                            cache_storage_options=self.storage_options,
+                                                            merge=self.merge)
         manifest["state"] = state
         attach_event_extra(context, self.results_outlet, manifest)
         self.log.info("Wrote %d rows to %s: %s (cost_usd: %s)", manifest["rows"], manifest["path"],

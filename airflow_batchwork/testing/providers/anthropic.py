@@ -17,9 +17,13 @@ Wire behaviour worth knowing:
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from functools import cache
+from importlib import resources
 from typing import Any
 
 from starlette.requests import Request
@@ -253,11 +257,58 @@ def _origin(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}"
 
 
+@cache
+def _cache_minimums() -> tuple[dict[str, int], int]:
+    """Minimum cacheable prefix per model, from the dated table the package ships (data/prices.json)."""
+    text = resources.files("airflow_batchwork").joinpath("data/prices.json").read_text(encoding="utf-8")
+    terms = json.loads(text)["providers"][NAME]["prompt_cache"]
+    return dict(terms["min_tokens"]), int(terms["min_tokens_default"])
+
+
+def _cache_breakpoint(params: Mapping[str, Any]) -> tuple[str, int, str] | None:
+    """(key, tokens, ttl) of the prefix up to the last block carrying ``cache_control`` (system blocks, then
+    message content blocks, in order), or None when nothing is marked or the prefix is below the model's
+    minimum (the API then caches nothing and reports zeros)."""
+    blocks: list[Mapping[str, Any]] = []
+    system = params.get("system")
+    if isinstance(system, str):
+        blocks.append({"type": "text", "text": system})
+    elif isinstance(system, list):
+        blocks += [b for b in system if isinstance(b, Mapping)]
+    for message in params.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, str):
+            blocks.append({"type": "text", "text": content})
+        elif isinstance(content, list):
+            blocks += [b for b in content if isinstance(b, Mapping)]
+    marked = [i for i, b in enumerate(blocks) if b.get("cache_control")]
+    if not marked:
+        return None
+    prefix = blocks[: marked[-1] + 1]
+    tokens = sum(len(echo.content_text(b).split()) for b in prefix)
+    minimums, default = _cache_minimums()
+    if tokens < minimums.get(str(params.get("model")), default):
+        return None
+    plain = [{k: v for k, v in b.items() if k != "cache_control"} for b in prefix]
+    key = hashlib.sha256(json.dumps([params.get("model"), plain], sort_keys=True).encode()).hexdigest()
+    ttl = str((blocks[marked[-1]].get("cache_control") or {}).get("ttl") or "5m")
+    return key, tokens, ttl
+
+
 class _AnthropicRoutes:
-    """Handlers for one emulator's Anthropic routes over the shared store."""
+    """Handlers for one emulator's Anthropic routes over the shared store.
+
+    Prompt caching: a request whose params mark a prefix with ``cache_control`` (long enough for the model)
+    reads the cache entry of that prefix when another batch wrote it and it has not expired (reading renews
+    it), else writes it. Items of one batch never read each other's writes (a cold batch writes once per
+    item), which is why a job primes the cache with a one-request batch first. Usage reports it the way the
+    API does: ``cache_read_input_tokens`` / ``cache_creation_input_tokens`` (split by TTL in
+    ``cache_creation``), and ``input_tokens`` without the cached prefix.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.prompt_cache: dict[str, tuple[str, float]] = {}  # prefix key -> (writing batch token, expires at)
 
     def routes(self) -> list[BaseRoute]:
         base = "/v1/messages/batches"
@@ -284,7 +335,7 @@ class _AnthropicRoutes:
             endpoint="/v1/messages",
             items=items,
             model=models.pop() if len(models) == 1 else None,
-            render=self._render,
+            render=functools.partial(self._render, batch=self.store.new_id("pc_")),
             id_prefix="msgbatch_",
             validation_failure="items",  # Message Batches have no failed state
         )
@@ -342,7 +393,23 @@ class _AnthropicRoutes:
 
         return StreamingResponse(stream(), media_type="application/binary")
 
-    def _render(self, item: Item, outcome: Outcome) -> ItemResult:
+    def _cache_usage(self, params: Mapping[str, Any], batch: str) -> tuple[int, int, int]:
+        """(read, write 5m, write 1h) prefix tokens of one request that succeeds in `batch`."""
+        point = _cache_breakpoint(params)
+        if point is None:
+            return 0, 0, 0
+        key, tokens, ttl = point
+        now = self.store.now()
+        life = 3600.0 if ttl == "1h" else 300.0
+        entry = self.prompt_cache.get(key)
+        if entry is not None and entry[0] != batch and entry[1] > now:
+            self.prompt_cache[key] = (entry[0], max(entry[1], now + life))
+            return tokens, 0, 0
+        if entry is None or entry[1] <= now:
+            self.prompt_cache[key] = (batch, now + life)
+        return 0, (tokens if ttl != "1h" else 0), (tokens if ttl == "1h" else 0)
+
+    def _render(self, item: Item, outcome: Outcome, batch: str = "") -> ItemResult:
         if outcome == "succeeded":
             params = item.body
             problem = params_problem(params)
@@ -358,6 +425,8 @@ class _AnthropicRoutes:
             if reply.tool_call is not None:
                 content = [{"type": "tool_use", "id": self.store.new_id("toolu_"), "name": reply.tool_call.name,
                             "input": reply.tool_call.arguments}]
+            read, write_5m, write_1h = self._cache_usage(params, batch)
+            cached = read + write_5m + write_1h
             message = {
                 "id": self.store.new_id("msg_"),
                 "type": "message",
@@ -367,17 +436,17 @@ class _AnthropicRoutes:
                 "stop_reason": "tool_use" if reply.tool_call else "max_tokens" if reply.truncated else "end_turn",
                 "stop_sequence": None,
                 "usage": {
-                    "input_tokens": reply.input_tokens,
+                    "input_tokens": reply.input_tokens - cached,
                     "output_tokens": reply.output_tokens,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+                    "cache_creation_input_tokens": write_5m + write_1h,
+                    "cache_read_input_tokens": read,
+                    "cache_creation": {"ephemeral_5m_input_tokens": write_5m, "ephemeral_1h_input_tokens": write_1h},
                     "server_tool_use": None,
                     "service_tier": "batch",
                 },
             }
             line = {"custom_id": item.custom_id, "result": {"type": "succeeded", "message": message}}
-            return ItemResult(item.custom_id, "succeeded", line, reply.input_tokens, reply.output_tokens)
+            return ItemResult(item.custom_id, "succeeded", line, reply.input_tokens - cached, reply.output_tokens)
         if outcome == "errored" and item.marker == "fail_validation":
             return self._errored(item, VALIDATION_FAILURE_MESSAGE)
         if outcome == "errored" and item.marker == "transient":
