@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -61,9 +62,20 @@ def test_clean_demo_run_is_quiet_and_succeeds(tmp_path: Path) -> None:
 
 
 def test_wheel_ships_the_demo_dag_license_and_price_data(tmp_path: Path) -> None:
+    # Built from a copy of the tracked files: an in-tree build leaves `airflow_batchwork.egg-info` in the
+    # project root, and every later process started there would see the distribution twice (its plugin
+    # entry point registered twice, a warning in the demo).
+    source = tmp_path / "src"
+    left_before = set(ROOT.glob("*.egg-info"))
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file() and not (ROOT / name).is_symlink():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
+    assert set(ROOT.glob("*.egg-info")) == left_before
     (wheel,) = tmp_path.glob("airflow_batchwork-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for wanted in ("airflow_batchwork/testing/demo_dag.py", "airflow_batchwork/testing/demo.py",
