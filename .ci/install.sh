@@ -17,6 +17,11 @@ if [ "${USE_UV:-1}" = 1 ] && { [ -x "$venv/bin/uv" ] || "$py" -m pip install --q
     links=$("$py" -m pip config get global.find-links 2>/dev/null || true)
     for l in $links ${PIP_FIND_LINKS:-}; do [ -e "$l" ] && set -- "$@" --find-links "$l"; done
     # --index-strategy: pip's view (best match over every index), not uv's first-index-wins default.
-    exec "$venv/bin/uv" pip install --quiet --python "$py" --index-strategy unsafe-best-match "$@" -e "$target"
+    "$venv/bin/uv" pip install --quiet --python "$py" --index-strategy unsafe-best-match "$@" -e "$target"
+else
+    "$py" -m pip install --quiet -e "$target"
 fi
-"$py" -m pip install --quiet -e "$target"
+# Building the editable install leaves `airflow_batchwork.egg-info` beside the sources. The installed
+# dist-info holds the metadata; a second copy in the project root (on sys.path for `python -m …` run
+# there, as `make demo` does) makes Airflow load the plugin entry point twice and warn about it.
+rm -rf airflow_batchwork.egg-info
