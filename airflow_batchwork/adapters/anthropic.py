@@ -410,19 +410,8 @@ class AnthropicAdapter(ProviderAdapter):
         return self._status(response.json())
 
     async def list_batches(self, *, limit: int = 100) -> AsyncIterator[BatchStatus]:
-        after: str | None = None
-        seen = 0
-        while seen < limit:
-            params: dict[str, Any] = {"limit": min(1000, limit - seen)}
-            if after:
-                params["after_id"] = after
-            page = (await self.http.request("GET", "/v1/messages/batches", retry_safe=True, params=params)).json()
-            for batch in page.get("data") or []:
-                seen += 1
-                yield self._status(batch)
-            if not page.get("has_more") or not page.get("last_id"):
-                return
-            after = self.check_id(page["last_id"])
+        async for batch in self._list_raw(limit=limit):
+            yield self._status(batch)
 
 
 def _timestamp(value: object) -> float | None:
