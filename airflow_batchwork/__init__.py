@@ -4,7 +4,7 @@ Importing this package does not import Airflow; the Airflow layer lives in `hook
 and `triggers/`, the provider-neutral core in `core/` and `adapters/`.
 """
 
-from airflow_batchwork.core.refs import ModelRef, ProviderFactory, parse_model
+from airflow_batchwork.values.refs import ModelRef, ProviderFactory, parse_model
 
 __version__ = "0.1.0"
 

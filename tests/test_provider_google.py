@@ -27,10 +27,10 @@ from airflow_batchwork.core import (
     UnsafeResponseError,
     parse_model,
 )
-from airflow_batchwork.core.errors import CredentialsError
-from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
+from airflow_batchwork.values.errors import CredentialsError
+from airflow_batchwork.values.requests import BatchRequest
 
 MODEL = "gemini-2.5-flash"
 KEY = {"x-goog-api-key": "test-key"}

@@ -10,7 +10,7 @@ from airflow_batchwork.adapters.mistral import MistralAdapter
 from airflow_batchwork.adapters.openai import OpenAIAdapter
 from airflow_batchwork.adapters.together import TogetherAdapter
 from airflow_batchwork.adapters.xai import XAIAdapter
-from airflow_batchwork.core.errors import ModelRefError
+from airflow_batchwork.values.errors import ModelRefError
 
 ADAPTERS: dict[str, type[ProviderAdapter]] = {
     adapter.provider: adapter

@@ -19,13 +19,13 @@ import orjson
 import pyarrow as pa
 
 from airflow_batchwork.adapters.content import TEXT_ONLY, ContentSupport, check_content
-from airflow_batchwork.core.credentials import Credentials
-from airflow_batchwork.core.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.parquet import items_to_batch
-from airflow_batchwork.core.refs import EndpointKind, ModelRef
-from airflow_batchwork.core.requests import CUSTOM_ID_PATTERN, BatchRequest
-from airflow_batchwork.core.status import BatchStatus, ItemResult
+from airflow_batchwork.adapters.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
+from airflow_batchwork.engine.ledger import CallProgress
+from airflow_batchwork.engine.parquet import items_to_batch
+from airflow_batchwork.values.credentials import Credentials
+from airflow_batchwork.values.refs import EndpointKind, ModelRef
+from airflow_batchwork.values.requests import CUSTOM_ID_PATTERN, BatchRequest
+from airflow_batchwork.values.status import BatchStatus, ItemResult
 
 # (field, problem, fix): a request the provider cannot serve, refused before any API call.
 Refusal = tuple[str, str, str]

@@ -32,9 +32,9 @@ from airflow_batchwork.adapters.openai_compat import (
     responses_items,
     responses_tools,
 )
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.status import ItemResult
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.status import ItemResult
 
 # `CreateResponse.max_output_tokens` has `minimum: 16` in OpenAI's spec; the API refuses less.
 MIN_RESPONSES_OUTPUT_TOKENS = 16

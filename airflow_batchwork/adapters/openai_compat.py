@@ -16,11 +16,11 @@ import pyarrow as pa
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
 from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.parquet import items_to_batch
-from airflow_batchwork.core.parts import Media
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import (
+from airflow_batchwork.engine.ledger import CallProgress
+from airflow_batchwork.engine.parquet import items_to_batch
+from airflow_batchwork.values.parts import Media
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import (
     BatchRequest,
     ContentPart,
     FilePart,
@@ -30,8 +30,8 @@ from airflow_batchwork.core.requests import (
     ToolCallPart,
     ToolResultPart,
 )
-from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
-from airflow_batchwork.core.structured import is_strict_compatible, schema_name
+from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
+from airflow_batchwork.values.structured import is_strict_compatible, schema_name
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",

@@ -31,6 +31,7 @@ from airflow_batchwork.adapters.base import (
     merge_options,
 )
 from airflow_batchwork.adapters.content import BOTH, ContentSupport
+from airflow_batchwork.adapters.http import default_error_parser, is_ambiguous
 from airflow_batchwork.adapters.openai import fill_from_response
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
@@ -42,12 +43,11 @@ from airflow_batchwork.adapters.openai_compat import (
     responses_items,
     responses_tools,
 )
-from airflow_batchwork.core.errors import ProviderAPIError
-from airflow_batchwork.core.http import default_error_parser, is_ambiguous
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.status import TERMINAL_STATES, BatchState, BatchStatus, Counts, ItemResult
+from airflow_batchwork.engine.ledger import CallProgress
+from airflow_batchwork.values.errors import ProviderAPIError
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.status import TERMINAL_STATES, BatchState, BatchStatus, Counts, ItemResult
 
 InputMode = Literal["auto", "inline", "file"]
 

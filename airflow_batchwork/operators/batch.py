@@ -15,20 +15,20 @@ from airflow.sdk import BaseOperator, Context, XComArg, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, results_alias, results_outlet
-from airflow_batchwork.core.cache import CACHE_MODES, ResponseCache
-from airflow_batchwork.core.errors import ConfigurationError, ProviderAPIError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.ledger import SubmitLedger
-from airflow_batchwork.core.preflight import check_output_url, check_template, is_templated, probe_writable
-from airflow_batchwork.core.refs import parse_model
-from airflow_batchwork.core.sources import read_requests
-from airflow_batchwork.core.structured import to_json_schema
+from airflow_batchwork.engine.cache import CACHE_MODES, ResponseCache
+from airflow_batchwork.engine.ledger import SubmitLedger
+from airflow_batchwork.engine.preflight import check_output_url, check_template, is_templated, probe_writable
+from airflow_batchwork.engine.sources import read_requests
 from airflow_batchwork.hooks.batchwork import BatchworkHook
 from airflow_batchwork.hooks.task_state import ledger_for, task_identity
 from airflow_batchwork.links import BatchConsoleLink, persist_batch_link
 from airflow_batchwork.operators.resubmit import ResubmitMixin
 from airflow_batchwork.triggers.batch import EVENT_STATUSES, BatchCompleteTrigger
 from airflow_batchwork.triggers.webhook import WebhookBatchCompleteTrigger
+from airflow_batchwork.values.errors import ConfigurationError, ProviderAPIError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.refs import parse_model
+from airflow_batchwork.values.structured import to_json_schema
 
 DEFAULT_TIMEOUT = 24 * 3600
 # The deferral backstop outlives the trigger's own deadline, so the trigger gets to cancel first.

@@ -18,12 +18,12 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_batchwork.core.client import BatchClient
-from airflow_batchwork.core.credentials import Credentials
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.resubmit import ResubmitRounds, RoundStep
+from airflow_batchwork.engine.client import BatchClient
+from airflow_batchwork.engine.resubmit import ResubmitRounds, RoundStep
 from airflow_batchwork.triggers.batch import BatchCompleteTrigger
+from airflow_batchwork.values.credentials import Credentials
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.handle import JobHandle
 
 
 async def _step(rounds: ResubmitRounds, provider: str, creds: Credentials, attempt: int, job: JobHandle

@@ -21,14 +21,14 @@ import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderLimits
-from airflow_batchwork.core.dedup import KEY_PLACEHOLDER, ReusePlanner, request_key
-from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
-from airflow_batchwork.core.parquet import RESULT_SCHEMA
-from airflow_batchwork.core.parts import inline_parts
-from airflow_batchwork.core.recorder import CHARS_PER_TOKEN, RequestRecorder, estimated_input_tokens
-from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.requests import BatchRequest, check_request_list, iter_requests
-from airflow_batchwork.core.sources import PASSTHROUGH_KEY
+from airflow_batchwork.engine.dedup import KEY_PLACEHOLDER, ReusePlanner, request_key
+from airflow_batchwork.engine.parquet import RESULT_SCHEMA
+from airflow_batchwork.engine.sources import PASSTHROUGH_KEY
+from airflow_batchwork.values.errors import ConfigurationError, RequestValidationError
+from airflow_batchwork.values.parts import inline_parts
+from airflow_batchwork.values.recorder import CHARS_PER_TOKEN, RequestRecorder, estimated_input_tokens
+from airflow_batchwork.values.refs import ModelRef, parse_model
+from airflow_batchwork.values.requests import BatchRequest, check_request_list, iter_requests
 
 IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
 _IDS_FLUSH = 50_000

@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.core.cache import ResponseCache, SegmentWriter, row_to_json
-from airflow_batchwork.core.errors import BatchworkError
-from airflow_batchwork.core.parquet import ITEM_SCHEMA, RowEnricher
-from airflow_batchwork.core.refs import ModelRef
+from airflow_batchwork.engine.cache import ResponseCache, SegmentWriter, row_to_json
+from airflow_batchwork.engine.parquet import ITEM_SCHEMA, RowEnricher
+from airflow_batchwork.values.errors import BatchworkError
+from airflow_batchwork.values.refs import ModelRef
 
 log = logging.getLogger(__name__)
 

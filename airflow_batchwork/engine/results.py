@@ -18,10 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters.base import ProviderAdapter
-from airflow_batchwork.core.dedup import ReuseCollector
-from airflow_batchwork.core.errors import BatchworkError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.parquet import (
+from airflow_batchwork.engine.dedup import ReuseCollector
+from airflow_batchwork.engine.parquet import (
     ITEM_SCHEMA,
     SERIAL_READ,
     ParquetResultWriter,
@@ -30,7 +28,9 @@ from airflow_batchwork.core.parquet import (
     part_name,
     publish_folder,
 )
-from airflow_batchwork.core.refs import parse_model
+from airflow_batchwork.values.errors import BatchworkError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.refs import parse_model
 
 log = logging.getLogger(__name__)
 

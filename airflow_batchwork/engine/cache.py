@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.parquet import ITEM_SCHEMA, check_output_url
+from airflow_batchwork.engine.parquet import ITEM_SCHEMA, check_output_url
+from airflow_batchwork.values.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

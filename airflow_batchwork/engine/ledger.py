@@ -15,7 +15,7 @@ from typing import Any
 
 import fsspec
 
-from airflow_batchwork.core.errors import BatchworkError
+from airflow_batchwork.values.errors import BatchworkError
 
 
 class LedgerReadError(BatchworkError):

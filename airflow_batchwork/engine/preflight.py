@@ -14,8 +14,8 @@ from typing import Any
 
 import fsspec
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.parquet import check_output_url, is_directory_url
+from airflow_batchwork.engine.parquet import check_output_url, is_directory_url
+from airflow_batchwork.values.errors import ConfigurationError
 
 PROBE_PREFIX = "_batchwork-probe-"
 

@@ -9,8 +9,8 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.requests import REQUEST_FIELDS
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.requests import REQUEST_FIELDS
 
 PARQUET_BATCH_ROWS = 10_000
 # A request needs one of these (see core/requests.py).

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
-from airflow_batchwork.core.errors import ModelRefError
+from airflow_batchwork.values.errors import ModelRefError
 
 if TYPE_CHECKING:
     from airflow_batchwork.adapters.base import EndpointSpec, ProviderAdapter

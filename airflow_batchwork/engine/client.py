@@ -21,9 +21,9 @@ import httpx
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
-from airflow_batchwork.core.cache import ResponseCache
-from airflow_batchwork.core.credentials import Credentials, credentials_from_env
-from airflow_batchwork.core.dedup import (
+from airflow_batchwork.adapters.http import RetryPolicy, is_ambiguous
+from airflow_batchwork.engine.cache import ResponseCache
+from airflow_batchwork.engine.dedup import (
     KEY_COLUMN,
     ReuseCollector,
     ReuseEnricher,
@@ -31,27 +31,33 @@ from airflow_batchwork.core.dedup import (
     format_usd,
     reuse_summary,
 )
-from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
-from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError, ProviderAPIError
-from airflow_batchwork.core.handle import JobHandle, ShardHandle
-from airflow_batchwork.core.http import RetryPolicy, is_ambiguous
-from airflow_batchwork.core.incremental import (
+from airflow_batchwork.engine.enrichment import add_cost, standard_enrichers
+from airflow_batchwork.engine.incremental import (
     FingerprintEnricher,
     KeyedDataset,
     change_counts,
     read_ids,
     unchanged_ids,
 )
-from airflow_batchwork.core.ledger import CallProgress, SubmitLedger
-from airflow_batchwork.core.parquet import RowEnricher, check_output_url
-from airflow_batchwork.core.polling import next_step, sleep_for
-from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost, load_prices, warn_if_unknown_model
-from airflow_batchwork.core.prompt_cache import PromptCacheEnricher
-from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
-from airflow_batchwork.core.status import ItemResult, JobStatus
-from airflow_batchwork.core.structured import with_output_schema
-from airflow_batchwork.core.submission import PreparedJob, Shard, prepare_job
+from airflow_batchwork.engine.ledger import CallProgress, SubmitLedger
+from airflow_batchwork.engine.parquet import RowEnricher, check_output_url
+from airflow_batchwork.engine.polling import next_step, sleep_for
+from airflow_batchwork.engine.prompt_cache import PromptCacheEnricher
+from airflow_batchwork.engine.results import JobResultWriter, PassthroughEnricher
+from airflow_batchwork.engine.submission import PreparedJob, Shard, prepare_job
+from airflow_batchwork.values.credentials import Credentials, credentials_from_env
+from airflow_batchwork.values.errors import BatchTimeoutError, BatchworkError, ConfigurationError, ProviderAPIError
+from airflow_batchwork.values.handle import JobHandle, ShardHandle
+from airflow_batchwork.values.pricing import (
+    CostEnricher,
+    PricesLike,
+    check_max_cost,
+    load_prices,
+    warn_if_unknown_model,
+)
+from airflow_batchwork.values.refs import ModelRef, parse_model
+from airflow_batchwork.values.status import ItemResult, JobStatus
+from airflow_batchwork.values.structured import with_output_schema
 
 log = logging.getLogger(__name__)
 

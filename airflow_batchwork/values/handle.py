@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from airflow_batchwork.core.errors import ConfigurationError
+from airflow_batchwork.values.errors import ConfigurationError
 
 IDENTITY_PATTERN = re.compile(r"^(?!\.\.?$)[^\x00-\x1f/\\]{1,250}$")
 CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
@@ -69,7 +69,7 @@ class JobHandle(BaseModel):
     def _consistent(self) -> JobHandle:
         # Imported here: the adapters import the core modules that import this one.
         from airflow_batchwork.adapters import adapter_class
-        from airflow_batchwork.core.refs import parse_model
+        from airflow_batchwork.values.refs import parse_model
 
         try:
             cls = adapter_class(self.provider)

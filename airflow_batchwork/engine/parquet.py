@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.status import ItemResult
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.status import ItemResult
 
 RESULT_SCHEMA = pa.schema(
     [

@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.structured import SCHEMA_COLUMN, SchemaSet
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.structured import SCHEMA_COLUMN, SchemaSet
 
 ITEM_COLUMN = "_batchwork_item"
 CHARS_PER_TOKEN = 4

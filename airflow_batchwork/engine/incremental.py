@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.core.dedup import CHANGE_COLUMN, KEY_COLUMN
-from airflow_batchwork.core.errors import BatchworkError, ConfigurationError
+from airflow_batchwork.engine.dedup import CHANGE_COLUMN, KEY_COLUMN
+from airflow_batchwork.values.errors import BatchworkError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
