@@ -37,8 +37,7 @@ from airflow_batchwork.adapters.openai_compat import (
     error_fields,
     int_or_none,
 )
-from airflow_batchwork.engine.ledger import CallProgress
-from airflow_batchwork.engine.parquet import ITEM_SCHEMA, items_to_batch
+from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import (
     BatchRequest,
@@ -49,6 +48,7 @@ from airflow_batchwork.values.requests import (
     TextPart,
     ToolCallPart,
 )
+from airflow_batchwork.values.result_schema import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 API_VERSION = "2023-06-01"

@@ -20,11 +20,12 @@ import pyarrow as pa
 
 from airflow_batchwork.adapters.content import TEXT_ONLY, ContentSupport, check_content
 from airflow_batchwork.adapters.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
-from airflow_batchwork.engine.ledger import CallProgress
-from airflow_batchwork.engine.parquet import items_to_batch
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.catalog import EndpointSpec
 from airflow_batchwork.values.credentials import Credentials
-from airflow_batchwork.values.refs import EndpointKind, ModelRef
+from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import CUSTOM_ID_PATTERN, BatchRequest
+from airflow_batchwork.values.result_schema import items_to_batch
 from airflow_batchwork.values.status import BatchStatus, ItemResult
 
 # (field, problem, fix): a request the provider cannot serve, refused before any API call.
@@ -44,15 +45,6 @@ def salvage_line(line: str, batch_id: str, reason: str, *, id_key: str = "custom
         custom_id=match.group(1), status="errored", batch_id=batch_id, response=line, finish_reason="error",
         error_code="parse_error", error_message=f"the provider's result line could not be read: {reason}",
     )
-
-
-@dataclass(frozen=True)
-class EndpointSpec:
-    """One batch endpoint of a provider, as named in model strings (`openai.responses/…`)."""
-
-    name: str
-    kind: EndpointKind
-    path: str = ""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ from airflow_batchwork.adapters.base import (
 from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.http import check_id, default_error_parser
 from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
-from airflow_batchwork.engine.parquet import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.values.errors import ProviderAPIError
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import (
@@ -51,6 +50,7 @@ from airflow_batchwork.values.requests import (
     TextPart,
     ToolCallPart,
 )
+from airflow_batchwork.values.result_schema import ITEM_SCHEMA, items_to_batch
 from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 log = logging.getLogger(__name__)

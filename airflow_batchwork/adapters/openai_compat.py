@@ -16,8 +16,7 @@ import pyarrow as pa
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
 from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
-from airflow_batchwork.engine.ledger import CallProgress
-from airflow_batchwork.engine.parquet import items_to_batch
+from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.parts import Media
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import (
@@ -30,6 +29,7 @@ from airflow_batchwork.values.requests import (
     ToolCallPart,
     ToolResultPart,
 )
+from airflow_batchwork.values.result_schema import items_to_batch
 from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 from airflow_batchwork.values.structured import is_strict_compatible, schema_name
 

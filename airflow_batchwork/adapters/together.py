@@ -35,7 +35,7 @@ from airflow_batchwork.adapters.openai_compat import (
     int_or_none,
     parse_result_line,
 )
-from airflow_batchwork.engine.ledger import CallProgress
+from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.credentials import Credentials
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import BatchRequest

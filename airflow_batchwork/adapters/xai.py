@@ -43,7 +43,7 @@ from airflow_batchwork.adapters.openai_compat import (
     responses_items,
     responses_tools,
 )
-from airflow_batchwork.engine.ledger import CallProgress
+from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.errors import ProviderAPIError
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import BatchRequest
