@@ -26,12 +26,12 @@ from airflow_batchwork.adapters.base import (
 )
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, PDF, ContentSupport
 from airflow_batchwork.adapters.http import default_error_parser
-from airflow_batchwork.adapters.openai import fill_from_embedding
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
     ChatDialect,
     chat_body,
     fill_from_chat_completion,
+    fill_from_embedding,
     int_or_none,
     parse_result_line,
 )

@@ -32,12 +32,12 @@ from airflow_batchwork.adapters.base import (
 )
 from airflow_batchwork.adapters.content import BOTH, ContentSupport
 from airflow_batchwork.adapters.http import default_error_parser, is_ambiguous
-from airflow_batchwork.adapters.openai import fill_from_response
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
     chat_body,
     error_fields,
     fill_from_chat_completion,
+    fill_from_response,
     int_or_none,
     json_schema_format,
     responses_items,
