@@ -409,7 +409,7 @@ async def test_provider_shaped_errors(emulator: Emulator) -> None:
     assert (info.value.status_code, info.value.code) == (400, "INVALID_ARGUMENT")
     assert "API key not valid" in info.value.message
 
-    # An empty key never reaches the wire (core/credentials.py refuses it); the provider's answer to a
+    # An empty key never reaches the wire (values/credentials.py refuses it); the provider's answer to a
     # request without a key is checked on the raw HTTP API.
     with pytest.raises(CredentialsError):
         client_for(emulator, api_key="")

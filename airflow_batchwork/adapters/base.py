@@ -77,7 +77,7 @@ class ProviderAdapter(ABC):
     result_id_key: ClassVar[str] = "custom_id"
     console_url: ClassVar[str | None] = None
     #: Hosts (besides the configured API origin) the provider documents for result downloads; a redirect
-    #: is followed there without credentials, anywhere else it is an error (core/http.py).
+    #: is followed there without credentials, anywhere else it is an error (adapters/http.py).
     download_hosts: ClassVar[frozenset[str]] = frozenset()
     #: Item `error_code`s worth resubmitting (rate limits, server errors, timeouts, overload).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({"429", "500", "502", "503", "504"})
@@ -246,7 +246,7 @@ class ProviderAdapter(ABC):
         """Id of a recent batch carrying `metadata`, where the provider stores metadata; else None."""
         return None
 
-    # --- resumable submit (core/client.py drives these; `progress` lives in the ledger) -------------
+    # --- resumable submit (engine/client.py drives these; `progress` lives in the ledger) -------------
     async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
                              progress: CallProgress) -> str:
         """`create`, recording what each call of a multi-call submit produced in `progress` as it returns,

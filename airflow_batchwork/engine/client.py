@@ -147,7 +147,7 @@ class BatchClient:
 
         `incremental` (the folder of a keyed dataset that `write_parquet(..., merge=True)` maintains) sends only
         the requests whose custom_id is new, whose input fingerprint changed, or whose row had not succeeded;
-        see core/incremental.py.
+        see engine/incremental.py.
 
         `dedup=True` sends requests with the same provider-facing body once (every custom_id still gets its
         row, `dedup_of` naming the one whose answer it shares); `cache` (a folder URL on any fsspec store, or a
@@ -157,7 +157,7 @@ class BatchClient:
 
         `output_schema` (a JSON Schema dict or pydantic model class) asks every request for structured output
         (a request's own `output_schema` wins). `max_cost_usd` refuses, before any API call, a job whose
-        estimated cost (see core/pricing.py; `prices` overrides the packaged price table) is higher.
+        estimated cost (see values/pricing.py; `prices` overrides the packaged price table) is higher.
 
         With a `ledger` (and an `identity` that is stable across retries) the submission is idempotent:
         an intent is saved before each create call and the batch id right after, the identity is written
@@ -311,7 +311,7 @@ class BatchClient:
             passthrough=job.passthrough or None,
             structured=job.recorder.schemas.handle_value() if job.recorder else None,
         )
-        if job.prompt_cache:  # the collector adds the prompt-cache token columns (core/prompt_cache.py)
+        if job.prompt_cache:  # the collector adds the prompt-cache token columns (engine/prompt_cache.py)
             handle = JobHandle.model_validate({**handle.to_dict(), "prompt_cache": True})
         state["handle"] = handle.to_dict()
         self._save(ledger, state)
@@ -454,7 +454,7 @@ class BatchClient:
         batch_ids, duplicates_dropped, unaccounted}` (plus `reuse` for a job submitted with dedup/cache).
         With `cache`, the successful answers that came from the provider are stored in it, atomically.
         With `merge=True`, `url` is the folder of a keyed dataset: this job's rows replace those of the same
-        custom_id and the other rows stay (core/incremental.py); the manifest's `incremental` entry is the run
+        custom_id and the other rows stay (engine/incremental.py); the manifest's `incremental` entry is the run
         manifest (new, changed, unchanged, rows)."""
         handle = JobHandle.coerce(job)
         check_output_url(url)

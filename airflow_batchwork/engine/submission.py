@@ -94,7 +94,7 @@ def prepare_job(
     """One pass over `requests`: validation (all problems up to five, before any API call), encoding,
     per-request size check, greedy sharding by the provider's count and byte limits. With
     `context_window`, a request whose estimated tokens (input + max_output_tokens) exceed it is refused. With
-    `reuse` (core/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item. With
+    `reuse` (engine/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item. With
     `prime`, a first request whose marked cache prefix the provider would cache (`ProviderAdapter.primes`)
     goes alone in shard 0, the priming batch (`PreparedJob.priming`)."""
     ref = parse_model(model)

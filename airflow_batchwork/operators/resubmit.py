@@ -1,4 +1,4 @@
-"""Automatic resubmission for CollectResultsOperator (`max_item_retries`): the Airflow side of core/resubmit.py.
+"""Automatic resubmission for CollectResultsOperator (`max_item_retries`): the Airflow side of engine/resubmit.py.
 
 Each round is collected on the worker; when retryable items remain, the next round is submitted (idempotently,
 through its ledger in the output's staging folder) and the task defers on `BatchCompleteTrigger` until that

@@ -50,7 +50,7 @@ class JobHandle(BaseModel):
     identity: str | None = None
     passthrough: list[str] | None = None
     structured: dict[str, Any] | None = None
-    """Output schemas: `{"schemas": {digest: JSON Schema}, "all": digest | None}` (see core/structured.py)."""
+    """Output schemas: `{"schemas": {digest: JSON Schema}, "all": digest | None}` (see values/structured.py)."""
     submitted_at: str = Field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     @field_validator("conn_id")
