@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.parquet import SUCCESS_NAME, TMP_PREFIX, committed_files
+from airflow_batchwork.engine.parquet import SUCCESS_NAME, TMP_PREFIX, committed_files
 from airflow_batchwork.testing import Emulator
 
 MODELS = {
@@ -101,7 +101,7 @@ ABORT_AT_EXIT = b"terminate called without an active exception"
 def check_exit(spec: dict[str, Any], code: int | None, err: bytes) -> None:
     """A finished child exits 0. The one tolerated exception is the native abort at interpreter exit of
     apache/arrow#34314 (SIGABRT after all work is done; ~1 in 60 runs on a loaded 2-core box even with
-    the mitigations in core/parquet.py): it is reported as a warning, and the work it finished is still
+    the mitigations in engine/parquet.py): it is reported as a warning, and the work it finished is still
     checked by the caller's assertions."""
     if code == -signal.SIGABRT and ABORT_AT_EXIT in err:
         warnings.warn(f"{spec['mode']} child aborted at interpreter exit (apache/arrow#34314)", stacklevel=2)

@@ -24,9 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.recorder import DEFAULT_OUTPUT_TOKENS, RequestRecorder
-from airflow_batchwork.core.refs import ModelRef, parse_model
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.recorder import DEFAULT_OUTPUT_TOKENS, RequestRecorder
+from airflow_batchwork.values.refs import ModelRef, parse_model
 
 log = logging.getLogger(__name__)
 

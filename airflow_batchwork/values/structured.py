@@ -26,7 +26,7 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 from pydantic import BaseModel
 
-from airflow_batchwork.core.errors import ConfigurationError
+from airflow_batchwork.values.errors import ConfigurationError
 
 SCHEMA_COLUMN = "_batchwork_schema"
 INVALID_OUTPUT = "invalid_output"
