@@ -33,8 +33,8 @@ from starlette.types import Scope
 
 from airflow_batchwork.testing.faults import FaultConfig, Faults
 from airflow_batchwork.testing.middleware import DropConnection, FaultMiddleware
-from airflow_batchwork.testing.providers import PROVIDERS, provider_for_path
 from airflow_batchwork.testing.providers.base import ProviderApp
+from airflow_batchwork.testing.registry import PROVIDERS, provider_for_path
 from airflow_batchwork.testing.store import BatchView, RequestRecord, Store, StoredFile
 from airflow_batchwork.testing.webhooks import WebhookSender
 

@@ -29,10 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from airflow_batchwork.testing.store import StoredFile
+from typing import Any, Protocol
 
 __all__ = [
     "FAULT_KINDS",
@@ -42,6 +39,7 @@ __all__ = [
     "FaultConfig",
     "Faults",
     "RequestFaults",
+    "ResultFile",
     "malformed_line",
 ]
 
@@ -170,6 +168,17 @@ class FaultConfig:
 
 
 _NO_FAULTS = FaultConfig()
+
+
+class ResultFile(Protocol):
+    """What :meth:`Faults.result_file` reads of a file (the store's ``StoredFile`` is one; this module does
+    not import the store: the store imports the fault model, never the reverse)."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def result_of(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -333,7 +342,7 @@ class Faults:
 
     # -- result delivery (called by provider modules) --------------------------------------------
 
-    def result_file(self, provider: str, stored: StoredFile, id_key: str = "custom_id") -> bytes:
+    def result_file(self, provider: str, stored: ResultFile, id_key: str = "custom_id") -> bytes:
         """The bytes to send for a file download: a batch's result file (JSONL) goes through the result faults."""
         if stored.result_of is None:
             return stored.data
