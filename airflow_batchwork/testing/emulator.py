@@ -38,6 +38,7 @@ from airflow_batchwork.testing.providers.base import ProviderApp
 from airflow_batchwork.testing.registry import PROVIDERS, provider_for_path
 from airflow_batchwork.testing.store import BatchView, RequestRecord, Store, StoredFile
 from airflow_batchwork.testing.webhooks import WebhookSender
+from airflow_batchwork.values.catalog import provider_entry
 
 __all__ = ["Emulator", "build_app", "build_parser", "fault_config", "main"]
 
@@ -337,12 +338,11 @@ def fault_config(args: argparse.Namespace) -> FaultConfig:
 
 def paste_lines(emulator: Emulator) -> str:
     """Shell lines to point a plain script (env vars) or Airflow (connections) at this emulator."""
-    from airflow_batchwork.adapters import adapter_class
     from airflow_batchwork.testing.airflow_env import EMULATOR_API_KEY, connection_env
 
     lines = ["", "# To use it from a plain script (BatchClient), paste into the shell that runs it:"]
     for name in emulator.providers:
-        key_var = adapter_class(name).key_env_vars[0]
+        key_var = provider_entry(name).key_env_vars[0]
         lines.append(f"export {key_var}={EMULATOR_API_KEY} {name.upper()}_BASE_URL={emulator.base_url(name)}")
     lines.append("# To use it from Airflow (airflow dags test, dag.test()), paste these connections:")
     for var, value in connection_env(emulator).items():

@@ -35,6 +35,7 @@ class ProviderEntry(Protocol):
     endpoints: tuple[EndpointSpec, ...]
     string_default: str
     factory_default: str
+    key_env_vars: tuple[str, ...]
 
     def endpoint(self, name: str) -> EndpointSpec: ...
 
