@@ -50,7 +50,13 @@ from airflow_batchwork.testing.providers.base import (
     response_format_schema,
     unix,
 )
-from airflow_batchwork.testing.providers.files import FileRoutes, FileWire, jsonl_lines, numbered_list
+from airflow_batchwork.testing.providers.files import (
+    FileRoutes,
+    FileWire,
+    jsonl_lines,
+    numbered_list,
+    short_file_object,
+)
 from airflow_batchwork.testing.store import (
     BatchError,
     BatchView,
@@ -233,11 +239,7 @@ def _file_object(stored: StoredFile) -> dict[str, Any]:
     # Generated result files are stored with their sample type as purpose; on the wire they are "batch".
     generated = stored.purpose in ("batch_result", "batch_error")
     return {
-        "id": stored.id,
-        "object": "file",
-        "bytes": stored.size,
-        "created_at": unix(stored.created_at),
-        "filename": stored.filename,
+        **short_file_object(stored),
         "purpose": "batch" if generated else stored.purpose,
         "sample_type": _SAMPLE_TYPES.get(stored.purpose, "instruct"),
         "source": "mistral" if generated else "upload",

@@ -55,7 +55,7 @@ from airflow_batchwork.testing.providers.base import (
     text_format_schema,
     unix,
 )
-from airflow_batchwork.testing.providers.files import FileRoutes, FileWire, jsonl_lines
+from airflow_batchwork.testing.providers.files import FileRoutes, FileWire, jsonl_lines, short_file_object
 from airflow_batchwork.testing.store import (
     BatchError,
     BatchView,
@@ -644,12 +644,7 @@ _ENDPOINTS: dict[str, _EndpointRenderer] = {
 def _file_object(stored: StoredFile) -> dict[str, Any]:
     expires_at = stored.created_at + _BATCH_FILE_TTL if stored.purpose in ("batch", "batch_output") else None
     return {
-        "id": stored.id,
-        "object": "file",
-        "bytes": stored.size,
-        "created_at": unix(stored.created_at),
-        "filename": stored.filename,
-        "purpose": stored.purpose,
+        **short_file_object(stored),
         "status": "processed",
         "expires_at": unix(expires_at),
         "status_details": None,
