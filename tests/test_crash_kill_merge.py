@@ -74,6 +74,11 @@ def at_line(cls: str, k: int) -> Killer:
     return decide
 
 
+def at_count(k: int) -> Killer:
+    """Kill at the k-th line, whatever it is."""
+    return lambda lines: len(lines) == k
+
+
 def run_child(spec: dict[str, Any], kill: Killer | None, *, extra_delay: float = 0.0) -> tuple[list[str], bool]:
     """Run the child to its end, or SIGKILL it when `kill` says so (after `extra_delay` seconds in which a
     child without handshake keeps running). Returns its lines and whether it was killed."""
@@ -186,7 +191,7 @@ def test_sigkilled_merge_leaves_a_valid_dataset_and_a_rerun_pays_once(emu: Emula
         outcomes.append(outcome)
 
         at = rng.randint(1, len(reference))
-        lines, killed = run_child(spec, lambda seen, at=at: len(seen) == at, extra_delay=rng.uniform(0.0, 0.05))
+        lines, killed = run_child(spec, at_count(at), extra_delay=rng.uniform(0.0, 0.05))
         loose_kills += killed
         outcomes.append(check_valid(spec["dataset"], old))
 
