@@ -21,6 +21,7 @@ from airflow_batchwork.core.handle import JobHandle
 from airflow_batchwork.core.ledger import SubmitLedger
 from airflow_batchwork.core.preflight import check_output_url, check_template, is_templated, probe_writable
 from airflow_batchwork.core.refs import parse_model
+from airflow_batchwork.core.resubmit import ResubmitRounds
 from airflow_batchwork.core.sources import read_requests
 from airflow_batchwork.core.structured import to_json_schema
 from airflow_batchwork.hooks.batchwork import BatchworkHook
@@ -438,7 +439,8 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
             raise ConfigurationError("merge", f"{merge!r:.60} is not True or False", "pass merge=True or merge=False")
         if merge and max_item_retries:
             raise ConfigurationError("merge", "is not supported together with max_item_retries yet",
-                                     "drop max_item_retries: the next incremental run sends rows that failed again")
+                                     "drop max_item_retries (the next incremental run sends the rows that failed "
+                                     "again), or collect without merge=True")
         if merge and not (_is_templated(output_path) or str(output_path).endswith("/")):
             raise ConfigurationError("output_path", f"{output_path!r:.120} is not a folder URL",
                                      "a merged dataset is a folder: end output_path with '/'")
@@ -496,6 +498,9 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         self._console_url = ""
         handle = self._handle(self.job)
         with _failing_fast():
+            if self.max_item_retries:  # refuses a job it cannot resubmit (e.g. one submitted with dedup)
+                ResubmitRounds(handle, self.output_path, max_item_retries=self.max_item_retries,
+                               storage_options=self.storage_options)
             probe_writable(self.output_path, storage_options=self.storage_options)
             hook = self._hook(handle)
             _console_link(self, context, handle, hook)
