@@ -459,9 +459,10 @@ class BatchClient:
             enrichers.append(PassthroughEnricher(handle.ids_url, handle.passthrough, storage_options))
         enrichers += standard_enrichers(handle, prices=prices, storage_options=storage_options)
         position = next(i for i, e in enumerate(enrichers) if isinstance(e, CostEnricher))
-        if (handle.model_extra or {}).get("prompt_cache"):
+        marked = bool((handle.model_extra or {}).get("prompt_cache"))
+        if marked or adapter_class(handle.provider).prompt_cache_automatic:  # columns only when asked for
             price = load_prices(prices, storage_options=storage_options).lookup(handle.model)
-            enrichers[position] = PromptCacheEnricher(handle.provider, enrichers[position], price)
+            enrichers[position] = PromptCacheEnricher(handle.provider, enrichers[position], price, columns=marked)
         reuse = ReuseCollector.load(handle.ids_url, response_cache, storage_options)
         reuse_enricher = None
         if reuse is not None:
