@@ -122,3 +122,21 @@ async def test_gemini_reports_cached_content_token_count(emulator: Emulator, tmp
     assert (read.to_pylist(), five.to_pylist()) == ([2], [0])
     price = load_prices(None).lookup("google/gemini-2.5-flash")
     assert price is not None and price.prompt_cache is not None and price.prompt_cache["read"] == 0.1
+
+
+async def test_resubmission_rounds_price_cached_tokens_too(emulator: Emulator, tmp_path: Path) -> None:
+    from airflow_batchwork.core.ledger import FsspecLedger
+    from airflow_batchwork.core.resubmit import collect_with_retries
+
+    requests = [{"custom_id": f"q{i}", "prompt": f"question {i}", "system": long_system("code")} for i in range(3)]
+    async with client_for(emulator, "openai") as client:
+        job = await client.submit(MODEL, requests, ledger=FsspecLedger(f"{tmp_path}/state", "rounds"),
+                                  identity="rounds")
+        await collect_with_retries(client, job, f"{tmp_path}/rounds/", max_item_retries=1, poll_interval=0.1,
+                                   timeout=60)
+    rows = sorted(pq.read_table(f"{tmp_path}/rounds/").to_pylist(), key=lambda r: r["custom_id"])
+    reads = [json.loads(r["response"])["response"]["body"]["usage"]["prompt_tokens_details"]["cached_tokens"]
+             for r in rows]
+    assert reads == [0, 1408, 1408]
+    for row, cached in zip(rows, reads, strict=True):
+        assert row["cost_usd"] == pytest.approx(expected_cost(row, cached), rel=1e-9)

@@ -458,11 +458,10 @@ class BatchClient:
         if handle.passthrough and handle.ids_url:
             enrichers.append(PassthroughEnricher(handle.ids_url, handle.passthrough, storage_options))
         enrichers += standard_enrichers(handle, prices=prices, storage_options=storage_options)
-        position = next(i for i, e in enumerate(enrichers) if isinstance(e, CostEnricher))
-        marked = bool((handle.model_extra or {}).get("prompt_cache"))
-        if marked or adapter_class(handle.provider).prompt_cache_automatic:  # columns only when asked for
+        position = next(i for i, e in enumerate(enrichers) if isinstance(e, CostEnricher | PromptCacheEnricher))
+        if (handle.model_extra or {}).get("prompt_cache"):  # the cache token columns (core/prompt_cache.py)
             price = load_prices(prices, storage_options=storage_options).lookup(handle.model)
-            enrichers[position] = PromptCacheEnricher(handle.provider, enrichers[position], price, columns=marked)
+            enrichers[position] = PromptCacheEnricher(handle.provider, CostEnricher(price), price)
         reuse = ReuseCollector.load(handle.ids_url, response_cache, storage_options)
         reuse_enricher = None
         if reuse is not None:
