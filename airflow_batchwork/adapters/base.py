@@ -169,6 +169,9 @@ class ProviderAdapter(ABC):
     prompt_cache_automatic: ClassVar[bool] = False
     #: The provider's input token count includes the cached tokens (OpenAI, Gemini; Anthropic's does not).
     cache_tokens_in_input: ClassVar[bool] = False
+    #: A regex matching a raw result line that reports a nonzero cache count (None: parse every line). It lets
+    #: the cost correction of automatic caching skip, vectorized, the lines with nothing cached.
+    cache_hit_pattern: ClassVar[str | None] = None
 
     def primes(self, ref: ModelRef, request: BatchRequest) -> bool:
         """Whether a one-item batch of `request`, run before the rest of the job, would write a prompt-cache

@@ -429,6 +429,7 @@ class GoogleAdapter(ProviderAdapter):
     # Explicit caching (`cachedContent` naming a cachedContents resource) is not used (docs/pay-once.md).
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
+    cache_hit_pattern: ClassVar[str | None] = r'"cachedContentTokenCount":\s*[1-9]'
 
     @classmethod
     def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:

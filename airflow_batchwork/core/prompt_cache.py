@@ -44,7 +44,14 @@ class PromptCacheEnricher:
     def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]:
         n = items.num_rows
         out = dict(self.cost(items))
-        tokens = self.adapter.cache_tokens(items.column("response"))
+        responses = items.column("response")
+        pattern = self.adapter.cache_hit_pattern
+        if not self.columns and pattern is not None:  # only the cost: parse just the lines with a cache count
+            hits = pc.fill_null(pc.match_substring_regex(responses, pattern), False)
+            if not pc.any(hits).as_py():
+                return out
+            responses = pc.if_else(hits, responses, pa.scalar(None, responses.type))
+        tokens = self.adapter.cache_tokens(responses)
         if tokens is None:
             if self.columns:
                 out.update(cache_read_tokens=pa.nulls(n, pa.int64()), cache_write_tokens=pa.nulls(n, pa.int64()))
