@@ -204,6 +204,12 @@ CASES = [
     Case("output", "unknown scheme in write_parquet",
          lambda: asyncio.run(BatchClient(transport=NoNetwork()).write_parquet(HANDLE, "nosuch://bucket/out/")),
          "output_path"),
+    Case("option", "max_item_retries with merge=True",
+         operator("CollectResultsOperator", job={}, output_path="s3://bucket/enriched/", merge=True,
+                  max_item_retries=2), "merge"),
+    Case("option", "max_item_retries with cache=",
+         operator("CollectResultsOperator", job={}, output_path="s3://bucket/out/", cache="s3://bucket/llm-cache/",
+                  max_item_retries=2), "cache"),
 ]
 
 

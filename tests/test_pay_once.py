@@ -326,6 +326,29 @@ async def test_resubmission_rounds_refuse_a_job_with_skipped_rows(emulator: Emul
         await client.cancel(job)
 
 
+async def test_collect_operator_with_retries_refuses_a_dedup_job_before_any_call(emulator: Emulator,
+                                                                                  tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_batchwork.operators.batch import CollectResultsOperator
+
+    requests = [{"custom_id": "a", "prompt": "same"}, {"custom_id": "b", "prompt": "same"}]
+    async with client_for(emulator, "openai") as client:
+        job = await client.submit("openai/gpt-4o-mini", requests, dedup=True,
+                                  ledger=FsspecLedger(f"{tmp_path}/state", "op-rounds"), identity="op-rounds")
+        before = len(emulator.requests)
+        op = CollectResultsOperator(task_id="collect", job=job.to_dict(), output_path=f"{tmp_path}/out/",
+                                    max_item_retries=2)
+        with pytest.raises(AirflowFailException) as refused:
+            op.execute({})  # type: ignore[arg-type]
+        assert len(emulator.requests) == before  # refused before the status call
+        message = str(refused.value)
+        assert message.startswith("max_item_retries: ") and "dedup=True" in message
+        assert "Fix: collect it with max_item_retries=0" in message
+        assert not (tmp_path / "out").exists()
+        await client.cancel(job)
+
+
 def test_priming_through_the_operators(airflow_emulator: Emulator, tmp_path: Path) -> None:
     from tests.airflow_helpers import load_dag, task_states, xcom
 

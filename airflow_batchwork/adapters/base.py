@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sized
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -156,6 +156,14 @@ class ProviderAdapter(ABC):
     # --- prompt-cache control (docs/pay-once.md); providers without explicit control keep these ---------
     #: The provider takes an explicit cache marker on a shared prefix (`cache_prefix` of a request).
     prompt_cache_control: ClassVar[bool] = False
+    #: The provider caches long prompt prefixes on its own, with no marker, and reports the cached tokens in
+    #: its usage: `cache_prefix` then adds nothing to the request and only turns on the cache token columns.
+    prompt_cache_automatic: ClassVar[bool] = False
+    #: The provider's input token count includes the cached tokens (OpenAI, Gemini; Anthropic's does not).
+    cache_tokens_in_input: ClassVar[bool] = False
+    #: A regex matching a raw result line that reports a nonzero cache count (None: parse every line). It lets
+    #: the cost correction of automatic caching skip, vectorized, the lines with nothing cached.
+    cache_hit_pattern: ClassVar[str | None] = None
 
     def primes(self, ref: ModelRef, request: BatchRequest) -> bool:
         """Whether a one-item batch of `request`, run before the rest of the job, would write a prompt-cache
@@ -165,7 +173,7 @@ class ProviderAdapter(ABC):
     @classmethod
     def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
         """(cache read, cache write 5m, cache write 1h) input tokens of each raw result line, or None when
-        the provider reports no such counts."""
+        the provider reports no such counts. A provider whose writes have one lifetime reports them as 5m."""
         return None
 
     @abstractmethod
@@ -309,3 +317,20 @@ def first_unsupported(
         if getattr(request, name) is not None:
             return unsupported(name, provider, endpoint)
     return None
+
+
+def cache_token_columns(responses: pa.Array, counts: Callable[[Any], tuple[int, int] | None]
+                        ) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """`cache_tokens` for a provider that reports (read, written) per line: `counts` takes the parsed line
+    and returns them (None: the line has no usage, e.g. an error), the writes go to the 5m column."""
+    read: list[int | None] = []
+    written: list[int | None] = []
+    for line in responses.to_pylist():
+        try:
+            found = counts(json.loads(line)) if line else None
+        except ValueError:
+            found = None
+        read.append(None if found is None else found[0])
+        written.append(None if found is None else found[1])
+    return pa.array(read, pa.int64()), pa.array(written, pa.int64()), pa.array(
+        [None if w is None else 0 for w in written], pa.int64())

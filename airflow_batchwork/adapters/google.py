@@ -32,6 +32,7 @@ from airflow_batchwork.adapters.base import (
     ProviderAdapter,
     ProviderLimits,
     Refusal,
+    cache_token_columns,
     dumps,
     first_unsupported,
 )
@@ -423,6 +424,22 @@ class GoogleAdapter(ProviderAdapter):
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
         "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED",
     })
+    # Implicit caching is on by default (Gemini 2.5+): `usageMetadata.cachedContentTokenCount` reports the
+    # cached part, which `promptTokenCount` includes (google-genai `GenerateContentResponseUsageMetadata`).
+    # Explicit caching (`cachedContent` naming a cachedContents resource) is not used (docs/pay-once.md).
+    prompt_cache_automatic: ClassVar[bool] = True
+    cache_tokens_in_input: ClassVar[bool] = True
+    cache_hit_pattern: ClassVar[str | None] = r'"cachedContentTokenCount":\s*[1-9]'
+
+    @classmethod
+    def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+        def counts(entry: Any) -> tuple[int, int] | None:
+            response = entry.get("response") if isinstance(entry, Mapping) else None
+            usage = response.get("usageMetadata") if isinstance(response, Mapping) else None
+            if not isinstance(usage, Mapping) or entry.get("error"):
+                return None
+            return int_or_none(usage.get("cachedContentTokenCount")) or 0, 0
+        return cache_token_columns(responses, counts)
     id_pattern: ClassVar[re.Pattern[str]] = BATCH_NAME
     # Above this create-body size a batch is uploaded as a file (inline requests must stay under 20 MB).
     # Set it on an instance (`client.adapter("google").inline_max_bytes = …`) to move the switch.

@@ -58,6 +58,11 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
     files_path: ClassVar[str] = "/openai/v1/files"
     batches_path: ClassVar[str] = "/openai/v1/batches"
     batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^batch_[A-Za-z0-9_-]{1,200}$")
+    # Groq's usage has OpenAI's `prompt_tokens_details.cached_tokens` (groq SDK `CompletionUsage`), counted in
+    # `prompt_tokens`; caching is automatic on the models that have it.
+    prompt_cache_automatic: ClassVar[bool] = True
+    cache_tokens_in_input: ClassVar[bool] = True
+    cache_hit_pattern: ClassVar[str | None] = r'"(cached_tokens|cache_write_tokens)":\s*[1-9]'
     # 50,000 lines per input file (batch guide). Size: the guide says 200 MB, the SDK docstring 100 MB;
     # the smaller one is used so a shard is never refused.
     limits: ClassVar[ProviderLimits] = ProviderLimits(50_000, 100 * 1024 * 1024, 100 * 1024 * 1024)

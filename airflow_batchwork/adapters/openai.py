@@ -80,6 +80,12 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
         "rate_limit_exceeded", "server_error", "timeout", "service_unavailable", "429", "500", "502", "503", "504",
     })
+    # Prompt caching is automatic for prompts of 1,024 tokens or more; every usage reports the cached part
+    # (`prompt_tokens_details.cached_tokens`, Responses `input_tokens_details.cached_tokens`), which
+    # `prompt_tokens`/`input_tokens` include (SDK `CompletionUsage`, `ResponseUsage`).
+    prompt_cache_automatic: ClassVar[bool] = True
+    cache_tokens_in_input: ClassVar[bool] = True
+    cache_hit_pattern: ClassVar[str | None] = r'"(cached_tokens|cache_write_tokens)":\s*[1-9]'
 
     def content_support(self, ref: ModelRef) -> ContentSupport:
         # OpenAI spec: chat `image_url` parts (URL or data URL) and `file` parts (`file_data`, inline only:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
-from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
+from airflow_batchwork.adapters.base import ProviderAdapter, cache_token_columns, dumps, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.parts import Media
@@ -268,6 +268,26 @@ def fill_from_chat_completion(item: ItemResult, body: Mapping[str, Any]) -> None
     fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
 
 
+def body_cache_counts(body: object) -> tuple[int, int] | None:
+    """(cached, written to cache) prompt tokens of a success body: `usage.prompt_tokens_details` of a chat
+    completion, `usage.input_tokens_details` of a Responses body (`cached_tokens`, `cache_write_tokens`; SDK
+    `CompletionUsage`/`ResponseUsage`). None: the body has no usage."""
+    usage = body.get("usage") if isinstance(body, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return None
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    details = details if isinstance(details, Mapping) else {}
+    return int_or_none(details.get("cached_tokens")) or 0, int_or_none(details.get("cache_write_tokens")) or 0
+
+
+def line_cache_counts(line: object) -> tuple[int, int] | None:
+    """`body_cache_counts` of a batch output line `{custom_id, response: {status_code, body}}`."""
+    response = line.get("response") if isinstance(line, Mapping) else None
+    if not isinstance(response, Mapping) or response.get("status_code") not in (None, 200):
+        return None
+    return body_cache_counts(response.get("body"))
+
+
 def fill_usage(item: ItemResult, usage: object, input_key: str, output_key: str) -> None:
     if not isinstance(usage, Mapping):
         return
@@ -372,6 +392,12 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
     def fill(self, ref: ModelRef) -> Any:
         """The function that reads one success body of `ref`'s endpoint into an ItemResult."""
         return fill_from_chat_completion
+
+    @classmethod
+    def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+        if not cls.prompt_cache_automatic:
+            return None
+        return cache_token_columns(responses, line_cache_counts)
 
     def batch_window(self) -> str:
         """The `completion_window` sent on create (per instance, for providers where it is configurable)."""

@@ -20,12 +20,14 @@ from typing import Any, ClassVar, Literal, cast
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
+import pyarrow as pa
 
 from airflow_batchwork.adapters.base import (
     EndpointSpec,
     ProviderAdapter,
     ProviderLimits,
     Refusal,
+    cache_token_columns,
     dumps,
     first_unsupported,
     merge_options,
@@ -34,6 +36,7 @@ from airflow_batchwork.adapters.content import BOTH, ContentSupport
 from airflow_batchwork.adapters.http import default_error_parser, is_ambiguous
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
+    body_cache_counts,
     chat_body,
     error_fields,
     fill_from_chat_completion,
@@ -248,6 +251,20 @@ class XAIAdapter(ProviderAdapter):
         EndpointSpec("chat", "text", "/v1/chat/completions"),
         EndpointSpec("responses", "text", "/v1/responses"),
     )
+    # Prompt caching is automatic; the OpenAI-shaped usage of a result reports the cached prompt tokens
+    # (`prompt_tokens_details.cached_tokens`; proto `SamplingUsage.cached_prompt_text_tokens`), included in
+    # `prompt_tokens`.
+    prompt_cache_automatic: ClassVar[bool] = True
+    cache_tokens_in_input: ClassVar[bool] = True
+    cache_hit_pattern: ClassVar[str | None] = r'"(cached_tokens|cache_write_tokens)":\s*[1-9]'
+
+    @classmethod
+    def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+        def counts(entry: Any) -> tuple[int, int] | None:
+            result = entry.get("batch_result") if isinstance(entry, Mapping) else None
+            body = _op_body(result.get("response")) if isinstance(result, Mapping) else None
+            return None if body is None or result.get("error") else body_cache_counts(body)  # type: ignore[union-attr]
+        return cache_token_columns(responses, counts)
     string_default: ClassVar[str] = "chat"
     # The AI SDK's `xai("…")` is its Responses model; `xai.chat("…")` the chat one.
     factory_default: ClassVar[str] = "responses"

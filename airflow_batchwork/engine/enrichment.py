@@ -8,7 +8,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.engine.parquet import RowEnricher
+from airflow_batchwork.engine.prompt_cache import PromptCacheEnricher
 from airflow_batchwork.values.handle import JobHandle
 from airflow_batchwork.values.pricing import CostEnricher, PricesLike, PriceTable, load_prices, total_cost
 from airflow_batchwork.values.structured import StructuredEnricher
@@ -43,7 +45,10 @@ def standard_enrichers(
     price = load_prices(prices, storage_options=storage_options).lookup(handle.model)
     if price is None:
         log.info("No price known for %s: cost_usd stays empty (pass prices= to add one)", handle.model)
-    enrichers.append(CostEnricher(price))
+    cost: RowEnricher = CostEnricher(price)
+    if adapter_class(handle.provider).prompt_cache_automatic:  # cached input tokens at the cached rate
+        cost = PromptCacheEnricher(handle.provider, cost, price, columns=False)
+    enrichers.append(cost)
     if attempt is not None:
         enrichers.append(AttemptEnricher(attempt))
     return enrichers

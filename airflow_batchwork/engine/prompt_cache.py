@@ -4,8 +4,11 @@ The adapter reads the provider's own usage counts from each raw result line (`Pr
 cache reads, and cache writes by TTL); this enricher adds them as `cache_read_tokens` and
 `cache_write_tokens` and prices them with the provider's prompt-cache terms from the dated price table
 (`prompt_cache` of its block in `data/prices.json`: multipliers of the input price, batch discount on top).
-The provider's `input_tokens` already leave cached tokens out, so the row's cost is the plain cost plus
-the cache reads and writes.
+Where the provider's `input_tokens` leave cached tokens out (Anthropic), the row's cost is the plain cost
+plus the cache reads and writes; where they include them (`cache_tokens_in_input`: OpenAI, Groq, xAI,
+Gemini), the cached tokens were priced at the full input rate by the cost enricher, so only the difference
+(multiplier - 1) is added. With `columns=False` only `cost_usd` is corrected: for providers that cache on
+their own, in every job, without adding columns to the result schema.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ class PromptCacheEnricher:
 
     fields: Sequence[pa.Field] = (CACHE_READ_FIELD, CACHE_WRITE_FIELD)
 
-    def __init__(self, provider: str, cost: RowEnricher, price: ModelPrice | None) -> None:
+    def __init__(self, provider: str, cost: RowEnricher, price: ModelPrice | None, *, columns: bool = True) -> None:
         self.adapter = adapter_class(provider)
+        self.columns = columns
+        if not columns:
+            self.fields = ()
         self.cost = cost
         self.price = price
         self.read_tokens = 0
@@ -38,23 +44,34 @@ class PromptCacheEnricher:
     def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]:
         n = items.num_rows
         out = dict(self.cost(items))
-        tokens = self.adapter.cache_tokens(items.column("response"))
+        responses = items.column("response")
+        pattern = self.adapter.cache_hit_pattern
+        if not self.columns and pattern is not None:  # only the cost: parse just the lines with a cache count
+            hits = pc.fill_null(pc.match_substring_regex(responses, pattern), False)
+            if not pc.any(hits).as_py():
+                return out
+            responses = pc.if_else(hits, responses, pa.scalar(None, responses.type))
+        tokens = self.adapter.cache_tokens(responses)
         if tokens is None:
-            out.update(cache_read_tokens=pa.nulls(n, pa.int64()), cache_write_tokens=pa.nulls(n, pa.int64()))
+            if self.columns:
+                out.update(cache_read_tokens=pa.nulls(n, pa.int64()), cache_write_tokens=pa.nulls(n, pa.int64()))
             return out
         read, five, hour = tokens
         written = pc.add(five, hour)
-        out.update(cache_read_tokens=read, cache_write_tokens=written)
+        if self.columns:
+            out.update(cache_read_tokens=read, cache_write_tokens=written)
         self.read_tokens += pc.sum(read).as_py() or 0
         self.write_tokens += pc.sum(written).as_py() or 0
         price = self.price
         cost = out.get("cost_usd")
         if price is not None and price.prompt_cache and cost is not None:
             terms = price.prompt_cache
-            weighted = pc.add(pc.add(pc.multiply(pc.cast(read, pa.float64()), float(terms.get("read", 1.0))),
-                                     pc.multiply(pc.cast(five, pa.float64()), float(terms.get("write_5m", 1.0)))),
-                              pc.multiply(pc.cast(hour, pa.float64()),
-                                          float(terms.get("write_1h", terms.get("write_5m", 1.0)))))
+            paid = 1.0 if self.adapter.cache_tokens_in_input else 0.0  # already priced at the input rate
+            weighted = pc.add(
+                pc.add(pc.multiply(pc.cast(read, pa.float64()), float(terms.get("read", 1.0)) - paid),
+                       pc.multiply(pc.cast(five, pa.float64()), float(terms.get("write_5m", 1.0)) - paid)),
+                pc.multiply(pc.cast(hour, pa.float64()),
+                            float(terms.get("write_1h", terms.get("write_5m", 1.0))) - paid))
             extra = pc.divide(pc.multiply(pc.fill_null(weighted, 0.0), price.batch_input), 1e6)
             out["cost_usd"] = pc.add(cost, extra)
         return out

@@ -115,8 +115,10 @@ class ResubmitRounds:
         if max_item_retries and handle.ids_url and ReuseCollector.load(handle.ids_url, None, storage_options):
             # Rows not sent (dedup, cache, incremental) are written by the plain collect only (docs/pay-once.md).
             raise ConfigurationError(
-                "max_item_retries", "is not supported yet for a job submitted with dedup, cache or incremental",
-                "collect it with max_item_retries=0; the next run sends the rows that failed again")
+                "max_item_retries", "is not supported yet for a job submitted with dedup=True, cache= or "
+                "incremental= (the resubmission rounds do not write the rows that were not sent)",
+                "collect it with max_item_retries=0 (failed answers are not cached or kept as unchanged, so the "
+                "next run sends them again), or submit without dedup, cache and incremental")
         self.handle = handle
         self.url = url
         self.max_item_retries = max_item_retries

@@ -155,10 +155,11 @@ def prepare_job(
                 _check_context_window(ref, index, request, estimated_input_tokens(request), context_window)
             if request.cache_prefix:
                 marked = True
-            if request.cache_prefix and not cls.prompt_cache_control:
+            if request.cache_prefix and not (cls.prompt_cache_control or cls.prompt_cache_automatic):
                 raise RequestValidationError(
-                    f"requests[{index}].cache_prefix", f"{ref.provider} has no explicit prompt-cache control",
-                    "leave cache_prefix unset for this provider (see docs/pay-once.md for who caches what)")
+                    f"requests[{index}].cache_prefix", f"{ref.provider} has no prompt-cache control and reports no "
+                    "cached tokens", "leave cache_prefix unset for this provider (see docs/pay-once.md for who "
+                    "caches what)")
             item = payload.encode(ref, request)
             size = len(item) + 1
             if size - 1 > effective.max_request_bytes:

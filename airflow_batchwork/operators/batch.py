@@ -18,6 +18,7 @@ from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, result
 from airflow_batchwork.engine.cache import CACHE_MODES, ResponseCache
 from airflow_batchwork.engine.ledger import SubmitLedger
 from airflow_batchwork.engine.preflight import check_output_url, check_template, is_templated, probe_writable
+from airflow_batchwork.engine.resubmit import ResubmitRounds
 from airflow_batchwork.engine.sources import read_requests
 from airflow_batchwork.hooks.batchwork import BatchworkHook
 from airflow_batchwork.hooks.task_state import ledger_for, task_identity
@@ -174,7 +175,8 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
         succeeded are sent. Needs ``state_path``; see docs/pay-once.md.
     :param cache_prefix: Anthropic prompt caching: mark every request's system prompt with ``cache_control``
         (``True``/``"1h"``, or ``"5m"``); when the prefix is long enough the first request is sent alone first
-        and the rest follow when it ended (at most ``prime_timeout`` seconds later), reading the cache.
+        and the rest follow when it ended (at most ``prime_timeout`` seconds later), reading the cache. On
+        OpenAI, Groq, xAI and Gemini, which cache on their own, it only adds the cache token columns.
 
     Bad input (model, requests, defaults, credentials) fails the task before any API call, without
     retries. A job over the provider's limits is split into several batches under one handle. Retries are
@@ -430,7 +432,8 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
             raise ConfigurationError("merge", f"{merge!r:.60} is not True or False", "pass merge=True or merge=False")
         if merge and max_item_retries:
             raise ConfigurationError("merge", "is not supported together with max_item_retries yet",
-                                     "drop max_item_retries: the next incremental run sends rows that failed again")
+                                     "drop max_item_retries (the next incremental run sends the rows that failed "
+                                     "again), or collect without merge=True")
         if merge and not (_is_templated(output_path) or str(output_path).endswith("/")):
             raise ConfigurationError("output_path", f"{output_path!r:.120} is not a folder URL",
                                      "a merged dataset is a folder: end output_path with '/'")
@@ -488,6 +491,9 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         self._console_url = ""
         handle = self._handle(self.job)
         with _failing_fast():
+            if self.max_item_retries:  # refuses a job it cannot resubmit (e.g. one submitted with dedup)
+                ResubmitRounds(handle, self.output_path, max_item_retries=self.max_item_retries,
+                               storage_options=self.storage_options)
             probe_writable(self.output_path, storage_options=self.storage_options)
             hook = self._hook(handle)
             _console_link(self, context, handle, hook)

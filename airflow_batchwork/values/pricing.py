@@ -50,7 +50,8 @@ class ModelPrice:
     """Tokens the model accepts per request (input + output); None when the table does not say."""
     prompt_cache: Mapping[str, Any] | None = None
     """The provider's prompt-cache terms (`prompt_cache` of its block in prices.json): multipliers of the input
-    price for `read`, `write_5m` and `write_1h`, and the minimum cacheable prefix per model (`min_tokens`)."""
+    price for `read`, `write_5m` and `write_1h`, and the minimum cacheable prefix per model (`min_tokens`);
+    a model's own `cache_read` (in its entry) replaces `read`."""
 
     def cache_cost(self, read_tokens: int, write_5m_tokens: int, write_1h_tokens: int) -> float | None:
         """Batch cost in USD of prompt-cache reads and writes (None: the provider has no cache prices)."""
@@ -132,12 +133,15 @@ class PriceTable:
         if entry is None:
             return None
         window = entry.get("context_window")
+        prompt_cache = provider.get("prompt_cache")
+        if entry.get("cache_read") is not None:  # a model's own cached-input multiplier
+            prompt_cache = {**(prompt_cache or {}), "read": float(entry["cache_read"])}
         return ModelPrice(
             provider=ref.provider, model=name, input=float(entry["input"]), output=float(entry.get("output", 0.0)),
             batch_discount=float(entry.get("batch_discount", provider.get("batch_discount", 0.0))),
             as_of=entry.get("as_of") or self.as_of, source=entry.get("source") or provider.get("source"),
             context_window=int(window) if window else None,
-            prompt_cache=provider.get("prompt_cache"),
+            prompt_cache=prompt_cache,
         )
 
     def models(self, provider: str) -> list[str]:

@@ -746,6 +746,7 @@ class OpenAIBatchRoutes:
         self.files = FileRoutes(store, files or file_wire(provider))
         self.completion_windows = tuple(completion_windows)
         self.endpoints = tuple(endpoints)
+        self.prefix_cache: dict[str, float] = {}  # automatic prompt caching: prefix key -> expires at
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -890,6 +891,8 @@ class OpenAIBatchRoutes:
                 )
             except Rejected as exc:
                 return self._rejected(item, line_id, request_id, exc.message, exc.param, exc.code)
+            if endpoint == "/v1/chat/completions":
+                self._cache_prefix(item.body, body)
             line = {
                 "id": line_id,
                 "custom_id": item.custom_id,
@@ -921,6 +924,31 @@ class OpenAIBatchRoutes:
             "error": {"code": code, "message": message},
         }
         return ItemResult(item.custom_id, outcome, line)
+
+    def _cache_prefix(self, request: Mapping[str, Any], body: dict[str, Any]) -> None:
+        """Automatic prompt caching (OpenAI's prompt-caching guide): a prefix of at least 1,024 tokens (here
+        the leading system/developer messages, a token per word) is cached by the first request that sends
+        it; a later request with the same model and prefix, within 10 minutes of its last use, reads it,
+        in 128-token steps. The read shows in `usage.prompt_tokens_details.cached_tokens`, inside
+        `prompt_tokens` (SDK `CompletionUsage`)."""
+        texts: list[str] = []
+        for message in request.get("messages") or []:
+            if not isinstance(message, Mapping) or message.get("role") not in ("system", "developer"):
+                break
+            content = message.get("content")
+            parts = [content] if isinstance(content, str) else [
+                p.get("text") for p in content or [] if isinstance(p, Mapping)] if isinstance(content, list) else []
+            texts += [t for t in parts if isinstance(t, str)]
+        tokens = sum(len(t.split()) for t in texts)
+        if tokens < 1024:
+            return
+        key = json.dumps([request.get("model"), texts])
+        now = self.store.now()
+        hit = self.prefix_cache.get(key, 0.0) > now
+        self.prefix_cache[key] = now + 600.0
+        if hit:
+            details = body["usage"].setdefault("prompt_tokens_details", {})
+            details["cached_tokens"] = min(tokens // 128 * 128, int(body["usage"]["prompt_tokens"]))
 
     @staticmethod
     def _rejected(
