@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import ssl
 import time
 import urllib.request
@@ -34,6 +35,12 @@ KEEPALIVE_EXPIRY = 30.0
 MAX_CONNECTIONS = 64
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
+
+
+# A path and query httpx would send as they are (no character it would percent-encode).
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@/?-]*$")
+# (client, pool, header lines, connect timeout, read timeout) of the GET head built once per origin.
+_Head = tuple[httpx.AsyncClient, "_Pool", bytes, float | None, float | None]
 
 
 class _Unusual(Exception):
@@ -304,6 +311,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._proxied: dict[str, httpx.AsyncBaseTransport] = {}
+        self._heads: dict[tuple[int, str, str], _Head] = {}
         self.lean_requests = 0
         self.fallback_requests = 0
 
@@ -350,18 +358,62 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 verify=self._ssl_context or shared_ssl_context(), proxy=proxy)
         return transport
 
+    async def fast_get(self, client: httpx.AsyncClient, url: str) -> httpx.Response | None:
+        """GET `url` as `client.send(client.build_request("GET", url))` would, without httpx's per-request
+        machinery: the request head is built by httpx once per origin and reused while the client holds
+        no cookies (with cookies, httpx builds every head, so the Cookie header stays exact), and cookies
+        an answer sets go into the client's jar. None: not for this path (the caller uses httpx)."""
+        origin, _, rest = url.partition("://")
+        host, _, path = rest.partition("/")
+        key = (id(client), origin, host)
+        cached = None if client.cookies.jar else self._heads.get(key)
+        if cached is not None and cached[0] is not client:
+            cached = None
+        request: httpx.Request | None = None
+        if cached is None or not _PLAIN_PATH.match(path):
+            request = client.build_request("GET", url)
+            if request.url.scheme not in ("http", "https") or "content-length" in request.headers:
+                return None
+            pool = self._pool(request.url)
+            if pool.proxy is not None:
+                return None
+            lines = b"".join(b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw)
+            timeout = request.extensions.get("timeout", {})
+            cached = (client, pool, lines, timeout.get("connect"), timeout.get("read"))
+            if not client.cookies.jar:
+                self._heads[key] = cached
+        _, pool, lines, connect_timeout, read_timeout = cached
+        head = b"GET /%s HTTP/1.1\r\n%s\r\n" % (path.encode("ascii", "strict"), lines) if request is None else \
+            b"GET %s HTTP/1.1\r\n%s\r\n" % (request.url.raw_path, lines)
+        try:
+            response = await self._exchange(pool, head, connect_timeout, read_timeout, head_only=False)
+        except _Unusual:
+            return None
+        self.lean_requests += 1
+        if response.status_code >= 400 or "set-cookie" in response.headers:
+            response.request = request or client.build_request("GET", url)
+            client.cookies.extract_cookies(response)
+        response.read()
+        return response
+
     async def _lean(self, request: httpx.Request, pool: _Pool) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         url = request.url
         target = url.raw_path
         head = b"".join([request.method.encode(), b" ", target, b" HTTP/1.1\r\n",
                          *(b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw), b"\r\n"])
+        response = await self._exchange(pool, head, timeouts.get("connect"), timeouts.get("read"),
+                                        head_only=request.method == "HEAD")
+        response.request = request
+        return response
+
+    async def _exchange(self, pool: _Pool, head: bytes, connect_timeout: float | None, read_timeout: float | None,
+                        *, head_only: bool) -> httpx.Response:
         async with pool.slots:
             for _ in range(2):
-                conn = pool.take_idle() or await pool.connect(timeouts.get("connect"))
+                conn = pool.take_idle() or await pool.connect(connect_timeout)
                 try:
-                    status, reason, headers, body, keep_alive = await conn.exchange(
-                        head, timeouts.get("read"), request.method == "HEAD")
+                    status, reason, headers, body, keep_alive = await conn.exchange(head, read_timeout, head_only)
                 except _Stale:
                     continue  # the server closed it while idle: once more on a fresh connection
                 except BaseException:
@@ -371,7 +423,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     pool.give_back(conn)
                 else:
                     conn.close()
-                return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), request=request,
+                return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
                                       extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
         raise httpx.RemoteProtocolError("Server disconnected without sending a response")
 
@@ -379,6 +431,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+        self._heads.clear()
         for transport in [self._fallback, *self._proxied.values()]:
             if transport is not None:
                 await transport.aclose()
