@@ -362,7 +362,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         """GET `url` as `client.send(client.build_request("GET", url))` would, without httpx's per-request
         machinery: the request head is built by httpx once per origin and reused while the client holds
         no cookies (with cookies, httpx builds every head, so the Cookie header stays exact), and cookies
-        an answer sets go into the client's jar. None: not for this path (the caller uses httpx)."""
+        an answer sets go into the client's jar. None: not for this path (the caller uses httpx); an answer
+        the parser does not take is fetched again through httpx's transport."""
         origin, _, rest = url.partition("://")
         host, _, path = rest.partition("/")
         key = (id(client), origin, host)
@@ -388,7 +389,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._exchange(pool, head, connect_timeout, read_timeout, head_only=False)
         except _Unusual:
-            return None
+            # Sent again through httpx's own transport, handled as `client.send` would.
+            self.fallback_requests += 1
+            request = request or client.build_request("GET", url)
+            response = await self.fallback.handle_async_request(request)
+            response.request = request
+            client.cookies.extract_cookies(response)
+            await response.aread()
+            return response
         self.lean_requests += 1
         if response.status_code >= 400 or "set-cookie" in response.headers:
             response.request = request or client.build_request("GET", url)
