@@ -239,3 +239,29 @@ async def test_a_cancelled_poll_closes_its_connection() -> None:
         await finish(http, (raw, server))
     assert response.json() == json.loads(BODY)
     assert [s.connection for s in raw.seen] == [1, 2]  # the half-read connection was not reused
+
+
+async def test_shared_trigger_clients_poll_through_the_lean_transport() -> None:
+    """A trigger's shared client polls over the lean path: one connection, every poll counted as lean."""
+    from airflow_batchwork.core.credentials import Credentials
+    from airflow_batchwork.core.handle import JobHandle
+    from airflow_batchwork.triggers.clients import SHARED_CLIENTS
+
+    raw = RawServer(lambda seen, i: (ok(json.dumps({
+        "id": "batch_1", "object": "batch", "status": "in_progress",
+        "request_counts": {"total": 2, "completed": 1, "failed": 0}}).encode()), False))
+    server = await started(raw)
+    job = JobHandle.coerce({"version": 1, "provider": "openai", "model": "openai.chat/gpt-4o-mini",
+                            "batches": [{"id": "batch_1", "request_count": 2}], "request_count": 2,
+                            "conn_id": None, "submitted_at": "2026-12-01T00:00:00Z"})
+    try:
+        async with SHARED_CLIENTS.client("openai", Credentials("sk-test", f"http://127.0.0.1:{raw.port}/v1")) as client:
+            for _ in range(3):
+                status = await client.status(job)
+                assert (status.state, status.counts.done, status.counts.total) == ("in_progress", 1, 2)
+            transport = client.adapter("openai").http._transport
+            assert isinstance(transport, LeanTransport) and transport.lean_requests == 3
+    finally:
+        server.close()
+        await asyncio.wait(raw.handlers, timeout=30)
+    assert raw.connections == 1 and len(raw.seen) == 3
