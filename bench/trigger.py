@@ -3,12 +3,16 @@ provider's `OpenAIBatchTrigger`.
 
 Each contender runs N triggers in one process (as one triggerer would) against a canned status server
 in another process (`bench/status_server.py`: raw asyncio, so the server is not the bottleneck), for a
-fixed window, with Python's default GC. Reported: polls done of those due (a poll is due one interval
-after the trigger's previous one), share of polls started within 1 s of due, CPU ms per poll, the
-longest event-loop stall (a watchdog waking every 5 ms), and open file descriptors (connections).
+fixed window, with Python's default GC. Triggers are created one at a time with a yield to the loop
+between, as Airflow 3.3's TriggerRunner does. Reported: share of triggers started, polls done of those
+due (a poll is due one interval after the trigger's previous one), share of polls started within 1 s of
+due, CPU ms per poll (with ratios), the longest event-loop stall (a watchdog waking every 5 ms) overall
+and after start-up, the full (generation-2) garbage collections in the window and the longest, and open
+file descriptors (connections).
 
     python -m bench.trigger                       # 1,000 every 2 s; 5,000 every 60 s
     python -m bench.trigger --scenario 1000:2:30  # N:interval:window seconds
+    BATCHWORK_BENCH_GC_FREEZE=1 python -m bench.trigger --kind ours   # diagnostic: gc.freeze() first
 """
 
 from __future__ import annotations
@@ -135,6 +139,10 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
 
             stop, stalls = asyncio.Event(), [(0.0, 0.0)]
             dog = asyncio.create_task(watchdog(stop, stalls))
+            if os.environ.get("BATCHWORK_BENCH_GC_FREEZE") == "1":
+                # Diagnostic only (not the target's setting): what the stalls are without the walk of the
+                # heap that exists before the triggers start.
+                gc.freeze()
             gc_watch = GCWatch()
             gc.callbacks.append(gc_watch)
             cpu, begin = time.process_time(), time.perf_counter()
