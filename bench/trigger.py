@@ -57,11 +57,14 @@ class StatusServer:
         self.dir.cleanup()
 
 
-async def watchdog(stop: asyncio.Event, stalls: list[tuple[float, float]]) -> None:
-    """Record (when, how long) of every loop stall over 50 ms: a coroutine waking every 5 ms."""
+async def watchdog(stop: asyncio.Event, stalls: list[tuple[float, float]], cpu: list[tuple[float, float]]) -> None:
+    """Record (when, how long) of every loop stall over 50 ms: a coroutine waking every 5 ms. Also samples
+    (when, process CPU) about once a second."""
     step = 0.005
     while not stop.is_set():
         before = time.perf_counter()
+        if not cpu or before - cpu[-1][0] >= 1.0:
+            cpu.append((before, time.process_time()))
         await asyncio.sleep(step)
         late = time.perf_counter() - before - step
         if late > 0.05:
@@ -137,8 +140,8 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                 async for _event in trigger.run():
                     return
 
-            stop, stalls = asyncio.Event(), [(0.0, 0.0)]
-            dog = asyncio.create_task(watchdog(stop, stalls))
+            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0)], []
+            dog = asyncio.create_task(watchdog(stop, stalls, cpu_samples))
             if os.environ.get("BATCHWORK_BENCH_GC_FREEZE") == "1":
                 # Diagnostic only (not the target's setting): what the stalls are without the walk of the
                 # heap that exists before the triggers start.
@@ -156,7 +159,8 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                 tasks.append(asyncio.create_task(drain(trigger)))
                 await asyncio.sleep(0)
             await asyncio.sleep(window - (time.perf_counter() - begin))
-            cpu = time.process_time() - cpu
+            cpu_end = time.process_time()
+            cpu = cpu_end - cpu
             end = time.perf_counter()
             gc.callbacks.remove(gc_watch)
             fds = len(os.listdir("/proc/self/fd"))
@@ -179,8 +183,12 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
             # Start-up: until every trigger has finished its first poll (creating N triggers at once).
             warm = max((c[0][1] for c in polls.values() if c), default=end)
             steady = [late for when, late in stalls[1:] if when > warm]
+            # CPU per poll after start-up: from the first CPU sample after `warm` to the end of the window.
+            since, cpu_since = next(((t, c) for t, c in cpu_samples if t > warm), (end, cpu_end))
+            steady_polls = sum(1 for c in polls.values() for start, _ in c if since <= start <= end)
             return {"polls": count, "due": due, "done": done, "on_time": on_time, "later": count - len(polls),
-                    "cpu": cpu, "stall": stalls[0][1], "steady_stall": max(steady, default=0.0),
+                    "cpu": cpu, "steady_cpu": cpu_end - cpu_since, "steady_polls": steady_polls,
+                    "stall": stalls[0][1], "steady_stall": max(steady, default=0.0),
                     "full_gcs": len(gc_watch.full), "longest_gc": max(gc_watch.full, default=0.0),
                     "warm": warm - begin, "fds": fds, "started": started, "wall": end - begin}
 
@@ -221,12 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         for kind, r in measured:
             head = [f"{int(n):,}", f"{interval:g}", f"{window:g}", kind]
             if not r:
-                rows.append([*head, "not run", "", "", "", "", "", "", "", "", "", ""])
+                rows.append([*head, "not run", "", "", "", "", "", "", "", "", "", "", ""])
                 continue
             rows.append([*head, f"{100 * r['started']:.0f}",
                          f"{100 * r['done_share']:.1f}", f"{r['done_share'] / best_done:.2f}x",
                          f"{100 * r['on_time'] / max(r['later'], 1):.1f}",
                          f"{1000 * r['cpu_per_poll']:.2f}", f"{r['cpu_per_poll'] / best_cpu:.1f}x",
+                         f"{1000 * r['steady_cpu'] / r['steady_polls']:.2f}" if r["steady_polls"] else "-",
                          f"{1000 * r['stall']:.0f}", f"{1000 * r['steady_stall']:.0f}",
                          f"{r['full_gcs']} ({1000 * r['longest_gc']:.0f})", r["fds"], f"{r['polls']:,}"])
     print("trigger: N deferred batches on one event loop (Python's default GC), canned status server")
@@ -235,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print("ratios: done vs the most done, CPU vs the least CPU per poll; 'after start-up' = once every trigger "
           "made its first poll; full GCs = generation-2 collections in the window (longest ms)")
     print(table(["triggers", "every s", "window s", "trigger", "% started", "% due polls done", "done ratio",
-                 "% within 1 s of due", "CPU ms/poll", "CPU ratio", "longest stall ms",
+                 "% within 1 s of due", "CPU ms/poll", "CPU ratio", "CPU ms/poll after start-up", "longest stall ms",
                  "stall after start-up ms", "full GCs (ms)", "open fds", "polls"], rows))
     print(f"trigger bench at end: {load()}")
     return 0
