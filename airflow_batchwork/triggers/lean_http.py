@@ -75,9 +75,9 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if self.waiter is None:
-            if self.buffer:  # bytes nobody asked for: the connection is not in a known state
-                self.close()
+        if self.waiter is None or self.waiter.done():
+            # Bytes nobody asked for (after the answer, or while idle): the connection is in no known state.
+            self.close()
             return
         try:
             done = self._parse()
@@ -285,7 +285,7 @@ class _Pool:
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()  # the most recently used: the likeliest to be alive
-            if not conn.closed and now - conn.idle_since < KEEPALIVE_EXPIRY:
+            if not conn.closed and not conn.buffer and now - conn.idle_since < KEEPALIVE_EXPIRY:
                 return conn
             conn.close()
         return None
