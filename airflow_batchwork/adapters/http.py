@@ -232,6 +232,13 @@ class ProviderHTTP:
     async def _send(self, method: str, url: str, *, stream: bool, what: str, **kwargs: Any) -> httpx.Response:
         """One try, following allowed redirects (credentials dropped once the host changes)."""
         credentials = True
+        fast_get = getattr(self._transport, "fast_get", None)
+        if fast_get is not None and method == "GET" and not stream and not kwargs:
+            # A transport with a lean path for plain GETs (triggers/lean_http.py); a redirect or an answer it
+            # does not take goes the ordinary way below.
+            response = await fast_get(self._client, url)
+            if response is not None and not 300 <= response.status_code < 400:
+                return response
         for _ in range(MAX_REDIRECTS + 1):
             client = self._client_for(credentials)
             request = client.build_request(method, url, **kwargs)

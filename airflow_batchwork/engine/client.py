@@ -385,6 +385,8 @@ class BatchClient:
     async def status(self, job: JobLike) -> JobStatus:
         handle = JobHandle.coerce(job)
         adapter = self.adapter(handle.provider)
+        if len(handle.batches) == 1:  # the usual case: no task and gather future per poll
+            return JobStatus.combine([await adapter.status(handle.batches[0].id)])
         statuses = await asyncio.gather(*(adapter.status(b.id) for b in handle.batches))
         return JobStatus.combine(list(statuses))
 

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from airflow_batchwork.engine.client import BatchClient
+from airflow_batchwork.triggers.lean_http import LeanTransport
 from airflow_batchwork.values.credentials import Credentials
 
 # Polls in flight per shared client. httpcore scans every queued request each time a connection frees
@@ -54,7 +55,9 @@ class SharedClients:
                tuple(sorted(credentials.headers.items())))
         shared = self._clients.get(key)
         if shared is None or shared.loop is not loop:
-            shared = self._clients[key] = _Shared(loop, BatchClient({provider: credentials}))
+            # GET polls over the lean keep-alive transport (see triggers/lean_http.py), the rest over httpx.
+            client = BatchClient({provider: credentials}, transport=LeanTransport(max_connections=MAX_POLLS_IN_FLIGHT))
+            shared = self._clients[key] = _Shared(loop, client)
         shared.users += 1
         try:
             yield shared.client
