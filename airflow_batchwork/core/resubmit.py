@@ -401,7 +401,7 @@ async def collect_with_retries(
 ) -> dict[str, Any]:
     """Wait for `job`, collect it into `url`, resubmitting retryable failures up to `max_item_retries`
     times (each round waited for with `poll_interval`/`timeout`); the final manifest."""
-    handle = JobHandle.coerce(job)
+    handle = client._job(job)
     rounds = ResubmitRounds(handle, url, max_item_retries=max_item_retries, keep_history=keep_history,
                             storage_options=storage_options, prices=prices)
     current, attempt = handle, 1
