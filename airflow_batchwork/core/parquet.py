@@ -171,7 +171,15 @@ def remove_stale_temp_files(fs: Any, parent: str, *, keep: Iterable[str] = (), s
     return removed
 
 
-def publish_folder(url: str, writers: Sequence[ParquetResultWriter], manifest: Mapping[str, Any],
+class CommittablePart(Protocol):
+    """A part written under a temporary name; `commit` moves it to `path`."""
+
+    path: str
+
+    def commit(self) -> None: ...
+
+
+def publish_folder(url: str, writers: Sequence[CommittablePart], manifest: Mapping[str, Any],
                    storage_options: Mapping[str, Any] | None = None) -> str:
     """The commit protocol of a folder output (see the module text); returns the `_SUCCESS` URL.
 
