@@ -17,6 +17,7 @@ from airflow_batchwork.adapters.xai import XAIAdapter
 from airflow_batchwork.core import BatchClient, Credentials
 from airflow_batchwork.core.http import RetryPolicy
 from airflow_batchwork.core.ledger import FsspecLedger
+from airflow_batchwork.core.resubmit import collect_with_retries
 
 
 def requests(n: int) -> list[dict[str, Any]]:
@@ -36,6 +37,12 @@ async def main(spec: dict[str, Any]) -> None:
             with open(tmp, "w") as handle:
                 json.dump(job.to_dict(), handle)
             os.replace(tmp, spec["handle"])
+        elif spec["mode"] == "collect_retries":  # collect with resubmission rounds (core/resubmit.py)
+            with open(spec["handle"]) as handle:
+                job_dict = json.load(handle)
+            manifest = await collect_with_retries(client, job_dict, spec["out"], max_item_retries=1,
+                                                  poll_interval=0.1, timeout=120)
+            print(json.dumps({"rows": manifest["rows"], "attempts": manifest["attempts"]}))
         else:
             with open(spec["handle"]) as handle:
                 job_dict = json.load(handle)
