@@ -29,6 +29,8 @@ async def main(spec: dict[str, Any]) -> None:
     XAIAdapter.add_page_size = spec.get("xai_page", 1000)  # several add-requests pages per shard
     retry = RetryPolicy(base_delay=0.05, max_delay=0.5, max_elapsed=120)
     async with BatchClient({provider: Credentials("k", spec["base_url"])}, retry=retry) as client:
+        if spec.get("file_upload"):  # Mistral, Gemini: upload the shard as a file instead of inline requests
+            client.adapter(provider).inline_max_bytes = 0  # type: ignore[attr-defined]
         if spec["mode"] == "submit":
             ledger = FsspecLedger(spec["state"], spec["identity"])
             job = await client.submit(spec["model"], requests(spec["n"]), ledger=ledger, identity=spec["identity"],
