@@ -47,7 +47,9 @@ from airflow_batchwork.core.parquet import (
     is_directory_url,
     part_name,
     publish_folder,
+    read_serial,
     remove_stale_temp_files,
+    serial_file,
 )
 from airflow_batchwork.core.pricing import PricesLike
 from airflow_batchwork.core.recorder import ITEM_COLUMN
@@ -178,7 +180,7 @@ class ResubmitRounds:
     def _read(self, url: str, columns: Sequence[str] | None = None) -> pa.Table:
         fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
         with fs.open(path, "rb") as handle:
-            return pq.read_table(handle, columns=list(columns) if columns else None)
+            return read_serial(handle, columns=list(columns) if columns else None)
 
     def _retry_ids(self, files: Sequence[str]) -> pa.Array:
         chunks = []
@@ -219,14 +221,14 @@ class ResubmitRounds:
         count = 0
         try:
             with fs.open(path, "rb") as handle:
-                source = pq.ParquetFile(handle)
+                source = serial_file(handle)
                 if ITEM_COLUMN not in source.schema_arrow.names:
                     raise ConfigurationError(
                         "max_item_retries", f"{self.handle.ids_url} holds no copy of the submitted requests "
                         "(the job was submitted by an older version)", "resubmit the failed items by hand",
                     )
                 extra = [n for n in (SCHEMA_COLUMN, *(self.handle.passthrough or [])) if n in source.schema_arrow.names]
-                for batch in source.iter_batches(columns=["custom_id", ITEM_COLUMN, *extra]):
+                for batch in source.iter_batches(columns=["custom_id", ITEM_COLUMN, *extra], use_threads=False):
                     batch = batch.filter(pc.is_in(batch.column("custom_id"), value_set=ids))
                     shard_of: list[int] = []
                     for item in batch.column(ITEM_COLUMN).to_pylist():
@@ -341,11 +343,11 @@ class ResubmitRounds:
         replaced: list[pa.Table] = []
         rows = 0
         with fs.open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = serial_file(handle)
             schema = parquet.schema_arrow
             with _AtomicParquet(target, schema, self.storage_options, deferred=True) as out:
                 part_ids: list[pa.Array] = []
-                for batch in parquet.iter_batches():
+                for batch in parquet.iter_batches(use_threads=False):
                     old = pc.is_in(batch.column("custom_id"), value_set=taken)
                     kept = batch.filter(pc.invert(old))
                     replaced.append(pa.Table.from_batches([batch.filter(old)], schema))
@@ -363,7 +365,7 @@ class ResubmitRounds:
         counts: Counter[str] = Counter()
         for part in parts:
             with part.fs.open(part.tmp, "rb") as handle:
-                column = pq.read_table(handle, columns=["attempt"]).column("attempt")
+                column = read_serial(handle, columns=["attempt"]).column("attempt")
             for entry in pc.value_counts(column).to_pylist():
                 counts[str(entry["values"])] += entry["counts"]
         return dict(sorted(counts.items()))
