@@ -1,10 +1,14 @@
 """airflow-batchwork: one batch-inference API over seven LLM providers, for Airflow and plain scripts.
 
-Importing this package does not import Airflow; the Airflow layer lives in `hooks/`, `operators/`
-and `triggers/`, the provider-neutral core in `core/` and `adapters/`.
+Importing this package does not import Airflow. Layers, bottom up (docs/architecture.md): `values/`
+(plain values), `adapters/` (one module per provider), `engine/`, then the script API facade `core/` and
+the Airflow layer (`hooks/`, `operators/`, `triggers/`, ...); the emulator `testing/` beside the adapters.
 """
 
-from airflow_batchwork.core.refs import ModelRef, ProviderFactory, parse_model
+# The adapters register their providers in `values.catalog` (model strings and handles look them up there);
+# importing them here makes the catalog complete before any module of the package is used.
+import airflow_batchwork.adapters  # noqa: F401
+from airflow_batchwork.values.refs import ModelRef, ProviderFactory, parse_model
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias
 
-from airflow_batchwork.core.errors import ConfigurationError
+from airflow_batchwork.values.errors import ConfigurationError
 from airflow_batchwork.webhooks.events import completions_uri
 
 ResultsOutlet = Asset | AssetAlias

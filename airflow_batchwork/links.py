@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseOperatorLink
 
 from airflow_batchwork.adapters import adapter_class
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.refs import parse_model
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.refs import parse_model
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator

@@ -52,9 +52,9 @@ def start_emulator(seed: int, server_every: int, drop_every: int) -> tuple[subpr
 
 
 async def run(args: argparse.Namespace, base_url: str, out: str) -> dict[str, Any]:
+    from airflow_batchwork.adapters.http import RetryPolicy
     from airflow_batchwork.core import BatchClient, Credentials
-    from airflow_batchwork.core.http import RetryPolicy
-    from airflow_batchwork.core.ledger import FsspecLedger
+    from airflow_batchwork.engine.ledger import FsspecLedger
 
     requests = ({"custom_id": f"s{i:07d}", "prompt": f"storm item {i}"} for i in range(args.n))
     retry = RetryPolicy(base_delay=0.05, max_delay=2.0, max_elapsed=900)

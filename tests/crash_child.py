@@ -13,11 +13,11 @@ import os
 import sys
 from typing import Any
 
+from airflow_batchwork.adapters.http import RetryPolicy
 from airflow_batchwork.adapters.xai import XAIAdapter
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.resubmit import collect_with_retries
+from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.resubmit import collect_with_retries
 
 
 def requests(n: int) -> list[dict[str, Any]]:

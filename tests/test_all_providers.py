@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_batchwork.core import RESULT_SCHEMA, BatchClient, Credentials
-from airflow_batchwork.core.ledger import FsspecLedger
+from airflow_batchwork.engine.ledger import FsspecLedger
 from airflow_batchwork.testing import Emulator
 
 MODELS = {

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.errors import RequestValidationError
-from airflow_batchwork.core.ledger import FsspecLedger
+from airflow_batchwork.engine.ledger import FsspecLedger
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.echo import conforming_instance
+from airflow_batchwork.values.errors import RequestValidationError
 
 # A 1x1 PNG and a tiny PDF (just their magic bytes matter to the emulator and the sniffing).
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
@@ -155,7 +155,7 @@ async def test_image_heavy_job_shards_by_bytes_under_lowered_limits(emulator: Em
     # Each request carries ~40 KB of base64 once its 30 KB file is inlined: two fit in 100 KB.
     limits = {"max_bytes": 100_000, "max_request_bytes": 60_000, "max_requests": 1000}
     requests = _heavy_requests(tmp_path, 9, 30_000)
-    from airflow_batchwork.core.submission import prepare_job
+    from airflow_batchwork.engine.submission import prepare_job
 
     with prepare_job("anthropic/claude-haiku-4-5", requests, limits=limits) as job:
         sizes = [shard.nbytes for shard in job.shards]
@@ -176,7 +176,7 @@ async def test_image_heavy_job_shards_by_bytes_under_lowered_limits(emulator: Em
 
 
 def test_a_file_over_the_per_request_limit_is_refused_while_read(tmp_path: Path) -> None:
-    from airflow_batchwork.core.submission import prepare_job
+    from airflow_batchwork.engine.submission import prepare_job
 
     requests = _heavy_requests(tmp_path, 2, 30_000)
     with pytest.raises(RequestValidationError) as caught, \
@@ -187,7 +187,7 @@ def test_a_file_over_the_per_request_limit_is_refused_while_read(tmp_path: Path)
 
 
 def test_a_missing_file_is_refused_naming_the_part(tmp_path: Path) -> None:
-    from airflow_batchwork.core.submission import prepare_job
+    from airflow_batchwork.engine.submission import prepare_job
 
     requests = [{"custom_id": "gone", "messages": [{"role": "user", "content": [
         {"type": "image", "image": f"file://{tmp_path}/nope.png"}]}]}]

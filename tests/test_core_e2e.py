@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import RESULT_SCHEMA, BatchClient, Credentials, JobHandle, JobStatus, parse_model
-from airflow_batchwork.core.parquet import JOB_METADATA_KEY
+from airflow_batchwork.engine.parquet import JOB_METADATA_KEY
 from airflow_batchwork.testing import Emulator
 
 THREE = [

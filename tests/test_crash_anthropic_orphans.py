@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.ledger import MemoryLedger
+from airflow_batchwork.engine.ledger import MemoryLedger
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 

@@ -16,10 +16,10 @@ import pytest
 
 from airflow_batchwork.adapters.openai import OpenAIAdapter
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.errors import UnsafeResponseError
-from airflow_batchwork.core.parquet import SUCCESS_NAME, TMP_PREFIX, ParquetResultWriter, committed_files
-from airflow_batchwork.core.results import IncompleteResultsError
+from airflow_batchwork.engine.parquet import SUCCESS_NAME, TMP_PREFIX, ParquetResultWriter, committed_files
+from airflow_batchwork.engine.results import IncompleteResultsError
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.errors import UnsafeResponseError
 
 MODEL = "openai/gpt-4o-mini"
 

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.parquet import SUCCESS_NAME, TMP_PREFIX, committed_files
+from airflow_batchwork.engine.parquet import SUCCESS_NAME, TMP_PREFIX, committed_files
 from airflow_batchwork.testing import Emulator
 
 MODELS = {

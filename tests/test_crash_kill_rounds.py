@@ -1,4 +1,4 @@
-"""Real SIGKILLs of a collect with resubmission rounds (core/resubmit.py, `max_item_retries`): killed right
+"""Real SIGKILLs of a collect with resubmission rounds (engine/resubmit.py, `max_item_retries`): killed right
 after the round's create call, after the round's results download (while the round is staged and the
 dataset merged) and at a seeded random request, then retried to completion. A reader that follows the
 commit protocol never sees a partial dataset, the round is paid once, and no temporary file stays.
@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.parquet import SUCCESS_NAME, TMP_PREFIX, committed_files
-from airflow_batchwork.core.resubmit import STAGING_DIR
+from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.parquet import SUCCESS_NAME, TMP_PREFIX, committed_files
+from airflow_batchwork.engine.resubmit import STAGING_DIR
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 from airflow_batchwork.testing.store import RequestRecord

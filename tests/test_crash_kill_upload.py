@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.parquet import committed_files
+from airflow_batchwork.engine.parquet import committed_files
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 from tests.test_crash_kill import ROOT, WAIT, check_exit

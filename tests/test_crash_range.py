@@ -14,9 +14,9 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_batchwork.adapters.http import RetryPolicy
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.parquet import committed_files
+from airflow_batchwork.engine.parquet import committed_files
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 

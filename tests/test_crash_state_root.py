@@ -14,10 +14,10 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.ledger import FsspecLedger
+from airflow_batchwork.engine.ledger import FsspecLedger
 from airflow_batchwork.operators.batch import CollectResultsOperator
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.errors import ConfigurationError
 
 MODEL = "openai/gpt-4o-mini"
 

@@ -23,8 +23,8 @@ import asyncio, json, os, sys
 def native_threads():
     return sorted(os.listdir("/proc/self/task"))
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.resubmit import collect_with_retries
+from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.resubmit import collect_with_retries
 spec = json.loads(sys.argv[1])
 before = native_threads()
 async def main():

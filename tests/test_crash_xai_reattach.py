@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_batchwork.adapters.http import RetryPolicy
 from airflow_batchwork.adapters.xai import XAIAdapter, batch_name
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.ledger import MemoryLedger
+from airflow_batchwork.engine.ledger import MemoryLedger
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 
@@ -95,8 +95,8 @@ async def test_failed_pages_are_resolved_by_listing(emu: Emulator) -> None:
 
 
 def _ref_and(request: dict[str, str]) -> tuple[object, object]:
-    from airflow_batchwork.core.refs import parse_model
-    from airflow_batchwork.core.requests import iter_requests
+    from airflow_batchwork.values.refs import parse_model
+    from airflow_batchwork.values.requests import iter_requests
 
     ref = parse_model(MODEL)
     (_, parsed), = list(iter_requests([request], ref=ref))

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, ConfigurationError, Credentials, JobHandle, parse_model
-from airflow_batchwork.core.parquet import check_output_url
-from airflow_batchwork.core.preflight import probe_writable
-from airflow_batchwork.core.sources import read_requests
+from airflow_batchwork.engine.parquet import check_output_url
+from airflow_batchwork.engine.preflight import probe_writable
+from airflow_batchwork.engine.sources import read_requests
 
 DOC = Path(__file__).parent.parent / "docs" / "errors.md"
 TMP = Path(tempfile.mkdtemp(prefix="batchwork-errors-"))
@@ -290,7 +290,7 @@ PERMANENT = (400, 401, 403, 404, 422)
 
 
 def _provider_error(status: int) -> str:
-    from airflow_batchwork.core.errors import ProviderAPIError
+    from airflow_batchwork.values.errors import ProviderAPIError
 
     error = ProviderAPIError("openai", status, "<the provider's message>", method="POST",
                              url="https://api.openai.com/v1/batches")

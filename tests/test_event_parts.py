@@ -6,10 +6,10 @@ import pytest
 from airflow.sdk import Asset, AssetAlias
 
 from airflow_batchwork.assets import batch_completions, event_extra, results_outlet
-from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.links import BatchConsoleLink, batch_console_url
 from airflow_batchwork.triggers.batch import BatchCompleteTrigger
 from airflow_batchwork.triggers.webhook import WebhookBatchCompleteTrigger
+from airflow_batchwork.values.errors import ConfigurationError
 from airflow_batchwork.webhooks.events import GEMINI, OPENAI, WebhookPayloadError
 
 JOB = {"version": 1, "provider": "openai", "model": "openai.chat/gpt-4o-mini",

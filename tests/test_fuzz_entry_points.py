@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.parquet import WEB_SCHEMES, check_output_url
-from airflow_batchwork.core.refs import parse_model
-from airflow_batchwork.core.submission import prepare_job
+from airflow_batchwork.engine.parquet import WEB_SCHEMES, check_output_url
+from airflow_batchwork.engine.submission import prepare_job
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.refs import parse_model
 
 FUZZ_EXAMPLES = int(os.environ.get("BATCHWORK_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,

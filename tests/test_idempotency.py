@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_batchwork.core import BatchClient, ConfigurationError, Credentials
-from airflow_batchwork.core.ledger import FsspecLedger, LedgerReadError, MemoryLedger
+from airflow_batchwork.engine.ledger import FsspecLedger, LedgerReadError, MemoryLedger
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
 from tests.airflow_helpers import load_dag, task_states, xcom

@@ -16,9 +16,9 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from airflow_batchwork.core import BatchClient, ConfigurationError, Credentials, JobHandle
-from airflow_batchwork.core.incremental import KeyedDataset
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.sources import read_requests
+from airflow_batchwork.engine.incremental import KeyedDataset
+from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.sources import read_requests
 from airflow_batchwork.testing import Emulator
 
 MODEL = "openai/gpt-4o-mini"
@@ -98,8 +98,8 @@ async def test_10000_rows_then_10_changed_and_5_added_submits_exactly_15(
     assert (saved["new"], saved["changed"], saved["unchanged"], saved["rows"]) == (5, 10, 9_990, 10_005)
     listed = json.loads((tmp_path / "enriched" / "_SUCCESS").read_text())["files"]
     assert sorted(p.name for p in (tmp_path / "enriched").glob("part-*.parquet")) == sorted(listed)
-    # The folder commit protocol's reader (core/parquet.py) reads exactly those files.
-    from airflow_batchwork.core.parquet import committed_files
+    # The folder commit protocol's reader (engine/parquet.py) reads exactly those files.
+    from airflow_batchwork.engine.parquet import committed_files
     assert sorted(committed_files(dataset) or []) == sorted(f"{dataset}{name}" for name in listed)
     # A plain Parquet reader sees the same dataset (no leftovers).
     assert pq.read_table(tmp_path / "enriched").num_rows == 10_005

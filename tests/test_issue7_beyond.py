@@ -15,11 +15,11 @@ from pydantic import BaseModel
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.core import BatchClient, ConfigurationError, Credentials, ModelRefError, parse_model
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.pricing import PriceTable, load_prices
-from airflow_batchwork.core.resubmit import collect_with_retries, retryable
+from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.resubmit import collect_with_retries, retryable
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.echo import conforming_instance
+from airflow_batchwork.values.pricing import PriceTable, load_prices
 
 
 class Review(BaseModel):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from airflow_batchwork.adapters import ADAPTERS
 from airflow_batchwork.core import ItemResult, parse_model
-from airflow_batchwork.core.parquet import items_to_batch
+from airflow_batchwork.engine.parquet import items_to_batch
 
 MODELS = {
     "openai": ["openai.chat/m", "openai.responses/m", "openai.completion/m", "openai.embedding/m"],

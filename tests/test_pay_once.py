@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials, JobHandle
-from airflow_batchwork.core.cache import ResponseCache
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.refs import parse_model
+from airflow_batchwork.engine.cache import ResponseCache
+from airflow_batchwork.engine.ledger import FsspecLedger
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.refs import parse_model
 
 MODELS = ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5", "google/gemini-2.5-flash", "groq/llama-3.1-8b-instant",
           "mistral/mistral-small-latest", "together/meta-llama/Llama-3.3-70B-Instruct-Turbo", "xai/grok-4"]
@@ -289,7 +289,7 @@ def test_same_dag_run_twice_second_run_creates_no_batch(airflow_emulator: Emulat
 def test_backfill_dag_twice_sends_only_the_changed_rows(airflow_emulator: Emulator, tmp_path: Path) -> None:
     import pyarrow as pa
 
-    from airflow_batchwork.core.incremental import KeyedDataset
+    from airflow_batchwork.engine.incremental import KeyedDataset
     from tests.airflow_helpers import load_dag, task_states, xcom
 
     def source(texts: dict[str, str]) -> None:
@@ -315,7 +315,7 @@ def test_backfill_dag_twice_sends_only_the_changed_rows(airflow_emulator: Emulat
 
 
 async def test_resubmission_rounds_refuse_a_job_with_skipped_rows(emulator: Emulator, tmp_path: Path) -> None:
-    from airflow_batchwork.core.resubmit import ResubmitRounds
+    from airflow_batchwork.engine.resubmit import ResubmitRounds
 
     requests = [{"custom_id": "a", "prompt": "x"}, {"custom_id": "b", "prompt": "x"}]
     async with client_for(emulator, "openai") as client:

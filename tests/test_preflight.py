@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from airflow_batchwork.core import BatchClient, ConfigurationError, Credentials, ProviderAPIError
-from airflow_batchwork.core.errors import RequestValidationError
-from airflow_batchwork.core.preflight import PROBE_PREFIX, probe_writable
+from airflow_batchwork.engine.preflight import PROBE_PREFIX, probe_writable
 from airflow_batchwork.operators.batch import CollectResultsOperator, SubmitBatchOperator
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
+from airflow_batchwork.values.errors import RequestValidationError
 from tests.airflow_helpers import load_dag, task_states, xcom
 
 TWO = [{"custom_id": "a", "prompt": "hello there"}, {"custom_id": "b", "prompt": "second"}]
@@ -116,11 +116,11 @@ def test_model_typo_warns_with_the_closest_id_before_any_create(emulator: Emulat
                 seen_at_warning.append(len(creates(emulator)))
 
     before = len(creates(emulator))
-    logger = logging.getLogger("airflow_batchwork.core.pricing")
+    logger = logging.getLogger("airflow_batchwork.values.pricing")
     mark = Mark()
     logger.addHandler(mark)
     try:
-        with caplog.at_level(logging.WARNING, logger="airflow_batchwork.core.pricing"):
+        with caplog.at_level(logging.WARNING, logger="airflow_batchwork.values.pricing"):
             asyncio.run(_submit(emulator, "openai/gpt-4o-mnii", TWO))
     finally:
         logger.removeHandler(mark)
@@ -129,7 +129,7 @@ def test_model_typo_warns_with_the_closest_id_before_any_create(emulator: Emulat
 
 
 def test_known_model_and_dated_snapshot_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
-    from airflow_batchwork.core.pricing import PriceTable, warn_if_unknown_model
+    from airflow_batchwork.values.pricing import PriceTable, warn_if_unknown_model
 
     table = PriceTable.packaged()
     with caplog.at_level(logging.WARNING):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from airflow_batchwork.core.progress import ProgressReporter, format_duration
-from airflow_batchwork.core.status import Counts, JobStatus
+from airflow_batchwork.engine.progress import ProgressReporter, format_duration
+from airflow_batchwork.values.status import Counts, JobStatus
 
 
 def _status(done: int, errored: int = 0, total: int = 1000, state: str = "in_progress") -> JobStatus:

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials, JobHandle, RequestValidationError
-from airflow_batchwork.core.pricing import load_prices
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.pricing import load_prices
 
 SYSTEM = " ".join(f"rule{i}" for i in range(5000))  # 5,000 emulator tokens, above haiku-4-5's 4,096 minimum
 MODEL = "anthropic/claude-haiku-4-5"

@@ -27,10 +27,10 @@ from airflow_batchwork.core import (
     UnsafeResponseError,
     parse_model,
 )
-from airflow_batchwork.core.errors import CredentialsError
-from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
+from airflow_batchwork.values.errors import CredentialsError
+from airflow_batchwork.values.requests import BatchRequest
 
 MODEL = "gemini-2.5-flash"
 KEY = {"x-goog-api-key": "test-key"}
@@ -409,7 +409,7 @@ async def test_provider_shaped_errors(emulator: Emulator) -> None:
     assert (info.value.status_code, info.value.code) == (400, "INVALID_ARGUMENT")
     assert "API key not valid" in info.value.message
 
-    # An empty key never reaches the wire (core/credentials.py refuses it); the provider's answer to a
+    # An empty key never reaches the wire (values/credentials.py refuses it); the provider's answer to a
     # request without a key is checked on the raw HTTP API.
     with pytest.raises(CredentialsError):
         client_for(emulator, api_key="")

@@ -17,9 +17,9 @@ from groq.types.chat import ChatCompletion
 from airflow_batchwork.adapters.groq import GroqAdapter
 from airflow_batchwork.adapters.openai_compat import openai_batch_status
 from airflow_batchwork.core import RESULT_SCHEMA, BatchClient, Credentials, parse_model
-from airflow_batchwork.core.errors import ConfigurationError, ProviderAPIError, RequestValidationError
-from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.errors import ConfigurationError, ProviderAPIError, RequestValidationError
+from airflow_batchwork.values.requests import BatchRequest
 
 MODEL = "llama-3.1-8b-instant"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

@@ -19,9 +19,9 @@ from mistralai.client.models import BatchJob, ChatCompletionResponse, EmbeddingR
 
 from airflow_batchwork.adapters.mistral import MistralAdapter, mistral_error
 from airflow_batchwork.core import RESULT_SCHEMA, BatchClient, Credentials, parse_model
-from airflow_batchwork.core.errors import ProviderAPIError, RequestValidationError
-from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.errors import ProviderAPIError, RequestValidationError
+from airflow_batchwork.values.requests import BatchRequest
 
 MODEL = "mistral-small-latest"
 TERMINAL = {"SUCCESS", "FAILED", "TIMEOUT_EXCEEDED", "CANCELLED"}

@@ -18,9 +18,9 @@ from together.types.chat import ChatCompletion
 
 from airflow_batchwork.adapters.together import TogetherAdapter, api_base_url
 from airflow_batchwork.core import RESULT_SCHEMA, BatchClient, Credentials, parse_model
-from airflow_batchwork.core.errors import ProviderAPIError, RequestValidationError
-from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.errors import ProviderAPIError, RequestValidationError
+from airflow_batchwork.values.requests import BatchRequest
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 TERMINAL = {"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"}

@@ -30,9 +30,9 @@ from airflow_batchwork.adapters.xai import (
     parse_time,
 )
 from airflow_batchwork.core import BatchClient, Credentials, ProviderAPIError, parse_model
-from airflow_batchwork.core.errors import RequestValidationError
-from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.errors import RequestValidationError
+from airflow_batchwork.values.requests import BatchRequest
 
 # -- documented examples (xAI REST reference, Batches) ---------------------------------------------
 

@@ -146,8 +146,8 @@ def test_results_table_lists_each_column_once() -> None:
 
 
 def test_documented_progress_line_is_the_one_the_trigger_logs() -> None:
-    from airflow_batchwork.core.progress import ProgressReporter
-    from airflow_batchwork.core.status import Counts, JobStatus
+    from airflow_batchwork.engine.progress import ProgressReporter
+    from airflow_batchwork.values.status import Counts, JobStatus
 
     now = [0.0]
     reporter = ProgressReporter(clock=lambda: now[0])

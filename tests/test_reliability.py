@@ -12,9 +12,9 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_batchwork.adapters.http import RetryPolicy
 from airflow_batchwork.core import BatchClient, BatchworkError, Credentials, ProviderAPIError
-from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.ledger import FsspecLedger, MemoryLedger
+from airflow_batchwork.engine.ledger import FsspecLedger, MemoryLedger
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
 from airflow_batchwork.testing.faults import FaultConfig

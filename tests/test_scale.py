@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, ConfigurationError, Credentials
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.sources import read_requests
+from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.sources import read_requests
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.airflow_env import connection_env
 from tests.airflow_helpers import load_dag, task_states, xcom

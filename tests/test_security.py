@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials, ProviderAPIError, UnsafeResponseError
-from airflow_batchwork.core.errors import ConfigurationError
 from airflow_batchwork.testing import Emulator
+from airflow_batchwork.values.errors import ConfigurationError
 
 SECRET = "sk-very-secret-key-123456"
 

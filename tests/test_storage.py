@@ -95,8 +95,8 @@ async def test_rewrite_overwrites_not_appends(emulator: Emulator, tmp_path: Path
 
 def test_small_batches_become_few_large_row_groups(tmp_path: Path) -> None:
     """Hundreds of parsed chunks make one row group per ~16 MB of data, not one per chunk."""
-    from airflow_batchwork.core.parquet import ROW_GROUP_BYTES, ParquetResultWriter, items_to_batch
-    from airflow_batchwork.core.status import ItemResult
+    from airflow_batchwork.engine.parquet import ROW_GROUP_BYTES, ParquetResultWriter, items_to_batch
+    from airflow_batchwork.values.status import ItemResult
 
     text = "x" * 2_000
     chunks = 200

@@ -16,11 +16,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_batchwork.adapters.http import RetryPolicy
 from airflow_batchwork.adapters.xai import XAIAdapter
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.ledger import MemoryLedger
-from airflow_batchwork.core.parquet import committed_files
+from airflow_batchwork.engine.ledger import MemoryLedger
+from airflow_batchwork.engine.parquet import committed_files
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 

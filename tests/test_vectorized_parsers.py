@@ -12,7 +12,7 @@ from airflow_batchwork.adapters.google import GoogleAdapter, parse_generate_chun
 from airflow_batchwork.adapters.openai import OpenAIAdapter
 from airflow_batchwork.adapters.openai_compat import CANCELED_CODES, EXPIRED_CODES, FINISH_REASONS
 from airflow_batchwork.core import parse_model
-from airflow_batchwork.core.parquet import items_to_batch
+from airflow_batchwork.engine.parquet import items_to_batch
 
 
 def openai_lines() -> list[dict[str, object]]:

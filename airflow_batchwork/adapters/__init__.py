@@ -10,7 +10,8 @@ from airflow_batchwork.adapters.mistral import MistralAdapter
 from airflow_batchwork.adapters.openai import OpenAIAdapter
 from airflow_batchwork.adapters.together import TogetherAdapter
 from airflow_batchwork.adapters.xai import XAIAdapter
-from airflow_batchwork.core.errors import ModelRefError
+from airflow_batchwork.values import catalog
+from airflow_batchwork.values.errors import ModelRefError
 
 ADAPTERS: dict[str, type[ProviderAdapter]] = {
     adapter.provider: adapter
@@ -18,6 +19,8 @@ ADAPTERS: dict[str, type[ProviderAdapter]] = {
                     TogetherAdapter)
 }
 PROVIDER_ALIASES: dict[str, str] = {"gemini": "google"}
+for _adapter in ADAPTERS.values():
+    catalog.register(_adapter, aliases=[alias for alias, name in PROVIDER_ALIASES.items() if name == _adapter.provider])
 
 
 def provider_names() -> list[str]:

@@ -37,10 +37,9 @@ from airflow_batchwork.adapters.openai_compat import (
     error_fields,
     int_or_none,
 )
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import (
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import (
     BatchRequest,
     ContentPart,
     FilePart,
@@ -49,7 +48,8 @@ from airflow_batchwork.core.requests import (
     TextPart,
     ToolCallPart,
 )
-from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
+from airflow_batchwork.values.result_schema import ITEM_SCHEMA, items_to_batch
+from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 API_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; the AI SDK's Anthropic provider defaults it the same way.
@@ -197,8 +197,8 @@ class AnthropicAdapter(ProviderAdapter):
         system = request.system_text()
         if not (request.cache_prefix and system):
             return False
-        from airflow_batchwork.core.pricing import load_prices
-        from airflow_batchwork.core.recorder import CHARS_PER_TOKEN
+        from airflow_batchwork.values.pricing import load_prices
+        from airflow_batchwork.values.recorder import CHARS_PER_TOKEN
 
         price = load_prices().lookup(ref)
         minimum = price.min_cache_tokens if price is not None else None

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from airflow_batchwork.core.parquet import ITEM_SCHEMA
+from airflow_batchwork.values.result_schema import ITEM_SCHEMA
 
 CHUNK_BYTES = 3 * 1024 * 1024
 _ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])

@@ -19,13 +19,14 @@ import orjson
 import pyarrow as pa
 
 from airflow_batchwork.adapters.content import TEXT_ONLY, ContentSupport, check_content
-from airflow_batchwork.core.credentials import Credentials
-from airflow_batchwork.core.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.parquet import items_to_batch
-from airflow_batchwork.core.refs import EndpointKind, ModelRef
-from airflow_batchwork.core.requests import CUSTOM_ID_PATTERN, BatchRequest
-from airflow_batchwork.core.status import BatchStatus, ItemResult
+from airflow_batchwork.adapters.http import SAFE_ID, ProviderHTTP, RetryPolicy, check_id, default_error_parser
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.catalog import EndpointSpec
+from airflow_batchwork.values.credentials import Credentials
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import CUSTOM_ID_PATTERN, BatchRequest
+from airflow_batchwork.values.result_schema import items_to_batch
+from airflow_batchwork.values.status import BatchStatus, ItemResult
 
 # (field, problem, fix): a request the provider cannot serve, refused before any API call.
 Refusal = tuple[str, str, str]
@@ -44,15 +45,6 @@ def salvage_line(line: str, batch_id: str, reason: str, *, id_key: str = "custom
         custom_id=match.group(1), status="errored", batch_id=batch_id, response=line, finish_reason="error",
         error_code="parse_error", error_message=f"the provider's result line could not be read: {reason}",
     )
-
-
-@dataclass(frozen=True)
-class EndpointSpec:
-    """One batch endpoint of a provider, as named in model strings (`openai.responses/…`)."""
-
-    name: str
-    kind: EndpointKind
-    path: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,7 +77,7 @@ class ProviderAdapter(ABC):
     result_id_key: ClassVar[str] = "custom_id"
     console_url: ClassVar[str | None] = None
     #: Hosts (besides the configured API origin) the provider documents for result downloads; a redirect
-    #: is followed there without credentials, anywhere else it is an error (core/http.py).
+    #: is followed there without credentials, anywhere else it is an error (adapters/http.py).
     download_hosts: ClassVar[frozenset[str]] = frozenset()
     #: Item `error_code`s worth resubmitting (rate limits, server errors, timeouts, overload).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({"429", "500", "502", "503", "504"})
@@ -254,7 +246,7 @@ class ProviderAdapter(ABC):
         """Id of a recent batch carrying `metadata`, where the provider stores metadata; else None."""
         return None
 
-    # --- resumable submit (core/client.py drives these; `progress` lives in the ledger) -------------
+    # --- resumable submit (engine/client.py drives these; `progress` lives in the ledger) -------------
     async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
                              progress: CallProgress) -> str:
         """`create`, recording what each call of a multi-call submit produced in `progress` as it returns,

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_batchwork.core.parts import Media, media_of
-from airflow_batchwork.core.requests import BatchRequest, FilePart, ImagePart, NamedToolChoice, tool_call_id
+from airflow_batchwork.values.parts import Media, media_of
+from airflow_batchwork.values.requests import BatchRequest, FilePart, ImagePart, NamedToolChoice, tool_call_id
 
 # (field, problem, fix), as `adapters.base.Refusal`.
 Refusal = tuple[str, str, str]

@@ -36,13 +36,12 @@ from airflow_batchwork.adapters.base import (
     first_unsupported,
 )
 from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
+from airflow_batchwork.adapters.http import check_id, default_error_parser
 from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
-from airflow_batchwork.core.errors import ProviderAPIError
-from airflow_batchwork.core.http import check_id, default_error_parser
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.parquet import ITEM_SCHEMA, items_to_batch
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import (
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.errors import ProviderAPIError
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import (
     BatchRequest,
     ChatMessage,
     ContentPart,
@@ -52,7 +51,8 @@ from airflow_batchwork.core.requests import (
     TextPart,
     ToolCallPart,
 )
-from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
+from airflow_batchwork.values.result_schema import ITEM_SCHEMA, items_to_batch
+from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 log = logging.getLogger(__name__)
 

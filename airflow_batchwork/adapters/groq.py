@@ -12,12 +12,12 @@ import httpx
 
 from airflow_batchwork.adapters.base import EndpointSpec, ProviderLimits, Refusal, first_unsupported
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
+from airflow_batchwork.adapters.http import RetryPolicy
 from airflow_batchwork.adapters.openai_compat import OpenAIFilesBatchAdapter, chat_body
-from airflow_batchwork.core.credentials import Credentials
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
+from airflow_batchwork.values.credentials import Credentials
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
 
 COMPLETION_WINDOW_ENV = "GROQ_COMPLETION_WINDOW"
 _WINDOW = re.compile(r"^([1-9][0-9]*)([hd])$")

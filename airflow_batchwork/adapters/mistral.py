@@ -25,20 +25,20 @@ from airflow_batchwork.adapters.base import (
     merge_options,
 )
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, PDF, ContentSupport
-from airflow_batchwork.adapters.openai import fill_from_embedding
+from airflow_batchwork.adapters.http import default_error_parser
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
     ChatDialect,
     chat_body,
     fill_from_chat_completion,
+    fill_from_embedding,
     int_or_none,
     parse_result_line,
 )
-from airflow_batchwork.core.http import default_error_parser
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, ItemResult
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, ItemResult
 
 STATES: dict[str, BatchState] = {
     "QUEUED": "validating",

@@ -6,9 +6,7 @@ the `openai("…")` factory, as in the AI SDK), legacy completions, and embeddin
 
 from __future__ import annotations
 
-import base64
 import re
-import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -25,16 +23,17 @@ from airflow_batchwork.adapters.openai_compat import (
     OpenAIFilesBatchAdapter,
     chat_body,
     fill_from_chat_completion,
-    fill_response_tool_calls,
+    fill_from_embedding,
+    fill_from_response,
     fill_usage,
     finish_reason,
     json_schema_format,
     responses_items,
     responses_tools,
 )
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.status import ItemResult
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.status import ItemResult
 
 # `CreateResponse.max_output_tokens` has `minimum: 16` in OpenAI's spec; the API refuses less.
 MIN_RESPONSES_OUTPUT_TOKENS = 16
@@ -53,52 +52,12 @@ def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
     return responses_items(request)
 
 
-def fill_from_response(item: ItemResult, body: Mapping[str, Any]) -> None:
-    """Text, finish reason and usage from a `/v1/responses` body."""
-    texts: list[str] = []
-    tool_call = False
-    for output in body.get("output") or []:
-        if not isinstance(output, Mapping):
-            continue
-        if output.get("type") == "message":
-            texts += [c.get("text", "") for c in output.get("content") or []
-                      if isinstance(c, Mapping) and c.get("type") == "output_text"]
-        elif output.get("type") == "function_call":
-            tool_call = True
-    item.text = "".join(texts) if texts else None
-    fill_response_tool_calls(item, body)
-    if body.get("status") == "incomplete":
-        reason = (body.get("incomplete_details") or {}).get("reason")
-        item.finish_reason = finish_reason(reason) or "other"
-    else:
-        item.finish_reason = "tool_calls" if tool_call else "stop"
-    fill_usage(item, body.get("usage"), "input_tokens", "output_tokens")
-
-
 def fill_from_completion(item: ItemResult, body: Mapping[str, Any]) -> None:
     choices = body.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], Mapping) else {}
     item.text = choice.get("text")
     item.finish_reason = finish_reason(choice.get("finish_reason"))
     fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
-
-
-def embedding_vector(value: object) -> list[float]:
-    """An `Embedding.embedding`: a list of floats, or (with `encoding_format: "base64"`) the base64 of
-    little-endian float32s."""
-    if isinstance(value, str):
-        raw = base64.b64decode(value)
-        return [float(x) for x in struct.unpack(f"<{len(raw) // 4}f", raw[: len(raw) // 4 * 4])]
-    return [float(x) for x in value or []] if isinstance(value, list) else []
-
-
-def fill_from_embedding(item: ItemResult, body: Mapping[str, Any]) -> None:
-    data = body.get("data") or []
-    if data and isinstance(data[0], Mapping):
-        item.embedding = embedding_vector(data[0].get("embedding"))
-    item.finish_reason = "stop"
-    fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
-    item.output_tokens = None
 
 
 class OpenAIAdapter(OpenAIFilesBatchAdapter):

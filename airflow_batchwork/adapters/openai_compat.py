@@ -3,9 +3,11 @@ and the Files + Batches flow (OpenAI and Groq run it as is; others reuse the par
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import mimetypes
+import struct
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,11 +18,10 @@ import pyarrow as pa
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_ahead, parse_chat_chunk
 from airflow_batchwork.adapters.base import ProviderAdapter, dumps, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.parquet import items_to_batch
-from airflow_batchwork.core.parts import Media
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import (
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.parts import Media
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import (
     BatchRequest,
     ContentPart,
     FilePart,
@@ -30,8 +31,9 @@ from airflow_batchwork.core.requests import (
     ToolCallPart,
     ToolResultPart,
 )
-from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
-from airflow_batchwork.core.structured import is_strict_compatible, schema_name
+from airflow_batchwork.values.result_schema import items_to_batch
+from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
+from airflow_batchwork.values.structured import is_strict_compatible, schema_name
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "eos": "stop",
@@ -485,3 +487,45 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
             if all(tags.get(k) == v for k, v in metadata.items()) and batch.get("status") not in ("failed",):
                 return self.check_id(batch.get("id"))
         return None
+
+
+# OpenAI's `/v1/responses` and `/v1/embeddings` bodies, also read by the providers that answer in them
+# (xAI's responses, Mistral's embeddings).
+def fill_from_response(item: ItemResult, body: Mapping[str, Any]) -> None:
+    """Text, finish reason and usage from a `/v1/responses` body."""
+    texts: list[str] = []
+    tool_call = False
+    for output in body.get("output") or []:
+        if not isinstance(output, Mapping):
+            continue
+        if output.get("type") == "message":
+            texts += [c.get("text", "") for c in output.get("content") or []
+                      if isinstance(c, Mapping) and c.get("type") == "output_text"]
+        elif output.get("type") == "function_call":
+            tool_call = True
+    item.text = "".join(texts) if texts else None
+    fill_response_tool_calls(item, body)
+    if body.get("status") == "incomplete":
+        reason = (body.get("incomplete_details") or {}).get("reason")
+        item.finish_reason = finish_reason(reason) or "other"
+    else:
+        item.finish_reason = "tool_calls" if tool_call else "stop"
+    fill_usage(item, body.get("usage"), "input_tokens", "output_tokens")
+
+
+def embedding_vector(value: object) -> list[float]:
+    """An `Embedding.embedding`: a list of floats, or (with `encoding_format: "base64"`) the base64 of
+    little-endian float32s."""
+    if isinstance(value, str):
+        raw = base64.b64decode(value)
+        return [float(x) for x in struct.unpack(f"<{len(raw) // 4}f", raw[: len(raw) // 4 * 4])]
+    return [float(x) for x in value or []] if isinstance(value, list) else []
+
+
+def fill_from_embedding(item: ItemResult, body: Mapping[str, Any]) -> None:
+    data = body.get("data") or []
+    if data and isinstance(data[0], Mapping):
+        item.embedding = embedding_vector(data[0].get("embedding"))
+    item.finish_reason = "stop"
+    fill_usage(item, body.get("usage"), "prompt_tokens", "completion_tokens")
+    item.output_tokens = None

@@ -26,6 +26,7 @@ from airflow_batchwork.adapters.base import (
     first_unsupported,
 )
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
+from airflow_batchwork.adapters.http import RetryPolicy
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
     ChatDialect,
@@ -34,12 +35,11 @@ from airflow_batchwork.adapters.openai_compat import (
     int_or_none,
     parse_result_line,
 )
-from airflow_batchwork.core.credentials import Credentials
-from airflow_batchwork.core.http import RetryPolicy
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.status import BatchState, BatchStatus, Counts, ItemResult
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.credentials import Credentials
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, ItemResult
 
 log = logging.getLogger(__name__)
 

@@ -31,23 +31,23 @@ from airflow_batchwork.adapters.base import (
     merge_options,
 )
 from airflow_batchwork.adapters.content import BOTH, ContentSupport
-from airflow_batchwork.adapters.openai import fill_from_response
+from airflow_batchwork.adapters.http import default_error_parser, is_ambiguous
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
     chat_body,
     error_fields,
     fill_from_chat_completion,
+    fill_from_response,
     int_or_none,
     json_schema_format,
     responses_items,
     responses_tools,
 )
-from airflow_batchwork.core.errors import ProviderAPIError
-from airflow_batchwork.core.http import default_error_parser, is_ambiguous
-from airflow_batchwork.core.ledger import CallProgress
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.status import TERMINAL_STATES, BatchState, BatchStatus, Counts, ItemResult
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.errors import ProviderAPIError
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.status import TERMINAL_STATES, BatchState, BatchStatus, Counts, ItemResult
 
 InputMode = Literal["auto", "inline", "file"]
 

@@ -19,11 +19,11 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import amask_secret, mask_secret
 
 from airflow_batchwork.adapters import adapter_class
-from airflow_batchwork.core.client import BatchClient
-from airflow_batchwork.core.credentials import Credentials, credentials_from_env
-from airflow_batchwork.core.errors import CredentialsError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.status import JobStatus
+from airflow_batchwork.engine.client import BatchClient
+from airflow_batchwork.values.credentials import Credentials, credentials_from_env
+from airflow_batchwork.values.errors import CredentialsError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.status import JobStatus
 
 T = TypeVar("T")
 CREDENTIALS_TTL = 60.0

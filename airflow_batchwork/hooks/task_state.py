@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_batchwork.core.ledger import FsspecLedger, SubmitLedger
+from airflow_batchwork.engine.ledger import FsspecLedger, SubmitLedger
 
 STATE_KEY = "batchwork_submission"
 

@@ -33,12 +33,12 @@ from airflow.providers.common.ai.exceptions import LLMBatchInputError, LLMBatchL
 
 from airflow_batchwork.adapters import ADAPTERS, adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
-from airflow_batchwork.core.client import BatchClient
-from airflow_batchwork.core.credentials import Credentials, credentials_from_env
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.status import ItemResult
-from airflow_batchwork.core.submission import prepare_job
+from airflow_batchwork.engine.client import BatchClient
+from airflow_batchwork.engine.submission import prepare_job
+from airflow_batchwork.values.credentials import Credentials, credentials_from_env
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.refs import ModelRef, parse_model
+from airflow_batchwork.values.status import ItemResult
 
 T = TypeVar("T")
 

@@ -27,8 +27,8 @@ import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.handle import JobHandle
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.handle import JobHandle
 from airflow_batchwork.webhooks.signing import signed_headers
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

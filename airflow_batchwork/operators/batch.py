@@ -15,36 +15,28 @@ from airflow.sdk import BaseOperator, Context, XComArg, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_batchwork.assets import ResultsAssetArg, attach_event_extra, results_alias, results_outlet
-from airflow_batchwork.core.cache import CACHE_MODES, ResponseCache
-from airflow_batchwork.core.errors import ConfigurationError, ProviderAPIError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.ledger import SubmitLedger
-from airflow_batchwork.core.preflight import check_output_url, check_template, is_templated, probe_writable
-from airflow_batchwork.core.refs import parse_model
-from airflow_batchwork.core.sources import read_requests
-from airflow_batchwork.core.structured import to_json_schema
+from airflow_batchwork.engine.cache import CACHE_MODES, ResponseCache
+from airflow_batchwork.engine.ledger import SubmitLedger
+from airflow_batchwork.engine.preflight import check_output_url, check_template, is_templated, probe_writable
+from airflow_batchwork.engine.sources import read_requests
 from airflow_batchwork.hooks.batchwork import BatchworkHook
 from airflow_batchwork.hooks.task_state import ledger_for, task_identity
 from airflow_batchwork.links import BatchConsoleLink, persist_batch_link
+from airflow_batchwork.operators.common import BACKSTOP_MARGIN, parse_time, validate_event
 from airflow_batchwork.operators.resubmit import ResubmitMixin
-from airflow_batchwork.triggers.batch import EVENT_STATUSES, BatchCompleteTrigger
+from airflow_batchwork.triggers.batch import BatchCompleteTrigger
 from airflow_batchwork.triggers.webhook import WebhookBatchCompleteTrigger
+from airflow_batchwork.values.errors import ConfigurationError, ProviderAPIError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.refs import parse_model
+from airflow_batchwork.values.structured import to_json_schema
 
 DEFAULT_TIMEOUT = 24 * 3600
-# The deferral backstop outlives the trigger's own deadline, so the trigger gets to cancel first.
-BACKSTOP_MARGIN = 60
 
 
 def completion_trigger(*, wake_on_webhook: bool, **kwargs: Any) -> BatchCompleteTrigger:
     """The trigger to wait on: polling, or polling cut short by the webhook intake (`wake_on_webhook`)."""
     return WebhookBatchCompleteTrigger(**kwargs) if wake_on_webhook else BatchCompleteTrigger(**kwargs)
-
-
-def validate_event(event: Any) -> dict[str, Any]:
-    """Refuse an event that did not come from BatchCompleteTrigger."""
-    if not isinstance(event, Mapping) or event.get("status") not in EVENT_STATUSES:
-        raise AirflowException(f"unexpected trigger event: {event!r}")
-    return dict(event)
 
 
 def _is_templated(value: object) -> bool:
@@ -519,7 +511,7 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         self.log.info("Job %s: %s", ",".join(handle.batch_ids), status.progress_line())
         if status.terminal:
             return self._collect(handle, status.state, context)
-        submitted = _parse_time(handle.submitted_at)
+        submitted = parse_time(handle.submitted_at)
         end_time = max(submitted + self.timeout, time.time() + 1)
         self.defer(
             trigger=completion_trigger(
@@ -587,12 +579,3 @@ def mapped_results_outlet(partial_kwargs: Mapping[str, Any]) -> Any:
     group = partial_kwargs.get("task_group") or TaskGroupContext.get_current(dag)
     task_id = str(partial_kwargs["task_id"])
     return results_alias(dag.dag_id, group.child_id(task_id) if group else task_id)
-
-
-def _parse_time(value: str) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time()

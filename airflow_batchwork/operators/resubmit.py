@@ -1,4 +1,4 @@
-"""Automatic resubmission for CollectResultsOperator (`max_item_retries`): the Airflow side of core/resubmit.py.
+"""Automatic resubmission for CollectResultsOperator (`max_item_retries`): the Airflow side of engine/resubmit.py.
 
 Each round is collected on the worker; when retryable items remain, the next round is submitted (idempotently,
 through its ledger in the output's staging folder) and the task defers on `BatchCompleteTrigger` until that
@@ -18,12 +18,13 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_batchwork.core.client import BatchClient
-from airflow_batchwork.core.credentials import Credentials
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.resubmit import ResubmitRounds, RoundStep
+from airflow_batchwork.engine.client import BatchClient
+from airflow_batchwork.engine.resubmit import ResubmitRounds, RoundStep
+from airflow_batchwork.operators.common import BACKSTOP_MARGIN, parse_time, validate_event
 from airflow_batchwork.triggers.batch import BatchCompleteTrigger
+from airflow_batchwork.values.credentials import Credentials
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.handle import JobHandle
 
 
 async def _step(rounds: ResubmitRounds, provider: str, creds: Credentials, attempt: int, job: JobHandle
@@ -39,8 +40,6 @@ class ResubmitMixin:
                       ) -> dict[str, Any]:
         """Collect the job (or the ended round `round_job`) and the rounds after it; defers while a round
         runs. The merged manifest."""
-        from airflow_batchwork.operators.batch import BACKSTOP_MARGIN, _parse_time
-
         op: Any = self
         try:
             rounds = ResubmitRounds(handle, op.output_path, max_item_retries=op.max_item_retries,
@@ -65,7 +64,7 @@ class ResubmitMixin:
             op.log.info("Attempt %d (%s): %s", attempt, ",".join(current.batch_ids), status.progress_line())
             if status.terminal:
                 continue
-            end_time = max(_parse_time(current.submitted_at) + op.timeout, time.time() + 1)
+            end_time = max(parse_time(current.submitted_at) + op.timeout, time.time() + 1)
             op.defer(
                 trigger=BatchCompleteTrigger(
                     job=current.to_dict(), conn_id=op.conn_id or handle.conn_id,
@@ -79,8 +78,6 @@ class ResubmitMixin:
     def execute_round_complete(self, context: Context, event: Any = None, state: str | None = None
                                ) -> dict[str, Any]:
         """Resume after a resubmission round's batches ended (the event's `job` is that round)."""
-        from airflow_batchwork.operators.batch import validate_event
-
         op: Any = self
         outcome = validate_event(event)
         if outcome["status"] in ("timeout", "error"):

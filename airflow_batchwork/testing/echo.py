@@ -40,6 +40,7 @@ MARKERS: tuple[str, ...] = ("error", "expire", "transient")
 # Reply markers shape a successful reply instead of its outcome: ``[[invalid]]`` makes a structured
 # output request answer JSON that does not match its schema.
 INVALID_OUTPUT_MARKER = "invalid"
+ERROR_MESSAGE = "Emulated error: the request contains the [[error]] marker."
 TRANSIENT_MESSAGE = "Emulated transient failure ([[transient]]): the server is overloaded; retry the request."
 
 # Content-part types whose ``text`` counts as message text (chat, Responses API, Anthropic blocks).

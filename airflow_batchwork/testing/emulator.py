@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import fields
 from types import FrameType, TracebackType
 
 import uvicorn
@@ -33,8 +34,8 @@ from starlette.types import Scope
 
 from airflow_batchwork.testing.faults import FaultConfig, Faults
 from airflow_batchwork.testing.middleware import DropConnection, FaultMiddleware
-from airflow_batchwork.testing.providers import PROVIDERS, provider_for_path
 from airflow_batchwork.testing.providers.base import ProviderApp
+from airflow_batchwork.testing.registry import PROVIDERS, provider_for_path
 from airflow_batchwork.testing.store import BatchView, RequestRecord, Store, StoredFile
 from airflow_batchwork.testing.webhooks import WebhookSender
 
@@ -328,20 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def fault_config(args: argparse.Namespace) -> FaultConfig:
     """The :class:`FaultConfig` described by parsed CLI arguments (ValueError for an unknown provider)."""
-    config = FaultConfig(
-        rate_limit_every=args.rate_limit_every,
-        retry_after_seconds=args.retry_after_seconds,
-        server_error_every=args.server_error_every,
-        drop_connection_every=args.drop_connection_every,
-        lose_create_response_every=args.lose_create_response_every,
-        truncate_results_every=args.truncate_results_every,
-        malformed_results_every=args.malformed_results_every,
-        fail_validation=args.fail_validation,
-        expire_partial=args.expire_partial,
-        slow_seconds=args.slow_seconds,
-        random_seed=args.random_seed,
-        providers=args.providers,
-    )
+    # Every knob has a flag of its own name (rate_limit_every <- --rate-limit-every); per_provider has none.
+    config = FaultConfig(**{f.name: getattr(args, f.name) for f in fields(FaultConfig) if f.name != "per_provider"})
     _check_providers(config)
     return config
 

@@ -29,10 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from airflow_batchwork.testing.store import StoredFile
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "FAULT_KINDS",
@@ -42,6 +39,7 @@ __all__ = [
     "FaultConfig",
     "Faults",
     "RequestFaults",
+    "ResultFile",
     "malformed_line",
 ]
 
@@ -60,6 +58,8 @@ FAULT_KINDS: tuple[str, ...] = (
 # Injected 5xx answers cycle through these, per provider.
 SERVER_ERROR_STATUSES: tuple[int, ...] = (500, 502, 503)
 VALIDATION_FAILURE_MESSAGE = "The batch failed validation (fault injected by the batchwork emulator: fail_validation)."
+# FaultConfig fields that shape the knobs rather than inject a fault themselves.
+_SETTINGS = ("retry_after_seconds", "random_seed", "providers", "per_provider")
 _MALFORMED = "!!malformed result line (batchwork emulator fault)!!"
 
 
@@ -120,17 +120,7 @@ class FaultConfig:
     @property
     def active(self) -> bool:
         """True if any fault is configured (for this config or a per-provider one)."""
-        knobs = (
-            self.rate_limit_every,
-            self.server_error_every,
-            self.drop_connection_every,
-            self.lose_create_response_every,
-            self.truncate_results_every,
-            self.malformed_results_every,
-            self.fail_validation,
-            self.expire_partial,
-            self.slow_seconds,
-        )
+        knobs = (getattr(self, spec.name) for spec in fields(self) if spec.name not in _SETTINGS)
         return any(knobs) or any(c.active for c in self.per_provider.values())
 
     def describe(self) -> str:
@@ -139,8 +129,7 @@ class FaultConfig:
         parts = [
             f"{spec.name}={getattr(self, spec.name)}"
             for spec in fields(self)
-            if spec.name not in ("providers", "per_provider", "retry_after_seconds", "random_seed")
-            and getattr(self, spec.name) != getattr(default, spec.name)
+            if spec.name not in _SETTINGS and getattr(self, spec.name) != getattr(default, spec.name)
         ]
         if parts and self.rate_limit_every:
             parts.append(f"retry_after_seconds={self.retry_after_seconds}")
@@ -170,6 +159,18 @@ class FaultConfig:
 
 
 _NO_FAULTS = FaultConfig()
+T = TypeVar("T")
+
+
+class ResultFile(Protocol):
+    """What :meth:`Faults.result_file` reads of a file (the store's ``StoredFile`` is one; this module does
+    not import the store: the store imports the fault model, never the reverse)."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def result_of(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,7 @@ class Faults:
 
     # -- result delivery (called by provider modules) --------------------------------------------
 
-    def result_file(self, provider: str, stored: StoredFile, id_key: str = "custom_id") -> bytes:
+    def result_file(self, provider: str, stored: ResultFile, id_key: str = "custom_id") -> bytes:
         """The bytes to send for a file download: a batch's result file (JSONL) goes through the result faults."""
         if stored.result_of is None:
             return stored.data
@@ -343,7 +344,7 @@ class Faults:
         text = stored.data.decode("utf-8", errors="replace")
         lines = text.splitlines()
         ids = [_line_id(line, id_key) for line in lines]
-        mangled = self._mangle_lines(provider, config, lines, ids)
+        mangled = self._damage(provider, config, lines, ids, _half)
         return ("\n".join(mangled) + ("\n" if text.endswith("\n") else "")).encode("utf-8")
 
     def result_lines(
@@ -353,7 +354,7 @@ class Faults:
         config = self._config_now(provider)
         serialized = [json.dumps(line, separators=(",", ":")) for line in lines]
         ids = [_text(line.get(id_key)) for line in lines]
-        return [line + "\n" for line in self._mangle_lines(provider, config, serialized, ids)]
+        return [line + "\n" for line in self._damage(provider, config, serialized, ids, _half)]
 
     def result_entries(
         self, provider: str, entries: Sequence[Mapping[str, Any]], id_keys: Sequence[str], start: int = 0
@@ -365,43 +366,35 @@ class Faults:
         object is expected. ``start`` is the index of ``entries[0]`` in the whole result list (for pages).
         """
         config = self._config_now(provider)
-        truncate, malformed = config.truncate_results_every, config.malformed_results_every
-        if not (truncate or malformed):
+        if not (config.truncate_results_every or config.malformed_results_every):
             return list(entries)
-        out: list[Any] = []
-        cut = garbled = 0
-        for position, entry in enumerate(entries, start=start + 1):
+        ids = [next((_text(entry[k]) for k in id_keys if k in entry), None) for entry in entries]
+        return self._damage(provider, config, entries, ids, lambda e: {k: e[k] for k in id_keys if k in e}, start)
+
+    def _damage(
+        self, provider: str, config: FaultConfig, values: Sequence[T], ids: Sequence[str | None],
+        cut: Callable[[T], T], start: int = 0,
+    ) -> list[T | str]:
+        """``values`` with every Nth (1-based, from ``start + 1``) replaced by garbage or ``cut``, counted."""
+        truncate, malformed = config.truncate_results_every, config.malformed_results_every
+        out: list[T | str] = []
+        cut_count = garbled = 0
+        for position, (value, value_id) in enumerate(zip(values, ids, strict=True), start=start + 1):
             if malformed and position % malformed == 0:
-                entry_id = next((_text(entry[k]) for k in id_keys if k in entry), None)
-                out.append(malformed_line(position, malformed, entry_id))
+                out.append(malformed_line(position, malformed, value_id))
                 garbled += 1
             elif truncate and position % truncate == 0:
-                out.append({k: entry[k] for k in id_keys if k in entry})
-                cut += 1
+                out.append(cut(value))
+                cut_count += 1
             else:
-                out.append(entry)
-        self.record(provider, "truncate_results", cut)
+                out.append(value)
+        self.record(provider, "truncate_results", cut_count)
         self.record(provider, "malformed_results", garbled)
         return out
 
-    def _mangle_lines(
-        self, provider: str, config: FaultConfig, lines: Sequence[str], ids: Sequence[str | None]
-    ) -> list[str]:
-        truncate, malformed = config.truncate_results_every, config.malformed_results_every
-        out: list[str] = []
-        cut = garbled = 0
-        for position, (line, custom_id) in enumerate(zip(lines, ids, strict=True), start=1):
-            if malformed and position % malformed == 0:
-                out.append(malformed_line(position, malformed, custom_id))
-                garbled += 1
-            elif truncate and position % truncate == 0:
-                out.append(line[: len(line) // 2])
-                cut += 1
-            else:
-                out.append(line)
-        self.record(provider, "truncate_results", cut)
-        self.record(provider, "malformed_results", garbled)
-        return out
+
+def _half(line: str) -> str:
+    return line[: len(line) // 2]
 
 
 def _text(value: object) -> str | None:

@@ -15,15 +15,15 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_batchwork.core.client import BatchClient
-from airflow_batchwork.core.credentials import Credentials
-from airflow_batchwork.core.errors import BatchworkError, ProviderAPIError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.polling import next_step, sleep_for
-from airflow_batchwork.core.progress import ProgressReporter
-from airflow_batchwork.core.status import JobStatus
+from airflow_batchwork.engine.client import BatchClient
+from airflow_batchwork.engine.polling import next_step, sleep_for
+from airflow_batchwork.engine.progress import ProgressReporter
 from airflow_batchwork.hooks.batchwork import BatchworkHook
 from airflow_batchwork.triggers.clients import SHARED_CLIENTS
+from airflow_batchwork.values.credentials import Credentials
+from airflow_batchwork.values.errors import BatchworkError, ProviderAPIError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.status import JobStatus
 
 EVENT_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "timeout", "error"})
 MAX_CONSECUTIVE_POLL_FAILURES = 5

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from airflow_batchwork.core.client import BatchClient
-from airflow_batchwork.core.credentials import Credentials
+from airflow_batchwork.engine.client import BatchClient
+from airflow_batchwork.values.credentials import Credentials
 
 # Polls in flight per shared client. httpcore scans every queued request each time a connection frees
 # up, so thousands of polls queued on one pool cost quadratic CPU (5,000 triggers starting together

@@ -27,10 +27,10 @@ from pydantic import BaseModel
 
 from airflow_batchwork.adapters.anthropic import AnthropicAdapter
 from airflow_batchwork.core import BatchClient, ConfigurationError, Credentials
-from airflow_batchwork.core.refs import parse_model
-from airflow_batchwork.core.requests import prepare_requests
 from airflow_batchwork.testing import Emulator, conformance
 from airflow_batchwork.testing.faults import FaultConfig
+from airflow_batchwork.values.refs import parse_model
+from airflow_batchwork.values.requests import prepare_requests
 
 P = "anthropic"
 HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from airflow_batchwork.adapters.anthropic import AnthropicAdapter
-from airflow_batchwork.core.refs import parse_model
-from airflow_batchwork.core.requests import prepare_requests
 from airflow_batchwork.testing import Emulator, conformance
+from airflow_batchwork.values.refs import parse_model
+from airflow_batchwork.values.requests import prepare_requests
 
 P = "anthropic"
 LONG = " ".join(f"w{i}" for i in range(4200))  # above claude-haiku-4-5's 4,096-token minimum

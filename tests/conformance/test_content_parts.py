@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.errors import BatchworkError
-from airflow_batchwork.core.submission import prepare_job
+from airflow_batchwork.engine.submission import prepare_job
 from airflow_batchwork.testing import Emulator, conformance
 from airflow_batchwork.testing.providers.openai import REQUEST_TYPES
+from airflow_batchwork.values.errors import BatchworkError
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
                        "rkJggg==")

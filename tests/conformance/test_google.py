@@ -35,12 +35,12 @@ from pydantic import BaseModel
 
 from airflow_batchwork.adapters.google import EMBED_FIELDS, EMBEDDING_UNSUPPORTED, GENERATE_FIELDS, GoogleAdapter
 from airflow_batchwork.core import BatchClient, Credentials, RequestValidationError
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.refs import parse_model
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.resubmit import collect_with_retries
+from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.resubmit import collect_with_retries
 from airflow_batchwork.testing import Emulator, conformance
 from airflow_batchwork.testing.faults import FaultConfig
+from airflow_batchwork.values.refs import parse_model
+from airflow_batchwork.values.requests import BatchRequest
 
 P = "google"
 MODEL = "gemini-2.5-flash"

@@ -18,10 +18,10 @@ import pytest
 
 from airflow_batchwork.adapters.mistral import MistralAdapter
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.errors import RequestValidationError
-from airflow_batchwork.core.submission import prepare_job
+from airflow_batchwork.engine.submission import prepare_job
 from airflow_batchwork.testing import Emulator, conformance
 from airflow_batchwork.testing.faults import FaultConfig
+from airflow_batchwork.values.errors import RequestValidationError
 
 P = "mistral"
 MODEL = "mistral-small-latest"

@@ -24,12 +24,12 @@ from jsonschema import Draft202012Validator
 
 from airflow_batchwork.adapters.openai import OpenAIAdapter
 from airflow_batchwork.core import BatchClient, Credentials, parse_model
-from airflow_batchwork.core.errors import RequestValidationError
-from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.conformance import document, violations
 from airflow_batchwork.testing.faults import FaultConfig
 from airflow_batchwork.testing.providers.openai import REQUEST_TYPES
+from airflow_batchwork.values.errors import RequestValidationError
+from airflow_batchwork.values.requests import BatchRequest
 
 P = "openai"
 RESPONSE_TYPES = {

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.core.errors import RequestValidationError
-from airflow_batchwork.core.submission import prepare_job
+from airflow_batchwork.engine.submission import prepare_job
 from airflow_batchwork.testing import Emulator, conformance
 from airflow_batchwork.testing.faults import FaultConfig
+from airflow_batchwork.values.errors import RequestValidationError
 
 P = "together"
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"

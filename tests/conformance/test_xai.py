@@ -29,11 +29,11 @@ import pytest
 
 from airflow_batchwork.adapters.xai import XAIAdapter
 from airflow_batchwork.core import BatchClient, Credentials, parse_model
-from airflow_batchwork.core.errors import RequestValidationError
-from airflow_batchwork.core.requests import BatchRequest
 from airflow_batchwork.testing import Emulator, conformance
 from airflow_batchwork.testing.faults import FaultConfig
 from airflow_batchwork.testing.providers import xai as xai_emulator
+from airflow_batchwork.values.errors import RequestValidationError
+from airflow_batchwork.values.requests import BatchRequest
 
 AUTH = {"Authorization": "Bearer test-key"}
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "stars": {"type": "integer"}},

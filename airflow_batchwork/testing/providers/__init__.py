@@ -1,34 +1,5 @@
-"""Registry of emulated providers: one module per provider, one line each below.
+"""One module per emulated provider (its routes and quirks) over the shared parts in :mod:`.base` and :mod:`.files`.
 
-Each module exposes a :class:`~airflow_batchwork.testing.providers.base.ProviderSpec` named ``SPEC``;
-the emulator mounts every registered spec under its prefix. Prefixes fixed by the contract:
-``/openai/v1``, ``/anthropic``, ``/gemini``, ``/groq``, ``/mistral``, ``/together/v1``, ``/xai/v1``.
+This package imports nothing: the registry (:mod:`airflow_batchwork.testing.registry`) imports the provider
+modules, never the reverse.
 """
-
-from __future__ import annotations
-
-from airflow_batchwork.testing.providers import anthropic, gemini, groq, mistral, openai, together, xai
-from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec
-
-__all__ = ["PROVIDERS", "ApiError", "ProviderSpec", "provider_for_path"]
-
-PROVIDERS: dict[str, ProviderSpec] = {
-    spec.name: spec
-    for spec in (
-        openai.SPEC,
-        anthropic.SPEC,
-        gemini.SPEC,
-        xai.SPEC,
-        groq.SPEC,
-        mistral.SPEC,
-        together.SPEC,
-    )
-}
-
-
-def provider_for_path(path: str) -> ProviderSpec | None:
-    """The registered provider whose prefix owns ``path``, if any."""
-    for spec in PROVIDERS.values():
-        if spec.owns(path):
-            return spec
-    return None

@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import conformance, echo
+import airflow_batchwork.testing.conformance as conformance
+import airflow_batchwork.testing.echo as echo
 from airflow_batchwork.testing.faults import VALIDATION_FAILURE_MESSAGE
 from airflow_batchwork.testing.providers.base import (
     ApiError,
@@ -452,9 +453,7 @@ class _AnthropicRoutes:
         if outcome == "errored" and item.marker == "transient":
             return self._errored(item, echo.TRANSIENT_MESSAGE, "overloaded_error")
         if outcome == "errored":
-            return self._errored(
-                item, f"Emulated error: the request contains the {echo.marker_token('error')} marker."
-            )
+            return self._errored(item, echo.ERROR_MESSAGE)
         return ItemResult(item.custom_id, outcome, {"custom_id": item.custom_id, "result": {"type": outcome}})
 
     def _errored(self, item: Item, message: str, kind: str = "invalid_request_error") -> ItemResult:

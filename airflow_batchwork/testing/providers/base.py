@@ -29,6 +29,8 @@ __all__ = [
     "ApiError",
     "ProviderApp",
     "ProviderSpec",
+    "bearer_key",
+    "error_fields",
     "paginate",
     "query_int",
     "read_json",
@@ -150,6 +152,22 @@ class ProviderApp:
                 log.exception("emulator bug while serving %s %s", scope["method"], scope["path"])
                 error = ApiError(500, f"Emulator internal error: {exc!r}")
             await self.spec.error_response(error, rid)(scope, receive, send)
+
+
+def error_fields(
+    error: ApiError, types: Mapping[int, str] | None = None, server_type: str = "server_error"
+) -> dict[str, Any]:
+    """``{message, type, param, code}``, the error object of OpenAI-style bodies. ``type``: the error's own,
+    else ``types[status]``, else ``server_type`` for a 5xx and ``invalid_request_error`` for the rest."""
+    default = server_type if error.status >= 500 else "invalid_request_error"
+    kind = error.type or (types or {}).get(error.status, default)
+    return {"message": error.message, "type": kind, "param": error.param, "code": error.code}
+
+
+def bearer_key(request: Request) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header, stripped; empty without one."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
 
 
 def request_id(request: Request) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from airflow_batchwork.testing import echo
+import airflow_batchwork.testing.echo as echo
 
 IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
 FILE_TYPES = frozenset({"file", "input_file", "document_url", "document"})
@@ -82,6 +82,17 @@ def reply(body: Mapping[str, Any], messages: list[Any], max_tokens: int | None, 
     check_tool_results(messages)
     return echo.generate(messages, max_tokens=max_tokens, schema=schema, media=media(messages),
                          tool=forced_tool(body, required=required))
+
+
+def finish_reason(reply: echo.Reply) -> str:
+    """A chat choice's ``finish_reason``: ``tool_calls``, ``length`` (cut at the token limit) or ``stop``."""
+    return "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop"
+
+
+def usage(reply: echo.Reply, **details: Any) -> dict[str, Any]:
+    """A chat completion's ``usage``: prompt, completion and total tokens, then the provider's ``details``."""
+    return {"prompt_tokens": reply.input_tokens, "completion_tokens": reply.output_tokens,
+            "total_tokens": reply.total_tokens, **details}
 
 
 def tool_calls(call: echo.ToolCall, new_id: Callable[[str], str], *, index: bool = False) -> list[dict[str, Any]]:

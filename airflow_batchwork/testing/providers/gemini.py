@@ -45,8 +45,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import conformance, echo
+import airflow_batchwork.testing.conformance as conformance
+import airflow_batchwork.testing.echo as echo
 from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int, rfc3339
+from airflow_batchwork.testing.providers.files import jsonl, jsonl_lines
 from airflow_batchwork.testing.store import (
     BatchError,
     BatchView,
@@ -391,13 +393,7 @@ def _inline_items(requests: object) -> list[tuple[str, Mapping[str, Any]]]:
 def _file_items(data: bytes) -> tuple[list[tuple[str, Mapping[str, Any]]], list[BatchError]]:
     items: list[tuple[str, Mapping[str, Any]]] = []
     errors: list[BatchError] = []
-    for lineno, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            line = None
+    for lineno, _, line in jsonl_lines(data.decode("utf-8", errors="replace")):
         if not isinstance(line, dict):
             errors.append(BatchError("invalid_line", f"Line {lineno} of the input file is not a JSON object.",
                                      lineno))
@@ -736,8 +732,7 @@ class _GeminiRoutes:
             code = next((c for name, c in _TRANSIENT_CODES.items() if name in text), _RPC_UNAVAILABLE)
             line["error"] = _status(code, echo.TRANSIENT_MESSAGE)
         elif outcome == "errored":
-            message = f"Emulated error: the request contains the {echo.marker_token('error')} marker."
-            line["error"] = _status(_RPC_INVALID_ARGUMENT, message)
+            line["error"] = _status(_RPC_INVALID_ARGUMENT, echo.ERROR_MESSAGE)
         else:
             # Never shown: expired batches have no output and a cancel drops unfinished requests.
             line["error"] = _status(_RPC_CANCELLED, f"The request was {outcome}.")
@@ -751,8 +746,7 @@ class _GeminiRoutes:
         lines: Sequence[Mapping[str, Any]] = [
             r.line for r in view.results or () if r.outcome in ("succeeded", "errored")
         ]
-        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
-        stored = self.store.add_file(NAME, data, f"{view.id}-responses.jsonl", "GENERATED")
+        stored = self.store.add_file(NAME, jsonl(lines), f"{view.id}-responses.jsonl", "GENERATED")
         self._mime_types[stored.id] = "application/jsonl"
         return {"responses_file": f"files/{stored.id}"}
 

@@ -32,16 +32,26 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import conformance, echo
-from airflow_batchwork.testing.providers import chat_tools
-from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int, read_json, unix
-from airflow_batchwork.testing.providers.openai import OpenAIBatchRoutes
-from airflow_batchwork.testing.store import BatchView, Item, ItemResult, Outcome, Store, StoredFile
+import airflow_batchwork.testing.conformance as conformance
+import airflow_batchwork.testing.echo as echo
+import airflow_batchwork.testing.providers.chat_tools as chat_tools
+from airflow_batchwork.testing.providers.base import (
+    ApiError,
+    ProviderSpec,
+    bearer_key,
+    error_fields,
+    paginate,
+    query_int,
+    read_json,
+)
+from airflow_batchwork.testing.providers.files import plain_list, short_file_object
+from airflow_batchwork.testing.providers.openai import OpenAIBatchRoutes, file_wire
+from airflow_batchwork.testing.store import BatchView, Item, ItemResult, Outcome, Store
 
 __all__ = ["SPEC", "GroqBatchRoutes", "check_request", "error_body"]
 
@@ -56,21 +66,15 @@ _ERROR_TYPES = {429: "tokens"}
 
 def check_request(request: Request) -> None:
     """Bearer auth: a missing, empty or ``invalid`` key is a 401 ``invalid_api_key``."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip() or key.strip() == "invalid":
+    if bearer_key(request) in ("", "invalid"):
         raise ApiError(401, "Invalid API Key", code="invalid_api_key")
 
 
 def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     """``{"error": {message, type, code}}``."""
-    default = "internal_server_error" if error.status >= 500 else "invalid_request_error"
-    return {
-        "error": {
-            "message": error.message,
-            "type": error.type or _ERROR_TYPES.get(error.status, default),
-            "code": error.code,
-        }
-    }
+    fields = error_fields(error, _ERROR_TYPES, "internal_server_error")
+    del fields["param"]
+    return {"error": fields}
 
 
 def _schema_error(name: str, instance: object, what: str) -> ApiError | None:
@@ -82,16 +86,22 @@ def _schema_error(name: str, instance: object, what: str) -> ApiError | None:
     return ApiError(400, f"Invalid {what}: " + "; ".join(problems[:5]), param=None if param == "(root)" else param)
 
 
-def _file_object(stored: StoredFile) -> dict[str, Any]:
-    """The SDK's ``FileInfoResponse``."""
-    return {
-        "id": stored.id,
-        "object": "file",
-        "bytes": stored.size,
-        "created_at": unix(stored.created_at),
-        "filename": stored.filename,
-        "purpose": stored.purpose,
-    }
+def _upload_purpose(form: FormData) -> str:
+    purpose = form.get("purpose")
+    error = _schema_error("FileUploadForm", {"purpose": purpose} if purpose is not None else {}, "upload form")
+    if error is not None:
+        raise error
+    return str(purpose)
+
+
+# OpenAI's Files API with Groq's file object, its one upload purpose and an unpaged list.
+_FILES = file_wire(
+    NAME,
+    file_object=short_file_object,
+    missing_file=lambda: ApiError(400, "Missing required parameter: 'file'.", code="missing_required_parameter"),
+    purpose=_upload_purpose,
+    list_style=plain_list(object="list"),
+)
 
 
 def _window_hours(window: str) -> int | None:
@@ -117,7 +127,7 @@ class GroqBatchRoutes(OpenAIBatchRoutes):
     """OpenAI's Files + Batch handlers with Groq's paths, windows, batch object and paging."""
 
     def __init__(self, store: Store) -> None:
-        super().__init__(store, provider=NAME, endpoints=("/v1/chat/completions",))
+        super().__init__(store, provider=NAME, endpoints=("/v1/chat/completions",), files=_FILES)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -135,29 +145,6 @@ class GroqBatchRoutes(OpenAIBatchRoutes):
                 "Durations from '24h' to '7d' are supported.",
                 code="invalid_value",
             )
-
-    # files: Groq's file object, its one upload purpose, its list page
-
-    async def create_file(self, request: Request) -> Response:
-        async with request.form() as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(400, "Missing required parameter: 'file'.", code="missing_required_parameter")
-            purpose = form.get("purpose")
-            error = _schema_error("FileUploadForm", {"purpose": purpose} if purpose is not None else {},
-                                  "upload form")
-            if error is not None:
-                raise error
-            data = await upload.read()
-            stored = self.store.add_file(self.provider, data, upload.filename or "upload.jsonl", str(purpose))
-        return JSONResponse(_file_object(stored))
-
-    async def list_files(self, request: Request) -> Response:
-        newest_first = reversed(self.store.files(self.provider))
-        return JSONResponse({"object": "list", "data": [_file_object(f) for f in newest_first]})
-
-    async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse(_file_object(self._file(request.path_params["file_id"])))
 
     # batches
 

@@ -27,27 +27,30 @@ Wire behaviour worth knowing:
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import conformance, echo
-from airflow_batchwork.testing.providers import chat_tools
+import airflow_batchwork.testing.conformance as conformance
+import airflow_batchwork.testing.echo as echo
+import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    bearer_key,
+    error_fields,
     query_int,
     read_json,
     response_format_schema,
     unix,
 )
+from airflow_batchwork.testing.providers.files import FileRoutes, FileWire, jsonl_lines, numbered_list
 from airflow_batchwork.testing.store import (
     BatchError,
     BatchView,
@@ -128,8 +131,7 @@ def _check(name: str, instance: object, *, prefix: tuple[str | int, ...] = ("bod
 
 def check_request(request: Request) -> None:
     """Bearer auth: a missing, empty or ``invalid`` key is a 401."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip() or key.strip() == "invalid":
+    if bearer_key(request) in ("", "invalid"):
         raise ApiError(401, "Unauthorized")
 
 
@@ -142,14 +144,7 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     if error.status == 422:
         loc = ["body", error.param] if error.param else ["body"]
         return {"detail": [{"loc": loc, "msg": error.message, "type": "value_error"}]}
-    default = "internal_server_error" if error.status >= 500 else "invalid_request_error"
-    return {
-        "object": "error",
-        "message": error.message,
-        "type": error.type or _ERROR_TYPES.get(error.status, default),
-        "param": error.param,
-        "code": error.code,
-    }
+    return {"object": "error", **error_fields(error, _ERROR_TYPES, "internal_server_error")}
 
 
 class _Rejected(Exception):
@@ -192,14 +187,10 @@ def _chat(
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop",
+                "finish_reason": chat_tools.finish_reason(reply),
             }
         ],
-        "usage": {
-            "prompt_tokens": reply.input_tokens,
-            "completion_tokens": reply.output_tokens,
-            "total_tokens": reply.total_tokens,
-        },
+        "usage": chat_tools.usage(reply),
     }
     return response, reply.input_tokens, reply.output_tokens
 
@@ -258,8 +249,24 @@ def _file_object(stored: StoredFile) -> dict[str, Any]:
     }
 
 
-def _jsonl(lines: Sequence[Mapping[str, Any]]) -> bytes:
-    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
+def _upload_purpose(form: FormData) -> str:
+    fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file"}
+    if isinstance(fields.get("expiry"), str) and fields["expiry"].lstrip("-").isdigit():
+        fields["expiry"] = int(fields["expiry"])  # a multipart field is text; the type is int
+    _check("FileUploadForm", fields)
+    return str(fields.get("purpose") or "fine-tune")
+
+
+_FILES = FileWire(
+    provider=NAME,
+    file_object=_file_object,
+    not_found=lambda file_id: ApiError(404, f"File {file_id} not found", code="file_not_found"),
+    missing_file=lambda: ApiError(422, "Field required: file", param="file"),
+    purpose=_upload_purpose,
+    new_file_id=lambda: str(uuid.uuid4()),
+    list_style=numbered_list,
+    retrieve_extra={"deleted": False},
+)
 
 
 class MistralBatchRoutes:
@@ -267,70 +274,17 @@ class MistralBatchRoutes:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.files = FileRoutes(store, _FILES)
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/v1/files", self.create_file, methods=["POST"]),
-            Route("/v1/files", self.list_files, methods=["GET"]),
-            Route("/v1/files/{file_id}", self.retrieve_file, methods=["GET"]),
-            Route("/v1/files/{file_id}", self.delete_file, methods=["DELETE"]),
-            Route("/v1/files/{file_id}/content", self.file_content, methods=["GET"]),
+            *self.files.routes("/v1/files"),
             Route("/v1/batch/jobs", self.create_job, methods=["POST"]),
             Route("/v1/batch/jobs", self.list_jobs, methods=["GET"]),
             Route("/v1/batch/jobs/{job_id}", self.get_job, methods=["GET"]),
             Route("/v1/batch/jobs/{job_id}", self.delete_job, methods=["DELETE"]),
             Route("/v1/batch/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
         ]
-
-    # files
-
-    def _file(self, file_id: str) -> StoredFile:
-        stored = self.store.get_file(NAME, file_id)
-        if stored is None:
-            raise ApiError(404, f"File {file_id} not found", code="file_not_found")
-        return stored
-
-    async def create_file(self, request: Request) -> Response:
-        async with request.form() as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(422, "Field required: file", param="file")
-            fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file"}
-            if isinstance(fields.get("expiry"), str) and fields["expiry"].lstrip("-").isdigit():
-                fields["expiry"] = int(fields["expiry"])  # a multipart field is text; the type is int
-            _check("FileUploadForm", fields)
-            purpose = fields.get("purpose") or "fine-tune"
-            data = await upload.read()
-            stored = self.store.add_file(
-                NAME, data, upload.filename or "upload.jsonl", str(purpose), file_id=str(uuid.uuid4())
-            )
-        return JSONResponse(_file_object(stored))
-
-    async def list_files(self, request: Request) -> Response:
-        page = query_int(request, "page", default=0, low=0, high=1_000_000)
-        page_size = query_int(request, "page_size", default=100, low=1, high=1000)
-        purpose = request.query_params.get("purpose")
-        files = [
-            f
-            for f in reversed(self.store.files(NAME))
-            if purpose is None or _file_object(f)["purpose"] == purpose
-        ]
-        chunk = files[page * page_size : (page + 1) * page_size]
-        return JSONResponse({"data": [_file_object(f) for f in chunk], "object": "list", "total": len(files)})
-
-    async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse({**_file_object(self._file(request.path_params["file_id"])), "deleted": False})
-
-    async def delete_file(self, request: Request) -> Response:
-        stored = self._file(request.path_params["file_id"])
-        self.store.delete_file(NAME, stored.id)
-        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
-
-    async def file_content(self, request: Request) -> Response:
-        return Response(
-            self.store.faults.result_file(NAME, self._file(request.path_params["file_id"])),
-            media_type="application/octet-stream",
-        )
 
     # jobs
 
@@ -420,20 +374,12 @@ class MistralBatchRoutes:
         items: list[tuple[str, Mapping[str, Any]]] = []
         errors: list[BatchError] = []
         for file_id in input_files:
-            stored = self.store.get_file(NAME, str(file_id))
-            if stored is None:
-                raise ApiError(404, f"File {file_id} not found", code="file_not_found")
+            stored = self.files.file(str(file_id))
             if stored.purpose != "batch":
                 raise ApiError(
                     422, f"File {file_id} has purpose {stored.purpose!r}; batch input files need 'batch'"
                 )
-            for lineno, raw in enumerate(stored.data.decode("utf-8", errors="replace").splitlines(), start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    line = None
+            for lineno, _, line in jsonl_lines(stored.data.decode("utf-8", errors="replace")):
                 if not isinstance(line, dict) or not isinstance(line.get("body"), dict):
                     errors.append(
                         BatchError("invalid_line", f"{file_id} line {lineno}: expected {{custom_id, body}}")
@@ -533,18 +479,10 @@ class MistralBatchRoutes:
         )
 
     def _write_result_files(self, view: BatchView) -> dict[str, Any]:
-        results = view.results or ()
-        updates: dict[str, Any] = {"output_file": None, "error_file": None}
-        for key, kind, lines in (
-            ("output_file", "batch_result", [r.line for r in results if r.outcome == "succeeded"]),
-            ("error_file", "batch_error", [r.line for r in results if r.outcome != "succeeded"]),
-        ):
-            if lines:
-                stored = self.store.add_file(
-                    NAME, _jsonl(lines), f"{view.id}_{kind}.jsonl", kind, file_id=str(uuid.uuid4())
-                )
-                updates[key] = stored.id
-        return updates
+        # Result files are stored with their sample type as purpose (see _file_object).
+        return self.files.write_results(
+            view, ("output_file", "batch_result", "batch_result"), ("error_file", "batch_error", "batch_error")
+        )
 
 
 def _rejected(

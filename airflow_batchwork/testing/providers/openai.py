@@ -29,21 +29,25 @@ import base64
 import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import conformance, echo
-from airflow_batchwork.testing.providers import chat_tools
+import airflow_batchwork.testing.conformance as conformance
+import airflow_batchwork.testing.echo as echo
+import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    bearer_key,
+    error_fields,
     paginate,
     query_int,
     read_json,
@@ -51,6 +55,7 @@ from airflow_batchwork.testing.providers.base import (
     text_format_schema,
     unix,
 )
+from airflow_batchwork.testing.providers.files import FileRoutes, FileWire, jsonl_lines
 from airflow_batchwork.testing.store import (
     BatchError,
     BatchView,
@@ -111,9 +116,8 @@ _ERROR_TYPES = {429: "requests"}
 
 def check_request(request: Request) -> None:
     """Bearer auth: a missing, empty or ``invalid`` key is a 401 ``invalid_api_key``."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
+    key = bearer_key(request)
+    if not key:
         raise ApiError(
             401,
             "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -126,15 +130,7 @@ def check_request(request: Request) -> None:
 
 def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     """``{"error": {message, type, param, code}}``."""
-    default = "server_error" if error.status >= 500 else "invalid_request_error"
-    return {
-        "error": {
-            "message": error.message,
-            "type": error.type or _ERROR_TYPES.get(error.status, default),
-            "param": error.param,
-            "code": error.code,
-        }
-    }
+    return {"error": error_fields(error, _ERROR_TYPES)}
 
 
 class Rejected(Exception):
@@ -340,13 +336,7 @@ def _parse_input_file(
     errors: list[BatchError] = []
     seen: set[str] = set()
     model: str | None = None
-    for lineno, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            line = None
+    for lineno, _, line in jsonl_lines(data.decode("utf-8", errors="replace")):
         if not isinstance(line, dict):
             errors.append(
                 BatchError("invalid_json_line", "This line is not parseable as valid JSON.", lineno)
@@ -473,21 +463,19 @@ def _chat_completion(
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop",
+                "finish_reason": chat_tools.finish_reason(reply),
             }
         ],
-        "usage": {
-            "prompt_tokens": reply.input_tokens,
-            "completion_tokens": reply.output_tokens,
-            "total_tokens": reply.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
+        "usage": chat_tools.usage(
+            reply,
+            prompt_tokens_details={"cached_tokens": 0, "cache_write_tokens": 0, "audio_tokens": 0},
+            completion_tokens_details={
                 "reasoning_tokens": 0,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
             },
-        },
+        ),
         "service_tier": "default",
         "system_fingerprint": "fp_batchwork_emulator",
     }
@@ -668,6 +656,27 @@ def _file_object(stored: StoredFile) -> dict[str, Any]:
     }
 
 
+def _upload_purpose(form: FormData) -> str:
+    purpose = form.get("purpose")
+    if not isinstance(purpose, str) or not purpose:
+        raise _bad_request("Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter")
+    if purpose not in _FILE_PURPOSES:
+        raise _bad_request(f"Invalid value for 'purpose': {purpose!r}.", "purpose")
+    return purpose
+
+
+def file_wire(provider: str = NAME, **changes: Any) -> FileWire:
+    """OpenAI's Files API on the wire (``changes`` for OpenAI-compatible providers)."""
+    wire = FileWire(
+        provider=provider,
+        file_object=_file_object,
+        not_found=lambda file_id: ApiError(404, f"No such File object: {file_id}", param="id"),
+        missing_file=lambda: _bad_request("Missing required parameter: 'file'.", "file", "missing_required_parameter"),
+        purpose=_upload_purpose,
+    )
+    return replace(wire, **changes)
+
+
 def _batch_object(view: BatchView) -> dict[str, Any]:
     phase = view.phase
     counts = view.counts
@@ -719,18 +728,14 @@ def _batch_object(view: BatchView) -> dict[str, Any]:
     }
 
 
-def _jsonl(lines: Sequence[Mapping[str, Any]]) -> bytes:
-    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
-
-
 # -- routes ---------------------------------------------------------------------------------------
 
 
 class OpenAIBatchRoutes:
     """Files + Batch API handlers over the shared store.
 
-    Reusable by OpenAI-compatible providers (Groq, Together, ...): pass their ``provider`` name (the
-    store namespace), the ``completion_windows`` they accept and the ``endpoints`` they emulate.
+    Reusable by OpenAI-compatible providers (Groq, ...): pass their ``provider`` name (the store
+    namespace), the ``completion_windows`` they accept, the ``endpoints`` they emulate and their ``files`` wire.
     """
 
     def __init__(
@@ -739,19 +744,17 @@ class OpenAIBatchRoutes:
         provider: str = NAME,
         completion_windows: Sequence[str] = ("24h",),
         endpoints: Sequence[str] = SUPPORTED_ENDPOINTS,
+        files: FileWire | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
+        self.files = FileRoutes(store, files or file_wire(provider))
         self.completion_windows = tuple(completion_windows)
         self.endpoints = tuple(endpoints)
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/files", self.create_file, methods=["POST"]),
-            Route("/files", self.list_files, methods=["GET"]),
-            Route("/files/{file_id}", self.retrieve_file, methods=["GET"]),
-            Route("/files/{file_id}", self.delete_file, methods=["DELETE"]),
-            Route("/files/{file_id}/content", self.file_content, methods=["GET"]),
+            *self.files.routes(),
             Route("/batches", self.create_batch, methods=["POST"]),
             Route("/batches", self.list_batches, methods=["GET"]),
             Route("/batches/{batch_id}", self.retrieve_batch, methods=["GET"]),
@@ -777,10 +780,6 @@ class OpenAIBatchRoutes:
             del batch["model"]
         return batch
 
-    def file_object(self, stored: StoredFile) -> dict[str, Any]:
-        """The File object returned by every file route."""
-        return _file_object(stored)
-
     # Strictness hooks. OpenAI judges what it receives by its own spec (schemas/openai.json); an
     # OpenAI-compatible provider's routes skip these checks unless it overrides them with its own.
 
@@ -798,60 +797,6 @@ class OpenAIBatchRoutes:
             return None
         problem = _schema_problem("CreateBatchRequest", body)
         return None if problem is None else _bad_request(problem.message, problem.param, problem.code)
-
-    # files
-
-    def _file(self, file_id: str) -> StoredFile:
-        stored = self.store.get_file(self.provider, file_id)
-        if stored is None:
-            raise ApiError(404, f"No such File object: {file_id}", param="id")
-        return stored
-
-    async def create_file(self, request: Request) -> Response:
-        async with request.form() as form:
-            upload = form.get("file")
-            purpose = form.get("purpose")
-            if not isinstance(upload, UploadFile):
-                raise _bad_request(
-                    "Missing required parameter: 'file'.", "file", "missing_required_parameter"
-                )
-            if not isinstance(purpose, str) or not purpose:
-                raise _bad_request(
-                    "Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter"
-                )
-            if purpose not in _FILE_PURPOSES:
-                raise _bad_request(f"Invalid value for 'purpose': {purpose!r}.", "purpose")
-            data = await upload.read()
-            stored = self.store.add_file(self.provider, data, upload.filename or "upload.jsonl", purpose)
-        return JSONResponse(self.file_object(stored))
-
-    async def list_files(self, request: Request) -> Response:
-        limit = query_int(request, "limit", default=10_000, low=1, high=10_000)
-        purpose = request.query_params.get("purpose")
-        newest_first = reversed(self.store.files(self.provider))
-        files = [f for f in newest_first if purpose is None or f.purpose == purpose]
-        page, has_more = paginate(files, lambda f: f.id, limit=limit, after=request.query_params.get("after"))
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [self.file_object(f) for f in page],
-                "first_id": page[0].id if page else None,
-                "last_id": page[-1].id if page else None,
-                "has_more": has_more,
-            }
-        )
-
-    async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse(self.file_object(self._file(request.path_params["file_id"])))
-
-    async def delete_file(self, request: Request) -> Response:
-        stored = self._file(request.path_params["file_id"])
-        self.store.delete_file(self.provider, stored.id)
-        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
-
-    async def file_content(self, request: Request) -> Response:
-        stored = self._file(request.path_params["file_id"])
-        return Response(self.store.faults.result_file(self.provider, stored), media_type="application/octet-stream")
 
     # batches
 
@@ -963,14 +908,7 @@ class OpenAIBatchRoutes:
                     "response": {"status_code": 500, "request_id": request_id, "body": {"error": error}}}
             return ItemResult(item.custom_id, "errored", line)
         if outcome == "errored":
-            return self._rejected(
-                item,
-                line_id,
-                request_id,
-                f"Emulated error: the request contains the {echo.marker_token('error')} marker.",
-                None,
-                "emulated_error",
-            )
+            return self._rejected(item, line_id, request_id, echo.ERROR_MESSAGE, None, "emulated_error")
         if outcome == "expired":
             code, message = (
                 "batch_expired",
@@ -1003,16 +941,9 @@ class OpenAIBatchRoutes:
         return ItemResult(item.custom_id, "errored", line)
 
     def _write_result_files(self, view: BatchView) -> dict[str, Any]:
-        results = view.results or ()
-        succeeded = [r.line for r in results if r.outcome == "succeeded"]
-        others = [r.line for r in results if r.outcome != "succeeded"]
-        updates: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
-        for kind, lines in (("output", succeeded), ("error", others)):
-            if lines:
-                filename = f"{view.id}_{kind}.jsonl"
-                stored = self.store.add_file(self.provider, _jsonl(lines), filename, "batch_output")
-                updates[f"{kind}_file_id"] = stored.id
-        return updates
+        return self.files.write_results(
+            view, ("output_file_id", "output", "batch_output"), ("error_file_id", "error", "batch_output")
+        )
 
 
 SPEC = ProviderSpec(

@@ -38,9 +38,8 @@ Wire behaviour worth knowing:
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,16 +48,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import conformance, echo
-from airflow_batchwork.testing.providers import chat_tools
+import airflow_batchwork.testing.conformance as conformance
+import airflow_batchwork.testing.echo as echo
+import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    bearer_key,
+    error_fields,
     read_json,
     response_format_schema,
     rfc3339,
     unix,
 )
+from airflow_batchwork.testing.providers.files import FileRoutes, FileWire, jsonl_lines, plain_list
 from airflow_batchwork.testing.store import (
     BatchError,
     BatchView,
@@ -103,8 +106,7 @@ def check_request(request: Request) -> None:
     """Bearer auth, except for PUTs to upload URLs (authorized by their signature)."""
     if request.method == "PUT" and f"{UPLOAD_PATH}/" in request.url.path:
         return
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip() or key.strip() == "invalid":
+    if bearer_key(request) in ("", "invalid"):
         error = BatchApiError if "/batches" in request.url.path else ApiError
         raise error(
             401,
@@ -118,15 +120,7 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     """``{"error": "<message>"}`` for batch routes, else ``{"error": {message, type, param, code}}``."""
     if isinstance(error, BatchApiError):
         return {"error": error.message}
-    default = "server_error" if error.status >= 500 else "invalid_request_error"
-    return {
-        "error": {
-            "message": error.message,
-            "type": error.type or default,
-            "param": error.param,
-            "code": error.code,
-        }
-    }
+    return {"error": error_fields(error)}
 
 
 class _Rejected(Exception):
@@ -160,15 +154,11 @@ def _chat(body: Mapping[str, Any], new_id: Callable[[str], str], now: int) -> tu
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop",
+                "finish_reason": chat_tools.finish_reason(reply),
                 "logprobs": None,
             }
         ],
-        "usage": {
-            "prompt_tokens": reply.input_tokens,
-            "completion_tokens": reply.output_tokens,
-            "total_tokens": reply.total_tokens,
-        },
+        "usage": chat_tools.usage(reply),
     }
     return response, reply.input_tokens, reply.output_tokens
 
@@ -192,10 +182,6 @@ def _file_object(stored: StoredFile, file_type: str = "jsonl") -> dict[str, Any]
     }
 
 
-def _jsonl(lines: Sequence[Mapping[str, Any]]) -> bytes:
-    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
-
-
 @dataclass(frozen=True)
 class _PendingUpload:
     signature: str
@@ -211,15 +197,19 @@ class TogetherRoutes:
         self.store = store
         self._pending: dict[str, _PendingUpload] = {}
         self._file_types: dict[str, str] = {}
+        self.files = FileRoutes(store, FileWire(
+            provider=NAME,
+            file_object=self._file_response,
+            not_found=lambda file_id: ApiError(404, f"File {file_id} not found", code="file_not_found", param="id"),
+            list_style=plain_list(),
+            deleted=lambda stored: {"id": stored.id, "deleted": True},
+            media_type="text/plain",
+        ))
 
     def routes(self) -> list[BaseRoute]:
         api: list[tuple[str, Callable[[Request], Any], str]] = [
             ("/files/upload", self.upload_file, "POST"),
             ("/files", self.start_upload, "POST"),
-            ("/files", self.list_files, "GET"),
-            ("/files/{file_id}", self.retrieve_file, "GET"),
-            ("/files/{file_id}", self.delete_file, "DELETE"),
-            ("/files/{file_id}/content", self.file_content, "GET"),
             ("/files/{file_id}/preprocess", self.preprocess_file, "POST"),
             ("/batches", self.create_batch, "POST"),
             ("/batches", self.list_batches, "GET"),
@@ -229,15 +219,10 @@ class TogetherRoutes:
         routes: list[BaseRoute] = [Route(UPLOAD_PATH + "/{file_id}", self.put_upload, methods=["PUT"])]
         for base in ("", "/v1"):
             routes += [Route(base + path, handler, methods=[method]) for path, handler, method in api]
+            routes += self.files.routes(base + "/files", create=False)
         return routes
 
     # files
-
-    def _file(self, file_id: str) -> StoredFile:
-        stored = self.store.get_file(NAME, file_id)
-        if stored is None:
-            raise ApiError(404, f"File {file_id} not found", code="file_not_found", param="id")
-        return stored
 
     def _file_response(self, stored: StoredFile) -> dict[str, Any]:
         return _file_object(stored, self._file_types.get(stored.id, "jsonl"))
@@ -268,7 +253,7 @@ class TogetherRoutes:
             data = await upload.read()
         if len(data) > MAX_FILE_BYTES:
             raise ApiError(413, f"File is larger than {MAX_FILE_BYTES} bytes", code="file_too_large")
-        stored = self.store.add_file(NAME, data, file_name, purpose)
+        stored = self.files.add(data, file_name, purpose)
         self._file_types[stored.id] = file_type
         return JSONResponse(self._file_response(stored))
 
@@ -316,7 +301,7 @@ class TogetherRoutes:
                 "<Error><Code>EntityTooLarge</Code></Error>", status_code=400, media_type="application/xml"
             )
         del self._pending[file_id]
-        self.store.add_file(NAME, data, pending.filename, pending.purpose, file_id=file_id)
+        self.files.add(data, pending.filename, pending.purpose, file_id=file_id)
         self._file_types[file_id] = pending.file_type
         return Response(status_code=200, headers={"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
 
@@ -324,23 +309,7 @@ class TogetherRoutes:
         file_id = request.path_params["file_id"]
         if file_id in self._pending:
             raise ApiError(400, f"File {file_id} has not been uploaded yet", code="file_not_uploaded")
-        return JSONResponse(self._file_response(self._file(file_id)))
-
-    async def list_files(self, request: Request) -> Response:
-        files = list(reversed(self.store.files(NAME)))
-        return JSONResponse({"data": [self._file_response(f) for f in files]})
-
-    async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse(self._file_response(self._file(request.path_params["file_id"])))
-
-    async def delete_file(self, request: Request) -> Response:
-        stored = self._file(request.path_params["file_id"])
-        self.store.delete_file(NAME, stored.id)
-        return JSONResponse({"id": stored.id, "deleted": True})
-
-    async def file_content(self, request: Request) -> Response:
-        stored = self._file(request.path_params["file_id"])
-        return Response(self.store.faults.result_file(NAME, stored), media_type="text/plain")
+        return JSONResponse(self._file_response(self.files.file(file_id)))
 
     # batches
 
@@ -428,8 +397,7 @@ class TogetherRoutes:
         if outcome == "errored" and item.marker == "transient":
             return _error_line(item, outcome, echo.TRANSIENT_MESSAGE, "timeout")
         if outcome == "errored":
-            message = f"Emulated error: the request contains the {echo.marker_token('error')} marker."
-            return _error_line(item, outcome, message, "emulated_error")
+            return _error_line(item, outcome, echo.ERROR_MESSAGE, "emulated_error")
         if outcome == "expired":
             return _error_line(
                 item, outcome, "The batch expired before this request was processed.", "expired"
@@ -439,18 +407,9 @@ class TogetherRoutes:
         )
 
     def _write_result_files(self, view: BatchView) -> dict[str, Any]:
-        results = view.results or ()
-        updates: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
-        for kind, lines in (
-            ("output", [r.line for r in results if r.outcome == "succeeded"]),
-            ("error", [r.line for r in results if r.outcome != "succeeded"]),
-        ):
-            if lines:
-                stored = self.store.add_file(
-                    NAME, _jsonl(lines), f"{view.id}_{kind}.jsonl", RESULT_FILE_PURPOSE
-                )
-                updates[f"{kind}_file_id"] = stored.id
-        return updates
+        return self.files.write_results(
+            view, ("output_file_id", "output", RESULT_FILE_PURPOSE), ("error_file_id", "error", RESULT_FILE_PURPOSE)
+        )
 
 
 def _error_line(item: Item, outcome: Outcome, message: str, code: str) -> ItemResult:
@@ -467,18 +426,12 @@ def _parse_input_file(
     problems: list[BatchError] = []
     seen: set[str] = set()
     model: str | None = None
-    for lineno, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
+    for lineno, raw, line in jsonl_lines(data):
         if len(raw) > MAX_LINE_BYTES:
             problems.append(
                 BatchError("line_too_large", f"line {lineno}: larger than {MAX_LINE_BYTES} bytes", lineno)
             )
             continue
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            line = None
         if not isinstance(line, dict):
             problems.append(BatchError("invalid_json", f"line {lineno}: not a JSON object", lineno))
             continue

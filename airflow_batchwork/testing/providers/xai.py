@@ -29,24 +29,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from airflow_batchwork.testing import conformance, echo
-from airflow_batchwork.testing.providers import chat_tools
+import airflow_batchwork.testing.conformance as conformance
+import airflow_batchwork.testing.echo as echo
+import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    bearer_key,
     paginate,
     query_int,
     read_json,
     response_format_schema,
     rfc3339,
     text_format_schema,
-    unix,
 )
+from airflow_batchwork.testing.providers.files import FileRoutes, FileWire, jsonl_lines, short_file_object
 from airflow_batchwork.testing.store import BatchError, BatchView, Item, ItemResult, Outcome, Store
 
 __all__ = ["SPEC"]
@@ -99,9 +100,8 @@ _STATE_OF_OUTCOME = {
 
 
 def _check_request(request: Request) -> None:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
+    key = bearer_key(request)
+    if not key:
         raise ApiError(401, "No credentials presented. Send an `Authorization: Bearer <XAI_API_KEY>` header.")
     if key == "invalid":
         raise ApiError(
@@ -208,23 +208,21 @@ def _chat_completion(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any],
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop",
+                "finish_reason": chat_tools.finish_reason(reply),
             }
         ],
-        "usage": {
-            "prompt_tokens": reply.input_tokens,
-            "completion_tokens": reply.output_tokens,
-            "total_tokens": reply.total_tokens,
-            "prompt_tokens_details": {
+        "usage": chat_tools.usage(
+            reply,
+            prompt_tokens_details={
                 "text_tokens": reply.input_tokens, "audio_tokens": 0, "image_tokens": 0, "cached_tokens": 0,
             },
-            "completion_tokens_details": {
+            completion_tokens_details={
                 "reasoning_tokens": 0, "audio_tokens": 0,
                 "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
             },
-            "num_sources_used": 0,
-            "cost_in_usd_ticks": _cost(reply.input_tokens, reply.output_tokens),
-        },
+            num_sources_used=0,
+            cost_in_usd_ticks=_cost(reply.input_tokens, reply.output_tokens),
+        ),
         "system_fingerprint": "fp_batchwork_emulator",
     }
     return response, reply.input_tokens, reply.output_tokens
@@ -315,13 +313,7 @@ def _parse_file(data: bytes) -> tuple[list[tuple[str, Mapping[str, Any]]], list[
     items: list[tuple[str, Mapping[str, Any]]] = []
     errors: list[BatchError] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            line = None
+    for lineno, _, line in jsonl_lines(data.decode("utf-8", errors="replace")):
         if not isinstance(line, dict):
             errors.append(BatchError("invalid_json_line", "the line is not a JSON object", lineno))
             continue
@@ -353,6 +345,15 @@ def _parse_file(data: bytes) -> tuple[list[tuple[str, Mapping[str, Any]]], list[
     if len(items) > MAX_FILE_REQUESTS:
         errors.append(BatchError("too_many_requests", f"{len(items)} requests; at most {MAX_FILE_REQUESTS}"))
     return items, errors
+
+
+_FILES = FileWire(
+    provider=NAME,
+    file_object=short_file_object,
+    not_found=lambda file_id: ApiError(404, f"File {file_id} not found."),
+    missing_file=lambda: ApiError(400, "file: a multipart field `file` is required"),
+    purpose=lambda form: purpose if isinstance(purpose := form.get("purpose"), str) else "batch",
+)
 
 
 # -- the Batch object -----------------------------------------------------------------------------
@@ -440,10 +441,11 @@ class _XaiRoutes:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.files = FileRoutes(store, _FILES)
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/files", self.create_file, methods=["POST"]),
+            Route("/files", self.files.create_file, methods=["POST"]),  # xAI serves uploads only
             Route("/batches", self.create_batch, methods=["POST"]),
             Route("/batches", self.list_batches, methods=["GET"]),
             Route("/batches/{batch_id}:cancel", self.cancel_batch, methods=["POST"]),
@@ -469,22 +471,6 @@ class _XaiRoutes:
     def _object(self, view: BatchView) -> dict[str, Any]:
         return _batch_object(view, _summarize(view, self._groups(view)))
 
-    # files
-
-    async def create_file(self, request: Request) -> Response:
-        async with request.form() as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(400, "file: a multipart field `file` is required")
-            purpose = form.get("purpose")
-            data = await upload.read()
-            purpose = purpose if isinstance(purpose, str) else "batch"
-            stored = self.store.add_file(NAME, data, upload.filename or "upload.jsonl", purpose)
-        return JSONResponse({
-            "id": stored.id, "object": "file", "bytes": stored.size, "created_at": unix(stored.created_at),
-            "filename": stored.filename, "purpose": stored.purpose,
-        })
-
     # batches
 
     async def create_batch(self, request: Request) -> Response:
@@ -493,7 +479,7 @@ class _XaiRoutes:
         if not isinstance(name, str):
             raise ApiError(422 if "name" in body else 400, "name: a string is required")
         _refuse(_problems(NAME, "CreateBatchRequest", body, "body"))
-        key = request.headers["authorization"].partition(" ")[2].strip()
+        key = bearer_key(request)
         metadata = {"name": name, "create_api_key_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"xai-key:{key}"))}
         file_id = body.get("input_file_id")
         if file_id in (None, ""):
@@ -502,9 +488,7 @@ class _XaiRoutes:
             return JSONResponse(self._object(view))
         if not isinstance(file_id, str):
             raise ApiError(422, "input_file_id: expected a string")
-        stored = self.store.get_file(NAME, file_id)
-        if stored is None:
-            raise ApiError(404, f"File {file_id} not found.")
+        stored = self.files.file(file_id)
         if stored.size > MAX_FILE_BYTES:
             raise ApiError(400, f"input_file_id: the file has {stored.size} bytes; at most {MAX_FILE_BYTES}")
         items, errors = _parse_file(stored.data)
@@ -626,8 +610,7 @@ class _XaiRoutes:
         if outcome == "errored" and item.marker == "transient":
             return self._failed(item, echo.TRANSIENT_MESSAGE)
         if outcome == "errored":
-            marker = echo.marker_token("error")
-            return self._failed(item, f"Emulated error: the request contains the {marker} marker.")
+            return self._failed(item, echo.ERROR_MESSAGE)
         # Cancelled and expired requests get no result entry; this line is never served.
         return ItemResult(item.custom_id, outcome, {"batch_request_id": item.custom_id})
 

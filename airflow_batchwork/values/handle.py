@@ -18,7 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from airflow_batchwork.core.errors import ConfigurationError
+from airflow_batchwork.values.catalog import provider_entry
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.refs import parse_model
 
 IDENTITY_PATTERN = re.compile(r"^(?!\.\.?$)[^\x00-\x1f/\\]{1,250}$")
 CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
@@ -48,7 +50,7 @@ class JobHandle(BaseModel):
     identity: str | None = None
     passthrough: list[str] | None = None
     structured: dict[str, Any] | None = None
-    """Output schemas: `{"schemas": {digest: JSON Schema}, "all": digest | None}` (see core/structured.py)."""
+    """Output schemas: `{"schemas": {digest: JSON Schema}, "all": digest | None}` (see values/structured.py)."""
     submitted_at: str = Field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     @field_validator("conn_id")
@@ -67,19 +69,15 @@ class JobHandle(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobHandle:
-        # Imported here: the adapters import the core modules that import this one.
-        from airflow_batchwork.adapters import adapter_class
-        from airflow_batchwork.core.refs import parse_model
-
         try:
-            cls = adapter_class(self.provider)
+            cls = provider_entry(self.provider)
         except ConfigurationError:
             raise _FieldProblem("provider", f"unknown provider {self.provider[:40]!r}") from None
         try:
             ref = parse_model(self.model)
         except ConfigurationError:
             raise _FieldProblem("model", f"{self.model[:80]!r} is not a model string") from None
-        if adapter_class(ref.provider) is not cls:
+        if provider_entry(ref.provider) is not cls:
             raise _FieldProblem("model", f"{self.model[:80]!r} is not a model of provider {cls.provider!r}")
         for index, batch in enumerate(self.batches):
             if not cls.is_batch_id(batch.id):

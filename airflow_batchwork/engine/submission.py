@@ -21,14 +21,14 @@ import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderLimits
-from airflow_batchwork.core.dedup import KEY_PLACEHOLDER, ReusePlanner, request_key
-from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
-from airflow_batchwork.core.parquet import RESULT_SCHEMA
-from airflow_batchwork.core.parts import inline_parts
-from airflow_batchwork.core.recorder import CHARS_PER_TOKEN, RequestRecorder, estimated_input_tokens
-from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.requests import BatchRequest, check_request_list, iter_requests
-from airflow_batchwork.core.sources import PASSTHROUGH_KEY
+from airflow_batchwork.engine.dedup import KEY_PLACEHOLDER, ReusePlanner, request_key
+from airflow_batchwork.engine.parquet import RESULT_SCHEMA
+from airflow_batchwork.engine.sources import PASSTHROUGH_KEY
+from airflow_batchwork.values.errors import ConfigurationError, RequestValidationError
+from airflow_batchwork.values.parts import inline_parts
+from airflow_batchwork.values.recorder import CHARS_PER_TOKEN, RequestRecorder, estimated_input_tokens
+from airflow_batchwork.values.refs import ModelRef, parse_model
+from airflow_batchwork.values.requests import BatchRequest, check_request_list, iter_requests
 
 IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
 _IDS_FLUSH = 50_000
@@ -94,7 +94,7 @@ def prepare_job(
     """One pass over `requests`: validation (all problems up to five, before any API call), encoding,
     per-request size check, greedy sharding by the provider's count and byte limits. With
     `context_window`, a request whose estimated tokens (input + max_output_tokens) exceed it is refused. With
-    `reuse` (core/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item. With
+    `reuse` (engine/dedup.py), a request it decides not to send gets its ids row (shard -1) but no item. With
     `prime`, a first request whose marked cache prefix the provider would cache (`ProviderAdapter.primes`)
     goes alone in shard 0, the priming batch (`PreparedJob.priming`)."""
     ref = parse_model(model)

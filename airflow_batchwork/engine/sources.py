@@ -8,12 +8,12 @@ from typing import Any
 
 import fsspec
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.parquet import serial_file
-from airflow_batchwork.core.requests import REQUEST_FIELDS
+from airflow_batchwork.engine.parquet import serial_file
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.requests import REQUEST_FIELDS
 
 PARQUET_BATCH_ROWS = 10_000
-# A request needs one of these (see core/requests.py).
+# A request needs one of these (see values/requests.py).
 INPUT_FIELDS = frozenset({"prompt", "messages", "value"})
 # Column names that usually hold the text to send, for the `columns=` suggestion.
 TEXT_COLUMNS = frozenset({"text", "body", "content", "question", "input", "message", "query"})

@@ -32,7 +32,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from airflow_batchwork.core.errors import ProviderAPIError, UnsafeResponseError
+from airflow_batchwork.values.errors import ProviderAPIError, UnsafeResponseError
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.parquet import read_serial
-from airflow_batchwork.core.recorder import DEFAULT_OUTPUT_TOKENS, RequestRecorder
-from airflow_batchwork.core.refs import ModelRef, parse_model
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.recorder import DEFAULT_OUTPUT_TOKENS, RequestRecorder
+from airflow_batchwork.values.refs import ModelRef, parse_model
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,9 @@ def total_cost(files: Sequence[str], storage_options: Mapping[str, Any] | None =
     for url in files:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         with fs.open(path, "rb") as handle:
-            column = read_serial(handle, columns=["cost_usd"]).column("cost_usd")
+            # On the calling thread: no Arrow pool thread is started (apache/arrow#34314, engine/parquet.py).
+            table = pq.ParquetFile(handle, pre_buffer=False).read(columns=["cost_usd"], use_threads=False)
+            column = table.column("cost_usd")
         if column.null_count < len(column):
             priced = True
             total += float(pc.sum(column).as_py() or 0.0)

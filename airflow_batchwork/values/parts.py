@@ -20,8 +20,8 @@ from typing import Literal
 
 import fsspec
 
-from airflow_batchwork.core.errors import RequestValidationError
-from airflow_batchwork.core.requests import BatchRequest, ChatMessage, FilePart, ImagePart
+from airflow_batchwork.values.errors import RequestValidationError
+from airflow_batchwork.values.requests import BatchRequest, ChatMessage, FilePart, ImagePart
 
 REMOTE_SCHEMES = ("http://", "https://")
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*?;base64,(?P<data>.*)$", re.DOTALL)

@@ -81,7 +81,7 @@ class JobStatus:
         running = [b.state for b in batches if not b.terminal]
         state: BatchState
         if not batches:
-            # A job whose every answer was reused (core/dedup.py) has no batch: it is done.
+            # A job whose every answer was reused (engine/dedup.py) has no batch: it is done.
             state = "completed"
         elif running:
             state = min(running, key=_PROGRESS.index)

@@ -2,21 +2,17 @@
 
 The grammar splits on the first `/` only, because Together model ids contain slashes
 (`together/meta-llama/Llama-3.3-70B-Instruct-Turbo`). Which providers and endpoints exist is
-declared by the adapters (`airflow_batchwork.adapters`), not here.
+declared by the adapters (`airflow_batchwork.adapters`), which register them in `values.catalog`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
 
-from airflow_batchwork.core.errors import ModelRefError
-
-if TYPE_CHECKING:
-    from airflow_batchwork.adapters.base import EndpointSpec, ProviderAdapter
-
-EndpointKind = Literal["text", "embedding"]
+from airflow_batchwork.values.catalog import EndpointKind, EndpointSpec, ProviderEntry, canonical_name, provider_entry
+from airflow_batchwork.values.catalog import provider_names as _provider_names
+from airflow_batchwork.values.errors import ModelRefError
 
 
 @dataclass(frozen=True)
@@ -28,30 +24,26 @@ class ModelRef:
     model: str
 
     def __str__(self) -> str:
-        adapter = _adapter_class(self.provider)
+        adapter = _entry(self.provider)
         if len(adapter.endpoints) == 1:
             return f"{self.provider}/{self.model}"
         return f"{self.provider}.{self.endpoint}/{self.model}"
 
     @cached_property
     def spec(self) -> EndpointSpec:
-        return _adapter_class(self.provider).endpoint(self.endpoint)
+        return _entry(self.provider).endpoint(self.endpoint)
 
     @property
     def kind(self) -> EndpointKind:
         return self.spec.kind
 
 
-def _adapter_class(provider: str) -> type[ProviderAdapter]:
-    from airflow_batchwork.adapters import adapter_class
-
-    return adapter_class(provider)
+def _entry(provider: str) -> ProviderEntry:
+    return provider_entry(provider)
 
 
 def parse_model(value: str | ModelRef, *, field: str = "model") -> ModelRef:
     """Parse a model string (or pass a `ModelRef` through), checking provider and endpoint."""
-    from airflow_batchwork.adapters import PROVIDER_ALIASES, provider_names
-
     if isinstance(value, ModelRef):
         return value
     if not isinstance(value, str) or "/" not in value:
@@ -63,14 +55,14 @@ def parse_model(value: str | ModelRef, *, field: str = "model") -> ModelRef:
         )
     head, model = value.split("/", 1)
     provider, _, endpoint = head.partition(".")
-    provider = PROVIDER_ALIASES.get(provider.strip().lower(), provider.strip().lower())
-    if provider not in provider_names():
+    provider = canonical_name(provider.strip().lower())
+    if provider not in _provider_names():
         raise ModelRefError(
             field,
             f"unknown provider {head.partition('.')[0]!r} in {value!r}",
-            f"use one of: {', '.join(provider_names())}",
+            f"use one of: {', '.join(_provider_names())}",
         )
-    adapter = _adapter_class(provider)
+    adapter = _entry(provider)
     endpoint = endpoint.strip().lower() or adapter.string_default
     names = [spec.name for spec in adapter.endpoints]
     if endpoint not in names:
@@ -92,13 +84,13 @@ class ProviderFactory:
         self._provider = provider
 
     def __call__(self, model: str) -> ModelRef:
-        adapter = _adapter_class(self._provider)
+        adapter = _entry(self._provider)
         return parse_model(f"{self._provider}.{adapter.factory_default}/{model}")
 
     def __getattr__(self, endpoint: str) -> _EndpointFactory:
         if endpoint.startswith("_"):
             raise AttributeError(endpoint)
-        adapter = _adapter_class(self._provider)
+        adapter = _entry(self._provider)
         if endpoint not in [spec.name for spec in adapter.endpoints]:
             raise AttributeError(
                 f"{self._provider} has no endpoint {endpoint!r}; "

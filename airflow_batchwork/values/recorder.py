@@ -1,10 +1,10 @@
 """What a job's preparation records per request, beyond its custom_id, for the steps that come later.
 
 - the encoded item, byte for byte, so that failed items can be resubmitted later exactly as they were sent
-  (column `_batchwork_item` of the submitted-ids file, see `core/resubmit.py`);
+  (column `_batchwork_item` of the submitted-ids file, see `engine/resubmit.py`);
 - the digest of its output schema, when requests differ in their schema (column `_batchwork_schema`, read by
-  the structured output check at collect, see `core/structured.py`);
-- token estimates for `max_cost_usd` (`core/pricing.py`): input = characters / 4 of the prompt, messages,
+  the structured output check at collect, see `values/structured.py`);
+- token estimates for `max_cost_usd` (`values/pricing.py`): input = characters / 4 of the prompt, messages,
   system prompt, embedding value and output schema; output = `max_output_tokens`, else
   `DEFAULT_OUTPUT_TOKENS` per text request (0 for embeddings).
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_batchwork.core.refs import ModelRef
-from airflow_batchwork.core.requests import BatchRequest
-from airflow_batchwork.core.structured import SCHEMA_COLUMN, SchemaSet
+from airflow_batchwork.values.refs import ModelRef
+from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.structured import SCHEMA_COLUMN, SchemaSet
 
 ITEM_COLUMN = "_batchwork_item"
 CHARS_PER_TOKEN = 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from airflow_batchwork.core.status import JobStatus
+from airflow_batchwork.values.status import JobStatus
 
 NextStep = Literal["done", "timeout", "wait"]
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_batchwork.core.status import JobStatus
+from airflow_batchwork.values.status import JobStatus
 
 
 def format_duration(seconds: float) -> str:

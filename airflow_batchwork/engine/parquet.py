@@ -29,35 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.status import ItemResult
-
-RESULT_SCHEMA = pa.schema(
-    [
-        pa.field("custom_id", pa.string(), nullable=False),
-        pa.field("provider", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("batch_id", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("text", pa.string()),
-        pa.field("finish_reason", pa.string()),
-        pa.field("tool_calls", pa.string()),
-        pa.field("input_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
-        pa.field("total_tokens", pa.int64()),
-        pa.field("error_code", pa.string()),
-        pa.field("error_message", pa.string()),
-        pa.field("response", pa.string()),
-        pa.field("embedding", pa.list_(pa.float32())),
-        pa.field("structured", pa.string()),
-        pa.field("cost_usd", pa.float64()),
-        pa.field("attempt", pa.int32()),
-    ]
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.result_schema import (  # noqa: F401 (re-exported: the schema's home before the layers)
+    ITEM_SCHEMA,
+    JOB_COLUMNS,
+    RESULT_SCHEMA,
+    items_to_batch,
 )
-# Filled by the collector, not by adapters: job constants and the columns enrichers compute.
-JOB_COLUMNS = ("provider", "model", "structured", "cost_usd", "attempt")
-# What adapters produce.
-ITEM_SCHEMA = pa.schema([f for f in RESULT_SCHEMA if f.name not in JOB_COLUMNS])
 
 
 class RowEnricher(Protocol):
@@ -96,14 +74,6 @@ def _release_arrow_objects() -> None:
 atexit.register(_release_arrow_objects)
 JOB_METADATA_KEY = b"batchwork.job"
 TMP_PREFIX = "_batchwork-tmp-"
-
-
-def items_to_batch(items: Iterable[ItemResult]) -> pa.RecordBatch:
-    """Normalized items as one record batch of `ITEM_SCHEMA`."""
-    rows = list(items)
-    return pa.RecordBatch.from_arrays(
-        [pa.array([getattr(item, f.name) for item in rows], f.type) for f in ITEM_SCHEMA], schema=ITEM_SCHEMA
-    )
 
 
 SUCCESS_NAME = "_SUCCESS"

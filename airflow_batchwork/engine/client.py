@@ -21,9 +21,9 @@ import httpx
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
-from airflow_batchwork.core.cache import ResponseCache
-from airflow_batchwork.core.credentials import Credentials, credentials_from_env
-from airflow_batchwork.core.dedup import (
+from airflow_batchwork.adapters.http import RetryPolicy, is_ambiguous
+from airflow_batchwork.engine.cache import ResponseCache
+from airflow_batchwork.engine.dedup import (
     KEY_COLUMN,
     ReuseCollector,
     ReuseEnricher,
@@ -31,27 +31,33 @@ from airflow_batchwork.core.dedup import (
     format_usd,
     reuse_summary,
 )
-from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
-from airflow_batchwork.core.errors import BatchTimeoutError, BatchworkError, ConfigurationError, ProviderAPIError
-from airflow_batchwork.core.handle import JobHandle, ShardHandle
-from airflow_batchwork.core.http import RetryPolicy, is_ambiguous
-from airflow_batchwork.core.incremental import (
+from airflow_batchwork.engine.enrichment import add_cost, standard_enrichers
+from airflow_batchwork.engine.incremental import (
     FingerprintEnricher,
     KeyedDataset,
     change_counts,
     read_ids,
     unchanged_ids,
 )
-from airflow_batchwork.core.ledger import CallProgress, SubmitLedger
-from airflow_batchwork.core.parquet import RowEnricher, check_output_url
-from airflow_batchwork.core.polling import next_step, sleep_for
-from airflow_batchwork.core.pricing import CostEnricher, PricesLike, check_max_cost, load_prices, warn_if_unknown_model
-from airflow_batchwork.core.prompt_cache import PromptCacheEnricher
-from airflow_batchwork.core.refs import ModelRef, parse_model
-from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
-from airflow_batchwork.core.status import ItemResult, JobStatus
-from airflow_batchwork.core.structured import with_output_schema
-from airflow_batchwork.core.submission import PreparedJob, Shard, prepare_job
+from airflow_batchwork.engine.ledger import CallProgress, SubmitLedger
+from airflow_batchwork.engine.parquet import RowEnricher, check_output_url
+from airflow_batchwork.engine.polling import next_step, sleep_for
+from airflow_batchwork.engine.prompt_cache import PromptCacheEnricher
+from airflow_batchwork.engine.results import JobResultWriter, PassthroughEnricher
+from airflow_batchwork.engine.submission import PreparedJob, Shard, prepare_job
+from airflow_batchwork.values.credentials import Credentials, credentials_from_env
+from airflow_batchwork.values.errors import BatchTimeoutError, BatchworkError, ConfigurationError, ProviderAPIError
+from airflow_batchwork.values.handle import JobHandle, ShardHandle
+from airflow_batchwork.values.pricing import (
+    CostEnricher,
+    PricesLike,
+    check_max_cost,
+    load_prices,
+    warn_if_unknown_model,
+)
+from airflow_batchwork.values.refs import ModelRef, parse_model
+from airflow_batchwork.values.status import ItemResult, JobStatus
+from airflow_batchwork.values.structured import with_output_schema
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +157,7 @@ class BatchClient:
 
         `incremental` (the folder of a keyed dataset that `write_parquet(..., merge=True)` maintains) sends only
         the requests whose custom_id is new, whose input fingerprint changed, or whose row had not succeeded;
-        see core/incremental.py.
+        see engine/incremental.py.
 
         `dedup=True` sends requests with the same provider-facing body once (every custom_id still gets its
         row, `dedup_of` naming the one whose answer it shares); `cache` (a folder URL on any fsspec store, or a
@@ -161,7 +167,7 @@ class BatchClient:
 
         `output_schema` (a JSON Schema dict or pydantic model class) asks every request for structured output
         (a request's own `output_schema` wins). `max_cost_usd` refuses, before any API call, a job whose
-        estimated cost (see core/pricing.py; `prices` overrides the packaged price table) is higher.
+        estimated cost (see values/pricing.py; `prices` overrides the packaged price table) is higher.
 
         With a `ledger` (and an `identity` that is stable across retries) the submission is idempotent:
         an intent is saved before each create call and the batch id right after, the identity is written
@@ -315,7 +321,7 @@ class BatchClient:
             passthrough=job.passthrough or None,
             structured=job.recorder.schemas.handle_value() if job.recorder else None,
         )
-        if job.prompt_cache:  # the collector adds the prompt-cache token columns (core/prompt_cache.py)
+        if job.prompt_cache:  # the collector adds the prompt-cache token columns (engine/prompt_cache.py)
             handle = JobHandle.model_validate({**handle.to_dict(), "prompt_cache": True})
         state["handle"] = handle.to_dict()
         self._save(ledger, state)
@@ -458,7 +464,7 @@ class BatchClient:
         batch_ids, duplicates_dropped, unaccounted}` (plus `reuse` for a job submitted with dedup/cache).
         With `cache`, the successful answers that came from the provider are stored in it, atomically.
         With `merge=True`, `url` is the folder of a keyed dataset: this job's rows replace those of the same
-        custom_id and the other rows stay (core/incremental.py); the manifest's `incremental` entry is the run
+        custom_id and the other rows stay (engine/incremental.py); the manifest's `incremental` entry is the run
         manifest (new, changed, unchanged, rows)."""
         handle = self._job(job)
         check_output_url(url)

@@ -15,7 +15,7 @@ collect cannot lose it).
 
 At collect (`ReuseCollector`, called by `JobResultWriter`) the cached rows are written with
 `cached = true`, each duplicate gets a copy of its first request's row with `dedup_of` set, and the
-successful answers that came from the provider are added to the cache (`core/cache.py`). The
+successful answers that came from the provider are added to the cache (`engine/cache.py`). The
 `ReuseEnricher` adds the `cached` and `dedup_of` columns, sets `cost_usd` to 0 for rows that were not
 paid for and adds up what they would have cost (`saved_usd` in the manifest).
 """
@@ -32,10 +32,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_batchwork.core.cache import ResponseCache, SegmentWriter, row_to_json
-from airflow_batchwork.core.errors import BatchworkError
-from airflow_batchwork.core.parquet import ITEM_SCHEMA, RowEnricher, serial_file
-from airflow_batchwork.core.refs import ModelRef
+from airflow_batchwork.engine.cache import ResponseCache, SegmentWriter, row_to_json
+from airflow_batchwork.engine.parquet import ITEM_SCHEMA, RowEnricher, serial_file
+from airflow_batchwork.values.errors import BatchworkError
+from airflow_batchwork.values.refs import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ReusePlanner:
         """None: send it. Otherwise a short reason it is not sent (`unchanged`, `dedup` or `cached`)."""
         self._keys.append(key)
         if self.previous is not None:
-            # Incremental (core/incremental.py): a succeeded row with the same fingerprint stays as it is.
+            # Incremental (engine/incremental.py): a succeeded row with the same fingerprint stays as it is.
             before = self.previous.get(custom_id)
             change = "new" if before is None else "unchanged" if before == (key, "succeeded") else "changed"
             self._changes.append(change)

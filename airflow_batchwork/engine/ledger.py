@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 
-from airflow_batchwork.core.errors import BatchworkError
+from airflow_batchwork.values.calls import CallProgress  # noqa: F401 (re-exported: its home before the layers)
+from airflow_batchwork.values.errors import BatchworkError
 
 
 class LedgerReadError(BatchworkError):
@@ -87,23 +88,3 @@ class FsspecLedger(SubmitLedger):
         with self.fs.open(tmp, "wb") as handle:
             handle.write(json.dumps(dict(state), sort_keys=True).encode())
         self.fs.mv(tmp, self.path)
-
-
-class CallProgress:
-    """Per-call progress of one shard's submit, kept in that shard's ledger entry (`calls`).
-
-    A submit that takes several calls (upload then create; create then add-requests pages) records what
-    each call produced as soon as it returns (`record`, which saves the ledger), so a retry after a kill
-    resumes from there instead of starting over, and knows what to look up at the provider."""
-
-    def __init__(self, data: dict[str, Any] | None = None, save: Callable[[], None] | None = None) -> None:
-        self.data: dict[str, Any] = data if data is not None else {}
-        self._save = save
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def record(self, **values: Any) -> None:
-        self.data.update(values)
-        if self._save is not None:
-            self._save()

@@ -1,8 +1,8 @@
 """A response cache across runs, on any fsspec URL: answers already paid for are never asked again.
 
 Layout: `{cache}/segments/{written_at}-{uuid}.parquet`, one segment per collect that had new answers.
-A segment holds the successful rows of that collect (the item columns of `core/parquet.py`) with
-`key` (the request key of `core/dedup.py`: a hash of model + endpoint + the provider-facing body,
+A segment holds the successful rows of that collect (the item columns of `engine/parquet.py`) with
+`key` (the request key of `engine/dedup.py`: a hash of model + endpoint + the provider-facing body,
 custom_id left out) and `written_at` (epoch seconds). A segment is written under a `_tmp-` name in
 the same folder and moved into place when complete, so a reader sees all of a collect's answers or
 none of them; a killed collect leaves only a `_tmp-` file, which readers skip. When two segments
@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.parquet import ITEM_SCHEMA, check_output_url, read_serial
+from airflow_batchwork.engine.parquet import ITEM_SCHEMA, check_output_url, read_serial
+from airflow_batchwork.values.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

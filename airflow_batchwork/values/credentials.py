@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from airflow_batchwork.core.errors import CredentialsError
+from airflow_batchwork.values.errors import CredentialsError
 
 
 @dataclass(frozen=True)

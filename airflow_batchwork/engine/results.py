@@ -17,10 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_batchwork.adapters.base import ProviderAdapter
-from airflow_batchwork.core.dedup import ReuseCollector
-from airflow_batchwork.core.errors import BatchworkError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.parquet import (
+from airflow_batchwork.engine.dedup import ReuseCollector
+from airflow_batchwork.engine.parquet import (
     ITEM_SCHEMA,
     ParquetResultWriter,
     RowEnricher,
@@ -29,7 +27,9 @@ from airflow_batchwork.core.parquet import (
     publish_folder,
     read_serial,
 )
-from airflow_batchwork.core.refs import parse_model
+from airflow_batchwork.values.errors import BatchworkError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.refs import parse_model
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class JobResultWriter:
 
     async def collect(self, adapter: ProviderAdapter) -> dict[str, Any]:
         """Stream, check and commit; the destination changes only if everything succeeds (a folder
-        through the commit protocol of core/parquet.py, `_SUCCESS` last)."""
+        through the commit protocol of engine/parquet.py, `_SUCCESS` last)."""
         ref = parse_model(self.handle.model)
         try:
             for shard, batch in enumerate(self.handle.batches):
@@ -218,7 +218,7 @@ class JobResultWriter:
             return 0
         submitted = read_submitted_ids(self.handle.ids_url, self.storage_options)
         returned = self._all_ids()
-        # Rows of shard -1 were never sent (answers reused, core/dedup.py): they are not missing.
+        # Rows of shard -1 were never sent (answers reused, engine/dedup.py): they are not missing.
         absent = submitted.filter(pc.and_(pc.invert(pc.is_in(submitted.column("custom_id"), value_set=returned)),
                                           pc.greater_equal(submitted.column("shard"), 0)))
         for shard, batch in enumerate(self.handle.batches):

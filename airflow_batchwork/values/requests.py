@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from airflow_batchwork.core.errors import ConfigurationError, RequestValidationError
-from airflow_batchwork.core.structured import to_json_schema
+from airflow_batchwork.values.errors import ConfigurationError, RequestValidationError
+from airflow_batchwork.values.structured import to_json_schema
 
 if TYPE_CHECKING:
-    from airflow_batchwork.core.refs import ModelRef
+    from airflow_batchwork.values.refs import ModelRef
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -34,13 +34,11 @@ import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.adapters.base import ProviderAdapter
-from airflow_batchwork.core.client import BatchClient
-from airflow_batchwork.core.dedup import ReuseCollector
-from airflow_batchwork.core.enrichment import add_cost, standard_enrichers
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.ledger import FsspecLedger
-from airflow_batchwork.core.parquet import (
+from airflow_batchwork.engine.client import BatchClient
+from airflow_batchwork.engine.dedup import ReuseCollector
+from airflow_batchwork.engine.enrichment import add_cost, standard_enrichers
+from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.parquet import (
     TMP_PREFIX,
     RowEnricher,
     committed_files,
@@ -51,12 +49,14 @@ from airflow_batchwork.core.parquet import (
     remove_stale_temp_files,
     serial_file,
 )
-from airflow_batchwork.core.pricing import PricesLike
-from airflow_batchwork.core.recorder import ITEM_COLUMN
-from airflow_batchwork.core.refs import parse_model
-from airflow_batchwork.core.results import JobResultWriter, PassthroughEnricher
-from airflow_batchwork.core.structured import SCHEMA_COLUMN
-from airflow_batchwork.core.submission import IDS_SCHEMA, PreparedJob, Shard
+from airflow_batchwork.engine.results import JobResultWriter, PassthroughEnricher
+from airflow_batchwork.engine.submission import IDS_SCHEMA, PreparedJob, Shard
+from airflow_batchwork.values.errors import ConfigurationError
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.pricing import PricesLike
+from airflow_batchwork.values.recorder import ITEM_COLUMN
+from airflow_batchwork.values.refs import parse_model
+from airflow_batchwork.values.structured import SCHEMA_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class ResubmitRounds:
         """Merge the staged attempts into the output (one row per custom_id, its last attempt), write the
         history file if asked, delete the staged results; the manifest.
 
-        The output uses the commit protocol of core/parquet.py: every part is written under a temporary name;
+        The output uses the commit protocol of engine/parquet.py: every part is written under a temporary name;
         a folder's `_SUCCESS` is removed first and written last (naming the parts), so a kill at any moment
         leaves either the previous committed dataset's marker absent or the complete new one; the retry
         redoes every step and removes the temporary files of the killed try."""

@@ -1,7 +1,7 @@
 """Checks of the destination that run before anything is paid for.
 
 - `check_template(value, field)`: the Jinja syntax of a templated value, at DAG parse time;
-- `check_output_url(url)` (from core/parquet.py): a known scheme with an installed fsspec implementation;
+- `check_output_url(url)` (from engine/parquet.py): a known scheme with an installed fsspec implementation;
 - `probe_writable(url)`: write and delete a small marker where the results will go, so an unwritable
   folder or bucket fails the submit, not the collect after the batch was paid for.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import fsspec
 
-from airflow_batchwork.core.errors import ConfigurationError
-from airflow_batchwork.core.parquet import check_output_url, is_directory_url
+from airflow_batchwork.engine.parquet import check_output_url, is_directory_url
+from airflow_batchwork.values.errors import ConfigurationError
 
 PROBE_PREFIX = "_batchwork-probe-"
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_batchwork.adapters import adapter_class
-from airflow_batchwork.core.parquet import RowEnricher
-from airflow_batchwork.core.pricing import ModelPrice
+from airflow_batchwork.engine.parquet import RowEnricher
+from airflow_batchwork.values.pricing import ModelPrice
 
 CACHE_READ_FIELD = pa.field("cache_read_tokens", pa.int64())
 CACHE_WRITE_FIELD = pa.field("cache_write_tokens", pa.int64())

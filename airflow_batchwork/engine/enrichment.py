@@ -8,10 +8,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_batchwork.core.handle import JobHandle
-from airflow_batchwork.core.parquet import RowEnricher
-from airflow_batchwork.core.pricing import CostEnricher, PricesLike, PriceTable, load_prices, total_cost
-from airflow_batchwork.core.structured import StructuredEnricher
+from airflow_batchwork.engine.parquet import RowEnricher
+from airflow_batchwork.values.handle import JobHandle
+from airflow_batchwork.values.pricing import CostEnricher, PricesLike, PriceTable, load_prices, total_cost
+from airflow_batchwork.values.structured import StructuredEnricher
 
 log = logging.getLogger(__name__)
 

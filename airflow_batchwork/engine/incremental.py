@@ -2,8 +2,8 @@
 
 The dataset is a folder of plain Parquet files on any fsspec URL, bucketed by a stable hash of custom_id
 (`part-b{bucket}-v{version}.parquet`, one file per bucket), whose `_SUCCESS` file (the commit protocol of
-folder outputs, see core/parquet.py) names the live files, the version and the bucket count. Every row
-carries `input_fingerprint`: the request key of core/dedup.py (a hash of the provider-facing body), so a
+folder outputs, see engine/parquet.py) names the live files, the version and the bucket count. Every row
+carries `input_fingerprint`: the request key of engine/dedup.py (a hash of the provider-facing body), so a
 changed prompt, system prompt, model or option is a changed row.
 
 Submit (`previous_rows`): the dataset's `custom_id → (input_fingerprint, status)` decides per request: a
@@ -36,9 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.core.dedup import CHANGE_COLUMN, KEY_COLUMN
-from airflow_batchwork.core.errors import BatchworkError, ConfigurationError
-from airflow_batchwork.core.parquet import read_serial, serial_file
+from airflow_batchwork.engine.dedup import CHANGE_COLUMN, KEY_COLUMN
+from airflow_batchwork.engine.parquet import read_serial, serial_file
+from airflow_batchwork.values.errors import BatchworkError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
