@@ -39,7 +39,7 @@ async def main(spec: dict[str, Any]) -> None:
             with open(tmp, "w") as handle:
                 json.dump(job.to_dict(), handle)
             os.replace(tmp, spec["handle"])
-        elif spec["mode"] == "collect_retries":  # collect with resubmission rounds (core/resubmit.py)
+        elif spec["mode"] == "collect_retries":  # collect with resubmission rounds (engine/resubmit.py)
             with open(spec["handle"]) as handle:
                 job_dict = json.load(handle)
             manifest = await collect_with_retries(client, job_dict, spec["out"], max_item_retries=1,
