@@ -17,6 +17,7 @@ from airflow_batchwork.adapters.http import RetryPolicy
 from airflow_batchwork.adapters.xai import XAIAdapter
 from airflow_batchwork.core import BatchClient, Credentials
 from airflow_batchwork.engine.ledger import FsspecLedger
+from airflow_batchwork.engine.resubmit import collect_with_retries
 
 
 def requests(n: int) -> list[dict[str, Any]]:
@@ -28,6 +29,8 @@ async def main(spec: dict[str, Any]) -> None:
     XAIAdapter.add_page_size = spec.get("xai_page", 1000)  # several add-requests pages per shard
     retry = RetryPolicy(base_delay=0.05, max_delay=0.5, max_elapsed=120)
     async with BatchClient({provider: Credentials("k", spec["base_url"])}, retry=retry) as client:
+        if spec.get("file_upload"):  # Mistral, Gemini: upload the shard as a file instead of inline requests
+            client.adapter(provider).inline_max_bytes = 0  # type: ignore[attr-defined]
         if spec["mode"] == "submit":
             ledger = FsspecLedger(spec["state"], spec["identity"])
             job = await client.submit(spec["model"], requests(spec["n"]), ledger=ledger, identity=spec["identity"],
@@ -36,6 +39,12 @@ async def main(spec: dict[str, Any]) -> None:
             with open(tmp, "w") as handle:
                 json.dump(job.to_dict(), handle)
             os.replace(tmp, spec["handle"])
+        elif spec["mode"] == "collect_retries":  # collect with resubmission rounds (engine/resubmit.py)
+            with open(spec["handle"]) as handle:
+                job_dict = json.load(handle)
+            manifest = await collect_with_retries(client, job_dict, spec["out"], max_item_retries=1,
+                                                  poll_interval=0.1, timeout=120)
+            print(json.dumps({"rows": manifest["rows"], "attempts": manifest["attempts"]}))
         else:
             with open(spec["handle"]) as handle:
                 job_dict = json.load(handle)

@@ -39,6 +39,7 @@ from airflow_batchwork.adapters.base import (
 from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.http import check_id, default_error_parser
 from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
+from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.errors import ProviderAPIError
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import (
@@ -493,6 +494,12 @@ class GoogleAdapter(ProviderAdapter):
 
     # --- calls -----------------------------------------------------------------------------------
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
+        return await self.create_tracked(ref, items, metadata=metadata, progress=CallProgress())
+
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """Create the batch: inline, or from a JSONL file uploaded once, whose `files/…` name is recorded in
+        the ledger before the paid create (a retry after a kill re-uses it instead of leaving an orphan)."""
         lines = list(items)
         url = f"/{API_VERSION}/{self.model_path(ref)}:{ref.spec.path}"
         batch: dict[str, Any] = {"displayName": display_name(metadata)}
@@ -507,7 +514,11 @@ class GoogleAdapter(ProviderAdapter):
             if len(body) > self.inline_max_bytes:
                 body = None
         if body is None:
-            batch["inputConfig"] = {"fileName": await self.upload(lines)}
+            file_name = progress.get("file_name")
+            if not file_name:
+                file_name = await self.upload(lines)
+                progress.record(file_name=file_name)
+            batch["inputConfig"] = {"fileName": check_id(file_name, what="google file name", pattern=FILE_NAME)}
             body = dumps({"batch": batch})
         response = await self.http.request(
             "POST", url, retry_safe=False, content=body, headers={"content-type": "application/json"}

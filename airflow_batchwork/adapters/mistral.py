@@ -35,6 +35,7 @@ from airflow_batchwork.adapters.openai_compat import (
     int_or_none,
     parse_result_line,
 )
+from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import BatchRequest
 from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, ItemResult
@@ -173,6 +174,12 @@ class MistralAdapter(ProviderAdapter):
 
     # --- calls -----------------------------------------------------------------------------------
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
+        return await self.create_tracked(ref, items, metadata=metadata, progress=CallProgress())
+
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """Create the job: the requests inline, or uploaded once as a JSONL file whose id is recorded in the
+        ledger before the paid create, so a retry after a kill re-uses it instead of leaving an orphan."""
         job: dict[str, Any] = {
             "model": ref.model,
             "endpoint": ref.spec.path,
@@ -203,7 +210,11 @@ class MistralAdapter(ProviderAdapter):
                 headers={"content-type": "application/json"},
             )
         else:
-            job["input_files"] = [await self.upload(chain(lines, rest))]
+            file_id = progress.get("file_id")
+            if not file_id:
+                file_id = await self.upload(chain(lines, rest))
+                progress.record(file_id=file_id)
+            job["input_files"] = [self.check_id(file_id, "file id")]
             response = await self.http.request("POST", "/v1/batch/jobs", retry_safe=False, json=job)
         return self.check_id(response.json().get("id"))
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.engine.parquet import ITEM_SCHEMA, check_output_url
+from airflow_batchwork.engine.parquet import ITEM_SCHEMA, check_output_url, read_serial
 from airflow_batchwork.values.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class ResponseCache:
             if self.reads:
                 for path in self._segments():
                     with self.fs.open(path, "rb") as handle:
-                        table = pq.read_table(handle, columns=["key", "written_at"])
+                        table = read_serial(handle, columns=["key", "written_at"])
                     if oldest is not None:
                         table = table.filter(pc.greater_equal(table.column("written_at"), oldest))
                     for key in table.column("key").to_pylist():
@@ -131,7 +131,7 @@ class ResponseCache:
         found: dict[str, dict[str, Any]] = {}
         for path, wanted in by_segment.items():
             with self.fs.open(path, "rb") as handle:
-                table = pq.read_table(handle)
+                table = read_serial(handle)
             table = table.filter(pc.is_in(table.column("key"), value_set=pa.array(sorted(wanted), pa.string())))
             for row in table.to_pylist():
                 key = row.pop("key")

@@ -74,8 +74,13 @@ class BatchClient:
         *,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        state_root: str | None = None,
     ) -> None:
+        """`state_root`: the state store (`state_path`) this client's jobs were submitted with; a handle given
+        as a dict or JSON text (e.g. from XCom) must then keep its state files (`ids_url`) under it, else it
+        is refused (`ConfigurationError`) before any API call or file read."""
         self._credentials = dict(credentials or {})
+        self._state_root = state_root
         self._retry = retry
         self._transport = transport
         self._adapters: dict[str, ProviderAdapter] = {}
@@ -90,6 +95,11 @@ class BatchClient:
         for adapter in self._adapters.values():
             await adapter.aclose()
         self._adapters.clear()
+
+    def _job(self, job: JobLike) -> JobHandle:
+        """A handle validated as untrusted input; one from outside (not a `JobHandle`) also against
+        `state_root`."""
+        return JobHandle.coerce(job, state_root=None if isinstance(job, JobHandle) else self._state_root)
 
     def adapter(self, provider: str) -> ProviderAdapter:
         """The adapter of `provider`, built once with its credentials (given, else from env vars)."""
@@ -383,7 +393,7 @@ class BatchClient:
 
     # --- follow ----------------------------------------------------------------------------------
     async def status(self, job: JobLike) -> JobStatus:
-        handle = JobHandle.coerce(job)
+        handle = self._job(job)
         adapter = self.adapter(handle.provider)
         if len(handle.batches) == 1:  # the usual case: no task and gather future per poll
             return JobStatus.combine([await adapter.status(handle.batches[0].id)])
@@ -417,7 +427,7 @@ class BatchClient:
             await asyncio.sleep(sleep_for(poll_interval, now=time.time(), deadline=deadline))
 
     async def cancel(self, job: JobLike) -> JobStatus:
-        handle = JobHandle.coerce(job)
+        handle = self._job(job)
         adapter = self.adapter(handle.provider)
         statuses = []
         for batch in handle.batches:
@@ -427,7 +437,7 @@ class BatchClient:
 
     async def results(self, job: JobLike) -> AsyncIterator[ItemResult]:
         """Every result of every batch, once per custom_id, in provider order."""
-        handle = JobHandle.coerce(job)
+        handle = self._job(job)
         async for _, item in self._results_by_shard(handle):
             yield item
 
@@ -458,7 +468,7 @@ class BatchClient:
         With `merge=True`, `url` is the folder of a keyed dataset: this job's rows replace those of the same
         custom_id and the other rows stay (engine/incremental.py); the manifest's `incremental` entry is the run
         manifest (new, changed, unchanged, rows)."""
-        handle = JobHandle.coerce(job)
+        handle = self._job(job)
         check_output_url(url)
         dataset = KeyedDataset(url, storage_options) if merge else None
         response_cache = ResponseCache.coerce(cache, mode=cache_mode, storage_options=cache_storage_options)

@@ -31,10 +31,9 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from airflow_batchwork.engine.cache import ResponseCache, SegmentWriter, row_to_json
-from airflow_batchwork.engine.parquet import ITEM_SCHEMA, RowEnricher
+from airflow_batchwork.engine.parquet import ITEM_SCHEMA, RowEnricher, serial_file
 from airflow_batchwork.values.errors import BatchworkError
 from airflow_batchwork.values.refs import ModelRef
 
@@ -175,13 +174,14 @@ class ReuseCollector:
             return None
         fs, path = fsspec.core.url_to_fs(ids_url, **dict(storage_options or {}))
         with fs.open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = serial_file(handle)
             if KEY_COLUMN not in parquet.schema_arrow.names:
                 if cache is not None:
                     log.warning("This job was submitted without cache= or dedup=: its answers cannot be keyed, so "
                                 "none are stored in the response cache")
                 return None
-            table = parquet.read(columns=["custom_id", "shard", KEY_COLUMN, DEDUP_COLUMN, CACHED_COLUMN])
+            table = parquet.read(columns=["custom_id", "shard", KEY_COLUMN, DEDUP_COLUMN, CACHED_COLUMN],
+                                 use_threads=False)
         return cls(table, cache)
 
     def observe(self, written: pa.Table) -> None:

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_batchwork.engine.dedup import CHANGE_COLUMN, KEY_COLUMN
+from airflow_batchwork.engine.parquet import read_serial, serial_file
 from airflow_batchwork.values.errors import BatchworkError, ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class KeyedDataset:
         tables = []
         for path in self.files(state):
             with self.fs.open(path, "rb") as handle:
-                tables.append(pq.read_table(handle, columns=columns))
+                tables.append(read_serial(handle, columns=columns))
         return pa.concat_tables(tables, promote_options="default") if tables else None
 
     def previous_rows(self) -> dict[str, tuple[str | None, str | None]]:
@@ -102,12 +103,12 @@ class KeyedDataset:
         found: dict[str, tuple[str | None, str | None]] = {}
         for path in self.files(state):
             with self.fs.open(path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
+                parquet = serial_file(handle)
                 if FINGERPRINT_FIELD.name not in parquet.schema_arrow.names:
                     raise ConfigurationError("incremental", f"{self.url} was not written by an incremental collect "
                                              "(its rows have no input_fingerprint)",
                                              "point incremental= at the output_path of a collect with merge=True")
-                table = parquet.read(columns=["custom_id", FINGERPRINT_FIELD.name, "status"])
+                table = parquet.read(columns=["custom_id", FINGERPRINT_FIELD.name, "status"], use_threads=False)
             for cid, fp, status in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
                 found[cid] = (fp, status)
         return found
@@ -144,7 +145,7 @@ class KeyedDataset:
         """Merge the rows of the staging file into the dataset (see the module text); the run manifest."""
         fs, staged_path = fsspec.core.url_to_fs(staged_url, **dict(storage_options or {}))
         with fs.open(staged_path, "rb") as handle:
-            incoming = pq.read_table(handle)
+            incoming = read_serial(handle)
         state = self.state()
         removed = self.clean(state, keep=staged_path)
         if removed:
@@ -165,7 +166,7 @@ class KeyedDataset:
             old_name = by_bucket.get(bucket)
             if old_name is not None:
                 with self.fs.open(self._path(old_name), "rb") as handle:
-                    old = pq.read_table(handle)
+                    old = read_serial(handle)
                 kept = old.filter(pc.invert(pc.is_in(old.column("custom_id"), value_set=rows.column("custom_id"))))
                 rows = pa.concat_tables([kept, rows], promote_options="default")
             rows = rows.sort_by("custom_id")
@@ -179,7 +180,7 @@ class KeyedDataset:
         total = 0
         for name in files:
             with self.fs.open(self._path(name), "rb") as handle:
-                total += pq.ParquetFile(handle).metadata.num_rows
+                total += serial_file(handle).metadata.num_rows
         manifest = {**dict(run), "version": version, "rows": total, "files_rewritten": len(written),
                     "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self._commit({"files": files, "version": version, "buckets": buckets, "rows": total, "last_run": manifest})
@@ -236,6 +237,6 @@ def change_counts(ids: pa.Table) -> dict[str, int]:
 def read_ids(ids_url: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     fs, path = fsspec.core.url_to_fs(ids_url, **dict(storage_options or {}))
     with fs.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
+        parquet = serial_file(handle)
         wanted = [c for c in ("custom_id", "shard", KEY_COLUMN, CHANGE_COLUMN) if c in parquet.schema_arrow.names]
-        return parquet.read(columns=wanted)
+        return parquet.read(columns=wanted, use_threads=False)

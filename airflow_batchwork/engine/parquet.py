@@ -47,10 +47,22 @@ class RowEnricher(Protocol):
         """Columns it adds beyond `RESULT_SCHEMA` (empty when it only fills or replaces existing ones)."""
 
     def __call__(self, items: pa.RecordBatch) -> Mapping[str, pa.Array]: ...
-# Small reads of our own files (ids, passthrough columns) on the calling thread: no Arrow CPU or IO pool
-# threads are started for them, so none is alive when the interpreter exits (a joinable native thread
-# destroyed during shutdown is a `std::terminate`, SIGABRT: apache/arrow#34314).
+# Every Parquet read of the package runs on the calling thread: no Arrow CPU or IO pool thread is started,
+# so none is alive when the interpreter exits (a joinable native thread destroyed during shutdown is a
+# `std::terminate`, SIGABRT: apache/arrow#34314). `pq.read_table` goes through the dataset layer, which
+# starts an IO pool thread even with `use_threads=False`; a `ParquetFile` with `pre_buffer=False` read with
+# `use_threads=False` starts none (tests/test_crash_threads.py counts the process's native threads).
 SERIAL_READ: dict[str, Any] = {"use_threads": False, "pre_buffer": False}
+
+
+def serial_file(source: Any) -> pq.ParquetFile:
+    """A `ParquetFile` that reads without Arrow's IO pool (no pre-buffering); read it with `use_threads=False`."""
+    return pq.ParquetFile(source, pre_buffer=False)
+
+
+def read_serial(source: Any, columns: Sequence[str] | None = None) -> pa.Table:
+    """`pq.read_table` of one file (path or file object) on the calling thread (see `SERIAL_READ`)."""
+    return serial_file(source).read(columns=list(columns) if columns is not None else None, use_threads=False)
 
 
 def _release_arrow_objects() -> None:
@@ -141,7 +153,15 @@ def remove_stale_temp_files(fs: Any, parent: str, *, keep: Iterable[str] = (), s
     return removed
 
 
-def publish_folder(url: str, writers: Sequence[ParquetResultWriter], manifest: Mapping[str, Any],
+class CommittablePart(Protocol):
+    """A part written under a temporary name; `commit` moves it to `path`."""
+
+    path: str
+
+    def commit(self) -> None: ...
+
+
+def publish_folder(url: str, writers: Sequence[CommittablePart], manifest: Mapping[str, Any],
                    storage_options: Mapping[str, Any] | None = None) -> str:
     """The commit protocol of a folder output (see the module text); returns the `_SUCCESS` URL.
 

@@ -38,7 +38,17 @@ from airflow_batchwork.engine.client import BatchClient
 from airflow_batchwork.engine.dedup import ReuseCollector
 from airflow_batchwork.engine.enrichment import add_cost, standard_enrichers
 from airflow_batchwork.engine.ledger import FsspecLedger
-from airflow_batchwork.engine.parquet import TMP_PREFIX, RowEnricher, is_directory_url, part_name
+from airflow_batchwork.engine.parquet import (
+    TMP_PREFIX,
+    RowEnricher,
+    committed_files,
+    is_directory_url,
+    part_name,
+    publish_folder,
+    read_serial,
+    remove_stale_temp_files,
+    serial_file,
+)
 from airflow_batchwork.engine.results import JobResultWriter, PassthroughEnricher
 from airflow_batchwork.engine.submission import IDS_SCHEMA, PreparedJob, Shard
 from airflow_batchwork.values.errors import ConfigurationError
@@ -172,7 +182,7 @@ class ResubmitRounds:
     def _read(self, url: str, columns: Sequence[str] | None = None) -> pa.Table:
         fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
         with fs.open(path, "rb") as handle:
-            return pq.read_table(handle, columns=list(columns) if columns else None)
+            return read_serial(handle, columns=list(columns) if columns else None)
 
     def _retry_ids(self, files: Sequence[str]) -> pa.Array:
         chunks = []
@@ -213,14 +223,14 @@ class ResubmitRounds:
         count = 0
         try:
             with fs.open(path, "rb") as handle:
-                source = pq.ParquetFile(handle)
+                source = serial_file(handle)
                 if ITEM_COLUMN not in source.schema_arrow.names:
                     raise ConfigurationError(
                         "max_item_retries", f"{self.handle.ids_url} holds no copy of the submitted requests "
                         "(the job was submitted by an older version)", "resubmit the failed items by hand",
                     )
                 extra = [n for n in (SCHEMA_COLUMN, *(self.handle.passthrough or [])) if n in source.schema_arrow.names]
-                for batch in source.iter_batches(columns=["custom_id", ITEM_COLUMN, *extra]):
+                for batch in source.iter_batches(columns=["custom_id", ITEM_COLUMN, *extra], use_threads=False):
                     batch = batch.filter(pc.is_in(batch.column("custom_id"), value_set=ids))
                     shard_of: list[int] = []
                     for item in batch.column(ITEM_COLUMN).to_pylist():
@@ -258,14 +268,23 @@ class ResubmitRounds:
 
     # --- the final dataset -----------------------------------------------------------------------
     def _attempt_files(self, attempt: int) -> list[str]:
+        """The committed files of a staged attempt (a folder is read only through its `_SUCCESS`)."""
         url = self.attempt_url(attempt)
         if not is_directory_url(url):
             return [url]
-        return [f"{url}{part_name(i)}" for i in range(len(self.handle.batches))]
+        files = committed_files(url, self.storage_options)
+        if files is None:
+            raise FileNotFoundError(f"staged attempt {url} has no {'_SUCCESS'} marker (it was not committed)")
+        return files
 
     def finalize(self, last: int) -> dict[str, Any]:
         """Merge the staged attempts into the output (one row per custom_id, its last attempt), write the
-        history file if asked, delete the staged results; the manifest."""
+        history file if asked, delete the staged results; the manifest.
+
+        The output uses the commit protocol of engine/parquet.py: every part is written under a temporary name;
+        a folder's `_SUCCESS` is removed first and written last (naming the parts), so a kill at any moment
+        leaves either the previous committed dataset's marker absent or the complete new one; the retry
+        redoes every step and removes the temporary files of the killed try."""
         later: list[pa.Table] = []
         taken = pa.array([], pa.string())
         history: list[pa.Table] = []
@@ -279,22 +298,38 @@ class ResubmitRounds:
             if is_directory_url(self.url) else [self.url]
         counts: Counter[str] = Counter()
         rows = 0
-        for source, target in zip(self._attempt_files(1), targets, strict=True):
-            written, part_counts, replaced = self._merge_part(source, target, later, taken)
-            rows += written
-            counts.update(part_counts)
-            history.extend(replaced)
+        parts: list[_AtomicParquet] = []
+        try:
+            for source, target in zip(self._attempt_files(1), targets, strict=True):
+                written, part_counts, replaced, part = self._merge_part(source, target, later, taken)
+                parts.append(part)
+                rows += written
+                counts.update(part_counts)
+                history.extend(replaced)
+        except BaseException:
+            for part in parts:
+                part.abort()
+            raise
         manifest: dict[str, Any] = {
             "path": self.url, "files": targets, "rows": rows, "counts": dict(sorted(counts.items())),
             "provider": self.handle.provider, "model": self.handle.model, "batch_ids": self.handle.batch_ids,
             "unaccounted": max(self.handle.request_count - rows, 0),
-            "attempts": self._attempt_counts(targets),
+            "attempts": self._attempt_counts(parts),
             "rounds": self._rounds(last),
             "retried": len(pc.unique(taken)) if len(taken) else 0,
             "history_path": None,
         }
-        if self.history_url is not None:
-            manifest["history_path"] = self._write_history(history, self._schema(self._attempt_files(1)[0]))
+        try:
+            if self.history_url is not None:
+                manifest["history_path"] = self._write_history(history, self._schema(self._attempt_files(1)[0]))
+        except BaseException:
+            for part in parts:
+                part.abort()
+            raise
+        if is_directory_url(self.url):
+            manifest["success_marker"] = publish_folder(self.url, parts, manifest, self.storage_options)
+        else:
+            parts[0].commit()
         for attempt in range(1, last + 1):
             staged = self.attempt_url(attempt)
             fs, path = fsspec.core.url_to_fs(staged, **self.storage_options)
@@ -303,17 +338,18 @@ class ResubmitRounds:
         return add_cost(manifest, self.storage_options)
 
     def _merge_part(self, source: str, target: str, later: Sequence[pa.Table], taken: pa.Array
-                    ) -> tuple[int, Counter[str], list[pa.Table]]:
+                    ) -> tuple[int, Counter[str], list[pa.Table], _AtomicParquet]:
+        """Write one merged part under a temporary name; the caller commits (moves) it."""
         fs, path = fsspec.core.url_to_fs(source, **self.storage_options)
         counts: Counter[str] = Counter()
         replaced: list[pa.Table] = []
         rows = 0
         with fs.open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = serial_file(handle)
             schema = parquet.schema_arrow
-            with _AtomicParquet(target, schema, self.storage_options) as out:
+            with _AtomicParquet(target, schema, self.storage_options, deferred=True) as out:
                 part_ids: list[pa.Array] = []
-                for batch in parquet.iter_batches():
+                for batch in parquet.iter_batches(use_threads=False):
                     old = pc.is_in(batch.column("custom_id"), value_set=taken)
                     kept = batch.filter(pc.invert(old))
                     replaced.append(pa.Table.from_batches([batch.filter(old)], schema))
@@ -323,12 +359,16 @@ class ResubmitRounds:
                 for table in later:
                     mine = table.filter(pc.is_in(table.column("custom_id"), value_set=ids))
                     rows += out.write(mine.select(schema.names).cast(schema), counts)
-        return rows, counts, replaced
+        return rows, counts, replaced, out
 
-    def _attempt_counts(self, files: Sequence[str]) -> dict[str, int]:
+    @staticmethod
+    def _attempt_counts(parts: Sequence[_AtomicParquet]) -> dict[str, int]:
+        """Rows per attempt of the merged parts (read from their temporary files, before the commit)."""
         counts: Counter[str] = Counter()
-        for url in files:
-            for entry in pc.value_counts(self._read(url, ["attempt"]).column("attempt")).to_pylist():
+        for part in parts:
+            with part.fs.open(part.tmp, "rb") as handle:
+                column = read_serial(handle, columns=["attempt"]).column("attempt")
+            for entry in pc.value_counts(column).to_pylist():
                 counts[str(entry["values"])] += entry["counts"]
         return dict(sorted(counts.items()))
 
@@ -356,13 +396,16 @@ class ResubmitRounds:
 
 
 class _AtomicParquet:
-    """A Parquet file written under a temporary name in its folder and moved into place on success."""
+    """A Parquet file written under a temporary name in its folder and moved into place on success (with
+    `deferred`, only closed on success: the caller then calls `commit`, e.g. through `publish_folder`)."""
 
-    def __init__(self, url: str, schema: pa.Schema, storage_options: Mapping[str, Any]) -> None:
+    def __init__(self, url: str, schema: pa.Schema, storage_options: Mapping[str, Any], *,
+                 deferred: bool = False) -> None:
         self.fs, self.path = fsspec.core.url_to_fs(url, **dict(storage_options))
         parent, _, name = self.path.rpartition("/")
         self.tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}" if parent else f"{TMP_PREFIX}{name}"
         self.schema = schema
+        self.deferred = deferred
 
     def __enter__(self) -> _AtomicParquet:
         parent = self.tmp.rpartition("/")[0]
@@ -380,13 +423,23 @@ class _AtomicParquet:
                     counts[entry["values"]] += entry["counts"]
         return int(table.num_rows)
 
+    def commit(self) -> None:
+        """Move the closed temporary file into place; drop temporary files of killed tries at this name."""
+        self.fs.mv(self.tmp, self.path)
+        parent, _, name = self.path.rpartition("/")
+        remove_stale_temp_files(self.fs, parent, suffix=f"-{name}")
+
+    def abort(self) -> None:
+        if self.fs.exists(self.tmp):
+            self.fs.rm(self.tmp)
+
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self.writer.close()
         self.file.close()
-        if exc_type is None:
-            self.fs.mv(self.tmp, self.path)
-        elif self.fs.exists(self.tmp):
-            self.fs.rm(self.tmp)
+        if exc_type is not None:
+            self.abort()
+        elif not self.deferred:
+            self.commit()
 
 
 async def collect_with_retries(
@@ -403,7 +456,7 @@ async def collect_with_retries(
 ) -> dict[str, Any]:
     """Wait for `job`, collect it into `url`, resubmitting retryable failures up to `max_item_retries`
     times (each round waited for with `poll_interval`/`timeout`); the final manifest."""
-    handle = JobHandle.coerce(job)
+    handle = client._job(job)
     rounds = ResubmitRounds(handle, url, max_item_retries=max_item_retries, keep_history=keep_history,
                             storage_options=storage_options, prices=prices)
     current, attempt = handle, 1

@@ -15,18 +15,17 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from airflow_batchwork.adapters.base import ProviderAdapter
 from airflow_batchwork.engine.dedup import ReuseCollector
 from airflow_batchwork.engine.parquet import (
     ITEM_SCHEMA,
-    SERIAL_READ,
     ParquetResultWriter,
     RowEnricher,
     is_directory_url,
     part_name,
     publish_folder,
+    read_serial,
 )
 from airflow_batchwork.values.errors import BatchworkError
 from airflow_batchwork.values.handle import JobHandle
@@ -46,7 +45,7 @@ def read_submitted_ids(url: str, storage_options: Mapping[str, Any] | None = Non
     """The `custom_id`/`shard` table recorded at submit time."""
     fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     with fs.open(path, "rb") as handle:
-        return pq.read_table(handle, columns=["custom_id", "shard"], **SERIAL_READ)
+        return read_serial(handle, columns=["custom_id", "shard"])
 
 
 # A submitted request with no result line: what its batch's end state says happened to it.
@@ -79,7 +78,7 @@ class PassthroughEnricher:
     def __init__(self, ids_url: str, columns: Sequence[str], storage_options: Mapping[str, Any] | None = None):
         fs, path = fsspec.core.url_to_fs(ids_url, **dict(storage_options or {}))
         with fs.open(path, "rb") as handle:
-            self.table = pq.read_table(handle, columns=["custom_id", *columns], **SERIAL_READ).combine_chunks()
+            self.table = read_serial(handle, columns=["custom_id", *columns]).combine_chunks()
         self.columns = list(columns)
         self.fields = [self.table.schema.field(name) for name in self.columns]
 
@@ -205,7 +204,7 @@ class JobResultWriter:
         writer._file.close()
         writer._writer = None
         with writer.fs.open(writer.tmp_path, "rb") as handle:
-            table = pq.read_table(handle, **SERIAL_READ).filter(keep)
+            table = read_serial(handle).filter(keep)
         writer.fs.rm(writer.tmp_path)
         writer.rows = 0
         writer.counts.clear()

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import fsspec
-import pyarrow.parquet as pq
 
+from airflow_batchwork.engine.parquet import serial_file
 from airflow_batchwork.values.errors import ConfigurationError
 from airflow_batchwork.values.requests import REQUEST_FIELDS
 
@@ -80,7 +80,7 @@ def _jsonl(url: str, storage_options: Mapping[str, Any] | None) -> Iterator[dict
 def _parquet(url: str, wanted: Sequence[str] | None, storage_options: Mapping[str, Any] | None
              ) -> Iterator[dict[str, Any]]:
     with _open(url, storage_options) as handle:
-        parquet = pq.ParquetFile(handle)
+        parquet = serial_file(handle)
         names = parquet.schema_arrow.names
         selected = list(dict.fromkeys(wanted)) if wanted else None
         missing = [c for c in selected or [] if c not in names]
@@ -96,6 +96,6 @@ def _parquet(url: str, wanted: Sequence[str] | None, storage_options: Mapping[st
                 "columns", f"{url!r} has no prompt, messages or value column (columns found: {', '.join(names)})",
                 f'map your columns to request fields, e.g. columns={{"prompt": "{guess}"}}',
             )
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=selected):
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=selected, use_threads=False):
             for row in batch.to_pylist():
                 yield {k: v for k, v in row.items() if v is not None}

@@ -130,6 +130,11 @@ def _console_link(operator: Any, context: Context, handle: JobHandle, hook: Batc
     operator._console_url = persist_batch_link(context, handle, base_url) or ""
 
 
+def _state_root(state_path: str | None) -> str | None:
+    """The configured state store: the operator's `state_path`, else `[batchwork] state_path`."""
+    return state_path or conf.get("batchwork", "state_path", fallback=None)
+
+
 class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
     """Validate and submit a batch job; return its handle (XCom `return_value`) and push `batch_ids`.
 
@@ -298,10 +303,13 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
             requests = requests.resolve(context)
         return requests
 
+    def _state_root(self) -> str | None:
+        return _state_root(self.state_path)
+
     def _ledger(self, context: Context) -> tuple[str, SubmitLedger | None]:
         ti = context["ti"]
         identity = task_identity(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
-        state_path = self.state_path or conf.get("batchwork", "state_path", fallback=None)
+        state_path = self._state_root()
         ledger = ledger_for(context, identity, state_path, self.storage_options)
         if ledger is None:
             self.log.warning("No submission state store (set state_path or [batchwork] state_path): "
@@ -352,7 +360,10 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
                          ) -> dict[str, Any]:
         self._console_url = ""
         outcome = validate_event(event)
-        handle = JobHandle.coerce(job or outcome.get("job") or {})
+        try:
+            handle = JobHandle.coerce(job or outcome.get("job") or {}, state_root=self._state_root())
+        except ConfigurationError as exc:
+            raise _fail_fast(exc) from None
         _console_link(self, context, handle, BatchworkHook(conn_id=self.conn_id))
         status = outcome["status"]
         if status in ("error", "timeout", "failed"):
@@ -388,6 +399,9 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         templated).
     :param cache: the response cache folder (templated) to store this job's new successful answers in,
         atomically after the dataset is written; ``cache_mode="read_only"`` stores nothing.
+    :param state_path: the state store the job was submitted with (templated); default the Airflow config
+        ``[batchwork] state_path``. A handle whose state files (``ids_url``) lie elsewhere is refused before
+        any API call (the handle comes from XCom, which users can write).
     :param merge: ``output_path`` is a keyed dataset folder: this job's rows replace those with the same
         custom_id, the others stay, atomically; the manifest's ``incremental`` entry counts new, changed and
         unchanged rows (the job must be submitted with ``incremental=`` the same folder).
@@ -396,7 +410,7 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
     under a temporary name and moved into place, so a retry overwrites, never appends.
     """
 
-    template_fields: Sequence[str] = ("job", "output_path", "conn_id", "prices", "cache")
+    template_fields: Sequence[str] = ("job", "output_path", "conn_id", "prices", "cache", "state_path")
     ui_color = "#eafbea"
     operator_extra_links = (BatchConsoleLink(),)
 
@@ -418,9 +432,11 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
         cache: str | None = None,
         cache_mode: str = "read_write",
         merge: bool = False,
+        state_path: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.state_path = state_path
         if not output_path or not isinstance(output_path, str):
             raise ConfigurationError("output_path", "is empty" if not output_path else
                                      f"a {type(output_path).__name__} is not a URL",
@@ -480,7 +496,7 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
 
     def _handle(self, job: Any) -> JobHandle:
         try:
-            return JobHandle.coerce(job)
+            return JobHandle.coerce(job, state_root=_state_root(self.state_path))
         except ConfigurationError as exc:
             raise _fail_fast(exc) from None
 

@@ -49,7 +49,10 @@ class ResubmitMixin:
             raise AirflowFailException(str(exc)) from None  # a retry would not fix it
         hook = op._hook(handle)
         creds = hook.credentials(handle.provider)
-        current = JobHandle.coerce(round_job) if round_job else handle
+        try:  # a round's state files live in its staging folder (the trigger event is not trusted either)
+            current = JobHandle.coerce(round_job, state_root=rounds.stage) if round_job else handle
+        except ConfigurationError as exc:
+            raise AirflowFailException(str(exc)) from None
         attempt = rounds.attempt_of(current)
         while True:
             step = asyncio.run(_step(rounds, handle.provider, creds, attempt, current))

@@ -6,6 +6,11 @@ For each request under a provider's prefix it opens :meth:`Faults.request
 body chunk; or, when the store flagged that this request created a batch whose answer must be lost, drops the
 connection before any byte. Finally it appends a :class:`~airflow_batchwork.testing.store.RequestRecord`.
 
+Byte ranges are served only where a provider spec opts in (``ProviderSpec.byte_ranges``, for downloads whose
+real endpoint honours ``Range``): the whole answer is buffered, sent with ``Accept-Ranges: bytes`` and a strong
+``ETag``, and a ``Range: bytes=N-`` / ``bytes=N-M`` request (with a matching or absent ``If-Range``) gets
+``206 Partial Content`` with ``Content-Range`` (``416`` past the end). The request log then shows the 206.
+
 Dropping a connection means closing its socket, so the client sees a transport error (httpx
 ``RemoteProtocolError``), never an HTTP answer. That needs the server's connection, which ``drop`` provides
 (:class:`~airflow_batchwork.testing.emulator.Emulator` looks it up in uvicorn). Without it, a mid-response drop
@@ -16,6 +21,8 @@ becomes a provider-shaped 502.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -45,6 +52,58 @@ class _Sent:
 
     status: int = 500
     recorded: bool = False
+
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def ranged(scope: Scope, send: Send) -> Send:
+    """Wrap ``send`` so a 200 answer honours the request's single ``Range`` (RFC 9110 sections 14.2-14.4).
+
+    The body is buffered (emulator downloads are small); the wrapped send receives one start and one body."""
+    held: list[Message] = []
+    chunks: list[bytes] = []
+
+    async def send_ranged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            held.append(message)
+            return
+        if message["type"] != "http.response.body" or not held:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        start, body = held.pop(), b"".join(chunks)
+        status = start["status"]
+        headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() not in (b"content-length", b"etag")]
+        if status != 200:
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        headers += [(b"accept-ranges", b"bytes"), (b"etag", etag.encode())]
+        wanted = _RANGE.fullmatch((_header(scope, b"range") or "").strip())
+        if_range = _header(scope, b"if-range")
+        if wanted is not None and (if_range is None or if_range == etag):
+            first = int(wanted.group(1))
+            last = min(int(wanted.group(2)), len(body) - 1) if wanted.group(2) else len(body) - 1
+            if first >= len(body) or last < first:
+                status, headers, body = 416, [*headers, (b"content-range", f"bytes */{len(body)}".encode())], b""
+            else:
+                headers.append((b"content-range", f"bytes {first}-{last}/{len(body)}".encode()))
+                status, body = 206, body[first:last + 1]
+        await send({**start, "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return send_ranged
 
 
 class ConnectionDropped(ConnectionError):
@@ -156,5 +215,7 @@ class FaultMiddleware:
         if context.transport in ("rate_limit", "server_error"):
             error = error_for(context.transport, config, context.server_error_status)
             await spec.error_response(error)(scope, receive, faulty_send)
+        elif spec.byte_ranges is not None and spec.byte_ranges(scope):
+            await self.app(scope, receive, ranged(scope, faulty_send))
         else:
             await self.app(scope, receive, faulty_send)

@@ -321,7 +321,9 @@ def total_cost(files: Sequence[str], storage_options: Mapping[str, Any] | None =
     for url in files:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         with fs.open(path, "rb") as handle:
-            column = pq.read_table(handle, columns=["cost_usd"]).column("cost_usd")
+            # On the calling thread: no Arrow pool thread is started (apache/arrow#34314, engine/parquet.py).
+            table = pq.ParquetFile(handle, pre_buffer=False).read(columns=["cost_usd"], use_threads=False)
+            column = table.column("cost_usd")
         if column.null_count < len(column):
             priced = True
             total += float(pc.sum(column).as_py() or 0.0)

@@ -188,7 +188,9 @@ class StructuredEnricher:
         if self._map is None:
             fs, path = fsspec.core.url_to_fs(self.ids_url, **self.storage_options)
             with fs.open(path, "rb") as handle:
-                table = pq.read_table(handle, columns=["custom_id", SCHEMA_COLUMN])
+                # On the calling thread: no Arrow pool thread (apache/arrow#34314, engine/parquet.py).
+                table = pq.ParquetFile(handle, pre_buffer=False).read(columns=["custom_id", SCHEMA_COLUMN],
+                                                                      use_threads=False)
             self._map = table.filter(pc.is_valid(table.column(SCHEMA_COLUMN)))
         positions = pc.index_in(ids, value_set=self._map.column("custom_id").combine_chunks())
         return list(pc.take(self._map.column(SCHEMA_COLUMN), positions).to_pylist())

@@ -92,6 +92,10 @@ class ProviderSpec:
     request_id_prefix: str = "req_"
     aliases: tuple[str, ...] = ()
     """Other names ``Emulator.base_url`` accepts for this provider (e.g. ``gemini`` for ``google``)."""
+    byte_ranges: Callable[[Scope], bool] | None = None
+    """Opt-in: True for the GET requests whose real endpoint honours HTTP ``Range`` (the middleware then
+    answers ``Accept-Ranges``/``ETag`` and ``206`` partial content, see ``testing/middleware.py``). Only for
+    downloads documented to serve ranges; None (the default) serves whole bodies only."""
 
     def new_request_id(self) -> str:
         """A fresh request id in this provider's style."""

@@ -760,4 +760,7 @@ SPEC = ProviderSpec(
     request_id_header="x-request-id",
     request_id_prefix="req_",
     aliases=("gemini",),
+    # Google's media downloads (`alt=media`) honour `Range` (Google API media-download docs); metadata does not.
+    byte_ranges=lambda scope: scope["method"] == "GET" and scope["path"].endswith(":download")
+    and b"alt=media" in scope.get("query_string", b""),
 )

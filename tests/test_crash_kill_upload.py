@@ -1,0 +1,103 @@
+"""A submit SIGKILLed after its upload and before the create answered, for the providers whose upload was
+not recorded before (Mistral, Gemini in file mode): the ledger holds the uploaded file's id before the paid
+create, so the retry re-uses it: exactly one uploaded file per shard at the emulator, no orphan, one batch
+per shard.
+
+The kill moment is an event: the parent watches the child's ledger file until a shard records its upload
+but not yet its batch id (each emulator answer is slowed, so that state lasts seconds, not milliseconds)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_batchwork.core import BatchClient, Credentials
+from airflow_batchwork.engine.parquet import committed_files
+from airflow_batchwork.testing import Emulator
+from airflow_batchwork.testing.faults import FaultConfig
+from tests.test_crash_kill import ROOT, WAIT, check_exit
+
+MODELS = {"mistral": "mistral/mistral-small-latest", "google": "google/gemini-2.5-flash"}
+UPLOAD_KEY = {"mistral": "file_id", "google": "file_name"}
+N = 30
+SHARDS = 3
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    with Emulator(processing_seconds=0.3) as emulator:
+        yield emulator
+
+
+def uploaded_not_created(ledger: Path, key: str) -> bool:
+    try:
+        state = json.loads(ledger.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return any((s.get("calls") or {}).get(key) and not s.get("id") for s in state.get("shards", []))
+
+
+def run_child(spec: dict[str, Any], kill_when: Any = None) -> int | None:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.crash_child", json.dumps(spec)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + WAIT * 2
+        while proc.poll() is None and time.monotonic() < deadline:
+            if kill_when is not None and kill_when():
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                return None
+            time.sleep(0.005)
+        if proc.poll() is None:  # pragma: no cover
+            proc.kill()
+            pytest.fail("the child neither finished nor reached its kill moment")
+        _, err = proc.communicate()
+        check_exit(spec, proc.returncode, err)
+        return proc.returncode
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("provider", sorted(MODELS))
+async def test_kill_after_upload_reuses_the_recorded_file(emu: Emulator, provider: str, tmp_path: Path) -> None:
+    spec = {"provider": provider, "base_url": emu.base_url(provider), "model": MODELS[provider], "n": N,
+            "max_requests": N // SHARDS, "state": str(tmp_path / "state"), "identity": f"upload-{provider}",
+            "handle": str(tmp_path / "handle.json"), "out": f"{tmp_path / 'out'}/", "file_upload": True}
+    ledger = tmp_path / "state" / f"upload-{provider}.json"
+    files_before = {f.id for f in emu.files(provider)}
+    batches_before = {b.id for b in emu.batches(provider)}
+    emu.faults = FaultConfig(slow_seconds=1.0, providers=provider)
+    try:
+        killed = run_child({**spec, "mode": "submit"}, lambda: uploaded_not_created(ledger, UPLOAD_KEY[provider]))
+    finally:
+        emu.faults = FaultConfig()
+    assert killed is None  # killed after an upload was recorded and before that shard's batch id was
+    run_child({**spec, "mode": "submit"})
+
+    uploads = [f for f in emu.files(provider) if f.id not in files_before and f.result_of is None]
+    made = [b for b in emu.batches(provider) if b.id not in batches_before]
+    assert len(made) == SHARDS, [b.id for b in made]  # one batch per shard
+    assert len(uploads) == SHARDS, [f.id for f in uploads]  # one file per shard: the kill left no orphan
+    state = json.loads(ledger.read_text())
+    recorded = sorted(s["calls"][UPLOAD_KEY[provider]].removeprefix("files/") for s in state["shards"])
+    assert recorded == sorted(f.id.removeprefix("files/") for f in uploads)  # the files the ledger names
+
+    handle = json.loads(Path(spec["handle"]).read_text())
+    async with BatchClient({provider: Credentials("k", emu.base_url(provider))}) as client:
+        await client.wait(handle, poll_interval=0.2, timeout=WAIT)
+        await client.write_parquet(handle, spec["out"])
+    files = committed_files(spec["out"])
+    assert files is not None
+    ids = pq.read_table(files).column("custom_id").to_pylist()
+    assert sorted(ids) == [f"r{i:04d}" for i in range(N)]  # every request once
