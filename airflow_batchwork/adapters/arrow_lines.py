@@ -110,7 +110,7 @@ def parse_chat_chunk(
     canceled_codes: frozenset[str],
 ) -> pa.RecordBatch | None:
     """Result columns for every line of `chunk` (complete lines only), or None to fall back."""
-    if TOOL_CALLS.search(chunk):  # tool calls are read line by line
+    if b'"tool_calls"' in chunk and TOOL_CALLS.search(chunk):  # tool calls are read line by line
         return None
     parsed = read_lines(chunk, CHAT_LINE_SCHEMA)
     if parsed is None:

@@ -5,9 +5,12 @@ Everything here runs before any API call: a bad request is refused with the fiel
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
+import tempfile
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -402,6 +405,85 @@ def check_request_list(raw: object, field: str = "requests") -> None:
         )
 
 
+class SeenIds:
+    """The custom_ids seen so far, in a fixed-size filter plus 16 bytes per id (a dict of the ids took ~150).
+
+    A 64-bit hash of each id goes into a bitmap (8 MB) and, in runs of 65,536 sorted by hash, beside its
+    ordinal; the ids themselves go to a temporary file. An id whose bit is clear is new (most ids); an id
+    whose hash matches an earlier one is compared with that id as read back from the file, so a hash
+    collision is never reported as a duplicate."""
+
+    BITS = 1 << 26
+    RUN = 65_536
+    hash = staticmethod(hash)  # Python's keyed string hash (random per process: no input can be made to collide)
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS >> 3)
+        self._pending: dict[int, int] = {}  # hash -> ordinal, for ids not yet in a run
+        self._clashes: list[tuple[int, int]] = []  # (hash, ordinal) of ids whose hash a pending id has
+        self._runs: list[tuple[array[int], array[int]]] = []
+        self._file = tempfile.TemporaryFile(prefix="batchwork-ids-")  # noqa: SIM115 (closed by close())
+        self._count = 0
+
+    def add(self, custom_id: str, index: int) -> int | None:
+        """Record `custom_id` (of request `index`); the index of an earlier request with the same id, if any."""
+        h = self.hash(custom_id)
+        slot = h & (self.BITS - 1)
+        if self._bits[slot >> 3] & (1 << (slot & 7)):
+            earlier = self._earlier(custom_id, h)
+            if earlier is not None:
+                return earlier
+        else:
+            self._bits[slot >> 3] |= 1 << (slot & 7)
+        if h in self._pending:
+            self._clashes.append((h, self._count))
+        else:
+            self._pending[h] = self._count
+        self._file.write(b"%d %s\n" % (index, custom_id.encode()))
+        self._count += 1
+        if self._count % self.RUN == 0:
+            self._seal()
+        return None
+
+    def _seal(self) -> None:
+        entries = sorted([*self._pending.items(), *self._clashes])
+        self._runs.append((array("q", [h for h, _ in entries]), array("q", [o for _, o in entries])))
+        self._pending, self._clashes = {}, []
+
+    def _earlier(self, custom_id: str, h: int) -> int | None:
+        ordinals = [o for k, o in [*self._pending.items(), *self._clashes] if k == h] if self._clashes \
+            else ([self._pending[h]] if h in self._pending else [])
+        for hashes, run in self._runs:
+            at = bisect.bisect_left(hashes, h)
+            while at < len(hashes) and hashes[at] == h:
+                ordinals.append(run[at])
+                at += 1
+        if not ordinals:
+            return None
+        wanted = set(ordinals)
+        self._file.flush()
+        self._file.seek(0)
+        try:
+            for ordinal, line in enumerate(self._file):
+                if ordinal in wanted:
+                    index, _, value = line.rstrip(b"\n").partition(b" ")
+                    if value.decode() == custom_id:
+                        return int(index)
+                    wanted.discard(ordinal)
+                    if not wanted:
+                        break
+        finally:
+            self._file.seek(0, 2)
+        return None
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def iter_requests(
     raw: Iterable[Mapping[str, Any]],
     *,
@@ -417,8 +499,20 @@ def iter_requests(
     base = validate_defaults(defaults)
     kind = ref.kind
     problems: list[tuple[str, str, str]] = []
-    seen: dict[str, int] = {}
-    count = 0
+    seen = SeenIds()
+    try:
+        yield from _validated(raw, field, base, kind, problems, seen)
+    finally:
+        seen.close()
+    count = seen.count
+    if problems:
+        raise _combined(problems)
+    if not count:
+        raise RequestValidationError(field, "the request list is empty", "give at least one request")
+
+
+def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, Any], kind: str,
+               problems: list[tuple[str, str, str]], seen: SeenIds) -> Iterator[tuple[int, BatchRequest]]:
     for index, item in enumerate(raw):
         where = f"{field}[{index}]"
         if len(problems) >= MAX_REPORTED_PROBLEMS:
@@ -445,18 +539,13 @@ def iter_requests(
         if problem:
             problems.append((f"{where}.{problem[0]}", problem[1], problem[2]))
             continue
-        if request.custom_id in seen:
+        earlier = seen.add(request.custom_id, index)
+        if earlier is not None:
             problems.append((f"{where}.custom_id", f"duplicate custom_id {request.custom_id!r} "
-                             f"(also at {field}[{seen[request.custom_id]}])", "make every custom_id unique"))
+                             f"(also at {field}[{earlier}])", "make every custom_id unique"))
             continue
-        seen[request.custom_id] = index
-        count += 1
         if not problems:
             yield index, request
-    if problems:
-        raise _combined(problems)
-    if not count:
-        raise RequestValidationError(field, "the request list is empty", "give at least one request")
 
 
 def prepare_requests(
