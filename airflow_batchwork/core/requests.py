@@ -408,77 +408,76 @@ def check_request_list(raw: object, field: str = "requests") -> None:
 class SeenIds:
     """The custom_ids seen so far, in a fixed-size filter plus 16 bytes per id (a dict of the ids took ~150).
 
-    A 64-bit hash of each id goes into a bitmap (8 MB) and, in runs of 65,536 sorted by hash, beside its
-    ordinal; the ids themselves go to a temporary file. An id whose bit is clear is new (most ids); an id
-    whose hash matches an earlier one is compared with that id as read back from the file, so a hash
-    collision is never reported as a duplicate."""
+    A 64-bit hash of each id marks a byte of a fixed table (8 MB) and goes, in runs of 65,536 sorted by
+    hash, beside its ordinal; the ids themselves go to a temporary file run by run. An id whose byte is
+    clear is new (most ids); an id whose hash matches an earlier one is compared with that id as read
+    back, so a hash collision is never reported as a duplicate."""
 
-    BITS = 1 << 26
+    SLOTS = 1 << 23
     RUN = 65_536
     hash = staticmethod(hash)  # Python's keyed string hash (random per process: no input can be made to collide)
 
     def __init__(self) -> None:
-        self._bits = bytearray(self.BITS >> 3)
-        self._pending: dict[int, int] = {}  # hash -> ordinal, for ids not yet in a run
+        self._marks = bytearray(self.SLOTS)
+        self._pending: dict[int, int] = {}  # hash -> ordinal, for the ids of the current run
         self._clashes: list[tuple[int, int]] = []  # (hash, ordinal) of ids whose hash a pending id has
+        self._lines: list[tuple[int, str]] = []  # (index, custom_id) of the current run
         self._runs: list[tuple[array[int], array[int]]] = []
         self._file = tempfile.TemporaryFile(prefix="batchwork-ids-")  # noqa: SIM115 (closed by close())
-        self._count = 0
+        self._sealed = 0
+
+    @property
+    def count(self) -> int:
+        return self._sealed + len(self._lines)
 
     def add(self, custom_id: str, index: int) -> int | None:
         """Record `custom_id` (of request `index`); the index of an earlier request with the same id, if any."""
         h = self.hash(custom_id)
-        slot = h & (self.BITS - 1)
-        if self._bits[slot >> 3] & (1 << (slot & 7)):
-            earlier = self._earlier(custom_id, h)
-            if earlier is not None:
-                return earlier
-        else:
-            self._bits[slot >> 3] |= 1 << (slot & 7)
+        slot = h & (self.SLOTS - 1)
+        if self._marks[slot] and (earlier := self._earlier(custom_id, h)) is not None:
+            return earlier
+        self._marks[slot] = 1
+        ordinal = self._sealed + len(self._lines)
         if h in self._pending:
-            self._clashes.append((h, self._count))
+            self._clashes.append((h, ordinal))
         else:
-            self._pending[h] = self._count
-        self._file.write(b"%d %s\n" % (index, custom_id.encode()))
-        self._count += 1
-        if self._count % self.RUN == 0:
+            self._pending[h] = ordinal
+        self._lines.append((index, custom_id))
+        if len(self._lines) >= self.RUN:
             self._seal()
         return None
 
     def _seal(self) -> None:
         entries = sorted([*self._pending.items(), *self._clashes])
         self._runs.append((array("q", [h for h, _ in entries]), array("q", [o for _, o in entries])))
-        self._pending, self._clashes = {}, []
+        self._file.write("".join(f"{index} {custom_id}\n" for index, custom_id in self._lines).encode())
+        self._sealed += len(self._lines)
+        self._pending, self._clashes, self._lines = {}, [], []
 
     def _earlier(self, custom_id: str, h: int) -> int | None:
-        ordinals = [o for k, o in [*self._pending.items(), *self._clashes] if k == h] if self._clashes \
-            else ([self._pending[h]] if h in self._pending else [])
+        ordinals = [self._pending[h], *(o for k, o in self._clashes if k == h)] if h in self._pending else []
         for hashes, run in self._runs:
             at = bisect.bisect_left(hashes, h)
             while at < len(hashes) and hashes[at] == h:
                 ordinals.append(run[at])
                 at += 1
-        if not ordinals:
-            return None
-        wanted = set(ordinals)
-        self._file.flush()
+        found = [index for ordinal in sorted(ordinals) if (index := self._index_if(ordinal, custom_id)) is not None]
+        return found[0] if found else None
+
+    def _index_if(self, ordinal: int, custom_id: str) -> int | None:
+        """The request index of id number `ordinal` if that id is `custom_id`."""
+        if ordinal >= self._sealed:
+            index, value = self._lines[ordinal - self._sealed]
+            return index if value == custom_id else None
         self._file.seek(0)
         try:
-            for ordinal, line in enumerate(self._file):
-                if ordinal in wanted:
+            for number, line in enumerate(self._file):
+                if number == ordinal:
                     index, _, value = line.rstrip(b"\n").partition(b" ")
-                    if value.decode() == custom_id:
-                        return int(index)
-                    wanted.discard(ordinal)
-                    if not wanted:
-                        break
+                    return int(index) if value.decode() == custom_id else None
         finally:
             self._file.seek(0, 2)
         return None
-
-    @property
-    def count(self) -> int:
-        return self._count
 
     def close(self) -> None:
         self._file.close()
