@@ -467,14 +467,14 @@ class SeenIds:
     def _index_if(self, ordinal: int, custom_id: str) -> int | None:
         """The request index of id number `ordinal` if that id is `custom_id`."""
         if ordinal >= self._sealed:
-            index, value = self._lines[ordinal - self._sealed]
-            return index if value == custom_id else None
+            pending_index, pending_id = self._lines[ordinal - self._sealed]
+            return pending_index if pending_id == custom_id else None
         self._file.seek(0)
         try:
             for number, line in enumerate(self._file):
                 if number == ordinal:
-                    index, _, value = line.rstrip(b"\n").partition(b" ")
-                    return int(index) if value.decode() == custom_id else None
+                    number_text, _, value = line.rstrip(b"\n").partition(b" ")
+                    return int(number_text) if value.decode() == custom_id else None
         finally:
             self._file.seek(0, 2)
         return None
