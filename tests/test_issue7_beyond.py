@@ -275,7 +275,7 @@ async def test_three_transient_failures_resubmitted_once(emulator: Emulator, tmp
     assert sorted((h["custom_id"], h["attempt"], h["status"]) for h in history) == \
         [(f"r{i}", 1, "errored") for i in (2, 5, 7)]
     # Staged results are gone; only the small round ledgers stay, hidden from dataset readers.
-    # The merged folder is committed like any folder output (core/parquet.py): `_SUCCESS` written last.
+    # The merged folder is committed like any folder output (engine/parquet.py): `_SUCCESS` written last.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_SUCCESS", "_batchwork-rounds",
                                                                      "_history.parquet", "part-00000.parquet"]
 

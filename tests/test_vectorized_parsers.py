@@ -110,3 +110,59 @@ def test_unreadable_chunks_fall_back() -> None:
     bad = chunk(openai_lines()) + b'{"custom_id": "c9", "respo\n'
     assert parse_chat_chunk(bad, "b", dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES) is None
     assert parse_results_chunk(b'{"custom_id": "has space", "result": {"type": "expired"}}\n', "b") is None
+
+
+def _openai_slow(data: bytes):  # type: ignore[no-untyped-def]
+    return items_to_batch(OpenAIAdapter.offline().parse_result_text(parse_model("openai/m"), "b", data.decode()))
+
+
+# The fast paths skip copies when they change nothing (no blank line to drop, text already null on every
+# failed line, no empty `choices`); these chunks take the other branch of each, and both agree with the
+# line parser.
+@pytest.mark.parametrize("variant", ["blank lines", "no final newline", "failed line with text", "empty choices",
+                                     "only successes"])
+def test_openai_chat_every_branch(variant: str) -> None:
+    lines = openai_lines()
+    if variant == "failed line with text":
+        lines.append({"custom_id": "c9", "response": {"status_code": 400, "body": {
+            "choices": [{"message": {"content": "partial"}, "finish_reason": "stop"}],
+            "error": {"code": "x", "message": "refused"}}}})
+    elif variant == "empty choices":
+        lines.append({"custom_id": "c9", "response": {"status_code": 200, "body": {"choices": []}}})
+    elif variant == "only successes":
+        lines = lines[:4]
+    data = chunk(lines)
+    if variant == "blank lines":
+        data = data.replace(b"}\n", b"}\n\n", 2)
+    elif variant == "no final newline":
+        data = data.rstrip(b"\n")
+    fast = parse_chat_chunk(data, "b", dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES)
+    slow = _openai_slow(data)
+    assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+
+
+@pytest.mark.parametrize("variant", ["blank lines", "no final newline", "only successes", "only errors"])
+def test_gemini_every_branch(variant: str) -> None:
+    lines = gemini_lines()
+    if variant == "only successes":
+        lines = lines[:4]
+    elif variant == "only errors":
+        lines = lines[4:]
+    data = chunk(lines)
+    if variant == "blank lines":
+        data = data.replace(b"}\n", b"}\n\n", 2)
+    elif variant == "no final newline":
+        data = data.rstrip(b"\n")
+    fast = parse_generate_chunk(data, "batches/b")
+    adapter, ref = GoogleAdapter.offline(), parse_model("google/gemini-2.5-flash")
+    slow = items_to_batch(adapter.parse_result_text(ref, "batches/b", data.decode()))
+    assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+
+
+@pytest.mark.parametrize("variant", ["blank lines", "no final newline"])
+def test_anthropic_every_branch(variant: str) -> None:
+    data = chunk(anthropic_lines())
+    data = data.replace(b"}\n", b"}\n\n", 2) if variant == "blank lines" else data.rstrip(b"\n")
+    fast = parse_results_chunk(data, "b")
+    slow = items_to_batch(AnthropicAdapter.offline().parse_result_text(parse_model("anthropic/m"), "b", data.decode()))
+    assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())

@@ -441,7 +441,7 @@ RESULT_LINE_SCHEMA = pa.schema([
 
 def parse_results_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
     """Result columns for a chunk of result lines, computed in Arrow; None to fall back to `parse_line`."""
-    if TOOL_USE_BLOCK.search(chunk):  # tool calls are read line by line
+    if b'"tool_use"' in chunk and TOOL_USE_BLOCK.search(chunk):  # tool calls are read line by line
         return None
     parsed = read_lines(chunk, RESULT_LINE_SCHEMA)
     if parsed is None:

@@ -54,6 +54,14 @@ def field(array: pa.Array, *path: str) -> pa.Array:
     return array
 
 
+def only_where(ok: pa.Array, values: pa.Array) -> pa.Array:
+    """`values` where `ok` is true, null elsewhere: `values` itself (no copy) when it is already null
+    wherever `ok` is not true, as it mostly is (an error line has no text)."""
+    if not pc.any(pc.and_kleene(pc.invert(pc.fill_null(ok, False)), pc.is_valid(values))).as_py():
+        return values
+    return pc.if_else(ok, values, pa.nulls(len(values), values.type))
+
+
 def empty_batch() -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
 
@@ -65,13 +73,17 @@ def read_lines(chunk: bytes, schema: pa.Schema, id_column: str = "custom_id") ->
         lines = pc.split_pattern(pa.array([chunk], pa.large_binary()), "\n").flatten().cast(pa.string())
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
-    lines = lines.filter(pc.greater(pc.binary_length(lines), 0))
+    if chunk.endswith(b"\n"):
+        lines = lines.slice(0, len(lines) - 1)  # the empty piece after the last newline (no copy)
+    if len(lines) and pc.min(pc.binary_length(lines)).as_py() == 0:
+        lines = lines.filter(pc.greater(pc.binary_length(lines), 0))  # blank lines inside (a copy)
     if len(lines) == 0:
         return lines, pa.table({})
     try:
         table = pj.read_json(
             io.BytesIO(chunk),
-            read_options=pj.ReadOptions(block_size=1 << 20, use_threads=False),
+            # One block: one chunk per column, so combine_chunks below copies nothing.
+            read_options=pj.ReadOptions(block_size=max(len(chunk) + 1, 1 << 20), use_threads=False),
             parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -98,7 +110,7 @@ def parse_chat_chunk(
     canceled_codes: frozenset[str],
 ) -> pa.RecordBatch | None:
     """Result columns for every line of `chunk` (complete lines only), or None to fall back."""
-    if TOOL_CALLS.search(chunk):  # tool calls are read line by line
+    if b'"tool_calls"' in chunk and TOOL_CALLS.search(chunk):  # tool calls are read line by line
         return None
     parsed = read_lines(chunk, CHAT_LINE_SCHEMA)
     if parsed is None:
@@ -126,8 +138,7 @@ def parse_chat_chunk(
                               "canceled", "errored")))
     choices = field(body, "choices")
     try:
-        first = pc.list_element(pc.if_else(pc.greater(pc.fill_null(pc.list_value_length(choices), 0), 0),
-                                           choices, pa.nulls(n, choices.type)), 0)
+        first = pc.list_element(only_where(pc.greater(pc.list_value_length(choices), 0), choices), 0)
     except (pa.ArrowInvalid, pa.ArrowIndexError):
         return None
     content = field(first, "message", "content")
@@ -142,7 +153,7 @@ def parse_chat_chunk(
         "custom_id": custom_id,
         "batch_id": const(batch_id, n),
         "status": status,
-        "text": pc.if_else(ok, content, pa.nulls(n, pa.string())),
+        "text": only_where(ok, content),
         "finish_reason": pc.if_else(errored, const("error", n),
                                     pc.if_else(ok, mapped, pa.nulls(n, pa.string()))),
         "input_tokens": pc.if_else(ok, prompt, pa.nulls(n, pa.int64())),

@@ -24,6 +24,7 @@ from airflow_batchwork.adapters.arrow_lines import (
     empty_batch,
     field,
     map_values,
+    only_where,
     parse_ahead,
     read_lines,
 )
@@ -341,7 +342,7 @@ def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
         and field(parts_of_all, "text").null_count == 0
     ):
         return None
-    first = pc.list_element(pc.if_else(ok, candidates, pa.nulls(n, candidates.type)), 0)
+    first = pc.list_element(only_where(ok, candidates), 0)
     parts = field(first, "content", "parts")
     if not pc.all(pc.or_(pc.invert(ok), pc.greater(pc.fill_null(pc.list_value_length(parts), 0), 0))).as_py():
         return None
@@ -357,7 +358,7 @@ def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
         "custom_id": table.column("key").combine_chunks(),
         "batch_id": const(batch_id, n),
         "status": pc.if_else(ok, const("succeeded", n), const("errored", n)),
-        "text": pc.if_else(ok, pc.binary_join(texts, ""), strings),
+        "text": only_where(ok, pc.binary_join(texts, "")),
         "finish_reason": pc.if_else(ok, map_values(field(first, "finishReason"), _LOWER_FINISH), const("error", n)),
         "input_tokens": pc.if_else(ok, prompt, ints),
         "output_tokens": pc.if_else(ok, output, ints),

@@ -1,9 +1,10 @@
 """Collecting a job's results into Parquet: one row per submitted custom_id, written atomically.
 
 Each provider batch's results stream in as record batches and go straight to disk. Two checks run
-at the end over the custom_id column only (a few bytes per row): a result the provider sent twice is
-dropped (the rare path rewrites the affected files), and a submitted id with no result becomes a
-`missing` row when the job recorded its ids at submit time.
+at the end over the custom_ids, kept as 64-bit hashes (8 bytes per row, `IdHashes`): a result the provider
+sent twice is dropped (equal hashes send it down the rare path, which reads the ids back from the written
+files and compares them exactly), and a submitted id with no result becomes a `missing` row when the job
+recorded its ids at submit time.
 """
 
 from __future__ import annotations
@@ -87,6 +88,45 @@ class PassthroughEnricher:
         return {name: self.table.column(name).take(positions) for name in self.columns}
 
 
+def id_hashes(ids: pa.Array | pa.ChunkedArray) -> pa.Int64Array:
+    """64-bit hashes of custom_ids (Python's keyed string hash, random per process: equal ids hash equal,
+    and no input can be crafted to collide)."""
+    return pa.array(list(map(hash, ids.to_pylist())), pa.int64())
+
+
+class IdHashes:
+    """The custom_ids written to one file, as 64-bit hashes in row order: 8 bytes per row where the
+    ids themselves (and a hash table over them at the end) took ~70."""
+
+    def __init__(self) -> None:
+        self._chunks: list[pa.Array] = []
+        self._rows = 0
+
+    def add(self, ids: pa.Array) -> None:
+        self._chunks.append(id_hashes(ids))
+        self._rows += len(ids)
+        if len(self._chunks) >= 64:  # few, large chunks
+            self._chunks = [pa.concat_arrays(self._chunks)]
+
+    def values(self) -> pa.ChunkedArray:
+        return pa.chunked_array(self._chunks, pa.int64())
+
+    def replace(self, ids: pa.Array | pa.ChunkedArray) -> None:
+        self._chunks, self._rows = [id_hashes(ids)], len(ids)
+
+    def __len__(self) -> int:
+        return self._rows
+
+
+def has_equal_values(values: pa.ChunkedArray) -> bool:
+    """Whether two of `values` (int64) are equal, by sorting (no hash table)."""
+    n = len(values)
+    if n < 2:
+        return False
+    ordered = pc.take(values, pc.sort_indices(values))
+    return bool(pc.any(pc.equal(ordered.slice(1), ordered.slice(0, n - 1))).as_py())
+
+
 class JobResultWriter:
     """Write every result of a job to `url`: one file, or one part per provider batch for a folder URL."""
 
@@ -113,7 +153,7 @@ class JobResultWriter:
                                 storage_options=self.storage_options, enrichers=enrichers)
             for t in targets
         ]
-        self._ids: list[list[pa.Array]] = [[] for _ in self.writers]
+        self._ids = [IdHashes() for _ in self.writers]
 
     def _writer_index(self, shard: int) -> int:
         return shard if len(self.writers) > 1 else 0
@@ -168,59 +208,76 @@ class JobResultWriter:
 
     def _write(self, index: int, records: pa.RecordBatch) -> None:
         written = self.writers[index].write_batch(records)
-        self._ids[index].append(records.column("custom_id"))
+        self._ids[index].add(records.column("custom_id"))
         if self.reuse is not None and written is not None:
             self.reuse.observe(written)  # the rows as written: final status, `cached`/`dedup_of` set
 
-    def _all_ids(self) -> pa.ChunkedArray:
-        chunks = [chunk for ids in self._ids for chunk in ids]
-        return pa.chunked_array(chunks, pa.string())
+    def _all_hashes(self) -> pa.ChunkedArray:
+        return pa.chunked_array([c for ids in self._ids for c in ids.values().chunks], pa.int64())
 
     def _drop_duplicates(self) -> int:
-        ids = self._all_ids()
-        if len(ids) == 0 or pc.count_distinct(ids).as_py() == len(ids):
-            return 0
-        # Rare path: keep the first result per custom_id, rewriting the affected files.
+        hashes = self._all_hashes()
+        if not has_equal_values(hashes):
+            return 0  # distinct hashes: distinct ids
+        # Rare path (equal hashes: a duplicate, or two ids whose hashes collide): the ids are read back from
+        # the written files and compared exactly; the first result per custom_id is kept.
         seen: set[str] = set()
         dropped = 0
         for index, writer in enumerate(self.writers):
-            if not self._ids[index]:
+            if not len(self._ids[index]):
                 continue
+            table = self._read_back(writer)
             keep: list[bool] = []
-            for value in pa.chunked_array(self._ids[index], pa.string()).to_pylist():
+            for value in table.column("custom_id").to_pylist():
                 keep.append(value not in seen)
                 seen.add(value)
-            if all(keep):
-                continue
             dropped += keep.count(False)
-            self._rewrite(index, writer, pa.array(keep))
-        log.warning("Dropped %d duplicate results (the provider sent some custom_ids twice)", dropped)
+            self._rewrite(index, writer, table.filter(pa.array(keep)) if not all(keep) else table)
+        if dropped:
+            log.warning("Dropped %d duplicate results (the provider sent some custom_ids twice)", dropped)
         return dropped
 
-    def _rewrite(self, index: int, writer: ParquetResultWriter, keep: pa.BooleanArray) -> None:
+    @staticmethod
+    def _read_back(writer: ParquetResultWriter) -> pa.Table:
+        """Close `writer`'s temporary file and read it whole (the rare path only)."""
         writer.flush()
         assert writer._writer is not None
         writer._writer.close()
         writer._file.close()
         writer._writer = None
         with writer.fs.open(writer.tmp_path, "rb") as handle:
-            table = read_serial(handle).filter(keep)
+            table = read_serial(handle)
         writer.fs.rm(writer.tmp_path)
+        return table
+
+    def _rewrite(self, index: int, writer: ParquetResultWriter, table: pa.Table) -> None:
+        """Write `table` (rows read back from `writer`'s file) anew through `writer`."""
         writer.rows = 0
         writer.counts.clear()
         kept = pa.Table.from_batches(table.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA).to_batches(), ITEM_SCHEMA)
         for records in kept.to_batches():
             writer.write_batch(records)
-        self._ids[index] = [table.column("custom_id").combine_chunks()]
+        self._ids[index].replace(table.column("custom_id"))
 
     async def _add_missing(self, adapter: ProviderAdapter) -> int:
         if not self.handle.ids_url:
             return 0
         submitted = read_submitted_ids(self.handle.ids_url, self.storage_options)
-        returned = self._all_ids()
-        # Rows of shard -1 were never sent (answers reused, engine/dedup.py): they are not missing.
-        absent = submitted.filter(pc.and_(pc.invert(pc.is_in(submitted.column("custom_id"), value_set=returned)),
-                                          pc.greater_equal(submitted.column("shard"), 0)))
+        returned = self._all_hashes()
+        # An id whose hash no returned id has is certainly absent. Rows of shard -1 were never sent (answers
+        # reused, engine/dedup.py): they are not missing.
+        unreturned = pc.invert(pc.is_in(id_hashes(submitted.column("custom_id")), value_set=returned))
+        if len(submitted) - pc.sum(unreturned).as_py() != len(returned):
+            # Some returned id was never submitted, or hashes collide: decide exactly, on the ids read back.
+            back = []
+            for index, writer in enumerate(self.writers):
+                if len(self._ids[index]):
+                    table = self._read_back(writer)
+                    self._rewrite(index, writer, table)
+                    back.extend(table.column("custom_id").chunks)
+            exact = pc.is_in(submitted.column("custom_id"), value_set=pa.chunked_array(back, pa.string()))
+            unreturned = pc.invert(exact)
+        absent = submitted.filter(pc.and_(unreturned, pc.greater_equal(submitted.column("shard"), 0)))
         for shard, batch in enumerate(self.handle.batches):
             ids = absent.filter(pc.equal(absent.column("shard"), shard)).column("custom_id")
             if len(ids):

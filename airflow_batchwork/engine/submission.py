@@ -26,7 +26,7 @@ from airflow_batchwork.engine.parquet import RESULT_SCHEMA
 from airflow_batchwork.engine.sources import PASSTHROUGH_KEY
 from airflow_batchwork.values.errors import ConfigurationError, RequestValidationError
 from airflow_batchwork.values.parts import inline_parts
-from airflow_batchwork.values.recorder import CHARS_PER_TOKEN, RequestRecorder, estimated_input_tokens
+from airflow_batchwork.values.recorder import CHARS_PER_TOKEN, ITEM_COLUMN, RequestRecorder, estimated_input_tokens
 from airflow_batchwork.values.refs import ModelRef, parse_model
 from airflow_batchwork.values.requests import BatchRequest, check_request_list, iter_requests
 
@@ -134,7 +134,9 @@ def prepare_job(
         table = pa.table(columns)
         table = table.cast(pa.schema([*IDS_SCHEMA, *list(table.schema)[2:]]))
         if ids_writer is None:
-            ids_writer = pq.ParquetWriter(ids_path, table.schema)
+            # Dictionary encoding only where values repeat (the encoded items never do).
+            repeating = [name for name in table.schema.names if name not in (ITEM_COLUMN, "custom_id")]
+            ids_writer = pq.ParquetWriter(ids_path, table.schema, use_dictionary=repeating)
         ids_writer.write_table(table.cast(ids_writer.schema))
         ids.clear()
         id_shards.clear()

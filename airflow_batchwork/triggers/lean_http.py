@@ -5,7 +5,7 @@ Measured (bench/trigger.py under py-spy): most of a poll's CPU went to httpcore'
 machine). A status poll needs none of it: a small GET, a small answer. `LeanTransport` is an
 `httpx.AsyncBaseTransport`, so httpx still builds the request (headers, auth) and reads the response
 (content decoding, `.json()`, redirects, status codes), and every retry, error and Retry-After rule of
-`core/http.py` applies unchanged; only the bytes on the wire go through an `asyncio.Protocol` here.
+`adapters/http.py` applies unchanged; only the bytes on the wire go through an `asyncio.Protocol` here.
 
 It serves GET requests without a body over plain TCP or TLS (the shared `ssl` context). Anything else (a
 POST such as cancel, a request with a body) goes to an ordinary httpx transport, and so does a GET whose

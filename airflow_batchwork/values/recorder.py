@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from typing import Any
 
 import pyarrow as pa
@@ -26,7 +27,7 @@ CHARS_PER_TOKEN = 4
 # Output estimate of a text request without max_output_tokens; set max_output_tokens for a tight bound.
 DEFAULT_OUTPUT_TOKENS = 1024
 # The ids file is written in row groups; buffered items are flushed past this many bytes.
-FLUSH_BYTES = 8 * 1024 * 1024
+FLUSH_BYTES = 4 * 1024 * 1024
 
 
 def estimated_input_tokens(request: BatchRequest) -> int:
@@ -47,7 +48,10 @@ class RequestRecorder:
         self.estimated_input_tokens = 0
         self.estimated_output_tokens = 0
         self.nbytes = 0
-        self._items: list[bytes] = []
+        # The items back to back plus their offsets: an encoder's bytes object can hold several times its
+        # length in spare capacity (orjson's hold ~4 KB each), so the items are not kept as objects.
+        self._data = bytearray()
+        self._offsets = array("q", [0])
         self._digests: list[str | None] = []
         self._schema_chars: dict[str | None, int] = {None: 0}
 
@@ -61,15 +65,19 @@ class RequestRecorder:
         self.estimated_input_tokens += math.ceil(chars / CHARS_PER_TOKEN)
         if not self.embedding:
             self.estimated_output_tokens += request.max_output_tokens or DEFAULT_OUTPUT_TOKENS
-        self._items.append(item)
+        self._data += item
+        self._offsets.append(len(self._data))
         self._digests.append(digest)
         self.nbytes += len(item)
 
     def flush(self) -> dict[str, Any]:
         """The extra columns of the rows recorded since the last flush (then forgotten)."""
+        items = pa.Array.from_buffers(pa.large_binary(), len(self._offsets) - 1,
+                                      [None, pa.py_buffer(self._offsets), pa.py_buffer(self._data)])
         columns = {
-            ITEM_COLUMN: pa.array(self._items, pa.binary()),
+            ITEM_COLUMN: items.cast(pa.binary()),
             SCHEMA_COLUMN: pa.array(self._digests, pa.string()),
         }
-        self._items, self._digests, self.nbytes = [], [], 0
+        self._data, self._offsets = bytearray(), array("q", [0])
+        self._digests, self.nbytes = [], 0
         return columns

@@ -5,9 +5,12 @@ Everything here runs before any API call: a bad request is refused with the fiel
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
+import tempfile
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -402,6 +405,84 @@ def check_request_list(raw: object, field: str = "requests") -> None:
         )
 
 
+class SeenIds:
+    """The custom_ids seen so far, in a fixed-size filter plus 16 bytes per id (a dict of the ids took ~150).
+
+    A 64-bit hash of each id marks a byte of a fixed table (8 MB) and goes, in runs of 65,536 sorted by
+    hash, beside its ordinal; the ids themselves go to a temporary file run by run. An id whose byte is
+    clear is new (most ids); an id whose hash matches an earlier one is compared with that id as read
+    back, so a hash collision is never reported as a duplicate."""
+
+    SLOTS = 1 << 23
+    RUN = 65_536
+    hash = staticmethod(hash)  # Python's keyed string hash (random per process: no input can be made to collide)
+
+    def __init__(self) -> None:
+        self._marks = bytearray(self.SLOTS)
+        self._pending: dict[int, int] = {}  # hash -> ordinal, for the ids of the current run
+        self._clashes: list[tuple[int, int]] = []  # (hash, ordinal) of ids whose hash a pending id has
+        self._lines: list[tuple[int, str]] = []  # (index, custom_id) of the current run
+        self._runs: list[tuple[array[int], array[int]]] = []
+        self._file = tempfile.TemporaryFile(prefix="batchwork-ids-")  # noqa: SIM115 (closed by close())
+        self._sealed = 0
+
+    @property
+    def count(self) -> int:
+        return self._sealed + len(self._lines)
+
+    def add(self, custom_id: str, index: int) -> int | None:
+        """Record `custom_id` (of request `index`); the index of an earlier request with the same id, if any."""
+        h = self.hash(custom_id)
+        slot = h & (self.SLOTS - 1)
+        if self._marks[slot] and (earlier := self._earlier(custom_id, h)) is not None:
+            return earlier
+        self._marks[slot] = 1
+        ordinal = self._sealed + len(self._lines)
+        if h in self._pending:
+            self._clashes.append((h, ordinal))
+        else:
+            self._pending[h] = ordinal
+        self._lines.append((index, custom_id))
+        if len(self._lines) >= self.RUN:
+            self._seal()
+        return None
+
+    def _seal(self) -> None:
+        entries = sorted([*self._pending.items(), *self._clashes])
+        self._runs.append((array("q", [h for h, _ in entries]), array("q", [o for _, o in entries])))
+        self._file.write("".join(f"{index} {custom_id}\n" for index, custom_id in self._lines).encode())
+        self._sealed += len(self._lines)
+        self._pending, self._clashes, self._lines = {}, [], []
+
+    def _earlier(self, custom_id: str, h: int) -> int | None:
+        ordinals = [self._pending[h], *(o for k, o in self._clashes if k == h)] if h in self._pending else []
+        for hashes, run in self._runs:
+            at = bisect.bisect_left(hashes, h)
+            while at < len(hashes) and hashes[at] == h:
+                ordinals.append(run[at])
+                at += 1
+        found = [index for ordinal in sorted(ordinals) if (index := self._index_if(ordinal, custom_id)) is not None]
+        return found[0] if found else None
+
+    def _index_if(self, ordinal: int, custom_id: str) -> int | None:
+        """The request index of id number `ordinal` if that id is `custom_id`."""
+        if ordinal >= self._sealed:
+            pending_index, pending_id = self._lines[ordinal - self._sealed]
+            return pending_index if pending_id == custom_id else None
+        self._file.seek(0)
+        try:
+            for number, line in enumerate(self._file):
+                if number == ordinal:
+                    number_text, _, value = line.rstrip(b"\n").partition(b" ")
+                    return int(number_text) if value.decode() == custom_id else None
+        finally:
+            self._file.seek(0, 2)
+        return None
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def iter_requests(
     raw: Iterable[Mapping[str, Any]],
     *,
@@ -417,8 +498,20 @@ def iter_requests(
     base = validate_defaults(defaults)
     kind = ref.kind
     problems: list[tuple[str, str, str]] = []
-    seen: dict[str, int] = {}
-    count = 0
+    seen = SeenIds()
+    try:
+        yield from _validated(raw, field, base, kind, problems, seen)
+    finally:
+        seen.close()
+    count = seen.count
+    if problems:
+        raise _combined(problems)
+    if not count:
+        raise RequestValidationError(field, "the request list is empty", "give at least one request")
+
+
+def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, Any], kind: str,
+               problems: list[tuple[str, str, str]], seen: SeenIds) -> Iterator[tuple[int, BatchRequest]]:
     for index, item in enumerate(raw):
         where = f"{field}[{index}]"
         if len(problems) >= MAX_REPORTED_PROBLEMS:
@@ -445,18 +538,13 @@ def iter_requests(
         if problem:
             problems.append((f"{where}.{problem[0]}", problem[1], problem[2]))
             continue
-        if request.custom_id in seen:
+        earlier = seen.add(request.custom_id, index)
+        if earlier is not None:
             problems.append((f"{where}.custom_id", f"duplicate custom_id {request.custom_id!r} "
-                             f"(also at {field}[{seen[request.custom_id]}])", "make every custom_id unique"))
+                             f"(also at {field}[{earlier}])", "make every custom_id unique"))
             continue
-        seen[request.custom_id] = index
-        count += 1
         if not problems:
             yield index, request
-    if problems:
-        raise _combined(problems)
-    if not count:
-        raise RequestValidationError(field, "the request list is empty", "give at least one request")
 
 
 def prepare_requests(
