@@ -3,6 +3,13 @@
 Small jobs go inline in the create call; a job whose inline body would exceed the API's 20 MB limit is
 written as JSONL, uploaded with the resumable Files protocol and referenced by `inputConfig.fileName`.
 Results come inline in the finished Operation or as a JSONL responses file, correlated by `key`.
+
+Explicit context caching (`cache_prefix=True`, docs/pay-once.md): when every request of a batch shares one
+system prompt long enough for the model's cache minimum, `create_tracked` first creates one `cachedContents/…`
+resource holding it (`POST /v1beta/cachedContents`, proto `CachedContent`) and sends every item with
+`cachedContent` naming it and without its own `systemInstruction` (the API refuses both together). The name is
+recorded in the shard's ledger entry, so a retried or killed submit reuses it, and the collect deletes it
+(`release`). Otherwise the prompt is sent with every item as before, with a log line saying why.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -39,7 +46,10 @@ from airflow_batchwork.adapters.base import (
 from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.http import check_id, default_error_parser
 from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
+from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.errors import ProviderAPIError
+from airflow_batchwork.values.pricing import load_prices
+from airflow_batchwork.values.recorder import CHARS_PER_TOKEN
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import (
     BatchRequest,
@@ -64,6 +74,13 @@ MODEL_PATH = re.compile(r"^(models|tunedModels)/[A-Za-z0-9._-]{1,200}$")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 DISPLAY_NAME = "batchwork"
 MAX_DISPLAY_NAME = 512
+CACHED_CONTENT_NAME = re.compile(r"^cachedContents/[A-Za-z0-9_-]{1,200}$")
+# `CachedContent.display_name`: "Maximum 128 Unicode characters" (proto comment).
+MAX_CACHE_DISPLAY_NAME = 128
+# Our own key on an encoded line of a `cache_prefix` request: never sent (`create` drops it).
+CACHE_MARK = "batchworkCachePrefix"
+# Used when the price table has no minimum for the model (the highest minimum the caching guide lists).
+CACHE_MIN_TOKENS_DEFAULT = 4096
 
 # Raw REST sends BATCH_STATE_*; the SDKs and docs show JOB_STATE_* (Vertex names), so both are read.
 STATES: dict[str, BatchState] = {
@@ -204,6 +221,15 @@ def embed_content_request(request: BatchRequest) -> dict[str, Any]:
     if request.dimensions is not None:
         body["outputDimensionality"] = request.dimensions
     return merge_provider_options(body, request)
+
+
+def strip_cache_mark(line: bytes) -> bytes:
+    """An encoded line without our `cache_prefix` mark (the API would refuse the unknown field)."""
+    if CACHE_MARK.encode() not in line:
+        return line
+    data = json.loads(line)
+    data.pop(CACHE_MARK, None)
+    return dumps(data)
 
 
 def display_name(metadata: Mapping[str, str]) -> str:
@@ -426,7 +452,7 @@ class GoogleAdapter(ProviderAdapter):
     })
     # Implicit caching is on by default (Gemini 2.5+): `usageMetadata.cachedContentTokenCount` reports the
     # cached part, which `promptTokenCount` includes (google-genai `GenerateContentResponseUsageMetadata`).
-    # Explicit caching (`cachedContent` naming a cachedContents resource) is not used (docs/pay-once.md).
+    # Explicit caching (`cachedContent` naming a cachedContents resource): see `create_tracked`.
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
     cache_hit_pattern: ClassVar[str | None] = r'"cachedContentTokenCount":\s*[1-9]'
@@ -484,7 +510,11 @@ class GoogleAdapter(ProviderAdapter):
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         """The file-mode line `{"key", "request"}`; `create` turns it into an inline entry when inlining."""
         build = embed_content_request if ref.kind == "embedding" else generate_content_request
-        return dumps({"key": request.custom_id, "request": build(request)})
+        line: dict[str, Any] = {"key": request.custom_id, "request": build(request)}
+        if request.cache_prefix and ref.kind != "embedding" and "systemInstruction" in line["request"] \
+                and "cachedContent" not in line["request"]:
+            line[CACHE_MARK] = True  # a candidate for explicit caching (create_tracked); stripped before sending
+        return dumps(line)
 
     @staticmethod
     def model_path(ref: ModelRef) -> str:
@@ -493,7 +523,7 @@ class GoogleAdapter(ProviderAdapter):
 
     # --- calls -----------------------------------------------------------------------------------
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
-        lines = list(items)
+        lines = [strip_cache_mark(line) for line in items]
         url = f"/{API_VERSION}/{self.model_path(ref)}:{ref.spec.path}"
         batch: dict[str, Any] = {"displayName": display_name(metadata)}
         body: bytes | None = None
@@ -513,6 +543,153 @@ class GoogleAdapter(ProviderAdapter):
             "POST", url, retry_safe=False, content=body, headers={"content-type": "application/json"}
         )
         return self.check_id(response.json().get("name"))
+
+    # --- explicit context caching (cachedContents) ---------------------------------------------------
+    #: Lifetime of a created cache (seconds): long enough for a batch to reach its items (the batch guide's
+    #: 24-hour target, 48 hours before a batch expires); the collect deletes it earlier. Set it on an instance
+    #: (`client.adapter("google").cached_content_ttl = …`) to change it.
+    cached_content_ttl: float = 48 * 3600
+    #: A batch with fewer requests than this sends its prompt as is (one item reads a cache no other item does).
+    cached_content_min_requests: int = 2
+
+    def cache_plan(self, ref: ModelRef, entries: Sequence[Mapping[str, Any]]) -> tuple[Any, str | None]:
+        """(the shared `systemInstruction` to cache, None) for a batch that can use explicit caching, else
+        (None, why not); (None, None) when no request asked for it."""
+        marked = sum(1 for e in entries if e.get(CACHE_MARK))
+        if not marked:
+            return None, None
+        if marked != len(entries):
+            return None, "not every request of the batch has cache_prefix and a system prompt"
+        requests = [e.get("request") or {} for e in entries]
+        if len({dumps(r.get("systemInstruction")) for r in requests}) != 1:
+            return None, "the requests do not all share the same system prompt"
+        if any(r.get("tools") or r.get("toolConfig") for r in requests):
+            return None, "requests with tools or tool_config cannot name a cache holding only the system prompt"
+        if len(entries) < self.cached_content_min_requests:
+            return None, (f"a batch of {len(entries)} request(s) would pay cache storage without reading it "
+                          f"(needs {self.cached_content_min_requests})")
+        system = requests[0]["systemInstruction"]
+        text = "".join(str(p.get("text") or "") for p in system.get("parts") or [] if isinstance(p, Mapping))
+        price = load_prices().lookup(ref)
+        minimum = (price.min_cache_tokens if price is not None else None) or CACHE_MIN_TOKENS_DEFAULT
+        estimate = len(text) / CHARS_PER_TOKEN
+        if estimate < minimum:
+            return None, (f"the system prompt is about {estimate:,.0f} tokens ({CHARS_PER_TOKEN} characters per "
+                          f"token), below {ref.model}'s minimum of {minimum:,} for a cache")
+        return system, None
+
+    @staticmethod
+    def cache_display_name(metadata: Mapping[str, str]) -> str:
+        """`CachedContent.displayName` naming the job and shard (to find a cache whose create answer was lost)."""
+        tags = {k: metadata[k] for k in ("batchwork_id", "batchwork_fp", "batchwork_shard") if k in metadata}
+        name = display_name(tags)
+        if len(name) > MAX_CACHE_DISPLAY_NAME and "batchwork_id" in tags:
+            name = display_name({k: v for k, v in tags.items() if k != "batchwork_id"})
+        return name if len(name) <= MAX_CACHE_DISPLAY_NAME else DISPLAY_NAME
+
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """`create`, with one cachedContents resource holding the batch's shared system prompt when its requests
+        asked for `cache_prefix` (see the module docstring); the resource's name is kept in `progress`."""
+        lines = list(items)
+        if not any(CACHE_MARK.encode() in line for line in lines):
+            return await self.create(ref, lines, metadata=metadata)
+        entries = [json.loads(line) for line in lines]
+        system, reason = self.cache_plan(ref, entries)
+        name = None
+        if system is not None:
+            name, reason = await self._cached_content(ref, system, metadata, progress)
+        if name is None:
+            log.info("Gemini explicit caching is not used for %d requests: %s; each request carries its system "
+                     "prompt (implicit caching may still apply)", len(lines), reason)
+            return await self.create(ref, lines, metadata=metadata)
+        sent = []
+        for entry in entries:
+            request = {k: v for k, v in entry["request"].items() if k != "systemInstruction"}
+            request["cachedContent"] = name
+            sent.append(dumps({"key": entry["key"], "request": request}))
+        log.info("Gemini batch of %d requests reads the system prompt from %s", len(sent), name)
+        return await self.create(ref, sent, metadata=metadata)
+
+    async def _cached_content(self, ref: ModelRef, system: Any, metadata: Mapping[str, str],
+                              progress: CallProgress) -> tuple[str | None, str | None]:
+        """(name, None) of this shard's cache: the one an earlier try recorded (or created, its answer lost)
+        if it still exists, else a new one; (None, why) when the API refuses to create it."""
+        recorded = progress.get("cached_content")
+        if recorded and await self._cache_alive(str(recorded)):
+            log.info("Reusing %s created by an earlier try", recorded)
+            return str(recorded), None
+        display = self.cache_display_name(metadata)
+        if progress.get("cached_content_intent") and display != DISPLAY_NAME:
+            found = await self._find_cache(display, ref)
+            if found:
+                log.info("Found %s created by an earlier try whose answer was lost", found)
+                progress.record(cached_content=found, resources=[found])
+                return found, None
+        progress.record(cached_content_intent=display)
+        body = self.cache_body(ref, system, display)
+        try:
+            response = await self.http.request("POST", f"/{API_VERSION}/cachedContents", retry_safe=False,
+                                               content=dumps(body), headers={"content-type": "application/json"})
+        except ProviderAPIError as exc:
+            if exc.status_code == 400:  # e.g. "Cached content is too small" (a minimum above our table's)
+                return None, f"the API refused the cache ({exc.message})"
+            raise
+        created = response.json()
+        name = check_id(created.get("name"), what="google cachedContent name", pattern=CACHED_CONTENT_NAME)
+        tokens = int_or_none((created.get("usageMetadata") or {}).get("totalTokenCount"))
+        progress.record(cached_content=name, cached_content_tokens=tokens, resources=[name])
+        log.info("Created %s (%s tokens, expires %s) for the shared system prompt", name,
+                 "?" if tokens is None else f"{tokens:,}", created.get("expireTime"))
+        return name, None
+
+    def cache_body(self, ref: ModelRef, system: Any, display: str) -> dict[str, Any]:
+        """The `CachedContent` create body: model, display name, the system instruction, a TTL (`"Ns"`)."""
+        return {"model": self.model_path(ref), "displayName": display, "systemInstruction": system,
+                "ttl": f"{int(self.cached_content_ttl)}s"}
+
+    async def _cache_alive(self, name: str) -> bool:
+        path = f"/{API_VERSION}/{check_id(name, what='google cachedContent name', pattern=CACHED_CONTENT_NAME)}"
+        try:
+            await self.http.request("GET", path, retry_safe=True)
+        except ProviderAPIError as exc:
+            if exc.status_code in (403, 404):  # expired or deleted
+                return False
+            raise
+        return True
+
+    async def _find_cache(self, display: str, ref: ModelRef) -> str | None:
+        """A live cache of this model named `display` (GET /v1beta/cachedContents, paged)."""
+        token: str | None = None
+        model = self.model_path(ref)
+        for _ in range(50):
+            params: dict[str, Any] = {"pageSize": 100}
+            if token:
+                params["pageToken"] = token
+            page = (await self.http.request("GET", f"/{API_VERSION}/cachedContents", retry_safe=True,
+                                            params=params)).json()
+            for cached in page.get("cachedContents") or []:
+                if cached.get("displayName") == display and cached.get("model") == model:
+                    return check_id(cached.get("name"), what="google cachedContent name", pattern=CACHED_CONTENT_NAME)
+            token = page.get("nextPageToken")
+            if not token:
+                return None
+        return None
+
+    async def release(self, resources: Sequence[str]) -> None:
+        """Delete the cachedContents a submit created (at collect); one already gone (expired) is fine, and a
+        failed delete only logs: the cache expires at its TTL anyway."""
+        for name in resources:
+            if not CACHED_CONTENT_NAME.match(name):
+                continue
+            try:
+                await self.http.request("DELETE", f"/{API_VERSION}/{name}", retry_safe=True)
+                log.info("Deleted %s", name)
+            except ProviderAPIError as exc:
+                if exc.status_code in (403, 404):
+                    log.info("%s is already gone (expired or deleted)", name)
+                else:
+                    log.warning("Could not delete %s (%s); it expires at its TTL", name, exc)
 
     async def upload(self, lines: Iterable[bytes]) -> str:
         """Upload JSONL with the resumable protocol; return the `files/…` name."""
