@@ -97,6 +97,7 @@ async def test_a_second_submit_attempt_reuses_the_recorded_cache(emulator: Emula
         system = adapter.cache_plan(ref, [json.loads(line) for line in shard])[0]
         name, _ = await adapter._cached_content(ref, system, {}, CallProgress(calls))
         assert name is not None and calls["resources"] == [name]
+        adapter.__dict__.pop("_prefix_caches")  # a new process: only the ledger knows the cache
         ledger.write({"identity": "dag.task.run", "fingerprint": fingerprint, "model": str(ref), "shards": [
             {"index": 0, "status": "intent", "request_count": len(shard), "intent_at": time.time(), "calls": calls}]})
         job = await client.submit(MODEL, requests, cache_prefix=True, ledger=ledger, identity="dag.task.run")
@@ -110,8 +111,8 @@ async def test_a_second_submit_attempt_reuses_the_recorded_cache(emulator: Emula
 
 
 async def test_a_lost_create_answer_is_found_by_its_display_name(emulator: Emulator, tmp_path: Path) -> None:
-    """Killed between the cache create and the ledger write: the intent is recorded, the name is not; the next
-    try finds the cache by its display name (job identity, fingerprint, shard) instead of creating another."""
+    """Killed between the cache create and the ledger write: the name is not recorded; the next try finds the
+    cache by its display name (job identity, input fingerprint, prefix digest) instead of creating another."""
     start = len(emulator.requests)
     requests = [{"custom_id": f"d{i}", "prompt": f"ask {i}", "system": SYSTEM} for i in range(4)]
     ref = parse_model(MODEL)
@@ -125,10 +126,9 @@ async def test_a_lost_create_answer_is_found_by_its_display_name(emulator: Emula
         assert isinstance(adapter, GoogleAdapter)
         system = adapter.cache_plan(ref, [json.loads(line) for line in shard])[0]
         name, _ = await adapter._cached_content(ref, system, tags, CallProgress({}))
-        display = adapter.cache_display_name(tags)
+        adapter.__dict__.pop("_prefix_caches")  # a new process: only the provider knows the cache
         ledger.write({"identity": "dag.lost", "fingerprint": fingerprint, "model": str(ref), "shards": [
-            {"index": 0, "status": "intent", "request_count": len(shard), "intent_at": time.time(),
-             "calls": {"cached_content_intent": display}}]})
+            {"index": 0, "status": "intent", "request_count": len(shard), "intent_at": time.time(), "calls": {}}]})
         job = await client.submit(MODEL, requests, cache_prefix=True, ledger=ledger, identity="dag.lost")
         assert len(cache_creates(emulator, start)) == 1
         assert all(r["cachedContent"] == name for r in sent_requests(emulator, job.batch_ids[0]))
@@ -141,7 +141,7 @@ async def test_a_lost_create_answer_is_found_by_its_display_name(emulator: Emula
     ("short", "below gemini-2.5-flash's minimum"),
     ("different", "do not all share the same system prompt"),
     ("refused", "the API refused the cache"),
-    ("single", "would pay cache storage"),
+    ("single", "would cost storage"),
 ])
 async def test_fallback_sends_the_system_prompt_with_a_log_line(
         emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str, why: str) -> None:
@@ -217,7 +217,28 @@ def test_emulator_refuses_unknown_caches_and_a_system_instruction_beside_a_cache
     assert small.status_code == 400 and "Cached content is too small" in small.text
     assert httpx.get(f"{base}/v1beta/cachedContents/nosuchcache", headers=headers).status_code == 403
     assert httpx.delete(f"{base}/v1beta/{name}", headers=headers).json() == {}
+    assert httpx.delete(f"{base}/v1beta/{other.json()['name']}", headers=headers).json() == {}
     assert httpx.get(f"{base}/v1beta/{name}", headers=headers).status_code == 403
     unknown_field = httpx.post(f"{base}/v1beta/cachedContents", headers=headers,
                                json={"model": "models/gemini-2.5-flash", "ttlSeconds": 60})
     assert unknown_field.status_code == 400 and "ttlSeconds" in unknown_field.text
+
+
+async def test_the_shards_of_one_job_share_one_cache(emulator: Emulator, tmp_path: Path) -> None:
+    start = len(emulator.requests)
+    requests = [{"custom_id": f"m{i}", "prompt": f"ask {i}", "system": SYSTEM} for i in range(7)]
+    ledger = FsspecLedger(f"{tmp_path}/state", "dag.shards")
+    async with client_for(emulator) as client:
+        job = await client.submit(MODEL, requests, cache_prefix=True, limits={"max_requests": 3}, ledger=ledger,
+                                  identity="dag.shards")
+        assert [b.request_count for b in job.batches] == [3, 3, 1]
+        [create] = cache_creates(emulator, start)
+        [name] = [c["name"] for c in live_caches(emulator)]
+        # The last batch has one request: it still reads the job's cache (made for the batches before it).
+        for batch_id in job.batch_ids:
+            assert all(r["cachedContent"] == name for r in sent_requests(emulator, batch_id))
+        await client.wait(job, poll_interval=0.1, timeout=60)
+        await client.write_parquet(job, f"{tmp_path}/out/")
+    assert create.status_code == 200
+    assert [r.status_code for r in emulator.requests[start:] if r.method == "DELETE" and name in r.path] == [200]
+    assert live_caches(emulator) == []

@@ -14,6 +14,7 @@ recorded in the shard's ledger entry, so a retried or killed submit reuses it, a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -565,9 +566,6 @@ class GoogleAdapter(ProviderAdapter):
             return None, "the requests do not all share the same system prompt"
         if any(r.get("tools") or r.get("toolConfig") for r in requests):
             return None, "requests with tools or tool_config cannot name a cache holding only the system prompt"
-        if len(entries) < self.cached_content_min_requests:
-            return None, (f"a batch of {len(entries)} request(s) would pay cache storage without reading it "
-                          f"(needs {self.cached_content_min_requests})")
         system = requests[0]["systemInstruction"]
         text = "".join(str(p.get("text") or "") for p in system.get("parts") or [] if isinstance(p, Mapping))
         price = load_prices().lookup(ref)
@@ -579,13 +577,16 @@ class GoogleAdapter(ProviderAdapter):
         return system, None
 
     @staticmethod
-    def cache_display_name(metadata: Mapping[str, str]) -> str:
-        """`CachedContent.displayName` naming the job and shard (to find a cache whose create answer was lost)."""
-        tags = {k: metadata[k] for k in ("batchwork_id", "batchwork_fp", "batchwork_shard") if k in metadata}
+    def cache_display_name(metadata: Mapping[str, str], prefix: str) -> str | None:
+        """`CachedContent.displayName` naming the job (identity and input fingerprint, no shard: the shards of a
+        job share one cache) and the prefix's digest, so a try can find the cache an earlier try of the same job
+        made; None for a job without an identity (its caches are never looked up: another job could own them)."""
+        if "batchwork_id" not in metadata:
+            return None
+        tags = {"batchwork_id": metadata["batchwork_id"], "batchwork_fp": metadata.get("batchwork_fp", ""),
+                "prefix": prefix}
         name = display_name(tags)
-        if len(name) > MAX_CACHE_DISPLAY_NAME and "batchwork_id" in tags:
-            name = display_name({k: v for k, v in tags.items() if k != "batchwork_id"})
-        return name if len(name) <= MAX_CACHE_DISPLAY_NAME else DISPLAY_NAME
+        return name if len(name) <= MAX_CACHE_DISPLAY_NAME else None
 
     async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
                              progress: CallProgress) -> str:
@@ -598,7 +599,7 @@ class GoogleAdapter(ProviderAdapter):
         system, reason = self.cache_plan(ref, entries)
         name = None
         if system is not None:
-            name, reason = await self._cached_content(ref, system, metadata, progress)
+            name, reason = await self._cached_content(ref, system, metadata, progress, len(entries))
         if name is None:
             log.info("Gemini explicit caching is not used for %d requests: %s; each request carries its system "
                      "prompt (implicit caching may still apply)", len(lines), reason)
@@ -612,22 +613,32 @@ class GoogleAdapter(ProviderAdapter):
         return await self.create(ref, sent, metadata=metadata)
 
     async def _cached_content(self, ref: ModelRef, system: Any, metadata: Mapping[str, str],
-                              progress: CallProgress) -> tuple[str | None, str | None]:
-        """(name, None) of this shard's cache: the one an earlier try recorded (or created, its answer lost)
-        if it still exists, else a new one; (None, why) when the API refuses to create it."""
-        recorded = progress.get("cached_content")
-        if recorded and await self._cache_alive(str(recorded)):
-            log.info("Reusing %s created by an earlier try", recorded)
-            return str(recorded), None
-        display = self.cache_display_name(metadata)
-        if progress.get("cached_content_intent") and display != DISPLAY_NAME:
+                              progress: CallProgress, count: int = 2) -> tuple[str | None, str | None]:
+        """(name, None) of the cache holding `system` for this job: the one this shard's earlier try recorded, or
+        an earlier shard of this submit made, or (jobs with an identity) one found by its display name (an
+        earlier try's, its answer lost), if it still exists; else a new one. (None, why): the API refused it."""
+        prefix = hashlib.sha256(dumps([self.model_path(ref), system])).hexdigest()[:16]
+        # Caches this adapter made, by job (identity, fingerprint) and prefix: the other shards of the job reuse
+        # them. A job without an identity is not told apart from another, so each of its batches makes its own.
+        made: dict[tuple[str, str, str], str] = self.__dict__.setdefault("_prefix_caches", {})
+        job = (metadata.get("batchwork_id", ""), metadata.get("batchwork_fp", ""), prefix)
+        for known in (progress.get("cached_content"), made.get(job) if job[0] else None):
+            if known and await self._cache_alive(str(known)):
+                log.info("Reusing %s for the shared system prompt", known)
+                progress.record(cached_content=str(known), resources=[str(known)])
+                return str(known), None
+        display = self.cache_display_name(metadata, prefix)
+        if display is not None:
             found = await self._find_cache(display, ref)
             if found:
-                log.info("Found %s created by an earlier try whose answer was lost", found)
+                log.info("Found %s made by an earlier try of this job: reusing it", found)
+                made[job] = found
                 progress.record(cached_content=found, resources=[found])
                 return found, None
-        progress.record(cached_content_intent=display)
-        body = self.cache_body(ref, system, display)
+        if count < self.cached_content_min_requests:
+            return None, (f"a new cache for {count} request(s) would cost storage for little or no reading (a "
+                          f"batch needs {self.cached_content_min_requests} requests to make one)")
+        body = self.cache_body(ref, system, display or f"{DISPLAY_NAME} {prefix}")
         try:
             response = await self.http.request("POST", f"/{API_VERSION}/cachedContents", retry_safe=False,
                                                content=dumps(body), headers={"content-type": "application/json"})
@@ -638,6 +649,7 @@ class GoogleAdapter(ProviderAdapter):
         created = response.json()
         name = check_id(created.get("name"), what="google cachedContent name", pattern=CACHED_CONTENT_NAME)
         tokens = int_or_none((created.get("usageMetadata") or {}).get("totalTokenCount"))
+        made[job] = name
         progress.record(cached_content=name, cached_content_tokens=tokens, resources=[name])
         log.info("Created %s (%s tokens, expires %s) for the shared system prompt", name,
                  "?" if tokens is None else f"{tokens:,}", created.get("expireTime"))

@@ -493,7 +493,8 @@ class BatchClient:
 
     async def _release(self, handle: JobHandle) -> None:
         """Free what the submit made besides the batches (`resources` of a shard, e.g. a Gemini cache)."""
-        resources = [str(r) for b in handle.batches for r in (b.model_extra or {}).get("resources") or []]
+        resources = list(dict.fromkeys(str(r) for b in handle.batches
+                                       for r in (b.model_extra or {}).get("resources") or []))
         if resources:
             await self.adapter(handle.provider).release(resources)
 
