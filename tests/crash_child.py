@@ -19,8 +19,9 @@ from airflow_batchwork.core import BatchClient, Credentials
 from airflow_batchwork.engine.ledger import FsspecLedger
 
 
-def requests(n: int) -> list[dict[str, Any]]:
-    return [{"custom_id": f"r{i:04d}", "prompt": f"item {i}"} for i in range(n)]
+def requests(n: int, system: str | None = None) -> list[dict[str, Any]]:
+    extra = {"system": system} if system else {}
+    return [{"custom_id": f"r{i:04d}", "prompt": f"item {i}", **extra} for i in range(n)]
 
 
 async def main(spec: dict[str, Any]) -> None:
@@ -30,8 +31,9 @@ async def main(spec: dict[str, Any]) -> None:
     async with BatchClient({provider: Credentials("k", spec["base_url"])}, retry=retry) as client:
         if spec["mode"] == "submit":
             ledger = FsspecLedger(spec["state"], spec["identity"])
-            job = await client.submit(spec["model"], requests(spec["n"]), ledger=ledger, identity=spec["identity"],
-                                      limits={"max_requests": spec["max_requests"]})
+            job = await client.submit(spec["model"], requests(spec["n"], spec.get("system")), ledger=ledger,
+                                      identity=spec["identity"], limits={"max_requests": spec["max_requests"]},
+                                      cache_prefix=spec.get("cache_prefix"))
             tmp = spec["handle"] + ".tmp"
             with open(tmp, "w") as handle:
                 json.dump(job.to_dict(), handle)

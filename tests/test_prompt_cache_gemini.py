@@ -242,3 +242,33 @@ async def test_the_shards_of_one_job_share_one_cache(emulator: Emulator, tmp_pat
     assert create.status_code == 200
     assert [r.status_code for r in emulator.requests[start:] if r.method == "DELETE" and name in r.path] == [200]
     assert live_caches(emulator) == []
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
+async def test_sigkill_during_submit_then_retry_makes_one_cache(emulator: Emulator, tmp_path: Path,
+                                                                 kill_at: int) -> None:
+    """A real child process submitting 3 shards with cache_prefix is SIGKILLed once the emulator has answered
+    its `kill_at`-th Gemini request (1: the cache create itself, so the kill may land before the ledger
+    write), then run again to completion: one cache for the job, every batch names it, no extra batch."""
+    from tests.test_crash_kill import run_child
+
+    identity = f"dag.kill{kill_at}"
+    spec = {"provider": "google", "model": MODEL, "base_url": emulator.base_url("google"), "n": 9,
+            "max_requests": 3, "identity": identity, "state": f"{tmp_path}/state", "handle": f"{tmp_path}/job.json",
+            "system": SYSTEM, "cache_prefix": True, "mode": "submit"}
+    start = len(emulator.requests)
+    assert run_child(spec, emulator, kill_at=kill_at) is None
+    run_child(spec, emulator, kill_at=None)
+    job = json.loads(Path(spec["handle"]).read_text())
+    assert [r.status_code for r in cache_creates(emulator, start)] == [200]
+    names = {n for b in job["batches"] for n in b.get("resources", [])}
+    assert len(names) == 1 and len(job["batches"]) == 3
+    [name] = names
+    for batch in job["batches"]:
+        assert all(r["cachedContent"] == name for r in sent_requests(emulator, batch["id"]))
+    ours = [b for b in emulator.batches("google") if identity in str(b.extra.get("display_name"))]
+    assert len(ours) == 3  # no extra batch
+    async with client_for(emulator) as client:
+        await client.wait(job, poll_interval=0.1, timeout=60)
+        await client.write_parquet(job, f"{tmp_path}/out/")
+    assert name not in [c["name"] for c in live_caches(emulator)]
