@@ -488,10 +488,10 @@ class BatchClient:
             manifest["reuse"] = reuse_summary(manifest, reuse_enricher, reuse)
         if dataset is not None and ids is not None:
             manifest = self._merge(dataset, url, target, manifest, handle, ids, storage_options)
-        await self._release(handle)
+        await self.release_resources(handle)
         return manifest
 
-    async def _release(self, handle: JobHandle) -> None:
+    async def release_resources(self, handle: JobHandle) -> None:
         """Free what the submit made besides the batches (`resources` of a shard, e.g. a Gemini cache)."""
         resources = list(dict.fromkeys(str(r) for b in handle.batches
                                        for r in (b.model_extra or {}).get("resources") or []))
