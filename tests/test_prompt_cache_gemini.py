@@ -272,3 +272,33 @@ async def test_sigkill_during_submit_then_retry_makes_one_cache(emulator: Emulat
         await client.wait(job, poll_interval=0.1, timeout=60)
         await client.write_parquet(job, f"{tmp_path}/out/")
     assert name not in [c["name"] for c in live_caches(emulator)]
+
+
+async def test_resubmission_rounds_delete_their_caches(emulator: Emulator, tmp_path: Path) -> None:
+    """max_item_retries: each attempt's cache is deleted when that attempt is collected; the round makes its own
+    (its items are sent from the stored encoding, so they name the round's cache). The emulator fails a
+    `[[transient]]` item once per distinct body, and a round's body names a new cache, so the two marked items
+    fail again in the round: what is checked here is the caches' lifecycle and the rows, not the retry."""
+    from airflow_batchwork.engine.resubmit import collect_with_retries
+
+    start = len(emulator.requests)
+    requests = [{"custom_id": f"t{i}", "prompt": f"ask {i}" + (" [[transient]]" if i < 2 else ""),
+                 "system": SYSTEM} for i in range(5)]
+    async with client_for(emulator) as client:
+        job = await client.submit(MODEL, requests, cache_prefix=True,
+                                  ledger=FsspecLedger(f"{tmp_path}/state", "rounds"), identity="rounds")
+        [first] = job.batches[0].model_extra["resources"]
+        manifest = await collect_with_retries(client, job, f"{tmp_path}/rounds/", max_item_retries=1,
+                                              poll_interval=0.1, timeout=60)
+    rows = {r["custom_id"]: r for r in pq.read_table(f"{tmp_path}/rounds/").to_pylist()}
+    assert manifest["rows"] == 5
+    # (The rounds' dataset has no cache token columns: resubmission rounds do not carry the job's cache_prefix
+    # flag; the cost is still corrected for the cached tokens, as for any Gemini job.)
+    for i in range(2, 5):
+        usage = json.loads(rows[f"t{i}"]["response"])["response"]["usageMetadata"]
+        assert rows[f"t{i}"]["status"] == "succeeded" and usage["cachedContentTokenCount"] == 5000
+    creates = cache_creates(emulator, start)
+    assert [c.status_code for c in creates] == [200, 200]  # the job's cache, then the round's (2 items)
+    deletes = [r for r in emulator.requests[start:] if r.method == "DELETE" and "/cachedContents/" in r.path]
+    assert [d.status_code for d in deletes] == [200, 200] and first in deletes[0].path
+    assert live_caches(emulator) == []
