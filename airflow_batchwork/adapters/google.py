@@ -550,7 +550,8 @@ class GoogleAdapter(ProviderAdapter):
     #: 24-hour target, 48 hours before a batch expires); the collect deletes it earlier. Set it on an instance
     #: (`client.adapter("google").cached_content_ttl = …`) to change it.
     cached_content_ttl: float = 48 * 3600
-    #: A batch with fewer requests than this sends its prompt as is (one item reads a cache no other item does).
+    #: A batch with fewer requests than this makes no cache (it would pay storage to be read once); it reads the
+    #: job's cache when an earlier batch of the job made one, else sends its prompt as is.
     cached_content_min_requests: int = 2
 
     def cache_plan(self, ref: ModelRef, entries: Sequence[Mapping[str, Any]]) -> tuple[Any, str | None]:
