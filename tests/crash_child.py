@@ -20,8 +20,9 @@ from airflow_batchwork.engine.ledger import FsspecLedger
 from airflow_batchwork.engine.resubmit import collect_with_retries
 
 
-def requests(n: int) -> list[dict[str, Any]]:
-    return [{"custom_id": f"r{i:04d}", "prompt": f"item {i}"} for i in range(n)]
+def requests(n: int, system: str | None = None) -> list[dict[str, Any]]:
+    extra = {"system": system} if system else {}
+    return [{"custom_id": f"r{i:04d}", "prompt": f"item {i}", **extra} for i in range(n)]
 
 
 async def main(spec: dict[str, Any]) -> None:
@@ -33,8 +34,9 @@ async def main(spec: dict[str, Any]) -> None:
             client.adapter(provider).inline_max_bytes = 0  # type: ignore[attr-defined]
         if spec["mode"] == "submit":
             ledger = FsspecLedger(spec["state"], spec["identity"])
-            job = await client.submit(spec["model"], requests(spec["n"]), ledger=ledger, identity=spec["identity"],
-                                      limits={"max_requests": spec["max_requests"]})
+            job = await client.submit(spec["model"], requests(spec["n"], spec.get("system")), ledger=ledger,
+                                      identity=spec["identity"], limits={"max_requests": spec["max_requests"]},
+                                      cache_prefix=spec.get("cache_prefix"))
             tmp = spec["handle"] + ".tmp"
             with open(tmp, "w") as handle:
                 json.dump(job.to_dict(), handle)

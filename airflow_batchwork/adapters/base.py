@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sized
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -281,6 +281,11 @@ class ProviderAdapter(ABC):
     async def complete(self, ref: ModelRef, batch_id: str, items: Iterable[bytes], *, progress: CallProgress) -> None:
         """Make an adopted batch hold every request of its shard exactly once (for providers whose
         submit fills a batch in several calls); a no-op where one call carries the whole shard."""
+        return None
+
+    async def release(self, resources: Sequence[str]) -> None:
+        """Free the provider-side resources a shard's submit recorded under `resources` in its call progress
+        (e.g. Gemini's cachedContents), once the job is collected; a no-op where a submit makes none."""
         return None
 
     async def aclose(self) -> None:

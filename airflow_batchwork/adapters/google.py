@@ -3,15 +3,23 @@
 Small jobs go inline in the create call; a job whose inline body would exceed the API's 20 MB limit is
 written as JSONL, uploaded with the resumable Files protocol and referenced by `inputConfig.fileName`.
 Results come inline in the finished Operation or as a JSONL responses file, correlated by `key`.
+
+Explicit context caching (`cache_prefix=True`, docs/pay-once.md): when every request of a batch shares one
+system prompt long enough for the model's cache minimum, `create_tracked` first creates one `cachedContents/…`
+resource holding it (`POST /v1beta/cachedContents`, proto `CachedContent`) and sends every item with
+`cachedContent` naming it and without its own `systemInstruction` (the API refuses both together). The name is
+recorded in the shard's ledger entry, so a retried or killed submit reuses it, and the collect deletes it
+(`release`). Otherwise the prompt is sent with every item as before, with a log line saying why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -42,6 +50,8 @@ from airflow_batchwork.adapters.http import check_id, default_error_parser
 from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.errors import ProviderAPIError
+from airflow_batchwork.values.pricing import load_prices
+from airflow_batchwork.values.recorder import CHARS_PER_TOKEN
 from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import (
     BatchRequest,
@@ -66,6 +76,13 @@ MODEL_PATH = re.compile(r"^(models|tunedModels)/[A-Za-z0-9._-]{1,200}$")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 DISPLAY_NAME = "batchwork"
 MAX_DISPLAY_NAME = 512
+CACHED_CONTENT_NAME = re.compile(r"^cachedContents/[A-Za-z0-9_-]{1,200}$")
+# `CachedContent.display_name`: "Maximum 128 Unicode characters" (proto comment).
+MAX_CACHE_DISPLAY_NAME = 128
+# Our own key on an encoded line of a `cache_prefix` request: never sent (`create` drops it).
+CACHE_MARK = "batchworkCachePrefix"
+# Used when the price table has no minimum for the model (the highest minimum the caching guide lists).
+CACHE_MIN_TOKENS_DEFAULT = 4096
 
 # Raw REST sends BATCH_STATE_*; the SDKs and docs show JOB_STATE_* (Vertex names), so both are read.
 STATES: dict[str, BatchState] = {
@@ -206,6 +223,15 @@ def embed_content_request(request: BatchRequest) -> dict[str, Any]:
     if request.dimensions is not None:
         body["outputDimensionality"] = request.dimensions
     return merge_provider_options(body, request)
+
+
+def strip_cache_mark(line: bytes) -> bytes:
+    """An encoded line without our `cache_prefix` mark (the API would refuse the unknown field)."""
+    if CACHE_MARK.encode() not in line:
+        return line
+    data = json.loads(line)
+    data.pop(CACHE_MARK, None)
+    return dumps(data)
 
 
 def display_name(metadata: Mapping[str, str]) -> str:
@@ -428,7 +454,7 @@ class GoogleAdapter(ProviderAdapter):
     })
     # Implicit caching is on by default (Gemini 2.5+): `usageMetadata.cachedContentTokenCount` reports the
     # cached part, which `promptTokenCount` includes (google-genai `GenerateContentResponseUsageMetadata`).
-    # Explicit caching (`cachedContent` naming a cachedContents resource) is not used (docs/pay-once.md).
+    # Explicit caching (`cachedContent` naming a cachedContents resource): see `create_tracked`.
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
     cache_hit_pattern: ClassVar[str | None] = r'"cachedContentTokenCount":\s*[1-9]'
@@ -486,7 +512,11 @@ class GoogleAdapter(ProviderAdapter):
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         """The file-mode line `{"key", "request"}`; `create` turns it into an inline entry when inlining."""
         build = embed_content_request if ref.kind == "embedding" else generate_content_request
-        return dumps({"key": request.custom_id, "request": build(request)})
+        line: dict[str, Any] = {"key": request.custom_id, "request": build(request)}
+        if request.cache_prefix and ref.kind != "embedding" and "systemInstruction" in line["request"] \
+                and "cachedContent" not in line["request"]:
+            line[CACHE_MARK] = True  # a candidate for explicit caching (create_tracked); stripped before sending
+        return dumps(line)
 
     @staticmethod
     def model_path(ref: ModelRef) -> str:
@@ -495,13 +525,13 @@ class GoogleAdapter(ProviderAdapter):
 
     # --- calls -----------------------------------------------------------------------------------
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
-        return await self.create_tracked(ref, items, metadata=metadata, progress=CallProgress())
+        return await self._create_batch(ref, items, metadata=metadata, progress=CallProgress())
 
-    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
-                             progress: CallProgress) -> str:
+    async def _create_batch(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                            progress: CallProgress) -> str:
         """Create the batch: inline, or from a JSONL file uploaded once, whose `files/…` name is recorded in
         the ledger before the paid create (a retry after a kill re-uses it instead of leaving an orphan)."""
-        lines = list(items)
+        lines = [strip_cache_mark(line) for line in items]
         url = f"/{API_VERSION}/{self.model_path(ref)}:{ref.spec.path}"
         batch: dict[str, Any] = {"displayName": display_name(metadata)}
         body: bytes | None = None
@@ -525,6 +555,165 @@ class GoogleAdapter(ProviderAdapter):
             "POST", url, retry_safe=False, content=body, headers={"content-type": "application/json"}
         )
         return self.check_id(response.json().get("name"))
+
+    # --- explicit context caching (cachedContents) ---------------------------------------------------
+    #: Lifetime of a created cache (seconds): long enough for a batch to reach its items (the batch guide's
+    #: 24-hour target, 48 hours before a batch expires); the collect deletes it earlier. Set it on an instance
+    #: (`client.adapter("google").cached_content_ttl = …`) to change it.
+    cached_content_ttl: float = 48 * 3600
+    #: A batch with fewer requests than this makes no cache (it would pay storage to be read once); it reads the
+    #: job's cache when an earlier batch of the job made one, else sends its prompt as is.
+    cached_content_min_requests: int = 2
+
+    def cache_plan(self, ref: ModelRef, entries: Sequence[Mapping[str, Any]]) -> tuple[Any, str | None]:
+        """(the shared `systemInstruction` to cache, None) for a batch that can use explicit caching, else
+        (None, why not); (None, None) when no request asked for it."""
+        marked = sum(1 for e in entries if e.get(CACHE_MARK))
+        if not marked:
+            return None, None
+        if marked != len(entries):
+            return None, "not every request of the batch has cache_prefix and a system prompt"
+        requests = [e.get("request") or {} for e in entries]
+        if len({dumps(r.get("systemInstruction")) for r in requests}) != 1:
+            return None, "the requests do not all share the same system prompt"
+        if any(r.get("tools") or r.get("toolConfig") for r in requests):
+            return None, "requests with tools or tool_config cannot name a cache holding only the system prompt"
+        system = requests[0]["systemInstruction"]
+        text = "".join(str(p.get("text") or "") for p in system.get("parts") or [] if isinstance(p, Mapping))
+        price = load_prices().lookup(ref)
+        minimum = (price.min_cache_tokens if price is not None else None) or CACHE_MIN_TOKENS_DEFAULT
+        estimate = len(text) / CHARS_PER_TOKEN
+        if estimate < minimum:
+            return None, (f"the system prompt is about {estimate:,.0f} tokens ({CHARS_PER_TOKEN} characters per "
+                          f"token), below {ref.model}'s minimum of {minimum:,} for a cache")
+        return system, None
+
+    @staticmethod
+    def cache_display_name(metadata: Mapping[str, str], prefix: str) -> str | None:
+        """`CachedContent.displayName` naming the job (identity and input fingerprint, no shard: the shards of a
+        job share one cache) and the prefix's digest, so a try can find the cache an earlier try of the same job
+        made; None for a job without an identity (its caches are never looked up: another job could own them)."""
+        if "batchwork_id" not in metadata:
+            return None
+        tags = {"batchwork_id": metadata["batchwork_id"], "batchwork_fp": metadata.get("batchwork_fp", ""),
+                "prefix": prefix}
+        name = display_name(tags)
+        return name if len(name) <= MAX_CACHE_DISPLAY_NAME else None
+
+    async def create_tracked(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str],
+                             progress: CallProgress) -> str:
+        """`create`, with one cachedContents resource holding the batch's shared system prompt when its requests
+        asked for `cache_prefix` (see the module docstring); the resource's name is kept in `progress`."""
+        lines = list(items)
+        if not any(CACHE_MARK.encode() in line for line in lines):
+            return await self._create_batch(ref, lines, metadata=metadata, progress=progress)
+        entries = [json.loads(line) for line in lines]
+        system, reason = self.cache_plan(ref, entries)
+        name = None
+        if system is not None:
+            name, reason = await self._cached_content(ref, system, metadata, progress, len(entries))
+        if name is None:
+            log.info("Gemini explicit caching is not used for %d requests: %s; each request carries its system "
+                     "prompt (implicit caching may still apply)", len(lines), reason)
+            return await self._create_batch(ref, lines, metadata=metadata, progress=progress)
+        sent = []
+        for entry in entries:
+            request = {k: v for k, v in entry["request"].items() if k != "systemInstruction"}
+            request["cachedContent"] = name
+            sent.append(dumps({"key": entry["key"], "request": request}))
+        log.info("Gemini batch of %d requests reads the system prompt from %s", len(sent), name)
+        return await self._create_batch(ref, sent, metadata=metadata, progress=progress)
+
+    async def _cached_content(self, ref: ModelRef, system: Any, metadata: Mapping[str, str],
+                              progress: CallProgress, count: int = 2) -> tuple[str | None, str | None]:
+        """(name, None) of the cache holding `system` for this job: the one this shard's earlier try recorded, or
+        an earlier shard of this submit made, or (jobs with an identity) one found by its display name (an
+        earlier try's, its answer lost), if it still exists; else a new one. (None, why): the API refused it."""
+        prefix = hashlib.sha256(dumps([self.model_path(ref), system])).hexdigest()[:16]
+        # Caches this adapter made, by job (identity, fingerprint) and prefix: the other shards of the job reuse
+        # them. A job without an identity is not told apart from another, so each of its batches makes its own.
+        made: dict[tuple[str, str, str], str] = self.__dict__.setdefault("_prefix_caches", {})
+        job = (metadata.get("batchwork_id", ""), metadata.get("batchwork_fp", ""), prefix)
+        for known in (progress.get("cached_content"), made.get(job) if job[0] else None):
+            if known and await self._cache_alive(str(known)):
+                log.info("Reusing %s for the shared system prompt", known)
+                progress.record(cached_content=str(known), resources=[str(known)])
+                return str(known), None
+        display = self.cache_display_name(metadata, prefix)
+        if display is not None:
+            found = await self._find_cache(display, ref)
+            if found:
+                log.info("Found %s made by an earlier try of this job: reusing it", found)
+                made[job] = found
+                progress.record(cached_content=found, resources=[found])
+                return found, None
+        if count < self.cached_content_min_requests:
+            return None, (f"a new cache for {count} request(s) would cost storage for little or no reading (a "
+                          f"batch needs {self.cached_content_min_requests} requests to make one)")
+        body = self.cache_body(ref, system, display or f"{DISPLAY_NAME} {prefix}")
+        try:
+            response = await self.http.request("POST", f"/{API_VERSION}/cachedContents", retry_safe=False,
+                                               content=dumps(body), headers={"content-type": "application/json"})
+        except ProviderAPIError as exc:
+            if exc.status_code == 400:  # e.g. "Cached content is too small" (a minimum above our table's)
+                return None, f"the API refused the cache ({exc.message})"
+            raise
+        created = response.json()
+        name = check_id(created.get("name"), what="google cachedContent name", pattern=CACHED_CONTENT_NAME)
+        tokens = int_or_none((created.get("usageMetadata") or {}).get("totalTokenCount"))
+        made[job] = name
+        progress.record(cached_content=name, cached_content_tokens=tokens, resources=[name])
+        log.info("Created %s (%s tokens, expires %s) for the shared system prompt", name,
+                 "?" if tokens is None else f"{tokens:,}", created.get("expireTime"))
+        return name, None
+
+    def cache_body(self, ref: ModelRef, system: Any, display: str) -> dict[str, Any]:
+        """The `CachedContent` create body: model, display name, the system instruction, a TTL (`"Ns"`)."""
+        return {"model": self.model_path(ref), "displayName": display, "systemInstruction": system,
+                "ttl": f"{int(self.cached_content_ttl)}s"}
+
+    async def _cache_alive(self, name: str) -> bool:
+        path = f"/{API_VERSION}/{check_id(name, what='google cachedContent name', pattern=CACHED_CONTENT_NAME)}"
+        try:
+            await self.http.request("GET", path, retry_safe=True)
+        except ProviderAPIError as exc:
+            if exc.status_code in (403, 404):  # expired or deleted
+                return False
+            raise
+        return True
+
+    async def _find_cache(self, display: str, ref: ModelRef) -> str | None:
+        """A live cache of this model named `display` (GET /v1beta/cachedContents, paged)."""
+        token: str | None = None
+        model = self.model_path(ref)
+        for _ in range(50):
+            params: dict[str, Any] = {"pageSize": 100}
+            if token:
+                params["pageToken"] = token
+            page = (await self.http.request("GET", f"/{API_VERSION}/cachedContents", retry_safe=True,
+                                            params=params)).json()
+            for cached in page.get("cachedContents") or []:
+                if cached.get("displayName") == display and cached.get("model") == model:
+                    return check_id(cached.get("name"), what="google cachedContent name", pattern=CACHED_CONTENT_NAME)
+            token = page.get("nextPageToken")
+            if not token:
+                return None
+        return None
+
+    async def release(self, resources: Sequence[str]) -> None:
+        """Delete the cachedContents a submit created (at collect); one already gone (expired) is fine, and a
+        failed delete only logs: the cache expires at its TTL anyway."""
+        for name in resources:
+            if not CACHED_CONTENT_NAME.match(name):
+                continue
+            try:
+                await self.http.request("DELETE", f"/{API_VERSION}/{name}", retry_safe=True)
+                log.info("Deleted %s", name)
+            except ProviderAPIError as exc:
+                if exc.status_code in (403, 404):
+                    log.info("%s is already gone (expired or deleted)", name)
+                else:
+                    log.warning("Could not delete %s (%s); it expires at its TTL", name, exc)
 
     async def upload(self, lines: Iterable[bytes]) -> str:
         """Upload JSONL with the resumable protocol; return the `files/…` name."""

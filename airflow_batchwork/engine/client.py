@@ -316,7 +316,7 @@ class BatchClient:
             raise
         handle = JobHandle(
             provider=job.ref.provider, model=str(job.ref),
-            batches=[ShardHandle(id=s["id"], request_count=s["request_count"]) for s in shards],
+            batches=[ShardHandle(id=s["id"], request_count=s["request_count"], **_resources(s)) for s in shards],
             request_count=job.request_count, conn_id=conn_id, ids_url=ids_url, identity=identity,
             passthrough=job.passthrough or None,
             structured=job.recorder.schemas.handle_value() if job.recorder else None,
@@ -500,7 +500,15 @@ class BatchClient:
             manifest["reuse"] = reuse_summary(manifest, reuse_enricher, reuse)
         if dataset is not None and ids is not None:
             manifest = self._merge(dataset, url, target, manifest, handle, ids, storage_options)
+        await self.release_resources(handle)
         return manifest
+
+    async def release_resources(self, handle: JobHandle) -> None:
+        """Free what the submit made besides the batches (`resources` of a shard, e.g. a Gemini cache)."""
+        resources = list(dict.fromkeys(str(r) for b in handle.batches
+                                       for r in (b.model_extra or {}).get("resources") or []))
+        if resources:
+            await self.adapter(handle.provider).release(resources)
 
     @staticmethod
     def _merge(dataset: KeyedDataset, url: str, staged: str, manifest: dict[str, Any], handle: JobHandle,
@@ -521,3 +529,10 @@ class BatchClient:
                  "?" if unchanged_cost is None else format_usd(unchanged_cost), merged["rows"])
         files = [f"{url}{name}" for name in (dataset.state() or {}).get("files", [])]
         return {**manifest, "path": url, "files": files, "rows": merged["rows"], "incremental": merged}
+
+
+def _resources(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A shard handle's `resources`: what its submit made at the provider besides the batch (recorded by the
+    adapter in the shard's call progress), for the collect to free."""
+    resources = (entry.get("calls") or {}).get("resources")
+    return {"resources": list(resources)} if resources else {}

@@ -171,6 +171,7 @@ class ResubmitRounds:
         writer = JobResultWriter(job, self.attempt_url(attempt), storage_options=self.storage_options,
                                  enrichers=enrichers)
         staged = await writer.collect(client.adapter(job.provider))
+        await client.release_resources(job)  # e.g. this attempt's Gemini caches; a next round makes its own
         log.info("Attempt %d of %s: %d rows, %s", attempt, self.handle.model, staged["rows"], staged["counts"])
         if attempt <= self.max_item_retries:
             ids = self._retry_ids(staged["files"])

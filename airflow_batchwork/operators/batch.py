@@ -181,7 +181,9 @@ class SubmitBatchOperator(_FailFastTemplates, BaseOperator):
     :param cache_prefix: Anthropic prompt caching: mark every request's system prompt with ``cache_control``
         (``True``/``"1h"``, or ``"5m"``); when the prefix is long enough the first request is sent alone first
         and the rest follow when it ended (at most ``prime_timeout`` seconds later), reading the cache. On
-        OpenAI, Groq, xAI and Gemini, which cache on their own, it only adds the cache token columns.
+        Gemini, a long system prompt shared by every request goes in one ``cachedContents`` resource that the
+        items name (deleted at collect). On OpenAI, Groq and xAI, which cache on their own, it only adds the
+        cache token columns.
 
     Bad input (model, requests, defaults, credentials) fails the task before any API call, without
     retries. A job over the provider's limits is split into several batches under one handle. Retries are

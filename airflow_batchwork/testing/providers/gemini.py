@@ -27,6 +27,19 @@ Wire behaviour worth knowing:
   fails only that request (its result line's ``error`` is code 3); a line that is not a JSON object, or a
   file with no requests, fails the batch (``BATCH_STATE_FAILED`` with an Operation ``error``) after a short
   pending phase.
+- Explicit context caching (CacheService): ``POST /{v}/cachedContents`` takes a ``CachedContent`` (judged by
+  the shipped schema) and answers it with ``name: cachedContents/{id}``, ``createTime``/``updateTime``/
+  ``expireTime`` and ``usageMetadata.totalTokenCount`` (input-only fields are not echoed); ``ttl`` (``"Ns"``)
+  or ``expireTime`` sets the expiry, 1 hour if neither (caching guide). A cache below the model's minimum
+  (``min_tokens`` of the Google block in ``data/prices.json``) is the 400 ``Cached content is too small.
+  total_token_count=N, min_total_token_count=M`` users report. ``GET``/``DELETE /{v}/cachedContents/{id}``
+  and the paged list ``GET /{v}/cachedContents``; an unknown or expired name is a 403 ``PERMISSION_DENIED``.
+  A batch item naming ``cachedContent`` is answered with the cache's system instruction and contents before
+  its own, ``usageMetadata.cachedContentTokenCount`` = the cache's token count (inside ``promptTokenCount``);
+  it fails (item ``error``) when the cache is unknown or expired (code 7), was made for another model, or
+  the item also sets ``systemInstruction``, ``tools`` or ``toolConfig`` (code 3, the API's "Tool config,
+  tools and system instruction should not be set in the request when using cached content." as users
+  report it).
 """
 
 from __future__ import annotations
@@ -39,6 +52,9 @@ import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from starlette.requests import Request
@@ -103,6 +119,11 @@ _RPC_DEADLINE_EXCEEDED = 4
 _RPC_RESOURCE_EXHAUSTED = 8
 _RPC_INTERNAL = 13
 _RPC_UNAVAILABLE = 14
+_RPC_PERMISSION_DENIED = 7
+_CACHE_DEFAULT_TTL = 3600.0
+_CACHE_NOT_FOUND = "CachedContent not found (or permission denied)"
+_CACHE_CONFLICT = ("Tool config, tools and system instruction should not be set in the request when using "
+                   "cached content.")
 # A `[[transient]]` request fails with UNAVAILABLE, or with the retryable code its text names.
 _TRANSIENT_CODES = {"RESOURCE_EXHAUSTED": _RPC_RESOURCE_EXHAUSTED, "INTERNAL": _RPC_INTERNAL,
                     "DEADLINE_EXCEEDED": _RPC_DEADLINE_EXCEEDED}
@@ -163,7 +184,11 @@ def _status(code: int, message: str) -> dict[str, Any]:
 
 
 class _Rejected(Exception):
-    """A request the model answers with a per-entry INVALID_ARGUMENT error."""
+    """A request the model answers with a per-entry error (INVALID_ARGUMENT unless `code` says otherwise)."""
+
+    def __init__(self, message: str, code: int = _RPC_INVALID_ARGUMENT) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # -- strict input: the shipped schema (testing/schemas/google.json) decides --------------------------
@@ -323,7 +348,47 @@ def _forced_function(request: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]
     return name, declared[name]
 
 
-def _generate(request: Mapping[str, Any], model: str, response_id: str) -> tuple[dict[str, Any], int, int]:
+@cache
+def _cache_minimums() -> tuple[dict[str, int], int]:
+    """Minimum cacheable token count per model, from the dated table the package ships (data/prices.json)."""
+    text = resources.files("airflow_batchwork").joinpath("data/prices.json").read_text(encoding="utf-8")
+    terms = json.loads(text)["providers"][NAME]["prompt_cache"]
+    return dict(terms["min_tokens"]), int(terms["min_tokens_default"])
+
+
+def _content_words(contents: object) -> int:
+    items = contents if isinstance(contents, list) else [contents] if contents else []
+    return sum(echo.count_words(echo.content_text(c.get("parts") if isinstance(c, Mapping) else None))
+               for c in items)
+
+
+def _seconds(value: object) -> float | None:
+    """A google.protobuf.Duration in JSON (``"3600s"``, ``"1.5s"``) as seconds."""
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+(\.[0-9]{1,9})?s", value):
+        return float(value[:-1])
+    return None
+
+
+@dataclass
+class _CachedContent:
+    name: str
+    model: str
+    display_name: str | None
+    system: Any
+    contents: list[Any]
+    tools: Any
+    tool_config: Any
+    tokens: int
+    created_at: float
+    expires_at: float
+
+
+def _generate(request: Mapping[str, Any], model: str, response_id: str, cached: _CachedContent | None = None,
+              ) -> tuple[dict[str, Any], int, int]:
+    if cached is not None:  # the cache's system instruction and contents come before the item's own
+        request = {**request, "contents": [*cached.contents, *(_get(request, "contents") or [])]}
+        if cached.system is not None:
+            request["systemInstruction"] = cached.system
     messages = _messages(_get(request, "contents"))
     system = _get(request, "systemInstruction")
     if isinstance(system, Mapping):
@@ -348,6 +413,7 @@ def _generate(request: Mapping[str, Any], model: str, response_id: str) -> tuple
         ],
         "usageMetadata": _nonzero({
             "promptTokenCount": reply.input_tokens,
+            "cachedContentTokenCount": cached.tokens if cached is not None else 0,
             "candidatesTokenCount": reply.output_tokens,
             "totalTokenCount": reply.total_tokens,
         }),
@@ -424,6 +490,7 @@ class _GeminiRoutes:
         self._lock = threading.Lock()
         self._uploads: dict[str, _Upload] = {}
         self._mime_types: dict[str, str] = {}
+        self._caches: dict[str, _CachedContent] = {}
 
     def routes(self) -> list[BaseRoute]:
         # `{id}:verb` routes come before `{id}`: Starlette's `{id}` would also match "x:verb".
@@ -438,6 +505,10 @@ class _GeminiRoutes:
             Route("/download/{version}/files/{file_id}:download", self.download, methods=["GET"]),
             Route("/{version}/files/{file_id}:download", self.download, methods=["GET"]),
             Route("/{version}/files/{file_id}", self.get_file, methods=["GET"]),
+            Route("/{version}/cachedContents", self.create_cache, methods=["POST"]),
+            Route("/{version}/cachedContents", self.list_caches, methods=["GET"]),
+            Route("/{version}/cachedContents/{cache_id}", self.get_cache, methods=["GET"]),
+            Route("/{version}/cachedContents/{cache_id}", self.delete_cache, methods=["DELETE"]),
         ]
 
     # objects
@@ -616,6 +687,119 @@ class _GeminiRoutes:
             body["nextPageToken"] = base64.urlsafe_b64encode(page[-1].id.encode()).decode()
         return JSONResponse(body)
 
+    # cached contents (explicit context caching)
+
+    def _cache_object(self, cached: _CachedContent) -> dict[str, Any]:
+        obj: dict[str, Any] = {"name": cached.name, "model": cached.model}
+        if cached.display_name is not None:
+            obj["displayName"] = cached.display_name
+        obj.update(createTime=rfc3339(cached.created_at), updateTime=rfc3339(cached.created_at),
+                   expireTime=rfc3339(cached.expires_at), usageMetadata=_nonzero({"totalTokenCount": cached.tokens}))
+        return obj
+
+    def _live_cache(self, name: str) -> _CachedContent | None:
+        with self._lock:
+            cached = self._caches.get(name)
+            if cached is not None and cached.expires_at <= self.store.now():
+                del self._caches[name]  # expired caches are deleted by the service
+                cached = None
+        return cached
+
+    def _cache(self, cache_id: str) -> _CachedContent:
+        cached = self._live_cache(f"cachedContents/{cache_id}")
+        if cached is None:
+            raise ApiError(403, _CACHE_NOT_FOUND)
+        return cached
+
+    async def create_cache(self, request: Request) -> Response:
+        _version(request)
+        raw = await request.body()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid JSON payload received. {exc}") from exc
+        if not isinstance(body, dict):
+            raise ApiError(400, "Invalid JSON payload received. Expected an object.")
+        body = _canonical(body, {"$ref": "#/$defs/CachedContent"})
+        problem = _schema_problem("CachedContent", body)
+        if problem is not None:
+            raise ApiError(400, problem[1], param=problem[0] or None)
+        model = str(_get(body, "model"))
+        if not re.fullmatch(r"models/[A-Za-z0-9._-]+", model):
+            raise ApiError(400, f"* CachedContent.model: invalid model name {model!r}; use models/{{model}}")
+        system = _get(body, "systemInstruction")
+        contents = _get(body, "contents") or []
+        tokens = _content_words(system) + _content_words(contents)
+        minimums, default = _cache_minimums()
+        minimum = minimums.get(model.removeprefix("models/"), default)
+        if tokens < minimum:
+            raise ApiError(400, f"Cached content is too small. total_token_count={tokens}, "
+                                f"min_total_token_count={minimum}")
+        now = self.store.now()
+        ttl = _seconds(_get(body, "ttl"))
+        expire = _get(body, "expireTime")
+        if expire is not None:
+            expires_at = datetime.fromisoformat(str(expire).replace("Z", "+00:00")).timestamp()
+        else:
+            expires_at = now + (ttl if ttl is not None else _CACHE_DEFAULT_TTL)
+        if expires_at <= now:
+            raise ApiError(400, "* CachedContent.expiration: the expiration time must be in the future")
+        name = f"cachedContents/{secrets.token_hex(8)}"
+        display = _get(body, "displayName")
+        cached = _CachedContent(name=name, model=model, display_name=None if display is None else str(display),
+                                system=system, contents=list(contents), tools=_get(body, "tools"),
+                                tool_config=_get(body, "toolConfig"), tokens=tokens, created_at=now,
+                                expires_at=expires_at)
+        with self._lock:
+            self._caches[name] = cached
+        return JSONResponse(self._cache_object(cached))
+
+    async def get_cache(self, request: Request) -> Response:
+        _version(request)
+        return JSONResponse(self._cache_object(self._cache(request.path_params["cache_id"])))
+
+    async def delete_cache(self, request: Request) -> Response:
+        _version(request)
+        cached = self._cache(request.path_params["cache_id"])
+        with self._lock:
+            self._caches.pop(cached.name, None)
+        return JSONResponse({})
+
+    async def list_caches(self, request: Request) -> Response:
+        _version(request)
+        limit = query_int(request, "pageSize", default=50, low=1, high=1000)
+        with self._lock:
+            names = list(self._caches)
+        live = [c for c in (self._live_cache(n) for n in names) if c is not None]
+        token = request.query_params.get("pageToken")
+        after = None
+        if token:
+            after = base64.urlsafe_b64decode(token.encode()).decode(errors="replace")
+            if after not in {c.name for c in live}:
+                raise ApiError(400, "Invalid page token.")
+        page, has_more = paginate(live, lambda c: c.name, limit=limit, after=after)
+        body: dict[str, Any] = {}
+        if page:
+            body["cachedContents"] = [self._cache_object(c) for c in page]
+        if has_more:
+            body["nextPageToken"] = base64.urlsafe_b64encode(page[-1].name.encode()).decode()
+        return JSONResponse(body)
+
+    def _referenced_cache(self, request: Mapping[str, Any], model: str) -> _CachedContent | None:
+        """The live cache a generate request names in `cachedContent` (None: it names none)."""
+        name = _get(request, "cachedContent")
+        if name is None:
+            return None
+        if any(_get(request, f) is not None for f in ("systemInstruction", "tools", "toolConfig")):
+            raise _Rejected(_CACHE_CONFLICT)
+        cached = self._live_cache(str(name))
+        if cached is None:
+            raise _Rejected(_CACHE_NOT_FOUND, _RPC_PERMISSION_DENIED)
+        if cached.model != model:
+            raise _Rejected(f"Model used by GenerateContent request ({model}) and CachedContent ({cached.model}) "
+                            "has to be the same.")
+        return cached
+
     # files
 
     async def upload(self, request: Request) -> Response:
@@ -722,11 +906,14 @@ class _GeminiRoutes:
                     if problem is not None:
                         raise _Rejected(problem[1])
                 new_id = self.store.new_id
-                reply = _embed(request) if method == _EMBED else _generate(request, model, new_id("resp-"))
+                if method == _EMBED:
+                    reply = _embed(request)
+                else:
+                    reply = _generate(request, model, new_id("resp-"), self._referenced_cache(request, model))
                 line["response"], input_tokens, output_tokens = reply
             except _Rejected as exc:
                 outcome = "errored"
-                line["error"] = _status(_RPC_INVALID_ARGUMENT, str(exc))
+                line["error"] = _status(exc.code, str(exc))
         elif outcome == "errored" and item.marker == "transient":
             text = json.dumps(request)
             code = next((c for name, c in _TRANSIENT_CODES.items() if name in text), _RPC_UNAVAILABLE)

@@ -111,6 +111,10 @@ PROTO_ROOTS = {
     "Status": status_pb2.Status.DESCRIPTOR,
     "Operation": operations_proto_pb2.Operation.DESCRIPTOR,
     "ListOperationsResponse": operations_proto_pb2.ListOperationsResponse.DESCRIPTOR,
+    # Explicit context caching (CacheService): `POST /v1beta/cachedContents` takes a CachedContent as its body
+    # (http rule body "cached_content") and answers one; `GET`/`DELETE /v1beta/{name=cachedContents/*}`.
+    "CachedContent": glm.CachedContent.pb().DESCRIPTOR,
+    "ListCachedContentsResponse": glm.ListCachedContentsResponse.pb().DESCRIPTOR,
 }
 
 
