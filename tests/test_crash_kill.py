@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +68,25 @@ def run_child(spec: dict[str, Any], emu: Emulator, *, kill_at: int | None) -> in
     """Run the child; with `kill_at`, SIGKILL it once the provider's request count reached that many more
     requests than when it started. Returns the exit code (None if it was killed)."""
     start = provider_requests(emu, spec["provider"])
+    if kill_at is None:
+        return run_child_until(spec, None, wait=WAIT * 2)
+    return run_child_until(spec, lambda: provider_requests(emu, spec["provider"]) - start >= kill_at, wait=WAIT)
+
+
+def run_child_until(spec: dict[str, Any], kill_when: Callable[[], bool] | None, *, wait: float) -> int | None:
+    """Run `tests.crash_child` with `spec`; SIGKILL it as soon as `kill_when()` holds (checked every few ms).
+    Returns the exit code, or None if it was killed; a child that finished first is checked like a normal
+    run, and one that neither finished nor reached its kill moment within `wait` seconds fails the test."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.crash_child", json.dumps(spec)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        if kill_at is None:
-            _, err = proc.communicate(timeout=WAIT * 2)
+        if kill_when is None:
+            _, err = proc.communicate(timeout=wait)
             check_exit(spec, proc.returncode, err)
             return proc.returncode
-        deadline = time.monotonic() + WAIT
+        deadline = time.monotonic() + wait
         while proc.poll() is None and time.monotonic() < deadline:
-            if provider_requests(emu, spec["provider"]) - start >= kill_at:
+            if kill_when():
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
                 return None

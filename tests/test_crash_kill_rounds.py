@@ -10,10 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +25,7 @@ from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 from airflow_batchwork.testing.store import RequestRecord
 from tests.crash_child import requests as child_requests
-from tests.test_crash_kill import ROOT, WAIT, check_exit
+from tests.test_crash_kill import WAIT, run_child_until
 
 PROVIDER = "openai"
 MODEL = "openai/gpt-4o-mini"
@@ -51,26 +47,10 @@ def run_child(spec: dict[str, Any], emu: Emulator, kill_when: Since | None) -> i
     """Run the collect child; SIGKILL it as soon as `kill_when(requests since its start)` holds. Returns the
     exit code, or None if it was killed (a child that finished first is checked like a normal run)."""
     start = len(emu.requests)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.crash_child", json.dumps(spec)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + WAIT * 2
-        while proc.poll() is None and time.monotonic() < deadline:
-            if kill_when is not None and kill_when([r for r in emu.requests[start:] if r.provider == PROVIDER]):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=30)
-                return None
-            time.sleep(0.002)
-        if proc.poll() is None:  # pragma: no cover - a hung child is itself a failure
-            proc.kill()
-            pytest.fail("the child neither finished nor reached its kill moment")
-        _, err = proc.communicate()
-        check_exit(spec, proc.returncode, err)
-        return proc.returncode
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    if kill_when is None:
+        return run_child_until(spec, None, wait=WAIT * 2)
+    return run_child_until(spec, lambda: kill_when([r for r in emu.requests[start:] if r.provider == PROVIDER]),
+                           wait=WAIT * 2)
 
 
 def creates(log: list[RequestRecord]) -> int:

@@ -9,11 +9,7 @@ but not yet its batch id (each emulator answer is slowed, so that state lasts se
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,7 @@ from airflow_batchwork.core import BatchClient, Credentials
 from airflow_batchwork.engine.parquet import committed_files
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
-from tests.test_crash_kill import ROOT, WAIT, check_exit
+from tests.test_crash_kill import WAIT, run_child_until
 
 MODELS = {"mistral": "mistral/mistral-small-latest", "google": "google/gemini-2.5-flash"}
 UPLOAD_KEY = {"mistral": "file_id", "google": "file_name"}
@@ -46,27 +42,8 @@ def uploaded_not_created(ledger: Path, key: str) -> bool:
     return any((s.get("calls") or {}).get(key) and not s.get("id") for s in state.get("shards", []))
 
 
-def run_child(spec: dict[str, Any], kill_when: Any = None) -> int | None:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.crash_child", json.dumps(spec)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + WAIT * 2
-        while proc.poll() is None and time.monotonic() < deadline:
-            if kill_when is not None and kill_when():
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=30)
-                return None
-            time.sleep(0.005)
-        if proc.poll() is None:  # pragma: no cover
-            proc.kill()
-            pytest.fail("the child neither finished nor reached its kill moment")
-        _, err = proc.communicate()
-        check_exit(spec, proc.returncode, err)
-        return proc.returncode
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def run_child(spec: dict[str, Any], kill_when: Callable[[], bool] | None = None) -> int | None:
+    return run_child_until(spec, kill_when, wait=WAIT * 2)
 
 
 @pytest.mark.parametrize("provider", sorted(MODELS))
