@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_batchwork.engine.parquet import ITEM_SCHEMA, check_output_url, read_serial
+from airflow_batchwork.engine.parquet import ITEM_SCHEMA, check_output_url, discard_temp, read_serial
 from airflow_batchwork.values.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -187,15 +187,8 @@ class SegmentWriter:
         return self.rows
 
     def abort(self) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._file is not None:
-                self._file.close()
-        finally:
-            self._writer = None
-            if self.cache.fs.exists(self.tmp_path):
-                self.cache.fs.rm(self.tmp_path)
+        writer, self._writer = self._writer, None
+        discard_temp(writer, self._file, self.cache.fs, self.tmp_path)
 
 
 def row_to_json(row: Mapping[str, Any]) -> str:

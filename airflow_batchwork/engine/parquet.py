@@ -134,6 +134,18 @@ def _basename(path: str) -> str:
     return path.rstrip("/").rpartition("/")[2]
 
 
+def discard_temp(writer: pq.ParquetWriter | None, file: Any, fs: Any, tmp_path: str) -> None:
+    """Close a Parquet writer and its open file (either may be None), then remove its temporary file."""
+    try:
+        if writer is not None:
+            writer.close()
+        if file is not None:
+            file.close()
+    finally:
+        if fs.exists(tmp_path):
+            fs.rm(tmp_path)
+
+
 def remove_stale_temp_files(fs: Any, parent: str, *, keep: Iterable[str] = (), suffix: str = "") -> int:
     """Remove `_batchwork-tmp-*` files (ending in `suffix`) left in `parent` by earlier, killed tries."""
     keep_names = {_basename(k) for k in keep}
@@ -309,12 +321,5 @@ class ParquetResultWriter:
     def abort(self) -> None:
         """Drop the temporary file; the destination is left as it was."""
         self._pending, self._pending_bytes = [], 0
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._file is not None:
-                self._file.close()
-        finally:
-            self._writer = None
-            if self.fs.exists(self.tmp_path):
-                self.fs.rm(self.tmp_path)
+        writer, self._writer = self._writer, None
+        discard_temp(writer, self._file, self.fs, self.tmp_path)
