@@ -50,7 +50,7 @@ from airflow_batchwork.engine.parquet import (
     serial_file,
 )
 from airflow_batchwork.engine.results import JobResultWriter, PassthroughEnricher
-from airflow_batchwork.engine.submission import IDS_SCHEMA, PreparedJob, Shard
+from airflow_batchwork.engine.submission import IDS_SCHEMA, PreparedJob, ShardFiles
 from airflow_batchwork.values.errors import ConfigurationError
 from airflow_batchwork.values.handle import JobHandle
 from airflow_batchwork.values.pricing import PricesLike
@@ -218,8 +218,7 @@ class ResubmitRounds:
         workdir = tempfile.TemporaryDirectory(prefix="batchwork-round-")
         root = Path(workdir.name)
         digest = hashlib.sha256(f"{ref}\nattempt {attempt}\n".encode())
-        shards: list[Shard] = []
-        out = None
+        spool = ShardFiles(root, max_requests=limits.max_requests, max_bytes=limits.max_bytes)
         writer: pq.ParquetWriter | None = None
         count = 0
         try:
@@ -235,20 +234,8 @@ class ResubmitRounds:
                     batch = batch.filter(pc.is_in(batch.column("custom_id"), value_set=ids))
                     shard_of: list[int] = []
                     for item in batch.column(ITEM_COLUMN).to_pylist():
-                        current = shards[-1] if shards else None
-                        if current is None or current.count + 1 > limits.max_requests \
-                                or current.nbytes + len(item) + 1 > limits.max_bytes:
-                            if out is not None:
-                                out.close()
-                            current = Shard(root / f"shard-{len(shards):05d}.jsonl")
-                            shards.append(current)
-                            out = current.path.open("wb")
-                        assert out is not None
-                        out.write(item + b"\n")
-                        current.count += 1
-                        current.nbytes += len(item) + 1
+                        shard_of.append(spool.add(item))
                         digest.update(item + b"\n")
-                        shard_of.append(len(shards) - 1)
                     table = pa.Table.from_batches([batch]).append_column(
                         IDS_SCHEMA.field("shard"), pa.array(shard_of, pa.int32()))
                     if writer is None:
@@ -259,11 +246,10 @@ class ResubmitRounds:
             workdir.cleanup()
             raise
         finally:
-            if out is not None:
-                out.close()
+            spool.close()
             if writer is not None:
                 writer.close()
-        return PreparedJob(ref=ref, limits=limits, shards=shards, fingerprint=digest.hexdigest(),
+        return PreparedJob(ref=ref, limits=limits, shards=spool.shards, fingerprint=digest.hexdigest(),
                            ids_path=root / "ids.parquet", request_count=count,
                            passthrough=list(self.handle.passthrough or []), _workdir=workdir)
 

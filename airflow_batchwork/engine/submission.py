@@ -51,6 +51,38 @@ class Shard:
         return self.count
 
 
+class ShardFiles:
+    """Encoded items written to shard files under `root`: a new shard starts when the next item would take
+    the current one over `max_requests` or `max_bytes` (an item counts its newline), or when asked to."""
+
+    def __init__(self, root: Path, *, max_requests: int, max_bytes: int) -> None:
+        self.root, self.max_requests, self.max_bytes = root, max_requests, max_bytes
+        self.shards: list[Shard] = []
+        self._out: BinaryIO | None = None
+
+    def add(self, item: bytes, *, new_shard: bool = False) -> int:
+        """Write `item` (without its newline); the index of the shard that holds it."""
+        size = len(item) + 1
+        current = self.shards[-1] if self.shards else None
+        if current is None or new_shard or current.count + 1 > self.max_requests \
+                or current.nbytes + size > self.max_bytes:
+            self.close()
+            current = Shard(self.root / f"shard-{len(self.shards):05d}.jsonl")
+            self.shards.append(current)
+            self._out = current.path.open("wb")
+        assert self._out is not None
+        self._out.write(item)
+        self._out.write(b"\n")
+        current.count += 1
+        current.nbytes += size
+        return len(self.shards) - 1
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
 @dataclass
 class PreparedJob:
     """A validated, encoded and sharded job, ready to submit."""
@@ -105,8 +137,8 @@ def prepare_job(
     workdir = tempfile.TemporaryDirectory(prefix="batchwork-submit-")
     root = Path(workdir.name)
     digest = hashlib.sha256(f"{ref}\n{effective}\n".encode())
-    shards: list[Shard] = []
-    out: BinaryIO | None = None
+    spool = ShardFiles(root, max_requests=effective.max_requests, max_bytes=effective.max_bytes)
+    shards = spool.shards
     ids: list[str] = []
     id_shards: list[int] = []
     carried: dict[int, Mapping[str, Any]] = {}
@@ -163,8 +195,7 @@ def prepare_job(
                     "cached tokens", "leave cache_prefix unset for this provider (see docs/pay-once.md for who "
                     "caches what)")
             item = payload.encode(ref, request)
-            size = len(item) + 1
-            if size - 1 > effective.max_request_bytes:
+            if len(item) > effective.max_request_bytes:
                 raise RequestValidationError(
                     f"requests[{index}]",
                     f"request {request.custom_id!r} is {len(item):,} bytes; {ref.provider} accepts at most "
@@ -176,22 +207,10 @@ def prepare_job(
                 key = request_key(ref, payload.encode(ref, request.model_copy(update={"custom_id": KEY_PLACEHOLDER})))
                 skipped = reuse.decide(request.custom_id, key)
             if skipped is None:
-                current = shards[-1] if shards else None
-                if current is None or current.count + 1 > effective.max_requests \
-                        or current.nbytes + size > effective.max_bytes or primed == len(shards):
-                    if out is not None:
-                        out.close()
-                    current = Shard(root / f"shard-{len(shards):05d}.jsonl")
-                    shards.append(current)
-                    out = current.path.open("wb")
-                assert out is not None
-                out.write(item)
-                out.write(b"\n")
-                current.count += 1
-                current.nbytes += size
+                shard = spool.add(item, new_shard=primed == len(shards))
                 digest.update(item)
                 digest.update(b"\n")
-                id_shards.append(len(shards) - 1)
+                id_shards.append(shard)
                 recorder.add(request, item)
                 if prime and primed is None:
                     # Only the first request sent can prime; the next one starts shard 1 if this one does.
@@ -216,14 +235,12 @@ def prepare_job(
         if ids or ids_writer is None:
             flush()
     except BaseException:
-        if out is not None:
-            out.close()
+        spool.close()
         if ids_writer is not None:
             ids_writer.close()
         workdir.cleanup()
         raise
-    if out is not None:
-        out.close()
+    spool.close()
     assert ids_writer is not None
     ids_writer.close()
     return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
