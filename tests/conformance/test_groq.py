@@ -22,6 +22,7 @@ from airflow_batchwork.engine.submission import prepare_job
 from airflow_batchwork.testing import Emulator, conformance
 from airflow_batchwork.testing.faults import FaultConfig
 from airflow_batchwork.values.errors import RequestValidationError
+from tests.conformance.clocked import Clock, clocked_emulator
 
 P = "groq"
 MODEL = "llama-3.1-8b-instant"
@@ -65,20 +66,10 @@ def judged(name: str, instance: Any) -> None:
     assert not problems, f"{name}: {problems}"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def emu() -> Iterator[tuple[Emulator, Clock]]:
-    clock = Clock()
-    with Emulator(processing_seconds=100) as emulator:
-        emulator.store._clock = clock  # the lifecycle is computed from this clock: states on demand
-        yield emulator, clock
+    with clocked_emulator() as pair:
+        yield pair
 
 
 def api(emu: Emulator, key: str = "k") -> httpx.Client:
