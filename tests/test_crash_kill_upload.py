@@ -4,11 +4,15 @@ create, so the retry re-uses it: exactly one uploaded file per shard at the emul
 per shard.
 
 The kill moment is an event: the parent watches the child's ledger file until a shard records its upload
-but not yet its batch id (each emulator answer is slowed, so that state lasts seconds, not milliseconds)."""
+but not yet its batch id (each emulator answer is slowed, so that state lasts seconds, not milliseconds).
+
+A Gemini upload lives 48 hours: a retry after it expired (or when it expires within the hour) uploads the shard
+again instead of naming a file the create would refuse."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,3 +82,41 @@ async def test_kill_after_upload_reuses_the_recorded_file(emu: Emulator, provide
     assert files is not None
     ids = pq.read_table(files).column("custom_id").to_pylist()
     assert sorted(ids) == [f"r{i:04d}" for i in range(N)]  # every request once
+
+
+@pytest.mark.parametrize("age_hours", [49.0, 47.5], ids=["expired", "expires-within-the-hour"])
+async def test_retry_uploads_again_when_the_recorded_gemini_file_expired(age_hours: float, tmp_path: Path) -> None:
+    offset = [-age_hours * 3600]  # the kill happens `age_hours` before the retry, by the emulator's clock
+    provider = "google"
+    spec = {"provider": provider, "model": MODELS[provider], "n": N, "max_requests": N // SHARDS,
+            "state": str(tmp_path / "state"), "identity": "upload-expiry", "handle": str(tmp_path / "handle.json"),
+            "out": f"{tmp_path / 'out'}/", "file_upload": True}
+    ledger = tmp_path / "state" / "upload-expiry.json"
+    with Emulator(processing_seconds=0.3, clock=lambda: time.time() + offset[0]) as emu:
+        spec["base_url"] = emu.base_url(provider)
+        emu.faults = FaultConfig(slow_seconds=1.0, providers=provider)
+        try:
+            killed = run_child({**spec, "mode": "submit"}, lambda: uploaded_not_created(ledger, "file_name"))
+        finally:
+            emu.faults = FaultConfig()
+        assert killed is None
+        stale = {s["calls"]["file_name"] for s in json.loads(ledger.read_text())["shards"]
+                 if (s.get("calls") or {}).get("file_name") and not s.get("id")}
+        assert len(stale) == 1
+        offset[0] = 0.0
+        run_child({**spec, "mode": "submit"})
+
+        uploads = [f for f in emu.files(provider) if f.result_of is None]
+        assert len(uploads) == SHARDS + 1, [f.id for f in uploads]  # the stale file, then one new upload
+        assert len(emu.batches(provider)) == SHARDS
+        recorded = {s["calls"]["file_name"] for s in json.loads(ledger.read_text())["shards"]}
+        assert len(recorded) == SHARDS and not recorded & stale  # the shard now names its new upload
+        assert any(r.method == "GET" and r.path.endswith(next(iter(stale))) for r in emu.requests)  # looked it up
+
+        handle = json.loads(Path(spec["handle"]).read_text())
+        async with BatchClient({provider: Credentials("k", emu.base_url(provider))}) as client:
+            await client.wait(handle, poll_interval=0.2, timeout=WAIT)
+            await client.write_parquet(handle, spec["out"])
+    files = committed_files(spec["out"])
+    assert files is not None
+    assert sorted(pq.read_table(files).column("custom_id").to_pylist()) == [f"r{i:04d}" for i in range(N)]

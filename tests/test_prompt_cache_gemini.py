@@ -248,8 +248,10 @@ async def test_the_shards_of_one_job_share_one_cache(emulator: Emulator, tmp_pat
 async def test_sigkill_during_submit_then_retry_makes_one_cache(emulator: Emulator, tmp_path: Path,
                                                                  kill_at: int) -> None:
     """A real child process submitting 3 shards with cache_prefix is SIGKILLed once the emulator has answered
-    its `kill_at`-th Gemini request (1: the cache create itself, so the kill may land before the ledger
-    write), then run again to completion: one cache for the job, every batch names it, no extra batch."""
+    its `kill_at`-th Gemini request (early kills may land while the cache create is in flight, or before the
+    ledger write), then run again to completion: one cache for the job, every batch names it, no extra batch.
+    A create the kill cut before its answer is recorded by the emulator with status 500 (no status line was
+    sent); whether it made a cache or not, exactly one cache of the job may exist afterwards."""
     from tests.test_crash_kill import run_child
 
     identity = f"dag.kill{kill_at}"
@@ -260,10 +262,12 @@ async def test_sigkill_during_submit_then_retry_makes_one_cache(emulator: Emulat
     assert run_child(spec, emulator, kill_at=kill_at) is None
     run_child(spec, emulator, kill_at=None)
     job = json.loads(Path(spec["handle"]).read_text())
-    assert [r.status_code for r in cache_creates(emulator, start)] == [200]
+    statuses = [r.status_code for r in cache_creates(emulator, start)]
+    assert statuses.count(200) == 1 and set(statuses) <= {200, 500}, statuses
     names = {n for b in job["batches"] for n in b.get("resources", [])}
     assert len(names) == 1 and len(job["batches"]) == 3
     [name] = names
+    assert [c["name"] for c in live_caches(emulator) if identity in str(c.get("displayName"))] == [name]
     for batch in job["batches"]:
         assert all(r["cachedContent"] == name for r in sent_requests(emulator, batch["id"]))
     ours = [b for b in emulator.batches("google") if identity in str(b.extra.get("display_name"))]

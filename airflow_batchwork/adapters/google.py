@@ -19,7 +19,9 @@ import json
 import logging
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -74,6 +76,10 @@ FILE_NAME = re.compile(r"^files/[A-Za-z0-9_-]{1,200}$")
 MODEL_PATH = re.compile(r"^(models|tunedModels)/[A-Za-z0-9._-]{1,200}$")
 # The resumable protocol takes the file in chunks; 8 MB is what the official SDK sends per request.
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+#: A recorded upload is named by a retried create only while it lives this much longer (seconds): the Files API
+#: deletes a file 48 hours after its upload (`File.expirationTime`), and the batch still has to read it.
+UPLOAD_REUSE_MARGIN = 3600.0
+_FRACTION = re.compile(r"(\.\d{6})\d+")
 DISPLAY_NAME = "batchwork"
 MAX_DISPLAY_NAME = 512
 CACHED_CONTENT_NAME = re.compile(r"^cachedContents/[A-Za-z0-9_-]{1,200}$")
@@ -546,6 +552,8 @@ class GoogleAdapter(ProviderAdapter):
                 body = None
         if body is None:
             file_name = progress.get("file_name")
+            if file_name and not await self._upload_reusable(file_name):
+                file_name = None
             if not file_name:
                 file_name = await self.upload(lines)
                 progress.record(file_name=file_name)
@@ -753,6 +761,25 @@ class GoogleAdapter(ProviderAdapter):
         file = response.json().get("file") or {}
         return check_id(file.get("name"), what="google file name", pattern=FILE_NAME)
 
+    async def _upload_reusable(self, file_name: str) -> bool:
+        """Whether an upload an earlier try recorded can still be named by the create: it exists and does not
+        expire within `UPLOAD_REUSE_MARGIN` (a retry days after a kill uploads again instead of failing)."""
+        path = f"/{API_VERSION}/{check_id(file_name, what='google file name', pattern=FILE_NAME)}"
+        try:
+            file = (await self.http.request("GET", path, retry_safe=True)).json()
+        except ProviderAPIError as error:
+            if error.status_code not in (403, 404):  # the API answers 403 for a file that no longer exists
+                raise
+            log.info("The recorded upload %s is gone (HTTP %d); uploading the shard again", file_name,
+                     error.status_code)
+            return False
+        expires = _rfc3339(file.get("expirationTime"))
+        if file.get("state") == "FAILED" or (expires is not None and expires < time.time() + UPLOAD_REUSE_MARGIN):
+            log.info("The recorded upload %s expires at %s; uploading the shard again", file_name,
+                     file.get("expirationTime"))
+            return False
+        return True
+
     async def _operation(self, batch_id: str) -> dict[str, Any]:
         path = f"/{API_VERSION}/{self.check_id(batch_id)}"
         return dict((await self.http.request("GET", path, retry_safe=True)).json())
@@ -856,4 +883,14 @@ class GoogleAdapter(ProviderAdapter):
                 continue
             if operation_status(operation, self.check_id).state != "failed":
                 return self.check_id(operation.get("name"))
+        return None
+
+
+def _rfc3339(value: object) -> float | None:
+    """Epoch seconds of a google.protobuf.Timestamp in JSON (RFC 3339, up to nanoseconds), None if absent."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(_FRACTION.sub(r"\1", value.replace("Z", "+00:00"))).timestamp()
+    except ValueError:
         return None

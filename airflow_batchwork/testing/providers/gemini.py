@@ -627,7 +627,7 @@ class _GeminiRoutes:
         if requests is not None:
             items = _inline_items(requests)
         else:
-            stored = self.store.get_file(NAME, str(file_name).removeprefix("files/"))
+            stored = self._live_file(str(file_name).removeprefix("files/"))
             if stored is None or stored.purpose != "UPLOADED":
                 raise ApiError(
                     400, f"* batch.input_config.file_name: File {file_name} not found or not readable."
@@ -868,8 +868,15 @@ class _GeminiRoutes:
             "x-goog-upload-control-url": url,
         })
 
-    def _file(self, file_id: str) -> StoredFile:
+    def _live_file(self, file_id: str) -> StoredFile | None:
+        """The file, or None once it is gone: the Files API deletes an upload 48 hours after it was made."""
         stored = self.store.get_file(NAME, file_id)
+        if stored is not None and stored.purpose == "UPLOADED" and stored.created_at + _FILE_TTL <= self.store.now():
+            return None
+        return stored
+
+    def _file(self, file_id: str) -> StoredFile:
+        stored = self._live_file(file_id)
         if stored is None:
             raise ApiError(
                 403, f"You do not have permission to access the File {file_id} or it may not exist."
