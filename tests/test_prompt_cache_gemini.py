@@ -296,11 +296,14 @@ async def test_resubmission_rounds_delete_their_caches(emulator: Emulator, tmp_p
                                               poll_interval=0.1, timeout=60)
     rows = {r["custom_id"]: r for r in pq.read_table(f"{tmp_path}/rounds/").to_pylist()}
     assert manifest["rows"] == 5
-    # (The rounds' dataset has no cache token columns: resubmission rounds do not carry the job's cache_prefix
-    # flag; the cost is still corrected for the cached tokens, as for any Gemini job.)
+    # The rounds carry the job's cache_prefix flag: the final dataset has the cache token columns for every row,
+    # those of the first attempt and those of the round alike.
+    for i in range(5):
+        assert "cache_read_tokens" in rows[f"t{i}"]
     for i in range(2, 5):
         usage = json.loads(rows[f"t{i}"]["response"])["response"]["usageMetadata"]
         assert rows[f"t{i}"]["status"] == "succeeded" and usage["cachedContentTokenCount"] == 5000
+        assert rows[f"t{i}"]["cache_read_tokens"] == 5000
     creates = cache_creates(emulator, start)
     assert [c.status_code for c in creates] == [200, 200]  # the job's cache, then the round's (2 items)
     deletes = [r for r in emulator.requests[start:] if r.method == "DELETE" and "/cachedContents/" in r.path]

@@ -477,9 +477,6 @@ class BatchClient:
             enrichers.append(PassthroughEnricher(handle.ids_url, handle.passthrough, storage_options))
         enrichers += standard_enrichers(handle, prices=prices, storage_options=storage_options)
         position = next(i for i, e in enumerate(enrichers) if isinstance(e, CostEnricher | PromptCacheEnricher))
-        if (handle.model_extra or {}).get("prompt_cache"):  # the cache token columns (core/prompt_cache.py)
-            price = load_prices(prices, storage_options=storage_options).lookup(handle.model)
-            enrichers[position] = PromptCacheEnricher(handle.provider, CostEnricher(price), price)
         reuse = ReuseCollector.load(handle.ids_url, response_cache, storage_options)
         reuse_enricher = None
         if reuse is not None:

@@ -38,7 +38,8 @@ def standard_enrichers(
     attempt: int | None = None,
 ) -> list[RowEnricher]:
     """Structured output validation (when the job has schemas; it runs first, so a row's status is final),
-    `cost_usd` from the price table, and `attempt` when given."""
+    `cost_usd` from the price table (with the cache token columns for a job that marked a prompt-cache prefix),
+    and `attempt` when given."""
     enrichers: list[RowEnricher] = []
     if handle.structured:
         enrichers.append(StructuredEnricher(handle.structured, handle.ids_url, storage_options))
@@ -46,7 +47,9 @@ def standard_enrichers(
     if price is None:
         log.info("No price known for %s: cost_usd stays empty (pass prices= to add one)", handle.model)
     cost: RowEnricher = CostEnricher(price)
-    if adapter_class(handle.provider).prompt_cache_automatic:  # cached input tokens at the cached rate
+    if (handle.model_extra or {}).get("prompt_cache"):  # the job marked a prefix: the cache token columns too
+        cost = PromptCacheEnricher(handle.provider, cost, price)
+    elif adapter_class(handle.provider).prompt_cache_automatic:  # cached input tokens at the cached rate
         cost = PromptCacheEnricher(handle.provider, cost, price, columns=False)
     enrichers.append(cost)
     if attempt is not None:

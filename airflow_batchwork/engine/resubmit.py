@@ -251,7 +251,8 @@ class ResubmitRounds:
                 writer.close()
         return PreparedJob(ref=ref, limits=limits, shards=spool.shards, fingerprint=digest.hexdigest(),
                            ids_path=root / "ids.parquet", request_count=count,
-                           passthrough=list(self.handle.passthrough or []), _workdir=workdir)
+                           passthrough=list(self.handle.passthrough or []), _workdir=workdir,
+                           prompt_cache=bool((self.handle.model_extra or {}).get("prompt_cache")))
 
     # --- the final dataset -----------------------------------------------------------------------
     def _attempt_files(self, attempt: int) -> list[str]:
