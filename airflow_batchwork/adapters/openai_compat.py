@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chunks, parse_chat_chunk
+from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chat_chunk, parse_chunks
 from airflow_batchwork.adapters.base import ProviderAdapter, cache_token_columns, dumps, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.values.calls import CallProgress
