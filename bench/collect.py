@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         measure(args.child[0], args.child[1], int(args.child[2]))
         return 0
+    from bench.run import load, machine
+
+    print(f"collect bench on {machine()}", flush=True)
+    print(f"collect bench at start: {load()}", flush=True)
     kinds = args.kind or KINDS
     rows, mismatches = [], []
     for fmt in args.format or FORMATS:
@@ -111,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows))
     for line in mismatches:
         print("MISMATCH", line)
+    print(f"collect bench at end: {load()}")
     return 1 if mismatches else 0
 
 

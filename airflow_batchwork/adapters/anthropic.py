@@ -19,7 +19,7 @@ from airflow_batchwork.adapters.arrow_lines import (
     empty_batch,
     field,
     map_values,
-    parse_ahead,
+    parse_chunks,
     read_lines,
 )
 from airflow_batchwork.adapters.base import (
@@ -400,7 +400,7 @@ class AnthropicAdapter(ProviderAdapter):
                 records = items_to_batch(self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")))
             return records
 
-        async for records in parse_ahead(self._result_chunks(batch_id), parse):
+        async for records in parse_chunks(self._result_chunks(batch_id), parse):
             yield records
 
     async def cancel(self, batch_id: str) -> BatchStatus:

@@ -13,7 +13,9 @@ their own, in every job, without adding columns to the result schema.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +26,32 @@ from airflow_batchwork.values.pricing import ModelPrice
 
 CACHE_READ_FIELD = pa.field("cache_read_tokens", pa.int64())
 CACHE_WRITE_FIELD = pa.field("cache_write_tokens", pa.int64())
+
+
+@lru_cache(maxsize=16)
+def _bytes_pattern(pattern: str) -> re.Pattern[bytes] | None:
+    try:
+        return re.compile(pattern.encode())
+    except re.error:  # RE2-only syntax: no pre-check, the per-line match decides
+        return None
+
+
+def may_match(responses: pa.Array, pattern: str) -> bool:
+    """False only when no line of `responses` can match `pattern`: one scan of the lines' contiguous bytes
+    with Python's `re` (100k OpenAI lines: ~0.07 s against ~0.15 s for Arrow's per-line RE2 match). A match
+    spanning two lines is a false positive, which only sends the batch to the exact per-line match."""
+    if not len(responses):
+        return False
+    compiled = _bytes_pattern(pattern)
+    if compiled is None or not isinstance(responses, pa.StringArray | pa.LargeStringArray):
+        return True
+    _, offset_buffer, data = responses.buffers()
+    if data is None:
+        return False
+    width = pa.int64() if isinstance(responses, pa.LargeStringArray) else pa.int32()
+    offsets = pa.Array.from_buffers(width, len(responses) + 1, [None, offset_buffer], offset=responses.offset)
+    start, end = offsets[0].as_py(), offsets[len(responses)].as_py()
+    return compiled.search(memoryview(data)[start:end]) is not None
 
 
 class PromptCacheEnricher:
@@ -47,6 +75,8 @@ class PromptCacheEnricher:
         responses = items.column("response")
         pattern = self.adapter.cache_hit_pattern
         if not self.columns and pattern is not None:  # only the cost: parse just the lines with a cache count
+            if not may_match(responses, pattern):
+                return out
             hits = pc.fill_null(pc.match_substring_regex(responses, pattern), False)
             if not pc.any(hits).as_py():
                 return out
