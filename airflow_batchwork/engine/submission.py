@@ -178,7 +178,7 @@ def prepare_job(
     marked = False
     primed: int | None = None  # 1: shard 0 is a priming batch of one request (a new shard starts at len == 1)
     try:
-        for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults):
+        for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults, plain=True):
             # Files on fsspec URLs are read and inlined here, so their bytes count in the limits below.
             request = inline_parts(request, max_bytes=effective.max_request_bytes, where=f"requests[{index}]")
             refusal = payload.check_content(ref, request) or payload.check_request(ref, request)

@@ -483,24 +483,162 @@ class SeenIds:
         self._file.close()
 
 
+class PlainTurn:
+    """The one user turn of a `PlainRequest`'s prompt, with the reading side of `ChatMessage`."""
+
+    __slots__ = ("content",)
+    role = "user"
+
+    def __init__(self, content: str) -> None:
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content
+
+    @property
+    def parts(self) -> list[TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart]:
+        return [TextPart(text=self.content)]
+
+
+class PlainRequest:
+    """A request validated by `plain_request` (no pydantic model): the fields of `BatchRequest` as plain
+    attributes, an unset one None, and the methods the adapters read. It carries no messages, tools,
+    tool_choice or output_schema (requests with those are validated as `BatchRequest` models)."""
+
+    custom_id: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    system: str | None = None
+    value: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    dimensions: int | None = None
+    output_schema: dict[str, Any] | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: ToolChoice | None = None
+    provider_options: dict[str, Any] | None = None
+    cache_prefix: bool | Literal["5m", "1h"] | None = None
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> PlainRequest:
+        """A request over `fields` (a dict `plain_request` accepted; it becomes the object's own)."""
+        request = object.__new__(cls)
+        request.__dict__ = fields
+        return request
+
+    def model_copy(self, *, update: Mapping[str, Any]) -> PlainRequest:
+        return PlainRequest.of({**self.__dict__, **update})
+
+    def to_model(self) -> BatchRequest:
+        """The same request as a `BatchRequest` model."""
+        return BatchRequest.model_validate({k: v for k, v in self.__dict__.items() if v is not None})
+
+    def media_parts(self) -> list[tuple[str, ImagePart | FilePart]]:
+        return []
+
+    def has_tool_parts(self) -> bool:
+        return False
+
+    def conversation(self) -> list[PlainTurn]:
+        return [PlainTurn(self.prompt or "")]
+
+    def system_text(self) -> str | None:
+        return self.system or None
+
+    def _choice_label(self) -> str:
+        return "None"
+
+
+# How `plain_request` checks each field it takes (any other field: the request goes to the model path).
+_STR, _POSITIVE_INT, _INT, _UNIT, _STRINGS, _CACHE, _OPTIONS = range(7)
+_PLAIN_FIELDS: dict[str, int] = {
+    "custom_id": _STR, "prompt": _STR, "system": _STR, "value": _STR,
+    "max_output_tokens": _POSITIVE_INT, "top_k": _POSITIVE_INT, "dimensions": _POSITIVE_INT, "seed": _INT,
+    "temperature": _UNIT, "top_p": _UNIT, "presence_penalty": _UNIT, "frequency_penalty": _UNIT,
+    "stop_sequences": _STRINGS, "cache_prefix": _CACHE, "provider_options": _OPTIONS,
+}
+_RANGES: dict[str, tuple[float, float]] = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2),
+                                           "frequency_penalty": (-2, 2)}
+
+
+def plain_request(data: dict[str, Any], kind: str) -> PlainRequest | None:
+    """`data` (merged request fields, custom_id set, no None values) as a `PlainRequest` when every field
+    is one `BatchRequest.model_validate` takes as is (exact str/int/float/list/dict values in range, one
+    input, a valid custom_id, the input the model kind needs); None otherwise, and the caller validates it
+    as a model, which reports the problem (so every error is the model path's). The values are those the
+    model would hold: an int given for a float field becomes a float, lists and dicts are copied."""
+    for name, value in data.items():
+        check = _PLAIN_FIELDS.get(name)
+        kind_of = type(value)
+        if check is None:
+            return None
+        if check == _STR:
+            if kind_of is not str:
+                return None
+        elif check == _POSITIVE_INT:
+            if kind_of is not int or value <= 0:
+                return None
+        elif check == _UNIT:
+            if kind_of is int:
+                value = data[name] = float(value)
+            elif kind_of is not float:
+                return None
+            low, high = _RANGES[name]
+            if not low <= value <= high:
+                return None
+        elif check == _INT:
+            if kind_of is not int:
+                return None
+        elif check == _STRINGS:
+            if kind_of is not list or any(type(s) is not str for s in value):
+                return None
+            data[name] = list(value)
+        elif check == _CACHE:
+            if not (value is True or value is False or (kind_of is str and value in ("5m", "1h"))):
+                return None
+        elif kind_of is not dict or any(type(k) is not str for k in value) \
+                or _non_json(value, name) is not None:
+            return None
+        else:
+            data[name] = dict(value)
+    if "prompt" in data and "value" in data:
+        return None
+    if not CUSTOM_ID_PATTERN.match(data["custom_id"]):
+        return None
+    if ("value" if kind == "embedding" else "prompt") not in data:
+        return None
+    return PlainRequest.of(data)
+
+
 def iter_requests(
     raw: Iterable[Mapping[str, Any]],
     *,
     ref: ModelRef,
     defaults: Mapping[str, Any] | None = None,
     field: str = "requests",
+    plain: bool = False,
 ) -> Iterator[tuple[int, BatchRequest]]:
     """Validate raw request dicts one by one, apply `defaults`, assign `custom_id`s (`request-{index}`).
 
     Streaming: valid requests are yielded as they come; problems are gathered (up to five) and raised
-    together when the input ends, so a caller must not act on what it got before then."""
+    together when the input ends, so a caller must not act on what it got before then.
+
+    With `plain`, a request `plain_request` takes is yielded as a `PlainRequest` (no model is built; the
+    adapters read both alike), any other as a `BatchRequest`."""
     check_request_list(raw, field)
-    base = validate_defaults(defaults)
+    base = {k: v for k, v in validate_defaults(defaults).items() if v is not None}
     kind = ref.kind
     problems: list[tuple[str, str, str]] = []
     seen = SeenIds()
     try:
-        yield from _validated(raw, field, base, kind, problems, seen)
+        yield from _validated(raw, field, base, kind, problems, seen, plain)
     finally:
         seen.close()
     count = seen.count
@@ -511,17 +649,32 @@ def iter_requests(
 
 
 def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, Any], kind: str,
-               problems: list[tuple[str, str, str]], seen: SeenIds) -> Iterator[tuple[int, BatchRequest]]:
+               problems: list[tuple[str, str, str]], seen: SeenIds, plain: bool = False
+               ) -> Iterator[tuple[int, BatchRequest]]:
     for index, item in enumerate(raw):
-        where = f"{field}[{index}]"
         if len(problems) >= MAX_REPORTED_PROBLEMS:
             break
-        if not isinstance(item, Mapping):
-            problems.append((where, f"expected a dict, got {type(item).__name__}",
+        if type(item) is dict:
+            data = {**base, **{k: v for k, v in item.items() if v is not None}} if base \
+                else {k: v for k, v in item.items() if v is not None}
+        elif isinstance(item, Mapping):
+            data = {**base, **{k: v for k, v in item.items() if v is not None}}
+        else:
+            problems.append((f"{field}[{index}]", f"expected a dict, got {type(item).__name__}",
                              'write each request as a dict, e.g. {"custom_id": "a", "prompt": "…"}'))
             continue
-        data = {**base, **{k: v for k, v in item.items() if v is not None}}
-        data.setdefault("custom_id", f"request-{index}")
+        if "custom_id" not in data:
+            data["custom_id"] = f"request-{index}"
+        fast = plain_request(data.copy(), kind) if plain else None
+        if fast is not None:
+            earlier = seen.add(fast.custom_id, index)
+            if earlier is not None:
+                problems.append((f"{field}[{index}].custom_id", f"duplicate custom_id {fast.custom_id!r} "
+                                 f"(also at {field}[{earlier}])", "make every custom_id unique"))
+            elif not problems:
+                yield index, fast  # type: ignore[misc]
+            continue
+        where = f"{field}[{index}]"
         non_json = next((p for k in JSON_FIELDS if isinstance(item.get(k), Mapping)
                          and (p := _non_json(item[k], f"{where}.{k}"))), None)
         if non_json:
