@@ -406,9 +406,9 @@ def check_request_list(raw: object, field: str = "requests") -> None:
 
 
 class SeenIds:
-    """The custom_ids seen so far, in a fixed-size filter plus 16 bytes per id (a dict of the ids took ~150).
+    """The custom_ids seen so far, in a fixed-size filter plus 12 bytes per id (a dict of the ids took ~150).
 
-    A 64-bit hash of each id marks a byte of a fixed table (8 MB) and goes, in runs of 65,536 sorted by
+    A 64-bit hash of each id marks a bit of a fixed table (1 MB, 2**23 bits) and goes, in runs of 65,536 sorted by
     hash, beside its ordinal; the ids themselves go to a temporary file run by run. An id whose byte is
     clear is new (most ids); an id whose hash matches an earlier one is compared with that id as read
     back, so a hash collision is never reported as a duplicate."""
@@ -418,11 +418,11 @@ class SeenIds:
     hash = staticmethod(hash)  # Python's keyed string hash (random per process: no input can be made to collide)
 
     def __init__(self) -> None:
-        self._marks = bytearray(self.SLOTS)
+        self._marks = bytearray(self.SLOTS >> 3)  # one bit per slot
         self._pending: dict[int, int] = {}  # hash -> ordinal, for the ids of the current run
         self._clashes: list[tuple[int, int]] = []  # (hash, ordinal) of ids whose hash a pending id has
         self._lines: list[tuple[int, str]] = []  # (index, custom_id) of the current run
-        self._runs: list[tuple[array[int], array[int]]] = []
+        self._runs: list[tuple[array[int], array[int]]] = []  # hashes (8 B), ordinals (4 B)
         self._file = tempfile.TemporaryFile(prefix="batchwork-ids-")  # noqa: SIM115 (closed by close())
         self._sealed = 0
 
@@ -433,10 +433,11 @@ class SeenIds:
     def add(self, custom_id: str, index: int) -> int | None:
         """Record `custom_id` (of request `index`); the index of an earlier request with the same id, if any."""
         h = self.hash(custom_id)
-        slot = h & (self.SLOTS - 1)
-        if self._marks[slot] and (earlier := self._earlier(custom_id, h)) is not None:
+        slot = (h & (self.SLOTS - 1)) >> 3
+        bit = 1 << (h & 7)
+        if self._marks[slot] & bit and (earlier := self._earlier(custom_id, h)) is not None:
             return earlier
-        self._marks[slot] = 1
+        self._marks[slot] |= bit
         ordinal = self._sealed + len(self._lines)
         if h in self._pending:
             self._clashes.append((h, ordinal))
@@ -449,7 +450,7 @@ class SeenIds:
 
     def _seal(self) -> None:
         entries = sorted([*self._pending.items(), *self._clashes])
-        self._runs.append((array("q", [h for h, _ in entries]), array("q", [o for _, o in entries])))
+        self._runs.append((array("q", [h for h, _ in entries]), array("i", [o for _, o in entries])))
         self._file.write("".join(f"{index} {custom_id}\n" for index, custom_id in self._lines).encode())
         self._sealed += len(self._lines)
         self._pending, self._clashes, self._lines = {}, [], []
