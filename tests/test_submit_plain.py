@@ -165,3 +165,9 @@ def test_batch_request_objects_and_mappings_still_work() -> None:
     items: list[Any] = [MappingProxyType({"custom_id": "a", "prompt": "x", "temperature": 1})]
     with prepare_job("openai/gpt-4o-mini", items) as job:
         assert b'"temperature":1.0' in next(iter(job.shards[0]))
+    models = [BatchRequest(custom_id="b", prompt="y", temperature=0.5),
+              BatchRequest(custom_id="c", messages=[{"role": "user", "content": [{"type": "text", "text": "z"}]}])]
+    with prepare_job("openai/gpt-4o-mini", models, defaults={"max_output_tokens": 9}) as job:
+        lines = list(job.shards[0])
+    adapter, ref = adapter_class("openai").offline(), parse_model("openai/gpt-4o-mini")
+    assert lines == [adapter.encode(ref, m.model_copy(update={"max_output_tokens": 9})) for m in models]

@@ -660,6 +660,8 @@ def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, 
                 else {k: v for k, v in item.items() if v is not None}
         elif isinstance(item, Mapping):
             data = {**base, **{k: v for k, v in item.items() if v is not None}}
+        elif isinstance(item, BatchRequest):  # a model given by the caller: validated again, defaults applied
+            data = {**base, **item.model_dump(exclude_none=True)}
         else:
             problems.append((f"{field}[{index}]", f"expected a dict, got {type(item).__name__}",
                              'write each request as a dict, e.g. {"custom_id": "a", "prompt": "…"}'))
@@ -676,8 +678,8 @@ def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, 
                 yield index, fast  # type: ignore[misc]
             continue
         where = f"{field}[{index}]"
-        non_json = next((p for k in JSON_FIELDS if isinstance(item.get(k), Mapping)
-                         and (p := _non_json(item[k], f"{where}.{k}"))), None)
+        non_json = next((p for k in JSON_FIELDS if isinstance(data.get(k), Mapping)
+                         and (p := _non_json(data[k], f"{where}.{k}"))), None)
         if non_json:
             problems.append(non_json)
             continue
