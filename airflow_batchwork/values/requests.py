@@ -569,13 +569,17 @@ _RANGES: dict[str, tuple[float, float]] = {"temperature": (0, 2), "top_p": (0, 1
                                            "frequency_penalty": (-2, 2)}
 
 
-def plain_request(data: dict[str, Any], kind: str) -> PlainRequest | None:
-    """`data` (merged request fields, custom_id set, no None values) as a `PlainRequest` when every field
-    is one `BatchRequest.model_validate` takes as is (exact str/int/float/list/dict values in range, one
-    input, a valid custom_id, the input the model kind needs); None otherwise, and the caller validates it
-    as a model, which reports the problem (so every error is the model path's). The values are those the
-    model would hold: an int given for a float field becomes a float, lists and dicts are copied."""
-    for name, value in data.items():
+def plain_request(item: Mapping[str, Any], base: Mapping[str, Any], index: int, kind: str) -> PlainRequest | None:
+    """Request `index` (`item` over the job's `base` defaults, None values left out) as a `PlainRequest` when
+    every field is one `BatchRequest.model_validate` takes as is (exact str/int/float/list/dict values in
+    range, one input, a valid custom_id, the input the model kind needs); None otherwise, and the caller
+    validates it as a model, which reports any problem (so every error is the model path's). The values are
+    those the model would hold: an int given for a float field becomes a float, lists and dicts are copied."""
+    merged = {**base, **{k: v for k, v in item.items() if v is not None}} if base else item
+    data: dict[str, Any] = {}
+    for name, value in merged.items():
+        if value is None:
+            continue
         check = _PLAIN_FIELDS.get(name)
         kind_of = type(value)
         if check is None:
@@ -588,7 +592,7 @@ def plain_request(data: dict[str, Any], kind: str) -> PlainRequest | None:
                 return None
         elif check == _UNIT:
             if kind_of is int:
-                value = data[name] = float(value)
+                value = float(value)
             elif kind_of is not float:
                 return None
             low, high = _RANGES[name]
@@ -600,7 +604,7 @@ def plain_request(data: dict[str, Any], kind: str) -> PlainRequest | None:
         elif check == _STRINGS:
             if kind_of is not list or any(type(s) is not str for s in value):
                 return None
-            data[name] = list(value)
+            value = list(value)
         elif check == _CACHE:
             if not (value is True or value is False or (kind_of is str and value in ("5m", "1h"))):
                 return None
@@ -608,10 +612,14 @@ def plain_request(data: dict[str, Any], kind: str) -> PlainRequest | None:
                 or _non_json(value, name) is not None:
             return None
         else:
-            data[name] = dict(value)
+            value = dict(value)
+        data[name] = value
     if "prompt" in data and "value" in data:
         return None
-    if not CUSTOM_ID_PATTERN.match(data["custom_id"]):
+    custom_id = data.get("custom_id")
+    if custom_id is None:
+        custom_id = data["custom_id"] = f"request-{index}"
+    if not CUSTOM_ID_PATTERN.match(custom_id):
         return None
     if ("value" if kind == "embedding" else "prompt") not in data:
         return None
@@ -655,21 +663,7 @@ def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, 
     for index, item in enumerate(raw):
         if len(problems) >= MAX_REPORTED_PROBLEMS:
             break
-        if type(item) is dict:
-            data = {**base, **{k: v for k, v in item.items() if v is not None}} if base \
-                else {k: v for k, v in item.items() if v is not None}
-        elif isinstance(item, Mapping):
-            data = {**base, **{k: v for k, v in item.items() if v is not None}}
-        elif isinstance(item, BatchRequest):  # a model given by the caller: validated again, defaults applied
-            data = {**base, **item.model_dump(exclude_none=True)}
-        else:
-            problems.append((f"{field}[{index}]", f"expected a dict, got {type(item).__name__}",
-                             'write each request as a dict, e.g. {"custom_id": "a", "prompt": "…"}'))
-            continue
-        if "custom_id" not in data:
-            data["custom_id"] = f"request-{index}"
-        fast = plain_request(data.copy(), kind) if plain else None
-        if fast is not None:
+        if plain and type(item) is dict and (fast := plain_request(item, base, index, kind)) is not None:
             earlier = seen.add(fast.custom_id, index)
             if earlier is not None:
                 problems.append((f"{field}[{index}].custom_id", f"duplicate custom_id {fast.custom_id!r} "
@@ -677,6 +671,15 @@ def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, 
             elif not problems:
                 yield index, fast  # type: ignore[misc]
             continue
+        if isinstance(item, Mapping):
+            data = {**base, **{k: v for k, v in item.items() if v is not None}}
+        elif isinstance(item, BatchRequest):  # a model given by the caller: validated again, defaults applied
+            data = {**base, **item.model_dump(exclude_none=True)}
+        else:
+            problems.append((f"{field}[{index}]", f"expected a dict, got {type(item).__name__}",
+                             'write each request as a dict, e.g. {"custom_id": "a", "prompt": "…"}'))
+            continue
+        data.setdefault("custom_id", f"request-{index}")
         where = f"{field}[{index}]"
         non_json = next((p for k in JSON_FIELDS if isinstance(data.get(k), Mapping)
                          and (p := _non_json(data[k], f"{where}.{k}"))), None)
