@@ -408,20 +408,21 @@ def check_request_list(raw: object, field: str = "requests") -> None:
 class SeenIds:
     """The custom_ids seen so far, in a fixed-size filter plus 12 bytes per id (a dict of the ids took ~150).
 
-    A 64-bit hash of each id marks a bit of a fixed table (1 MB, 2**23 bits) and goes, in runs of 65,536 sorted by
-    hash, beside its ordinal; the ids themselves go to a temporary file run by run. An id whose byte is
+    A 64-bit hash of each id marks a bit of a fixed table (1 MB, 2**23 bits) and goes, in runs of 32,768 sorted by
+    hash, beside its ordinal; the ids themselves go to a temporary file run by run. An id whose bit is
     clear is new (most ids); an id whose hash matches an earlier one is compared with that id as read
     back, so a hash collision is never reported as a duplicate."""
 
     SLOTS = 1 << 23
-    RUN = 65_536
+    RUN = 32_768
     hash = staticmethod(hash)  # Python's keyed string hash (random per process: no input can be made to collide)
 
     def __init__(self) -> None:
         self._marks = bytearray(self.SLOTS >> 3)  # one bit per slot
         self._pending: dict[int, int] = {}  # hash -> ordinal, for the ids of the current run
         self._clashes: list[tuple[int, int]] = []  # (hash, ordinal) of ids whose hash a pending id has
-        self._lines: list[tuple[int, str]] = []  # (index, custom_id) of the current run
+        self._lines: list[str] = []  # the custom_ids of the current run (the strings the caller holds anyway)
+        self._indexes = array("q")  # and their request indexes
         self._runs: list[tuple[array[int], array[int]]] = []  # hashes (8 B), ordinals (4 B)
         self._file = tempfile.TemporaryFile(prefix="batchwork-ids-")  # noqa: SIM115 (closed by close())
         self._sealed = 0
@@ -443,7 +444,8 @@ class SeenIds:
             self._clashes.append((h, ordinal))
         else:
             self._pending[h] = ordinal
-        self._lines.append((index, custom_id))
+        self._lines.append(custom_id)
+        self._indexes.append(index)
         if len(self._lines) >= self.RUN:
             self._seal()
         return None
@@ -451,9 +453,10 @@ class SeenIds:
     def _seal(self) -> None:
         entries = sorted([*self._pending.items(), *self._clashes])
         self._runs.append((array("q", [h for h, _ in entries]), array("i", [o for _, o in entries])))
-        self._file.write("".join(f"{index} {custom_id}\n" for index, custom_id in self._lines).encode())
+        self._file.write("".join(f"{index} {custom_id}\n"
+                                 for index, custom_id in zip(self._indexes, self._lines, strict=True)).encode())
         self._sealed += len(self._lines)
-        self._pending, self._clashes, self._lines = {}, [], []
+        self._pending, self._clashes, self._lines, self._indexes = {}, [], [], array("q")
 
     def _earlier(self, custom_id: str, h: int) -> int | None:
         ordinals = [self._pending[h], *(o for k, o in self._clashes if k == h)] if h in self._pending else []
@@ -468,7 +471,7 @@ class SeenIds:
     def _index_if(self, ordinal: int, custom_id: str) -> int | None:
         """The request index of id number `ordinal` if that id is `custom_id`."""
         if ordinal >= self._sealed:
-            pending_index, pending_id = self._lines[ordinal - self._sealed]
+            pending_index, pending_id = self._indexes[ordinal - self._sealed], self._lines[ordinal - self._sealed]
             return pending_index if pending_id == custom_id else None
         self._file.seek(0)
         try:
