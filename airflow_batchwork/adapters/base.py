@@ -147,6 +147,8 @@ class ProviderAdapter(ABC):
 
     def check_content(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:
         """A reason `ref`'s endpoint cannot take the parts or tools of `request`, or None."""
+        if request.messages is None and not request.tools:
+            return None  # no parts, no tools (a tool_choice without tools is refused by the validation)
         return check_content(request, self.content_support(ref), f"{self.provider}.{ref.endpoint}")
 
     def check_request(self, ref: ModelRef, request: BatchRequest) -> Refusal | None:

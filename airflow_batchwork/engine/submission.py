@@ -177,11 +177,15 @@ def prepare_job(
     count = 0
     marked = False
     primed: int | None = None  # 1: shard 0 is a priming batch of one request (a new shard starts at len == 1)
+    # Bound once: this loop runs once per request.
+    check_content, check_request, encode = payload.check_content, payload.check_request, payload.encode
+    max_request_bytes = effective.max_request_bytes
     try:
-        for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults):
-            # Files on fsspec URLs are read and inlined here, so their bytes count in the limits below.
-            request = inline_parts(request, max_bytes=effective.max_request_bytes, where=f"requests[{index}]")
-            refusal = payload.check_content(ref, request) or payload.check_request(ref, request)
+        for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults, plain=True):
+            if request.messages is not None:
+                # Files on fsspec URLs are read and inlined here, so their bytes count in the limits below.
+                request = inline_parts(request, max_bytes=max_request_bytes, where=f"requests[{index}]")
+            refusal = check_content(ref, request) or check_request(ref, request)
             if refusal:
                 field_name, problem, fix = refusal
                 raise RequestValidationError(f"requests[{index}].{field_name}", problem, fix)
@@ -194,12 +198,12 @@ def prepare_job(
                     f"requests[{index}].cache_prefix", f"{ref.provider} has no prompt-cache control and reports no "
                     "cached tokens", "leave cache_prefix unset for this provider (see docs/pay-once.md for who "
                     "caches what)")
-            item = payload.encode(ref, request)
-            if len(item) > effective.max_request_bytes:
+            item = encode(ref, request)
+            if len(item) > max_request_bytes:
                 raise RequestValidationError(
                     f"requests[{index}]",
                     f"request {request.custom_id!r} is {len(item):,} bytes; {ref.provider} accepts at most "
-                    f"{effective.max_request_bytes:,} bytes per request",
+                    f"{max_request_bytes:,} bytes per request",
                     "shorten the prompt or split it into several requests",
                 )
             skipped = None

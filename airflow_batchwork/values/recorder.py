@@ -57,16 +57,26 @@ class RequestRecorder:
 
     def add(self, request: BatchRequest, item: bytes) -> None:
         """Record one encoded request."""
-        digest = self.schemas.add(request.output_schema)
+        schema = request.output_schema
+        if schema is None:
+            digest = None
+            counts = self.schemas.counts  # what SchemaSet.add(None) does, without the call
+            counts[None] = counts.get(None, 0) + 1
+        else:
+            digest = self.schemas.add(schema)
         if digest not in self._schema_chars:
-            self._schema_chars[digest] = len(json.dumps(request.output_schema))
-        chars = sum(len(m.text) for m in request.messages or []) + len(request.prompt or "") \
-            + len(request.system or "") + len(request.value or "") + self._schema_chars[digest]
-        self.estimated_input_tokens += math.ceil(chars / CHARS_PER_TOKEN)
+            self._schema_chars[digest] = len(json.dumps(schema))
+        messages = request.messages
+        chars = len(request.prompt or "") + len(request.system or "") + len(request.value or "") \
+            + self._schema_chars[digest]
+        if messages:
+            chars += sum(len(m.text) for m in messages)
+        self.estimated_input_tokens += -(-chars // CHARS_PER_TOKEN)
         if not self.embedding:
             self.estimated_output_tokens += request.max_output_tokens or DEFAULT_OUTPUT_TOKENS
-        self._data += item
-        self._offsets.append(len(self._data))
+        data = self._data
+        data += item
+        self._offsets.append(len(data))
         self._digests.append(digest)
         self.nbytes += len(item)
 

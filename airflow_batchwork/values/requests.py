@@ -406,23 +406,24 @@ def check_request_list(raw: object, field: str = "requests") -> None:
 
 
 class SeenIds:
-    """The custom_ids seen so far, in a fixed-size filter plus 16 bytes per id (a dict of the ids took ~150).
+    """The custom_ids seen so far, in a fixed-size filter plus 12 bytes per id (a dict of the ids took ~150).
 
-    A 64-bit hash of each id marks a byte of a fixed table (8 MB) and goes, in runs of 65,536 sorted by
-    hash, beside its ordinal; the ids themselves go to a temporary file run by run. An id whose byte is
+    A 64-bit hash of each id marks a bit of a fixed table (1 MB, 2**23 bits) and goes, in runs of 32,768 sorted by
+    hash, beside its ordinal; the ids themselves go to a temporary file run by run. An id whose bit is
     clear is new (most ids); an id whose hash matches an earlier one is compared with that id as read
     back, so a hash collision is never reported as a duplicate."""
 
     SLOTS = 1 << 23
-    RUN = 65_536
+    RUN = 32_768
     hash = staticmethod(hash)  # Python's keyed string hash (random per process: no input can be made to collide)
 
     def __init__(self) -> None:
-        self._marks = bytearray(self.SLOTS)
+        self._marks = bytearray(self.SLOTS >> 3)  # one bit per slot
         self._pending: dict[int, int] = {}  # hash -> ordinal, for the ids of the current run
         self._clashes: list[tuple[int, int]] = []  # (hash, ordinal) of ids whose hash a pending id has
-        self._lines: list[tuple[int, str]] = []  # (index, custom_id) of the current run
-        self._runs: list[tuple[array[int], array[int]]] = []
+        self._lines: list[str] = []  # the custom_ids of the current run (the strings the caller holds anyway)
+        self._indexes = array("q")  # and their request indexes
+        self._runs: list[tuple[array[int], array[int]]] = []  # hashes (8 B), ordinals (4 B)
         self._file = tempfile.TemporaryFile(prefix="batchwork-ids-")  # noqa: SIM115 (closed by close())
         self._sealed = 0
 
@@ -433,26 +434,29 @@ class SeenIds:
     def add(self, custom_id: str, index: int) -> int | None:
         """Record `custom_id` (of request `index`); the index of an earlier request with the same id, if any."""
         h = self.hash(custom_id)
-        slot = h & (self.SLOTS - 1)
-        if self._marks[slot] and (earlier := self._earlier(custom_id, h)) is not None:
+        slot = (h & (self.SLOTS - 1)) >> 3
+        bit = 1 << (h & 7)
+        if self._marks[slot] & bit and (earlier := self._earlier(custom_id, h)) is not None:
             return earlier
-        self._marks[slot] = 1
+        self._marks[slot] |= bit
         ordinal = self._sealed + len(self._lines)
         if h in self._pending:
             self._clashes.append((h, ordinal))
         else:
             self._pending[h] = ordinal
-        self._lines.append((index, custom_id))
+        self._lines.append(custom_id)
+        self._indexes.append(index)
         if len(self._lines) >= self.RUN:
             self._seal()
         return None
 
     def _seal(self) -> None:
         entries = sorted([*self._pending.items(), *self._clashes])
-        self._runs.append((array("q", [h for h, _ in entries]), array("q", [o for _, o in entries])))
-        self._file.write("".join(f"{index} {custom_id}\n" for index, custom_id in self._lines).encode())
+        self._runs.append((array("q", [h for h, _ in entries]), array("i", [o for _, o in entries])))
+        self._file.write("".join(f"{index} {custom_id}\n"
+                                 for index, custom_id in zip(self._indexes, self._lines, strict=True)).encode())
         self._sealed += len(self._lines)
-        self._pending, self._clashes, self._lines = {}, [], []
+        self._pending, self._clashes, self._lines, self._indexes = {}, [], [], array("q")
 
     def _earlier(self, custom_id: str, h: int) -> int | None:
         ordinals = [self._pending[h], *(o for k, o in self._clashes if k == h)] if h in self._pending else []
@@ -467,7 +471,7 @@ class SeenIds:
     def _index_if(self, ordinal: int, custom_id: str) -> int | None:
         """The request index of id number `ordinal` if that id is `custom_id`."""
         if ordinal >= self._sealed:
-            pending_index, pending_id = self._lines[ordinal - self._sealed]
+            pending_index, pending_id = self._indexes[ordinal - self._sealed], self._lines[ordinal - self._sealed]
             return pending_index if pending_id == custom_id else None
         self._file.seek(0)
         try:
@@ -483,24 +487,170 @@ class SeenIds:
         self._file.close()
 
 
+class PlainTurn:
+    """The one user turn of a `PlainRequest`'s prompt, with the reading side of `ChatMessage`."""
+
+    __slots__ = ("content",)
+    role = "user"
+
+    def __init__(self, content: str) -> None:
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content
+
+    @property
+    def parts(self) -> list[TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart]:
+        return [TextPart(text=self.content)]
+
+
+class PlainRequest:
+    """A request validated by `plain_request` (no pydantic model): the fields of `BatchRequest` as plain
+    attributes, an unset one None, and the methods the adapters read. It carries no messages, tools,
+    tool_choice or output_schema (requests with those are validated as `BatchRequest` models)."""
+
+    custom_id: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    system: str | None = None
+    value: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    dimensions: int | None = None
+    output_schema: dict[str, Any] | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: ToolChoice | None = None
+    provider_options: dict[str, Any] | None = None
+    cache_prefix: bool | Literal["5m", "1h"] | None = None
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> PlainRequest:
+        """A request over `fields` (a dict `plain_request` accepted; it becomes the object's own)."""
+        request = object.__new__(cls)
+        request.__dict__ = fields
+        return request
+
+    def model_copy(self, *, update: Mapping[str, Any]) -> PlainRequest:
+        return PlainRequest.of({**self.__dict__, **update})
+
+    def to_model(self) -> BatchRequest:
+        """The same request as a `BatchRequest` model."""
+        return BatchRequest.model_validate({k: v for k, v in self.__dict__.items() if v is not None})
+
+    def media_parts(self) -> list[tuple[str, ImagePart | FilePart]]:
+        return []
+
+    def has_tool_parts(self) -> bool:
+        return False
+
+    def conversation(self) -> list[PlainTurn]:
+        return [PlainTurn(self.prompt or "")]
+
+    def system_text(self) -> str | None:
+        return self.system or None
+
+    def _choice_label(self) -> str:
+        return "None"
+
+
+# How `plain_request` checks each field it takes (any other field: the request goes to the model path).
+_STR, _POSITIVE_INT, _INT, _UNIT, _STRINGS, _CACHE, _OPTIONS = range(7)
+_PLAIN_FIELDS: dict[str, int] = {
+    "custom_id": _STR, "prompt": _STR, "system": _STR, "value": _STR,
+    "max_output_tokens": _POSITIVE_INT, "top_k": _POSITIVE_INT, "dimensions": _POSITIVE_INT, "seed": _INT,
+    "temperature": _UNIT, "top_p": _UNIT, "presence_penalty": _UNIT, "frequency_penalty": _UNIT,
+    "stop_sequences": _STRINGS, "cache_prefix": _CACHE, "provider_options": _OPTIONS,
+}
+_RANGES: dict[str, tuple[float, float]] = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2),
+                                           "frequency_penalty": (-2, 2)}
+
+
+def plain_request(item: Mapping[str, Any], base: Mapping[str, Any], index: int, kind: str) -> PlainRequest | None:
+    """Request `index` (`item` over the job's `base` defaults, None values left out) as a `PlainRequest` when
+    every field is one `BatchRequest.model_validate` takes as is (exact str/int/float/list/dict values in
+    range, one input, a valid custom_id, the input the model kind needs); None otherwise, and the caller
+    validates it as a model, which reports any problem (so every error is the model path's). The values are
+    those the model would hold: an int given for a float field becomes a float, lists and dicts are copied."""
+    merged = {**base, **{k: v for k, v in item.items() if v is not None}} if base else item
+    data: dict[str, Any] = {}
+    for name, value in merged.items():
+        if value is None:
+            continue
+        check = _PLAIN_FIELDS.get(name)
+        kind_of = type(value)
+        if check is None:
+            return None
+        if check == _STR:
+            if kind_of is not str:
+                return None
+        elif check == _POSITIVE_INT:
+            if kind_of is not int or value <= 0:
+                return None
+        elif check == _UNIT:
+            if kind_of is int:
+                value = float(value)
+            elif kind_of is not float:
+                return None
+            low, high = _RANGES[name]
+            if not low <= value <= high:
+                return None
+        elif check == _INT:
+            if kind_of is not int:
+                return None
+        elif check == _STRINGS:
+            if kind_of is not list or any(type(s) is not str for s in value):
+                return None
+            value = list(value)
+        elif check == _CACHE:
+            if not (value is True or value is False or (kind_of is str and value in ("5m", "1h"))):
+                return None
+        elif kind_of is not dict or any(type(k) is not str for k in value) \
+                or _non_json(value, name) is not None:
+            return None
+        else:
+            value = dict(value)
+        data[name] = value
+    if "prompt" in data and "value" in data:
+        return None
+    custom_id = data.get("custom_id")
+    if custom_id is None:
+        custom_id = data["custom_id"] = f"request-{index}"
+    if not CUSTOM_ID_PATTERN.match(custom_id):
+        return None
+    if ("value" if kind == "embedding" else "prompt") not in data:
+        return None
+    return PlainRequest.of(data)
+
+
 def iter_requests(
     raw: Iterable[Mapping[str, Any]],
     *,
     ref: ModelRef,
     defaults: Mapping[str, Any] | None = None,
     field: str = "requests",
+    plain: bool = False,
 ) -> Iterator[tuple[int, BatchRequest]]:
     """Validate raw request dicts one by one, apply `defaults`, assign `custom_id`s (`request-{index}`).
 
     Streaming: valid requests are yielded as they come; problems are gathered (up to five) and raised
-    together when the input ends, so a caller must not act on what it got before then."""
+    together when the input ends, so a caller must not act on what it got before then.
+
+    With `plain`, a request `plain_request` takes is yielded as a `PlainRequest` (no model is built; the
+    adapters read both alike), any other as a `BatchRequest`."""
     check_request_list(raw, field)
-    base = validate_defaults(defaults)
+    base = {k: v for k, v in validate_defaults(defaults).items() if v is not None}
     kind = ref.kind
     problems: list[tuple[str, str, str]] = []
     seen = SeenIds()
     try:
-        yield from _validated(raw, field, base, kind, problems, seen)
+        yield from _validated(raw, field, base, kind, problems, seen, plain)
     finally:
         seen.close()
     count = seen.count
@@ -511,19 +661,31 @@ def iter_requests(
 
 
 def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, Any], kind: str,
-               problems: list[tuple[str, str, str]], seen: SeenIds) -> Iterator[tuple[int, BatchRequest]]:
+               problems: list[tuple[str, str, str]], seen: SeenIds, plain: bool = False
+               ) -> Iterator[tuple[int, BatchRequest]]:
     for index, item in enumerate(raw):
-        where = f"{field}[{index}]"
         if len(problems) >= MAX_REPORTED_PROBLEMS:
             break
-        if not isinstance(item, Mapping):
-            problems.append((where, f"expected a dict, got {type(item).__name__}",
+        if plain and type(item) is dict and (fast := plain_request(item, base, index, kind)) is not None:
+            earlier = seen.add(fast.custom_id, index)
+            if earlier is not None:
+                problems.append((f"{field}[{index}].custom_id", f"duplicate custom_id {fast.custom_id!r} "
+                                 f"(also at {field}[{earlier}])", "make every custom_id unique"))
+            elif not problems:
+                yield index, fast  # type: ignore[misc]
+            continue
+        if isinstance(item, Mapping):
+            data = {**base, **{k: v for k, v in item.items() if v is not None}}
+        elif isinstance(item, BatchRequest):  # a model given by the caller: validated again, defaults applied
+            data = {**base, **item.model_dump(exclude_none=True)}
+        else:
+            problems.append((f"{field}[{index}]", f"expected a dict, got {type(item).__name__}",
                              'write each request as a dict, e.g. {"custom_id": "a", "prompt": "…"}'))
             continue
-        data = {**base, **{k: v for k, v in item.items() if v is not None}}
         data.setdefault("custom_id", f"request-{index}")
-        non_json = next((p for k in JSON_FIELDS if isinstance(item.get(k), Mapping)
-                         and (p := _non_json(item[k], f"{where}.{k}"))), None)
+        where = f"{field}[{index}]"
+        non_json = next((p for k in JSON_FIELDS if isinstance(data.get(k), Mapping)
+                         and (p := _non_json(data[k], f"{where}.{k}"))), None)
         if non_json:
             problems.append(non_json)
             continue

@@ -1,0 +1,173 @@
+"""The plain-request path of `prepare_job` (values/requests.py `plain_request`, no pydantic model per
+request) against the model path (`BatchRequest.model_validate`, what `prepare_requests` still builds):
+for every provider and endpoint, byte-identical items and identical adapter checks on a varied corpus,
+and identical errors on a corpus of bad inputs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from airflow_batchwork.adapters import adapter_class
+from airflow_batchwork.engine.submission import prepare_job
+from airflow_batchwork.values.errors import BatchworkError
+from airflow_batchwork.values.recorder import RequestRecorder
+from airflow_batchwork.values.refs import parse_model
+from airflow_batchwork.values.requests import BatchRequest, PlainRequest, iter_requests
+
+MODELS = {
+    "openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "google": "gemini-2.5-flash",
+    "groq": "llama-3.3-70b-versatile", "mistral": "mistral-small-latest",
+    "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo", "xai": "grok-4",
+}
+REFS = [f"{provider}.{spec.name}/{model}" for provider, model in MODELS.items()
+        for spec in adapter_class(provider).endpoints]
+
+TEXT_CORPUS: list[dict[str, Any]] = [
+    {"custom_id": "p0", "prompt": "hello"},
+    {"prompt": "no id given, é ✓ \u2028 \"quoted\""},
+    {"custom_id": "p2", "prompt": "x", "system": "be brief", "max_output_tokens": 300, "temperature": 1,
+     "top_p": 0.5},
+    {"custom_id": "p3", "prompt": "x", "system": "", "temperature": 0, "top_p": 1, "stop_sequences": ["\n", "END"]},
+    {"custom_id": "p4", "prompt": "x", "seed": 7, "presence_penalty": -2, "frequency_penalty": 1.5},
+    {"custom_id": "p5", "prompt": "x", "top_k": 40, "temperature": 0.7},
+    {"custom_id": "p6", "prompt": "x", "provider_options": {"user": "u1", "metadata": {"a": [1, 2.5, None, True]}}},
+    {"custom_id": "p7", "prompt": "x", "system": "long " * 300, "cache_prefix": True},
+    {"custom_id": "p8", "prompt": "x", "system": "s", "cache_prefix": "5m", "seed": 2**70},
+    {"custom_id": "p9", "prompt": "", "max_output_tokens": None, "temperature": None, "cache_prefix": False},
+    # Not plain: these go to the model path on both sides.
+    {"custom_id": "m0", "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"},
+                                     {"role": "assistant", "content": "yo"}, {"role": "user", "content": "more"}]},
+    {"custom_id": "m1", "prompt": "x", "output_schema": {"type": "object", "properties": {"a": {"type": "string"}},
+                                                         "required": ["a"], "additionalProperties": False}},
+    {"custom_id": "m2", "prompt": "x", "tools": [{"name": "get_weather", "description": "weather",
+                                                  "parameters": {"type": "object",
+                                                                 "properties": {"city": {"type": "string"}}}}],
+     "tool_choice": {"type": "tool", "tool_name": "get_weather"}},
+    {"custom_id": "m3", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "look"},
+                                     {"type": "image", "image": "https://example.com/a.png"}]},
+        {"role": "assistant", "content": [{"type": "tool-call", "tool_call_id": "c1", "tool_name": "f",
+                                           "input": {"q": 1}}]},
+        {"role": "tool", "content": [{"type": "tool-result", "tool_call_id": "c1", "tool_name": "f",
+                                      "output": {"r": 2}}]}],
+     "tools": [{"name": "f", "description": "d"}], "tool_choice": "auto"},
+    {"custom_id": "m4", "prompt": "x", "temperature": True},  # a bool: pydantic's lax rules decide
+    {"custom_id": "m5", "prompt": "x", "stop_sequences": ("a",)},
+]
+EMBEDDING_CORPUS: list[dict[str, Any]] = [
+    {"custom_id": "e0", "value": "embed me"},
+    {"value": "embed me too", "dimensions": 256},
+    {"custom_id": "e2", "value": "x", "provider_options": {"encoding_format": "float"}},
+]
+
+
+def _outcome(adapter: Any, ref: Any, request: Any) -> tuple[Any, ...]:
+    refusal = adapter.check_content(ref, request) or adapter.check_request(ref, request)
+    if refusal is not None:
+        return ("refused", refusal)
+    try:
+        item = adapter.encode(ref, request)
+    except BatchworkError as exc:
+        return ("error", type(exc).__name__, str(exc))
+    recorder = RequestRecorder(ref)
+    recorder.add(request, item)
+    return ("item", item, adapter.primes(ref, request), recorder.estimated_input_tokens,
+            recorder.estimated_output_tokens, bool(request.cache_prefix))
+
+
+@pytest.mark.parametrize("model", REFS)
+def test_plain_path_encodes_byte_identical_to_the_model_path(model: str) -> None:
+    ref = parse_model(model)
+    corpus = EMBEDDING_CORPUS if ref.kind == "embedding" else TEXT_CORPUS
+    adapter = adapter_class(ref.provider).offline()
+    plain = list(iter_requests(corpus, ref=ref, plain=True))
+    models = list(iter_requests(corpus, ref=ref))
+    assert [i for i, _ in plain] == [i for i, _ in models] == list(range(len(corpus)))
+    kinds = [type(r) for _, r in plain]
+    assert all(t is BatchRequest for _, t in zip(range(len(corpus)), (type(r) for _, r in models), strict=True))
+    expected_plain = sum(1 for item in corpus if not str(item.get("custom_id", "")).startswith("m"))
+    assert kinds.count(PlainRequest) == expected_plain  # the plain ones did take the fast path
+    for (_, fast), (_, slow) in zip(plain, models, strict=True):
+        assert _outcome(adapter, ref, fast) == _outcome(adapter, ref, slow), fast.custom_id
+        if isinstance(fast, PlainRequest):
+            assert fast.to_model() == slow
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5", "google/gemini-2.5-flash"])
+def test_prepared_shards_match_the_model_encoding(model: str) -> None:
+    ref = parse_model(model)
+    adapter = adapter_class(ref.provider).offline()
+    # The corpus less what this provider refuses (checked on the model path).
+    ok = [TEXT_CORPUS[i] for i, r in iter_requests(TEXT_CORPUS, ref=ref) if _outcome(adapter, ref, r)[0] == "item"]
+    assert len(ok) >= 8
+    expected = [adapter.encode(ref, r) for _, r in iter_requests(ok, ref=ref)]
+    defaults = {"max_output_tokens": 128}
+    with prepare_job(model, ok, prime=False) as job:
+        assert [line for shard in job.shards for line in shard] == expected
+    with_defaults = [adapter.encode(ref, r) for _, r in iter_requests(ok, ref=ref, defaults=defaults)]
+    with prepare_job(model, ok, defaults=defaults, prime=False) as job:
+        assert [line for shard in job.shards for line in shard] == with_defaults
+
+
+BAD: list[tuple[str, list[Any]]] = [
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x"}, {"custom_id": "a", "prompt": "y"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "bad id!", "prompt": "x"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": 5, "prompt": "x"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "value": "y"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": 3}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "max_output_tokens": 0}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "max_output_tokens": "many"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "temperature": 2.5}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "temperature": math.nan}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "top_p": -0.1}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "stop_sequences": "END"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "stop_sequences": [1]}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "cache_prefix": "2h"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "provider_options": {"user": {1, 2}}}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "provider_options": {"n": math.inf}}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "provider_options": "user=x"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "colour": "red"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x", "tool_choice": "auto"}]),
+    ("openai/gpt-4o-mini", [{"custom_id": "a", "prompt": "x"}, "not a dict", {"custom_id": "c", "prompt": 1},
+                            {"custom_id": "a", "prompt": "z"}, {"custom_id": "d", "top_k": -1, "prompt": "x"},
+                            {"custom_id": "e"}, {"custom_id": "f"}]),
+    ("openai/gpt-4o-mini", []),
+    ("openai.embedding/text-embedding-3-small", [{"custom_id": "a", "prompt": "x"}]),
+    ("openai.embedding/text-embedding-3-small", [{"custom_id": "a", "value": "x", "dimensions": -3}]),
+]
+
+
+def _error(model: str, corpus: list[Any], plain: bool) -> tuple[str, str]:
+    with pytest.raises(BatchworkError) as info:
+        list(iter_requests(corpus, ref=parse_model(model), plain=plain))
+    return type(info.value).__name__, str(info.value)
+
+
+@pytest.mark.parametrize(("model", "corpus"), BAD)
+def test_plain_path_raises_the_model_path_errors(model: str, corpus: list[Any]) -> None:
+    assert _error(model, corpus, plain=True) == _error(model, corpus, plain=False)
+
+
+def test_prepare_job_errors_name_the_field_before_any_call() -> None:
+    with pytest.raises(BatchworkError, match=r"requests\[1\]\.top_k: not supported by openai\.chat"):
+        prepare_job("openai/gpt-4o-mini", [{"prompt": "x"}, {"prompt": "y", "top_k": 3}])
+    with pytest.raises(BatchworkError, match=r"requests\[0\]\.temperature"):
+        prepare_job("openai/gpt-4o-mini", [{"prompt": "x", "temperature": 9}])
+
+
+def test_batch_request_objects_and_mappings_still_work() -> None:
+    from types import MappingProxyType
+
+    items: list[Any] = [MappingProxyType({"custom_id": "a", "prompt": "x", "temperature": 1})]
+    with prepare_job("openai/gpt-4o-mini", items) as job:
+        assert b'"temperature":1.0' in next(iter(job.shards[0]))
+    models = [BatchRequest(custom_id="b", prompt="y", temperature=0.5),
+              BatchRequest(custom_id="c", messages=[{"role": "user", "content": [{"type": "text", "text": "z"}]}])]
+    with prepare_job("openai/gpt-4o-mini", models, defaults={"max_output_tokens": 9}) as job:
+        lines = list(job.shards[0])
+    adapter, ref = adapter_class("openai").offline(), parse_model("openai/gpt-4o-mini")
+    assert lines == [adapter.encode(ref, m.model_copy(update={"max_output_tokens": 9})) for m in models]
