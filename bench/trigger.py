@@ -81,6 +81,7 @@ class GCWatch:
 
     def __init__(self) -> None:
         self.full: list[float] = []
+        self.at: list[float] = []
         self._began = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
@@ -88,6 +89,7 @@ class GCWatch:
             return
         if phase == "start":
             self._began = time.perf_counter()
+            self.at.append(self._began)
         else:
             self.full.append(time.perf_counter() - self._began)
 
@@ -173,6 +175,7 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                 await asyncio.sleep(0)
             await asyncio.sleep(window - (time.perf_counter() - begin))
             cpu_end = time.process_time()
+            longest_stall = stalls[0][1]  # now: the cancelling of every trigger below is not the window
             cpu = cpu_end - cpu
             end = time.perf_counter()
             gc.callbacks.remove(gc_watch)
@@ -197,17 +200,22 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
             started = sum(1 for c in polls.values() if c) / n
             # Start-up: until every trigger has finished its first poll (creating N triggers at once).
             warm = max((c[0][1] for c in polls.values() if c), default=end)
-            steady = [late for when, late in stalls[1:] if when > warm]
+            steady = [late for when, late in stalls[1:] if warm < when < end]
             # CPU per poll after start-up: from the first CPU sample after `warm` to the end of the window.
             since, cpu_since = next(((t, c) for t, c in cpu_samples if t > warm), (end, cpu_end))
             steady_polls = sum(1 for c in polls.values() for start, _ in c if since <= start <= end)
             return {"polls": count, "due": due, "done": done, "on_time": on_time, "later": count - len(polls),
                     "cpu": cpu, "steady_cpu": cpu_end - cpu_since, "dog_cpu": dog_rate * (end - begin),
                     "steady_dog_cpu": dog_rate * max(end - since, 0.0), "steady_polls": steady_polls,
-                    "stall": stalls[0][1], "steady_stall": max(steady, default=0.0),
+                    "stall": longest_stall, "steady_stall": max(steady, default=0.0),
                     "full_gcs": len(gc_watch.full), "longest_gc": max(gc_watch.full, default=0.0),
                     "warm": warm - begin, "fds": fds, "rss_mb": rss, "tracked": tracked, "frozen": frozen,
-                    "started": started, "wall": end - begin}
+                    "started": started, "wall": end - begin,
+                    # for the stderr log: the five longest stalls and the full collections (s into the window, ms)
+                    "worst_stalls": sorted(((round(when - begin, 2), round(1000 * late))
+                                            for when, late in stalls[1:] if when < end), key=lambda x: -x[1])[:5],
+                    "gcs": [(round(at - begin, 2), round(1000 * ms)) for at, ms in zip(gc_watch.at, gc_watch.full,
+                                                                                     strict=False)]}
 
         result = asyncio.run(go())
     finally:

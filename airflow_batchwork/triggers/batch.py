@@ -7,6 +7,7 @@ never submits, downloads or writes anything, so running it twice (triggerer HA) 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import random
 import time
@@ -51,6 +52,12 @@ def min_resume_delay() -> float:
 
 _heap_frozen = False
 _CLASS_LOGS: dict[type, Any] = {}
+_NO_CONTEXT = contextvars.Context()  # the sleep's wake-up callback reads no context variable
+
+
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def gc_freeze_enabled() -> bool:
@@ -242,7 +249,15 @@ class BatchCompleteTrigger(BaseTrigger):
                 status = None  # not kept across the sleep: objects that live a whole interval reach generation 2
                 pause = sleep_for(self.poll_interval, now=now, deadline=self.end_time)
                 if plain_sleep:
-                    await asyncio.sleep(pause)  # one coroutine fewer per sleeping trigger
+                    # asyncio.sleep, inline: no sleep coroutine and no copied context per sleeping trigger.
+                    loop = asyncio.get_running_loop()
+                    wake = loop.create_future()
+                    timer = loop.call_later(pause, _wake_up, wake, context=_NO_CONTEXT)
+                    try:
+                        await wake
+                    finally:
+                        timer.cancel()
+                    del wake, timer
                 else:
                     await self.wait_before_next_poll(pause)
         finally:
