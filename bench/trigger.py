@@ -61,19 +61,23 @@ class StatusServer:
         self.dir.cleanup()
 
 
-async def watchdog(stop: asyncio.Event, stalls: list[tuple[float, float]], cpu: list[tuple[float, float]]) -> None:
-    """Record (when, how long) of every loop stall over 50 ms: a coroutine waking every 5 ms. Also samples
-    (when, process CPU) about once a second."""
+async def watchdog(stop: asyncio.Event, stalls: list[tuple[float, float, float]],
+                   cpu: list[tuple[float, float]]) -> None:
+    """Record (when, how long, loop-thread CPU in it) of every loop stall over 50 ms: a coroutine waking
+    every 5 ms. A stall whose loop-thread CPU is far below its length is the machine not running this
+    process (other processes on the 2 cores), not work on the loop. Also samples (when, process CPU)
+    about once a second."""
     step = 0.005
     while not stop.is_set():
         before = time.perf_counter()
+        thread_before = time.thread_time()
         if not cpu or before - cpu[-1][0] >= 1.0:
             cpu.append((before, time.process_time()))
         await asyncio.sleep(step)
         late = time.perf_counter() - before - step
         if late > 0.05:
-            stalls.append((before, late))
-        stalls[0] = (0.0, max(stalls[0][1], late))
+            stalls.append((before, late, time.thread_time() - thread_before))
+        stalls[0] = (0.0, max(stalls[0][1], late), 0.0)
 
 
 class GCWatch:
@@ -152,14 +156,15 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
 
             # The watchdog's own CPU (a wake-up every 5 ms: ~2-3 s in a 150 s window on this box, as much as
             # 0.2 ms per poll at 5,000 every 60 s) is not the triggers': measure it alone first, subtract it.
-            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0)], []
+            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0, 0.0)], []
             alone = asyncio.create_task(watchdog(stop, stalls, cpu_samples))
             c0, t0 = time.process_time(), time.perf_counter()
             await asyncio.sleep(CALIBRATE)
             dog_rate = (time.process_time() - c0) / (time.perf_counter() - t0)
             stop.set()
             await alone
-            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0)], []
+            calibration_stall = stalls[0][1]
+            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0, 0.0)], []
             dog = asyncio.create_task(watchdog(stop, stalls, cpu_samples))
             gc_watch = GCWatch()
             gc.callbacks.append(gc_watch)
@@ -200,7 +205,8 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
             started = sum(1 for c in polls.values() if c) / n
             # Start-up: until every trigger has finished its first poll (creating N triggers at once).
             warm = max((c[0][1] for c in polls.values() if c), default=end)
-            steady = [late for when, late in stalls[1:] if warm < when < end]
+            inside = [(when, late, busy) for when, late, busy in stalls[1:] if when + late < end]
+            steady = [late for when, late, _ in inside if when > warm]
             # CPU per poll after start-up: from the first CPU sample after `warm` to the end of the window.
             since, cpu_since = next(((t, c) for t, c in cpu_samples if t > warm), (end, cpu_end))
             steady_polls = sum(1 for c in polls.values() for start, _ in c if since <= start <= end)
@@ -211,9 +217,12 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                     "full_gcs": len(gc_watch.full), "longest_gc": max(gc_watch.full, default=0.0),
                     "warm": warm - begin, "fds": fds, "rss_mb": rss, "tracked": tracked, "frozen": frozen,
                     "started": started, "wall": end - begin,
-                    # for the stderr log: the five longest stalls and the full collections (s into the window, ms)
-                    "worst_stalls": sorted(((round(when - begin, 2), round(1000 * late))
-                                            for when, late in stalls[1:] if when < end), key=lambda x: -x[1])[:5],
+                    "busy_stall": max((busy for _, _, busy in inside), default=0.0),
+                    "calibration_stall": calibration_stall,
+                    # for the stderr log: the five longest stalls (s into the window, ms, loop CPU ms in it)
+                    # and the full collections (s into the window, ms)
+                    "worst_stalls": sorted(((round(when - begin, 2), round(1000 * late), round(1000 * busy))
+                                            for when, late, busy in inside), key=lambda x: -x[1])[:5],
                     "gcs": [(round(at - begin, 2), round(1000 * ms)) for at, ms in zip(gc_watch.at, gc_watch.full,
                                                                                      strict=False)]}
 
@@ -257,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, r in measured:
             head = [f"{int(n):,}", f"{interval:g}", f"{window:g}", kind]
             if not r:
-                rows.append([*head, "not run", "", "", "", "", "", "", "", "", "", "", "", "", "", ""])
+                rows.append([*head, "not run", *[""] * 16])
                 continue
             rows.append([*head, f"{100 * r['started']:.0f}",
                          f"{100 * r['done_share']:.1f}", f"{r['done_share'] / best_done:.2f}x",
@@ -266,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{1000 * max(r['steady_cpu'] - r['steady_dog_cpu'], 0.0) / r['steady_polls']:.2f}"
                          if r["steady_polls"] else "-", f"{1000 * r['gross_cpu_per_poll']:.2f}",
                          f"{1000 * r['stall']:.0f}", f"{1000 * r['steady_stall']:.0f}",
+                         f"{1000 * r['busy_stall']:.0f}", f"{1000 * r['calibration_stall']:.0f}",
                          f"{r['full_gcs']} ({1000 * r['longest_gc']:.0f})",
                          f"{r['tracked'] / 1000:.0f}k / {r['frozen'] / 1000:.0f}k", f"{r['rss_mb']:.0f}", r["fds"],
                          f"{r['polls']:,}"])
@@ -275,12 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     print("ratios: done vs the most done, CPU vs the least CPU per poll; 'after start-up' = once every trigger "
           "made its first poll; full GCs = generation-2 collections in the window (longest ms); objects and RSS at the "
           "window's end; CPU is the process's, less the stall watchdog's own (measured alone for "
-          f"{CALIBRATE:g} s first), except 'with the watchdog'")
+          f"{CALIBRATE:g} s first), except 'with the watchdog'; a stall's loop CPU = CPU time of the loop's thread "
+          "during it (far below the stall: the process was not running); 'watchdog alone' = the longest stall of "
+          "the empty loop in those seconds")
     print(table(["triggers", "every s", "window s", "trigger", "% started", "% due polls done", "done ratio",
                  "% within 1 s of due", "CPU ms/poll", "CPU ratio", "CPU ms/poll after start-up",
                  "CPU ms/poll with the watchdog",
                  "longest stall ms",
-                 "stall after start-up ms", "full GCs (ms)", "GC-tracked / frozen objects", "RSS MB", "open fds",
+                 "stall after start-up ms",
+                 "loop CPU in a stall, most ms", "stall of the watchdog alone ms", "full GCs (ms)",
+                 "GC-tracked / frozen objects", "RSS MB", "open fds",
                  "polls"], rows))
     print(f"trigger bench at end: {load()}")
     return 0
