@@ -12,7 +12,10 @@ file descriptors (connections).
 
     python -m bench.trigger                       # 1,000 every 2 s; 5,000 every 60 s
     python -m bench.trigger --scenario 1000:2:30  # N:interval:window seconds
-    BATCHWORK_BENCH_GC_FREEZE=1 python -m bench.trigger --kind ours   # diagnostic: gc.freeze() first
+    python -m bench.trigger --kind ours --kind ours-gc-freeze-off   # ours, and ours with gc_freeze off
+
+*ours-gc-freeze-off* is our trigger with the documented opt-out (`AIRFLOW__BATCHWORK__GC_FREEZE=False`), so
+the table shows what the freeze at the first trigger's start buys and costs (RSS at the end of the window).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from bench.common import ROOT, child, table
 from bench.run import load
 
 SCENARIOS = ((1_000, 2.0, 40.0), (5_000, 60.0, 150.0))
-KINDS = ("ours", "openai-provider")
+CALIBRATE = 5.0  # seconds of the watchdog alone, before the window
+KINDS = ("ours", "ours-gc-freeze-off", "openai-provider")
 
 
 class StatusServer:
@@ -57,19 +61,23 @@ class StatusServer:
         self.dir.cleanup()
 
 
-async def watchdog(stop: asyncio.Event, stalls: list[tuple[float, float]], cpu: list[tuple[float, float]]) -> None:
-    """Record (when, how long) of every loop stall over 50 ms: a coroutine waking every 5 ms. Also samples
-    (when, process CPU) about once a second."""
+async def watchdog(stop: asyncio.Event, stalls: list[tuple[float, float, float]],
+                   cpu: list[tuple[float, float]]) -> None:
+    """Record (when, how long, loop-thread CPU in it) of every loop stall over 50 ms: a coroutine waking
+    every 5 ms. A stall whose loop-thread CPU is far below its length is the machine not running this
+    process (other processes on the 2 cores), not work on the loop. Also samples (when, process CPU)
+    about once a second."""
     step = 0.005
     while not stop.is_set():
         before = time.perf_counter()
+        thread_before = time.thread_time()
         if not cpu or before - cpu[-1][0] >= 1.0:
             cpu.append((before, time.process_time()))
         await asyncio.sleep(step)
         late = time.perf_counter() - before - step
         if late > 0.05:
-            stalls.append((before, late))
-        stalls[0] = (0.0, max(stalls[0][1], late))
+            stalls.append((before, late, time.thread_time() - thread_before))
+        stalls[0] = (0.0, max(stalls[0][1], late), 0.0)
 
 
 class GCWatch:
@@ -77,6 +85,7 @@ class GCWatch:
 
     def __init__(self) -> None:
         self.full: list[float] = []
+        self.at: list[float] = []
         self._began = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
@@ -84,6 +93,7 @@ class GCWatch:
             return
         if phase == "start":
             self._began = time.perf_counter()
+            self.at.append(self._began)
         else:
             self.full.append(time.perf_counter() - self._began)
 
@@ -92,7 +102,11 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
     server = StatusServer()
     polls: dict[str, list[tuple[float, float]]] = defaultdict(list)
     try:
-        if kind == "ours":
+        if kind in ("ours", "ours-gc-freeze-off"):
+            if kind == "ours-gc-freeze-off":
+                os.environ["AIRFLOW__BATCHWORK__GC_FREEZE"] = "False"  # the documented opt-out
+            else:
+                os.environ.pop("AIRFLOW__BATCHWORK__GC_FREEZE", None)
             from airflow_batchwork.core import BatchClient
 
             os.environ["AIRFLOW_CONN_BATCHWORK_OPENAI"] = json.dumps(
@@ -140,12 +154,18 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                 async for _event in trigger.run():
                     return
 
-            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0)], []
+            # The watchdog's own CPU (a wake-up every 5 ms: ~2-3 s in a 150 s window on this box, as much as
+            # 0.2 ms per poll at 5,000 every 60 s) is not the triggers': measure it alone first, subtract it.
+            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0, 0.0)], []
+            alone = asyncio.create_task(watchdog(stop, stalls, cpu_samples))
+            c0, t0 = time.process_time(), time.perf_counter()
+            await asyncio.sleep(CALIBRATE)
+            dog_rate = (time.process_time() - c0) / (time.perf_counter() - t0)
+            stop.set()
+            await alone
+            calibration_stall = stalls[0][1]
+            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0, 0.0)], []
             dog = asyncio.create_task(watchdog(stop, stalls, cpu_samples))
-            if os.environ.get("BATCHWORK_BENCH_GC_FREEZE") == "1":
-                # Diagnostic only (not the target's setting): what the stalls are without the walk of the
-                # heap that exists before the triggers start.
-                gc.freeze()
             gc_watch = GCWatch()
             gc.callbacks.append(gc_watch)
             cpu, begin = time.process_time(), time.perf_counter()
@@ -160,10 +180,13 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                 await asyncio.sleep(0)
             await asyncio.sleep(window - (time.perf_counter() - begin))
             cpu_end = time.process_time()
+            longest_stall = stalls[0][1]  # now: the cancelling of every trigger below is not the window
             cpu = cpu_end - cpu
             end = time.perf_counter()
             gc.callbacks.remove(gc_watch)
             fds = len(os.listdir("/proc/self/fd"))
+            rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            tracked, frozen = len(gc.get_objects()), gc.get_freeze_count()
             stop.set()
             for task in tasks:
                 task.cancel()
@@ -182,15 +205,26 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
             started = sum(1 for c in polls.values() if c) / n
             # Start-up: until every trigger has finished its first poll (creating N triggers at once).
             warm = max((c[0][1] for c in polls.values() if c), default=end)
-            steady = [late for when, late in stalls[1:] if when > warm]
+            inside = [(when, late, busy) for when, late, busy in stalls[1:] if when + late < end]
+            steady = [late for when, late, _ in inside if when > warm]
             # CPU per poll after start-up: from the first CPU sample after `warm` to the end of the window.
             since, cpu_since = next(((t, c) for t, c in cpu_samples if t > warm), (end, cpu_end))
             steady_polls = sum(1 for c in polls.values() for start, _ in c if since <= start <= end)
             return {"polls": count, "due": due, "done": done, "on_time": on_time, "later": count - len(polls),
-                    "cpu": cpu, "steady_cpu": cpu_end - cpu_since, "steady_polls": steady_polls,
-                    "stall": stalls[0][1], "steady_stall": max(steady, default=0.0),
+                    "cpu": cpu, "steady_cpu": cpu_end - cpu_since, "dog_cpu": dog_rate * (end - begin),
+                    "steady_dog_cpu": dog_rate * max(end - since, 0.0), "steady_polls": steady_polls,
+                    "stall": longest_stall, "steady_stall": max(steady, default=0.0),
                     "full_gcs": len(gc_watch.full), "longest_gc": max(gc_watch.full, default=0.0),
-                    "warm": warm - begin, "fds": fds, "started": started, "wall": end - begin}
+                    "warm": warm - begin, "fds": fds, "rss_mb": rss, "tracked": tracked, "frozen": frozen,
+                    "started": started, "wall": end - begin,
+                    "busy_stall": max((busy for _, _, busy in inside), default=0.0),
+                    "calibration_stall": calibration_stall,
+                    # for the stderr log: the five longest stalls (s into the window, ms, loop CPU ms in it)
+                    # and the full collections (s into the window, ms)
+                    "worst_stalls": sorted(((round(when - begin, 2), round(1000 * late), round(1000 * busy))
+                                            for when, late, busy in inside), key=lambda x: -x[1])[:5],
+                    "gcs": [(round(at - begin, 2), round(1000 * ms)) for at, ms in zip(gc_watch.at, gc_watch.full,
+                                                                                     strict=False)]}
 
         result = asyncio.run(go())
     finally:
@@ -213,13 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     for n, interval, window in scenarios:
         measured: list[tuple[str, dict[str, Any]]] = []
         for kind in args.kind or KINDS:
+            if kind == "ours-gc-freeze-off" and n <= 1_000 and not args.kind:
+                continue  # the freeze's effect is shown at 5,000
             if kind == "openai-provider" and n > 1_000 and not args.kind:
                 # Its synchronous HTTP call blocks the event loop on every poll (see the 1,000 row): at
                 # 5,000 triggers one window would take many times its length.
                 measured.append((kind, {}))
                 continue
             r = child("trigger", "--child", kind, str(int(n)), str(interval), str(window))
-            r["cpu_per_poll"] = r["cpu"] / max(r["polls"], 1)
+            r["gross_cpu_per_poll"] = r["cpu"] / max(r["polls"], 1)
+            r["cpu_per_poll"] = max(r["cpu"] - r["dog_cpu"], 0.0) / max(r["polls"], 1)
             r["done_share"] = r["done"] / max(r["due"], 1)
             measured.append((kind, r))
             print(f"  measured {kind} N={int(n):,} every {interval:g}s: {json.dumps(r)}", file=sys.stderr, flush=True)
@@ -229,23 +266,36 @@ def main(argv: list[str] | None = None) -> int:
         for kind, r in measured:
             head = [f"{int(n):,}", f"{interval:g}", f"{window:g}", kind]
             if not r:
-                rows.append([*head, "not run", "", "", "", "", "", "", "", "", "", "", ""])
+                rows.append([*head, "not run", *[""] * 16])
                 continue
             rows.append([*head, f"{100 * r['started']:.0f}",
                          f"{100 * r['done_share']:.1f}", f"{r['done_share'] / best_done:.2f}x",
                          f"{100 * r['on_time'] / max(r['later'], 1):.1f}",
                          f"{1000 * r['cpu_per_poll']:.2f}", f"{r['cpu_per_poll'] / best_cpu:.1f}x",
-                         f"{1000 * r['steady_cpu'] / r['steady_polls']:.2f}" if r["steady_polls"] else "-",
+                         f"{1000 * max(r['steady_cpu'] - r['steady_dog_cpu'], 0.0) / r['steady_polls']:.2f}"
+                         if r["steady_polls"] else "-", f"{1000 * r['gross_cpu_per_poll']:.2f}",
                          f"{1000 * r['stall']:.0f}", f"{1000 * r['steady_stall']:.0f}",
-                         f"{r['full_gcs']} ({1000 * r['longest_gc']:.0f})", r["fds"], f"{r['polls']:,}"])
+                         f"{1000 * r['busy_stall']:.0f}", f"{1000 * r['calibration_stall']:.0f}",
+                         f"{r['full_gcs']} ({1000 * r['longest_gc']:.0f})",
+                         f"{r['tracked'] / 1000:.0f}k / {r['frozen'] / 1000:.0f}k", f"{r['rss_mb']:.0f}", r["fds"],
+                         f"{r['polls']:,}"])
     print("trigger: N deferred batches on one event loop (Python's default GC), canned status server")
     print("targets: 5,000 every 60 s: >= 99 % of polls within 1 s of due, <= 0.5 ms CPU/poll, no stall > 50 ms; "
           "1,000 every 2 s: >= 95 % of due polls done")
     print("ratios: done vs the most done, CPU vs the least CPU per poll; 'after start-up' = once every trigger "
-          "made its first poll; full GCs = generation-2 collections in the window (longest ms)")
+          "made its first poll; full GCs = generation-2 collections in the window (longest ms); objects and RSS at the "
+          "window's end; CPU is the process's, less the stall watchdog's own (measured alone for "
+          f"{CALIBRATE:g} s first), except 'with the watchdog'; a stall's loop CPU = CPU time of the loop's thread "
+          "during it (far below the stall: the process was not running); 'watchdog alone' = the longest stall of "
+          "the empty loop in those seconds")
     print(table(["triggers", "every s", "window s", "trigger", "% started", "% due polls done", "done ratio",
-                 "% within 1 s of due", "CPU ms/poll", "CPU ratio", "CPU ms/poll after start-up", "longest stall ms",
-                 "stall after start-up ms", "full GCs (ms)", "open fds", "polls"], rows))
+                 "% within 1 s of due", "CPU ms/poll", "CPU ratio", "CPU ms/poll after start-up",
+                 "CPU ms/poll with the watchdog",
+                 "longest stall ms",
+                 "stall after start-up ms",
+                 "loop CPU in a stall, most ms", "stall of the watchdog alone ms", "full GCs (ms)",
+                 "GC-tracked / frozen objects", "RSS MB", "open fds",
+                 "polls"], rows))
     print(f"trigger bench at end: {load()}")
     return 0
 

@@ -29,6 +29,18 @@ def test_rate_limited_but_state_changes_and_end_always_show() -> None:
     assert end == "completed: 1000/1000 done, 3 errored, 100%"
 
 
+def test_with_a_heartbeat_only_moved_counts_log_until_the_heartbeat_is_due() -> None:
+    reporter = ProgressReporter(min_interval=60, heartbeat=600)
+    assert reporter.update(_status(100), now=0.0) is not None
+    assert reporter.update(_status(100), now=60.0) is None  # nothing moved
+    assert reporter.update(_status(150), now=90.0) is not None  # moved, a minute after the last line
+    assert reporter.update(_status(160), now=120.0) is None  # moved, but the last line is 30 s old
+    assert reporter.update(_status(160), now=600.0) is not None  # moved since the last line (150)
+    assert reporter.update(_status(160), now=1199.0) is None
+    assert reporter.update(_status(160), now=1200.0) == "in_progress: 160/1000 done, 16%, ETA 4h 40m"  # heartbeat
+    assert reporter.update(_status(160, state="finalizing"), now=1201.0) is not None  # a state change at once
+
+
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (5, 89, 240, 5400, 7500, 3 * 86400 + 4 * 3600)] == [
         "5s", "89s", "4m", "1h 30m", "2h 5m", "3d 4h"]

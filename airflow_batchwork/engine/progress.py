@@ -33,14 +33,19 @@ class ProgressReporter:
     """Turn successive job statuses into progress lines, at most one per `min_interval` seconds.
 
     A line is also emitted at once on the first status, whenever the job's state changes and when it
-    ends. The ETA extrapolates the completion rate seen since the first status that showed progress.
+    ends. With `heartbeat` (seconds), a line after `min_interval` is only emitted when the counts moved
+    since the last line, and otherwise once `heartbeat` seconds have passed (a job that shows no
+    progress still logs that it is being watched). The ETA extrapolates the completion rate seen since
+    the first status that showed progress.
     """
 
     min_interval: float = 60.0
+    heartbeat: float | None = None
     clock: Callable[[], float] = time.monotonic
     _start: tuple[float, int] | None = field(default=None, init=False)
     _last_emit: float | None = field(default=None, init=False)
     _last_state: str | None = field(default=None, init=False)
+    _last_counts: tuple[int, ...] | None = field(default=None, init=False)
 
     def eta(self, status: JobStatus, now: float | None = None) -> float | None:
         """Seconds until every item is done at the rate seen so far; None when unknown or finished."""
@@ -72,17 +77,23 @@ class ProgressReporter:
         return f"{status.state}: " + ", ".join(parts)
 
     def update(self, status: JobStatus, now: float | None = None) -> str | None:
-        """The line to log for this poll, or None when the previous one is too recent."""
+        """The line to log for this poll, or None when the previous one is too recent (or, with a
+        heartbeat, when nothing moved and the heartbeat is not due)."""
         now = self.clock() if now is None else now
-        text = self.line(status, now)
+        if self._start is None:
+            self._start = (now, status.counts.done)
+        last = self._last_emit
+        counts = status.counts.as_tuple()
         due = (
-            self._last_emit is None
+            last is None
             or status.state != self._last_state
             or status.terminal
-            or now - self._last_emit >= self.min_interval
+            or (now - last >= self.min_interval
+                and (self.heartbeat is None or counts != self._last_counts or now - last >= self.heartbeat))
         )
         self._last_state = status.state
         if not due:
             return None
         self._last_emit = now
-        return text
+        self._last_counts = counts
+        return self.line(status, now)

@@ -7,13 +7,17 @@ never submits, downloads or writes anything, so running it twice (triggerer HA) 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, aclosing
+from contextlib import AbstractAsyncContextManager
+from types import SimpleNamespace
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.utils.log.logging_mixin import LoggingMixin
 
 from airflow_batchwork.engine.client import BatchClient
 from airflow_batchwork.engine.polling import next_step, sleep_for
@@ -30,6 +34,8 @@ MAX_CONSECUTIVE_POLL_FAILURES = 5
 START_JITTER_MAX = 5.0
 # Progress lines at most this often (and on every state change), however short the poll interval.
 PROGRESS_EVERY = 60.0
+# When the counts have not moved since the last line, the next one only after this long (a heartbeat).
+PROGRESS_HEARTBEAT = 600.0
 # On a triggerer, no event is yielded sooner than this after the deferral ([batchwork] min_resume_delay).
 MIN_RESUME_DELAY = 10.0
 
@@ -42,6 +48,45 @@ def min_resume_delay() -> float:
         return max(0.0, conf.getfloat("batchwork", "min_resume_delay", fallback=MIN_RESUME_DELAY))
     except Exception:  # unreadable config: keep the safe default
         return MIN_RESUME_DELAY
+
+
+_heap_frozen = False
+_CLASS_LOGS: dict[type, Any] = {}
+_NO_CONTEXT = contextvars.Context()  # the sleep's wake-up callback reads no context variable
+
+
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def gc_freeze_enabled() -> bool:
+    """``[batchwork] gc_freeze`` (default True; ``AIRFLOW__BATCHWORK__GC_FREEZE=False`` turns it off)."""
+    try:
+        from airflow.configuration import conf
+
+        return conf.getboolean("batchwork", "gc_freeze", fallback=True)
+    except Exception:  # unreadable config: keep the default
+        return True
+
+
+def freeze_heap_once() -> bool:
+    """`gc.freeze()` once per process, at the first trigger's start, unless ``[batchwork] gc_freeze`` is off.
+
+    Everything alive then (the imports of Airflow, the providers and this package: ~175k objects) moves
+    to the permanent generation, so Python's default GC no longer walks it in every full collection, which
+    otherwise stops the triggerer's event loop for 0.1-0.9 s at a time (docs/performance.md, triggers).
+    Thresholds are untouched. The cost: garbage cycles alive at that instant are never collected (a
+    one-off amount, measured in docs/performance.md); frozen objects are still freed by reference
+    counting. Airflow does the same in its DAG processor and LocalExecutor. True when it froze now."""
+    global _heap_frozen
+    if _heap_frozen:
+        return False
+    _heap_frozen = True
+    if not gc_freeze_enabled():
+        return False
+    gc.freeze()
+    return True
 
 
 def _transient(exc: BaseException) -> bool:
@@ -87,6 +132,22 @@ class BatchCompleteTrigger(BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self.max_poll_failures = max_poll_failures
 
+    @property
+    def log(self) -> Any:
+        """One logger per trigger class, not per trigger (Airflow's triggerer routes a trigger's lines to
+        its task's log by the ids it binds in the trigger's context variables, not by the logger object;
+        a logger per instance is five more objects per trigger for every full garbage collection)."""
+        own = self.__dict__.get("_log")
+        if own is not None:
+            return own
+        cls = type(self)
+        logger = _CLASS_LOGS.get(cls)
+        if logger is None:
+            holder = SimpleNamespace(_log=None, _log_config_logger_name=cls._log_config_logger_name,
+                                     _logger_name=cls._logger_name)
+            logger = _CLASS_LOGS[cls] = LoggingMixin._get_log(holder, cls)
+        return logger
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Only ids, names and numbers: the handle holds no key and no payload.
         return (
@@ -120,12 +181,11 @@ class BatchCompleteTrigger(BaseTrigger):
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        freeze_heap_once()
         started = time.time()
-        async with aclosing(self._poll_until_done(started)) as events:  # closes the HTTP client before the hold
-            event = await anext(events, None)
-        if event is not None:
-            await self.hold_resume(started)
-            yield event
+        event = await self._poll_until_done(started)  # releases the HTTP client before the hold
+        await self.hold_resume(started)
+        yield event
 
     async def hold_resume(self, started: float) -> None:
         """Wait out the rest of ``min_resume_delay`` after the deferral (only on a triggerer, see above)."""
@@ -138,27 +198,32 @@ class BatchCompleteTrigger(BaseTrigger):
                           "([batchwork] min_resume_delay)", remaining, min_resume_delay())
             await asyncio.sleep(remaining)
 
-    async def _poll_until_done(self, started: float) -> AsyncIterator[TriggerEvent]:
-        failures = 0
+    async def _poll_until_done(self, started: float) -> TriggerEvent:
+        # One coroutine (not an async generator) holding the shared client without a context manager: a
+        # sleeping trigger is a handful of objects, and every full garbage collection walks them all.
         # Triggers restored together (a triggerer restart, a backfill) would otherwise all start and poll
         # in the same instant: spread them over up to one poll interval (at most 5 s).
         await asyncio.sleep(random.uniform(0, min(self.poll_interval, START_JITTER_MAX)))
         try:
             credentials = await self._credentials()
         except BatchworkError as exc:
-            yield self._event("error", str(exc))
-            return
-        progress = ProgressReporter(min_interval=max(PROGRESS_EVERY, self.poll_interval))
-        async with self._client(credentials) as client:
+            return self._event("error", str(exc))
+        shared = SHARED_CLIENTS.acquire(self.job.provider, credentials)
+        try:
+            client, slots = shared.client, shared.slots
+            plain_sleep = type(self).wait_before_next_poll is BatchCompleteTrigger.wait_before_next_poll
+            failures = 0
+            progress = ProgressReporter(min_interval=max(PROGRESS_EVERY, self.poll_interval),
+                                        heartbeat=max(PROGRESS_HEARTBEAT, self.poll_interval))
             while True:
+                status: JobStatus | None
                 try:
-                    async with SHARED_CLIENTS.slot(client):
+                    async with slots:
                         status = await client.status(self.job)
                 except Exception as exc:
                     failures += 1
                     if not _transient(exc) or failures >= self.max_poll_failures:
-                        yield self._event("error", f"polling failed ({failures}x): {exc}")
-                        return
+                        return self._event("error", f"polling failed ({failures}x): {exc}")
                     self.log.warning("Poll %d/%d failed, will retry: %s", failures, self.max_poll_failures, exc)
                     status = None
                 else:
@@ -171,8 +236,7 @@ class BatchCompleteTrigger(BaseTrigger):
                 if status is not None:
                     step = next_step(status, now=now, deadline=self.end_time)
                     if step == "done":
-                        yield self._event(status.state, status.progress_line(), status)
-                        return
+                        return self._event(status.state, status.progress_line(), status)
                 elif self.end_time is not None and now >= self.end_time:
                     step = "timeout"
                 else:
@@ -181,9 +245,23 @@ class BatchCompleteTrigger(BaseTrigger):
                     message = f"job not finished by its deadline ({int(now - started)}s in this trigger)"
                     if self.cancel_on_timeout:
                         message += await self._cancel(client, "timeout")
-                    yield self._event("timeout", message, status)
-                    return
-                await self.wait_before_next_poll(sleep_for(self.poll_interval, now=now, deadline=self.end_time))
+                    return self._event("timeout", message, status)
+                status = None  # not kept across the sleep: objects that live a whole interval reach generation 2
+                pause = sleep_for(self.poll_interval, now=now, deadline=self.end_time)
+                if plain_sleep:
+                    # asyncio.sleep, inline: no sleep coroutine and no copied context per sleeping trigger.
+                    loop = asyncio.get_running_loop()
+                    wake = loop.create_future()
+                    timer = loop.call_later(pause, _wake_up, wake, context=_NO_CONTEXT)
+                    try:
+                        await wake
+                    finally:
+                        timer.cancel()
+                    del wake, timer
+                else:
+                    await self.wait_before_next_poll(pause)
+        finally:
+            await SHARED_CLIENTS.release(shared)
 
     async def wait_before_next_poll(self, seconds: float) -> None:
         """The pause between polls; the webhook-aware subclass cuts it short when a completion arrives."""

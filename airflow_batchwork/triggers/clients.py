@@ -25,9 +25,10 @@ MAX_POLLS_IN_FLIGHT = 64
 
 
 @dataclass
-class _Shared:
+class SharedClient:
     loop: asyncio.AbstractEventLoop
     client: BatchClient
+    key: tuple[int, str, str, str | None, tuple[tuple[str, str], ...]]
     users: int = 0
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_POLLS_IN_FLIGHT))
 
@@ -36,20 +37,15 @@ class SharedClients:
     """Reference-counted `BatchClient`s keyed by (event loop, provider, credentials)."""
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[int, str, str, str | None, tuple[tuple[str, str], ...]], _Shared] = {}
+        self._clients: dict[tuple[int, str, str, str | None, tuple[tuple[str, str], ...]], SharedClient] = {}
 
     def __len__(self) -> int:
         return len(self._clients)
 
-    def slot(self, client: BatchClient) -> asyncio.Semaphore:
-        """Hold this around each call through a shared client: at most MAX_POLLS_IN_FLIGHT at once."""
-        for shared in self._clients.values():
-            if shared.client is client:
-                return shared.slots
-        raise KeyError("not a shared client")
-
-    @asynccontextmanager
-    async def client(self, provider: str, credentials: Credentials) -> AsyncIterator[BatchClient]:
+    def acquire(self, provider: str, credentials: Credentials) -> SharedClient:
+        """The shared client for (running loop, provider, credentials), counted as one more user; pair
+        with `release`. (A plain method pair rather than a context manager: a trigger holds it for its
+        whole life, and an async generator per trigger is objects every full garbage collection walks.)"""
         loop = asyncio.get_running_loop()
         key = (id(loop), provider, credentials.api_key, credentials.base_url,
                tuple(sorted(credentials.headers.items())))
@@ -57,15 +53,23 @@ class SharedClients:
         if shared is None or shared.loop is not loop:
             # GET polls over the lean keep-alive transport (see triggers/lean_http.py), the rest over httpx.
             client = BatchClient({provider: credentials}, transport=LeanTransport(max_connections=MAX_POLLS_IN_FLIGHT))
-            shared = self._clients[key] = _Shared(loop, client)
+            shared = self._clients[key] = SharedClient(loop, client, key)
         shared.users += 1
+        return shared
+
+    async def release(self, shared: SharedClient) -> None:
+        """One user fewer; the client is closed after its last user."""
+        shared.users -= 1
+        if shared.users == 0 and self._clients.get(shared.key) is shared:
+            del self._clients[shared.key]
+            await shared.client.aclose()
+
+    @asynccontextmanager
+    async def client(self, provider: str, credentials: Credentials) -> AsyncIterator[BatchClient]:
+        shared = self.acquire(provider, credentials)
         try:
             yield shared.client
         finally:
-            shared.users -= 1
-            if shared.users == 0 and self._clients.get(key) is shared:
-                del self._clients[key]
-                await shared.client.aclose()
-
+            await self.release(shared)
 
 SHARED_CLIENTS = SharedClients()

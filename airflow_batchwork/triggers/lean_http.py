@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import re
 import ssl
 import time
@@ -35,6 +36,9 @@ KEEPALIVE_EXPIRY = 30.0
 MAX_CONNECTIONS = 64
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
+# The read-timeout callbacks need no context variables: a shared empty context instead of a copy per poll
+# (a cancelled timer stays in the loop's heap until its time, and with it its context).
+_NO_CONTEXT = contextvars.Context()
 
 
 # A path and query httpx would send as they are (no character it would percent-encode).
@@ -231,7 +235,8 @@ class _Connection(asyncio.Protocol):
         self._head, self._length, self._chunked, self._until_close = None, None, False, False
         self.head_only = head_only
         self.transport.write(head)
-        timer = None if read_timeout is None else loop.call_later(read_timeout, self._timed_out, waiter)
+        timer = None if read_timeout is None else loop.call_later(read_timeout, self._timed_out, waiter,
+                                                                  context=_NO_CONTEXT)
         try:
             return await waiter
         finally:
