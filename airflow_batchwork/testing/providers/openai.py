@@ -46,6 +46,7 @@ import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    Rejected,
     bearer_key,
     error_fields,
     paginate,
@@ -131,17 +132,6 @@ def check_request(request: Request) -> None:
 def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     """``{"error": {message, type, param, code}}``."""
     return {"error": error_fields(error, _ERROR_TYPES)}
-
-
-class Rejected(Exception):
-    """A request line the emulated endpoint answers with a per-item 400."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
 
 
 def _bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:
