@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Router
 from starlette.types import Message, Receive, Scope, Send
 
-from airflow_batchwork.testing.store import Store
+from airflow_batchwork.testing.store import BatchView, Store
 
 __all__ = [
     "ApiError",
@@ -32,6 +32,7 @@ __all__ = [
     "Rejected",
     "bearer_key",
     "error_fields",
+    "find_batch",
     "paginate",
     "positive_int",
     "query_int",
@@ -175,6 +176,14 @@ def error_fields(
     default = server_type if error.status >= 500 else "invalid_request_error"
     kind = error.type or (types or {}).get(error.status, default)
     return {"message": error.message, "type": kind, "param": error.param, "code": error.code}
+
+
+def find_batch(store: Store, provider: str, batch_id: str, not_found: ApiError) -> BatchView:
+    """The provider's batch ``batch_id`` from the shared store; raises ``not_found`` (the provider's 404)."""
+    view = store.get_batch(provider, batch_id)
+    if view is None:
+        raise not_found
+    return view
 
 
 def bearer_key(request: Request) -> str:

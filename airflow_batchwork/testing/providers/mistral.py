@@ -46,6 +46,7 @@ from airflow_batchwork.testing.providers.base import (
     Rejected,
     bearer_key,
     error_fields,
+    find_batch,
     positive_int,
     query_int,
     read_json,
@@ -285,10 +286,8 @@ class MistralBatchRoutes:
     # jobs
 
     def _job(self, job_id: str) -> BatchView:
-        view = self.store.get_batch(NAME, job_id)
-        if view is None:
-            raise ApiError(404, f"Batch job {job_id} not found", code="batch_job_not_found")
-        return view
+        return find_batch(self.store, NAME, job_id,
+                          ApiError(404, f"Batch job {job_id} not found", code="batch_job_not_found"))
 
     async def create_job(self, request: Request) -> Response:
         body = await read_json(request)

@@ -49,6 +49,7 @@ from airflow_batchwork.testing.providers.base import (
     Rejected,
     bearer_key,
     error_fields,
+    find_batch,
     paginate,
     query_int,
     read_json,
@@ -787,10 +788,8 @@ class OpenAIBatchRoutes:
     # batches
 
     def _batch(self, batch_id: str) -> BatchView:
-        view = self.store.get_batch(self.provider, batch_id)
-        if view is None:
-            raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
-        return view
+        return find_batch(self.store, self.provider, batch_id,
+                          ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id"))
 
     async def create_batch(self, request: Request) -> Response:
         body = await read_json(request)

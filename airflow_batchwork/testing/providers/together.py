@@ -57,6 +57,7 @@ from airflow_batchwork.testing.providers.base import (
     Rejected,
     bearer_key,
     error_fields,
+    find_batch,
     positive_int,
     read_json,
     response_format_schema,
@@ -308,10 +309,7 @@ class TogetherRoutes:
     # batches
 
     def _batch(self, batch_id: str) -> BatchView:
-        view = self.store.get_batch(NAME, batch_id)
-        if view is None:
-            raise BatchApiError(404, f"batch job {batch_id} not found")
-        return view
+        return find_batch(self.store, NAME, batch_id, BatchApiError(404, f"batch job {batch_id} not found"))
 
     async def create_batch(self, request: Request) -> Response:
         try:

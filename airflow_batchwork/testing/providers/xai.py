@@ -41,6 +41,7 @@ from airflow_batchwork.testing.providers.base import (
     ProviderSpec,
     Rejected,
     bearer_key,
+    find_batch,
     paginate,
     positive_int,
     query_int,
@@ -449,10 +450,7 @@ class _XaiRoutes:
     # state
 
     def _batch(self, batch_id: str) -> BatchView:
-        view = self.store.get_batch(NAME, batch_id)
-        if view is None:
-            raise ApiError(404, f"Batch {batch_id} not found.")
-        return view
+        return find_batch(self.store, NAME, batch_id, ApiError(404, f"Batch {batch_id} not found."))
 
     def _groups(self, view: BatchView) -> list[BatchView]:
         if _is_file_batch(view):
