@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test conformance integration lint bench clean
+.PHONY: install demo test conformance schemas integration lint bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -37,6 +37,13 @@ test: $(STAMP)
 
 conformance: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/conformance
+
+# Regenerate the conformance data (airflow_batchwork/testing/schemas/*.json) from the providers' SDKs and specs with
+# the build scripts in tests/conformance/generators/. OpenAI's spec is read from $$OPENAI_OPENAPI_REPO (a clone of
+# openai/openai-openapi) when set, else downloaded at the pinned commit.
+GENERATORS := anthropic google groq mistral openai together xai
+schemas: $(STAMP)
+	for p in $(GENERATORS); do $(PY) -m tests.conformance.generators.$$p || exit 1; done
 
 # Real Airflow components (api-server, scheduler, dag-processor, triggerers, Celery workers) as processes on
 # PostgreSQL and Redis from the OS packages (apt-get as root when missing); docs/deployment.md.

@@ -441,11 +441,11 @@ async def _aiter(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 def test_schema_document_matches_the_installed_sdk() -> None:
     """Re-run the generator: a different SDK (after an upgrade) shows up here as drift to regenerate."""
-    from airflow_batchwork.testing.schemas.generators import anthropic as generator
+    from tests.conformance.generators import anthropic as generator
 
     shipped = conformance.document(P)
     assert shipped["version"].startswith("anthropic ") and shipped["generated"] == "2026-12-01"
-    assert generator.build() == shipped, "run: python -m airflow_batchwork.testing.schemas.generators.anthropic"
+    assert generator.build() == shipped, "run: python -m tests.conformance.generators.anthropic"
 
 
 @pytest.mark.parametrize(("stop", "expected"), [

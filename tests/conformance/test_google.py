@@ -2,7 +2,7 @@
 
 The schema document `airflow_batchwork/testing/schemas/google.json` is generated from the
 `google-ai-generativelanguage` protos (v1beta) and the REST batch reference by
-`airflow_batchwork/testing/schemas/generators/google.py`; the batch envelope is cross-checked here against the
+`tests/conformance/generators/google.py`; the batch envelope is cross-checked here against the
 `google-genai` SDK. Everything is fetched over real HTTP from the emulator.
 
 Allow-list (reasoned departures from a literal reading of the sources; all recorded in the document's
@@ -391,8 +391,8 @@ def test_http_error_bodies(emulator: Emulator) -> None:
 
 def test_shipped_schema_is_what_the_generator_makes_from_the_installed_protos() -> None:
     """Provider drift: after upgrading google-ai-generativelanguage, this fails until google.json is regenerated
-    (`python -m airflow_batchwork.testing.schemas.generators.google`)."""
-    from airflow_batchwork.testing.schemas.generators import google as generator
+    (`python -m tests.conformance.generators.google`)."""
+    from tests.conformance.generators import google as generator
 
     fresh, shipped = generator.build(), conformance.document(P)
     assert fresh["$defs"] == shipped["$defs"]

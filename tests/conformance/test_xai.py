@@ -355,7 +355,7 @@ def test_rest_state_names_are_the_proto_enum() -> None:
 
 def test_generated_document_is_current() -> None:
     pytest.importorskip("xai_sdk")
-    from airflow_batchwork.testing.schemas.generators import xai as generator
+    from tests.conformance.generators import xai as generator
 
     assert generator.build() == conformance.document("xai")
 

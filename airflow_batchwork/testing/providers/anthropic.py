@@ -36,6 +36,7 @@ from airflow_batchwork.testing.faults import VALIDATION_FAILURE_MESSAGE
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    find_batch,
     paginate,
     query_int,
     read_json,
@@ -323,10 +324,7 @@ class _AnthropicRoutes:
         ]
 
     def _batch(self, batch_id: str) -> BatchView:
-        view = self.store.get_batch(NAME, batch_id)
-        if view is None:
-            raise ApiError(404, f"No message batch found with id '{batch_id}'.")
-        return view
+        return find_batch(self.store, NAME, batch_id, ApiError(404, f"No message batch found with id '{batch_id}'."))
 
     async def create_batch(self, request: Request) -> Response:
         items = _validate_requests(await read_json(request))

@@ -23,15 +23,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Router
 from starlette.types import Message, Receive, Scope, Send
 
-from airflow_batchwork.testing.store import Store
+from airflow_batchwork.testing.store import BatchView, Store
 
 __all__ = [
     "ApiError",
     "ProviderApp",
     "ProviderSpec",
+    "Rejected",
     "bearer_key",
     "error_fields",
+    "find_batch",
     "paginate",
+    "positive_int",
     "query_int",
     "read_json",
     "request_id",
@@ -72,6 +75,17 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = dict(headers or {})
+
+
+class Rejected(Exception):
+    """A request line the emulated endpoint answers with a per-item error (in the provider's own shape);
+    ``param`` and ``code`` are used by the providers whose per-item error has those fields."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,14 @@ def error_fields(
     return {"message": error.message, "type": kind, "param": error.param, "code": error.code}
 
 
+def find_batch(store: Store, provider: str, batch_id: str, not_found: ApiError) -> BatchView:
+    """The provider's batch ``batch_id`` from the shared store; raises ``not_found`` (the provider's 404)."""
+    view = store.get_batch(provider, batch_id)
+    if view is None:
+        raise not_found
+    return view
+
+
 def bearer_key(request: Request) -> str:
     """The key of an ``Authorization: Bearer <key>`` header, stripped; empty without one."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
@@ -233,6 +255,19 @@ def paginate(
         start = ids.index(after) + 1
     page = list(items[start : start + limit])
     return page, start + limit < len(items)
+
+
+def positive_int(body: Mapping[str, Any], *names: str, refuse: Callable[[str, object], str]) -> int | None:
+    """The first of ``names`` present in ``body``, which must be an integer >= 1 (else :class:`Rejected` with
+    ``refuse(name, value)``, the provider's wording); None when none is present."""
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise Rejected(refuse(name, value))
+        return value
+    return None
 
 
 def unix(timestamp: float | None) -> int | None:

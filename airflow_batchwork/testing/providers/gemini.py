@@ -63,7 +63,7 @@ from starlette.routing import BaseRoute, Route
 
 import airflow_batchwork.testing.conformance as conformance
 import airflow_batchwork.testing.echo as echo
-from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, paginate, query_int, rfc3339
+from airflow_batchwork.testing.providers.base import ApiError, ProviderSpec, find_batch, paginate, query_int, rfc3339
 from airflow_batchwork.testing.providers.files import jsonl, jsonl_lines
 from airflow_batchwork.testing.store import (
     BatchError,
@@ -586,10 +586,8 @@ class _GeminiRoutes:
         return {"inlinedResponses": {"inlinedResponses": lines} if lines else {}}
 
     def _batch(self, batch_id: str) -> BatchView:
-        view = self.store.get_batch(NAME, f"batches/{batch_id}")
-        if view is None:
-            raise ApiError(404, f"Batch batches/{batch_id} not found.")
-        return view
+        return find_batch(self.store, NAME, f"batches/{batch_id}",
+                          ApiError(404, f"Batch batches/{batch_id} not found."))
 
     # batches
 

@@ -43,8 +43,11 @@ import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    Rejected,
     bearer_key,
     error_fields,
+    find_batch,
+    positive_int,
     query_int,
     read_json,
     response_format_schema,
@@ -153,20 +156,12 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     return {"object": "error", **error_fields(error, _ERROR_TYPES, "internal_server_error")}
 
 
-class _Rejected(Exception):
-    """A request body the emulated endpoint answers with a per-item 400."""
-
-
 # -- endpoint bodies (the echo model dressed as Mistral's responses) -----------------------------
 
 
 def _max_tokens(body: Mapping[str, Any]) -> int | None:
-    value = body.get("max_tokens")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _Rejected("Input should be greater than or equal to 1 (body.max_tokens).")
-    return value
+    return positive_int(body, "max_tokens",
+                        refuse=lambda name, _: f"Input should be greater than or equal to 1 (body.{name}).")
 
 
 def _chat(
@@ -174,12 +169,12 @@ def _chat(
 ) -> tuple[dict[str, Any], int, int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise _Rejected("Field required: body.messages must be a non-empty list of messages.")
+        raise Rejected("Field required: body.messages must be a non-empty list of messages.")
     try:
         reply = chat_tools.reply(body, messages, _max_tokens(body), response_format_schema(body),
                                  required=("required", "any"))
     except chat_tools.ToolChoiceError as exc:
-        raise _Rejected(str(exc)) from None
+        raise Rejected(str(exc)) from None
     message: dict[str, Any] = {"role": "assistant", "content": reply.text, "tool_calls": None, "prefix": False}
     if reply.tool_call is not None:
         message = {"role": "assistant", "content": "", "prefix": False,
@@ -207,12 +202,12 @@ def _embeddings(
     value = body.get("input")
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise _Rejected("Field required: body.input must be a string or a list of strings.")
+        raise Rejected("Field required: body.input must be a string or a list of strings.")
     dimensions = body.get("output_dimension")
     if dimensions is None:
         dimensions = echo.DEFAULT_EMBEDDING_DIMENSIONS
     if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
-        raise _Rejected("Input should be greater than or equal to 1 (body.output_dimension).")
+        raise Rejected("Input should be greater than or equal to 1 (body.output_dimension).")
     tokens = echo.count_words(*texts)
     response = {
         "id": new_id("embd-"),
@@ -291,10 +286,8 @@ class MistralBatchRoutes:
     # jobs
 
     def _job(self, job_id: str) -> BatchView:
-        view = self.store.get_batch(NAME, job_id)
-        if view is None:
-            raise ApiError(404, f"Batch job {job_id} not found", code="batch_job_not_found")
-        return view
+        return find_batch(self.store, NAME, job_id,
+                          ApiError(404, f"Batch job {job_id} not found", code="batch_job_not_found"))
 
     async def create_job(self, request: Request) -> Response:
         body = await read_json(request)
@@ -454,7 +447,7 @@ class MistralBatchRoutes:
                 body, input_tokens, output_tokens = _ENDPOINTS[endpoint](
                     item.body, model, self.store.new_id, int(self.store.now())
                 )
-            except _Rejected as exc:
+            except Rejected as exc:
                 return _rejected(item, line_id, str(exc))
             line = {
                 "id": line_id,

@@ -46,8 +46,10 @@ import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    Rejected,
     bearer_key,
     error_fields,
+    find_batch,
     paginate,
     query_int,
     read_json,
@@ -131,17 +133,6 @@ def check_request(request: Request) -> None:
 def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     """``{"error": {message, type, param, code}}``."""
     return {"error": error_fields(error, _ERROR_TYPES)}
-
-
-class Rejected(Exception):
-    """A request line the emulated endpoint answers with a per-item 400."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
 
 
 def _bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:
@@ -797,10 +788,8 @@ class OpenAIBatchRoutes:
     # batches
 
     def _batch(self, batch_id: str) -> BatchView:
-        view = self.store.get_batch(self.provider, batch_id)
-        if view is None:
-            raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
-        return view
+        return find_batch(self.store, self.provider, batch_id,
+                          ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id"))
 
     async def create_batch(self, request: Request) -> Response:
         body = await read_json(request)

@@ -54,8 +54,11 @@ import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    Rejected,
     bearer_key,
     error_fields,
+    find_batch,
+    positive_int,
     read_json,
     response_format_schema,
     rfc3339,
@@ -123,23 +126,15 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     return {"error": error_fields(error)}
 
 
-class _Rejected(Exception):
-    """A request body the emulated endpoint answers with a per-item error."""
-
-
 def _chat(body: Mapping[str, Any], new_id: Callable[[str], str], now: int) -> tuple[dict[str, Any], int, int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise _Rejected("messages: expected a non-empty list of message objects")
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        raise _Rejected("max_tokens: must be a positive integer")
+        raise Rejected("messages: expected a non-empty list of message objects")
+    max_tokens = positive_int(body, "max_tokens", refuse=lambda name, _: f"{name}: must be a positive integer")
     try:
         reply = chat_tools.reply(body, messages, max_tokens, response_format_schema(body))
     except chat_tools.ToolChoiceError as exc:
-        raise _Rejected(str(exc)) from None
+        raise Rejected(str(exc)) from None
     message: dict[str, Any] = {"role": "assistant", "content": reply.text, "tool_calls": []}
     if reply.tool_call is not None:
         message = {"role": "assistant", "content": None,
@@ -314,10 +309,7 @@ class TogetherRoutes:
     # batches
 
     def _batch(self, batch_id: str) -> BatchView:
-        view = self.store.get_batch(NAME, batch_id)
-        if view is None:
-            raise BatchApiError(404, f"batch job {batch_id} not found")
-        return view
+        return find_batch(self.store, NAME, batch_id, BatchApiError(404, f"batch job {batch_id} not found"))
 
     async def create_batch(self, request: Request) -> Response:
         try:
@@ -390,7 +382,7 @@ class TogetherRoutes:
         if outcome == "succeeded":
             try:
                 body, input_tokens, output_tokens = _chat(item.body, self.store.new_id, int(self.store.now()))
-            except _Rejected as exc:
+            except Rejected as exc:
                 return _error_line(item, "errored", str(exc), "invalid_request_error")
             line = {"custom_id": item.custom_id, "response": {"status_code": 200, "body": body}}
             return ItemResult(item.custom_id, "succeeded", line, input_tokens, output_tokens)

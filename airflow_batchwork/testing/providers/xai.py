@@ -39,8 +39,11 @@ import airflow_batchwork.testing.providers.chat_tools as chat_tools
 from airflow_batchwork.testing.providers.base import (
     ApiError,
     ProviderSpec,
+    Rejected,
     bearer_key,
+    find_batch,
     paginate,
+    positive_int,
     query_int,
     read_json,
     response_format_schema,
@@ -164,22 +167,11 @@ def _refuse(problems: list[str]) -> None:
         raise ApiError(422, f"Failed to deserialize the JSON body into the target type: {shown}")
 
 
-class _Rejected(Exception):
-    """A request body the emulated endpoint answers with a per-item failure."""
-
-
 # -- endpoint bodies (the echo model dressed as each endpoint's response) ------------------------
 
 
 def _max_tokens(body: Mapping[str, Any], *names: str) -> int | None:
-    for name in names:
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _Rejected(f"{name}: expected an integer >= 1, got {value!r}")
-        return value
-    return None
+    return positive_int(body, *names, refuse=lambda name, value: f"{name}: expected an integer >= 1, got {value!r}")
 
 
 def _cost(input_tokens: int, output_tokens: int) -> int:
@@ -189,12 +181,12 @@ def _cost(input_tokens: int, output_tokens: int) -> int:
 def _chat_completion(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any], int, int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise _Rejected("messages: expected a non-empty array of message objects")
+        raise Rejected("messages: expected a non-empty array of message objects")
     try:
         reply = chat_tools.reply(body, messages, _max_tokens(body, "max_completion_tokens", "max_tokens"),
                                  response_format_schema(body))
     except chat_tools.ToolChoiceError as exc:
-        raise _Rejected(str(exc)) from None
+        raise Rejected(str(exc)) from None
     message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
     if reply.tool_call is not None:
         message = {"role": "assistant", "content": None, "refusal": None,
@@ -235,13 +227,13 @@ def _response(body: Mapping[str, Any], now: int) -> tuple[dict[str, Any], int, i
     elif isinstance(given, list) and given:
         messages = [m for m in given if isinstance(m, dict) and "role" in m]
     else:
-        raise _Rejected("input: expected a string or a non-empty array of input items")
+        raise Rejected("input: expected a string or a non-empty array of input items")
     max_output_tokens = _max_tokens(body, "max_output_tokens")
     try:
         chat_tools.check_tool_results(given if isinstance(given, list) else [])
         forced = chat_tools.forced_tool(body)
     except chat_tools.ToolChoiceError as exc:
-        raise _Rejected(str(exc)) from None
+        raise Rejected(str(exc)) from None
     reply = echo.generate(messages, system=body.get("instructions"), max_tokens=max_output_tokens,
                           schema=text_format_schema(body), media=chat_tools.media(messages), tool=forced)
     status = "incomplete" if reply.truncated else "completed"
@@ -458,10 +450,7 @@ class _XaiRoutes:
     # state
 
     def _batch(self, batch_id: str) -> BatchView:
-        view = self.store.get_batch(NAME, batch_id)
-        if view is None:
-            raise ApiError(404, f"Batch {batch_id} not found.")
-        return view
+        return find_batch(self.store, NAME, batch_id, ApiError(404, f"Batch {batch_id} not found."))
 
     def _groups(self, view: BatchView) -> list[BatchView]:
         if _is_file_batch(view):
@@ -603,7 +592,7 @@ class _XaiRoutes:
         if outcome == "succeeded":
             try:
                 response, input_tokens, output_tokens = _RENDERERS[op](body, int(self.store.now()))
-            except _Rejected as exc:
+            except Rejected as exc:
                 return self._failed(item, str(exc))
             line = {"batch_request_id": item.custom_id, "batch_result": {"response": {op: response}}}
             return ItemResult(item.custom_id, "succeeded", line, input_tokens, output_tokens)

@@ -28,7 +28,8 @@ from typing import Any
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent
+from tests.conformance.generators import SCHEMAS_DIR
+
 SDK_PREFIX = "t."
 _DROP = ("title", "description", "default", "examples", "discriminator", "deprecated")
 
@@ -119,7 +120,7 @@ def write(provider: str, *, source: str, version: str, generated: str, defs: Map
         "source": source,
         "version": version,
         "generated": generated,
-        "generator": f"airflow_batchwork/testing/schemas/generators/{provider}.py",
+        "generator": f"tests/conformance/generators/{provider}.py",
     }
     if notes:
         doc["notes"] = notes

@@ -1,5 +1,5 @@
 """Generate ``schemas/mistral.json`` from the official ``mistralai`` Python SDK (Speakeasy, generated
-from Mistral's OpenAPI spec): ``.venv/bin/python -m airflow_batchwork.testing.schemas.generators.mistral``.
+from Mistral's OpenAPI spec): ``.venv/bin/python -m tests.conformance.generators.mistral``.
 
 The SDK's ``*TypedDict`` twins of its models are used (they state which keys are required), with each
 key renamed to the wire name the pydantic model gives it (``inputs`` → ``input``, ``size_bytes`` →
@@ -33,7 +33,7 @@ from mistralai.client.errors.httpvalidationerror import HTTPValidationErrorData
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-from airflow_batchwork.testing.schemas.generators import _sdk
+from tests.conformance.generators import _sdk
 
 GENERATED = "2026-12-01"
 

@@ -1,6 +1,6 @@
 """Generate ``schemas/xai.json``: strict JSON Schemas of xAI's REST batch surface.
 
-Run ``python -m airflow_batchwork.testing.schemas.generators.xai`` (needs the ``xai-sdk`` package, a test
+Run ``python -m tests.conformance.generators.xai`` (needs the ``xai-sdk`` package, a test
 extra; nothing at runtime imports it).
 
 Sources, in order of authority:
@@ -34,10 +34,11 @@ from __future__ import annotations
 import json
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from tests.conformance.generators import SCHEMAS_DIR
 
 GENERATED = "2026-12-01"
 SOURCE = (
@@ -45,7 +46,7 @@ SOURCE = (
     "reference docs.x.ai/developers/rest-api-reference/inference/batches and .../files/upload, and the batch "
     "guide docs.x.ai/developers/advanced-api-usage/batch-api"
 )
-OUT = Path(__file__).resolve().parents[1] / "xai.json"
+OUT = SCHEMAS_DIR / "xai.json"
 
 NULL: dict[str, Any] = {"type": "null"}
 # A REST time: RFC 3339 (proto3 JSON of a Timestamp) or a bare date (the REST reference's examples).
@@ -363,7 +364,7 @@ def build() -> dict[str, Any]:
         "source": SOURCE,
         "version": f"xai-sdk {metadata.version('xai-sdk')}",
         "generated": GENERATED,
-        "generator": "airflow_batchwork/testing/schemas/generators/xai.py",
+        "generator": "tests/conformance/generators/xai.py",
         "$defs": dict(sorted(defs.items())),
     }
 

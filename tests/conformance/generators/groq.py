@@ -1,5 +1,5 @@
 """Generate ``schemas/groq.json`` from the official ``groq`` Python SDK (Stainless, generated from
-Groq's OpenAPI spec): ``.venv/bin/python -m airflow_batchwork.testing.schemas.generators.groq``.
+Groq's OpenAPI spec): ``.venv/bin/python -m tests.conformance.generators.groq``.
 
 SDK types used as they are: chat request body (``CompletionCreateParams``), chat completion, batch
 create params, batch objects (create / retrieve / cancel / list), file objects and file list /
@@ -32,7 +32,7 @@ from groq.types.chat.completion_create_params import CompletionCreateParams
 from groq.types.file_create_params import FileCreateParams
 from typing_extensions import TypedDict
 
-from airflow_batchwork.testing.schemas.generators import _sdk
+from tests.conformance.generators import _sdk
 
 GENERATED = "2026-12-01"
 CHAT_PATH = Literal["/v1/chat/completions"]

@@ -1,6 +1,6 @@
 """Generate ``testing/schemas/google.json`` from Gemini's official GAPIC protos.
 
-Run: ``.venv/bin/python -m airflow_batchwork.testing.schemas.generators.google`` (needs the test extra:
+Run: ``.venv/bin/python -m tests.conformance.generators.google`` (needs the test extra:
 ``google-ai-generativelanguage`` and ``googleapis-common-protos``; never imported at runtime).
 
 How the schemas are made:
@@ -28,7 +28,6 @@ import json
 import re
 import sys
 from importlib import metadata as dist
-from pathlib import Path
 from typing import Any
 
 from google.ai import generativelanguage_v1beta as glm
@@ -36,9 +35,11 @@ from google.longrunning import operations_proto_pb2
 from google.protobuf import descriptor as pd
 from google.rpc import code_pb2, status_pb2
 
+from tests.conformance.generators import SCHEMAS_DIR
+
 GENERATED = "2026-12-01"
 API_VERSION = "v1beta"
-OUT = Path(__file__).resolve().parent.parent / "google.json"
+OUT = SCHEMAS_DIR / "google.json"
 INT64 = {"type": "string", "pattern": "^-?[0-9]+$"}
 # RFC 3339, Z-normalized or with an offset, 0-9 fractional digits (the JSON mapping of Timestamp).
 TIMESTAMP = {"type": "string", "pattern": (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
@@ -341,7 +342,7 @@ def build() -> dict[str, Any]:
                    "against google-genai"),
         "version": ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; API {API_VERSION}",
         "generated": GENERATED,
-        "generator": "airflow_batchwork/testing/schemas/generators/google.py",
+        "generator": "tests/conformance/generators/google.py",
         "overrides": {f"{m}.{f}": reason for (m, f), reason in {**OVERRIDES, **ENVELOPE_OVERRIDES}.items()},
         "answer_optional": {f"{m}.{f}": reason for (m, f), reason in ANSWER_OPTIONAL.items()},
         "$defs": dict(sorted(defs.items())),

@@ -2,7 +2,7 @@
 
 Run::
 
-    .venv/bin/python -m airflow_batchwork.testing.schemas.generators.openai [--spec-repo GIT_DIR]
+    .venv/bin/python -m tests.conformance.generators.openai [--spec-repo GIT_DIR]
 
 The source is the ``openai/openai-openapi`` repository at a pinned commit: with ``--spec-repo`` (or
 ``$OPENAI_OPENAPI_REPO``) the file is read from a local clone with ``git show``, else it is downloaded
@@ -40,6 +40,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.conformance.generators import SCHEMAS_DIR
 
 SPEC_REPO = "openai/openai-openapi"
 SPEC_COMMIT = "f85dbe223d40e1a31cba812ab2d755c7e98a92a3"
@@ -265,7 +267,7 @@ def build(repo: str | None) -> dict[str, Any]:
                   f"{LINES_COMMIT[:7]} ({LINES_COMMIT_DATE}); cross-checked against {SDK_CHECKED}",
         "version": f"{SPEC_REPO}@{SPEC_COMMIT} ({SPEC_COMMIT_DATE})",
         "generated": GENERATED,
-        "generator": "airflow_batchwork/testing/schemas/generators/openai.py",
+        "generator": "tests/conformance/generators/openai.py",
         "roots": list(ROOTS) + list(LINE_TYPES),
         "overlays": {"EasyInputMessage": "role-aware content: input_* parts for user/system/developer, "
                                          "output_text/refusal parts for assistant (role_aware_messages)",
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-repo", default=os.environ.get("OPENAI_OPENAPI_REPO"),
                         help="a local clone (or bare git dir) of openai/openai-openapi; default: download")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "openai.json"))
+    parser.add_argument("--out", default=str(SCHEMAS_DIR / "openai.json"))
     args = parser.parse_args(argv)
     document = build(args.spec_repo)
     Path(args.out).write_text(json.dumps(document, indent=1, sort_keys=False) + "\n", encoding="utf-8")

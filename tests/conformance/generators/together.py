@@ -1,6 +1,6 @@
 """Generate ``schemas/together.json`` from the official ``together`` Python SDK (3.x, Stainless,
 generated from Together's OpenAPI spec):
-``.venv/bin/python -m airflow_batchwork.testing.schemas.generators.together``.
+``.venv/bin/python -m tests.conformance.generators.together``.
 
 SDK types used as they are: the chat request body (``CompletionCreateParamsNonStreaming``: a batch line
 cannot stream), chat completion, batch create params and answers (``BatchCreateResponse``,
@@ -37,7 +37,7 @@ from together.types.chat.chat_completion import ChatCompletion
 from together.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 from typing_extensions import TypedDict
 
-from airflow_batchwork.testing.schemas.generators import _sdk
+from tests.conformance.generators import _sdk
 
 GENERATED = "2026-12-01"
 

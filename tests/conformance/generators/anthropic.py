@@ -1,6 +1,6 @@
 """Generate ``testing/schemas/anthropic.json`` from the ``anthropic`` SDK's own types.
 
-Run: ``.venv/bin/python -m airflow_batchwork.testing.schemas.generators.anthropic``
+Run: ``.venv/bin/python -m tests.conformance.generators.anthropic``
 
 The SDK's request types are TypedDicts and its response types pydantic models; pydantic's
 ``TypeAdapter(...).json_schema()`` turns both into JSON Schema. The output is then made strict:
@@ -30,15 +30,16 @@ from __future__ import annotations
 import json
 import sys
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, create_model
 from typing_extensions import TypedDict
 
+from tests.conformance.generators import SCHEMAS_DIR
+
 GENERATED = "2026-12-01"
 RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
-OUT = Path(__file__).resolve().parent.parent / "anthropic.json"
+OUT = SCHEMAS_DIR / "anthropic.json"
 HEADER_FIELDS = ("user_profile_id", "workspace_id")
 
 
@@ -134,7 +135,7 @@ def build() -> dict[str, Any]:
                   "via pydantic TypeAdapter.json_schema(); SamplingParams field types from anthropic 0.125.0",
         "version": f"anthropic {anthropic.__version__}",
         "generated": GENERATED,
-        "generator": "airflow_batchwork/testing/schemas/generators/anthropic.py",
+        "generator": "tests/conformance/generators/anthropic.py",
         "notes": [
             "All objects with declared properties are closed (additionalProperties: false).",
             "BatchCreateParams: user_profile_id and workspace_id removed; the SDK sends them as the "
