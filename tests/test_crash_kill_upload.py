@@ -50,6 +50,17 @@ def run_child(spec: dict[str, Any], kill_when: Callable[[], bool] | None = None)
     return run_child_until(spec, kill_when, wait=WAIT * 2)
 
 
+async def collect_every_row_once(emu: Emulator, provider: str, spec: dict[str, Any]) -> None:
+    """Wait for the job the child submitted, collect it, and check every request is there once."""
+    handle = json.loads(Path(spec["handle"]).read_text())
+    async with BatchClient({provider: Credentials("k", emu.base_url(provider))}) as client:
+        await client.wait(handle, poll_interval=0.2, timeout=WAIT)
+        await client.write_parquet(handle, spec["out"])
+    files = committed_files(spec["out"])
+    assert files is not None
+    assert sorted(pq.read_table(files).column("custom_id").to_pylist()) == [f"r{i:04d}" for i in range(N)]
+
+
 @pytest.mark.parametrize("provider", sorted(MODELS))
 async def test_kill_after_upload_reuses_the_recorded_file(emu: Emulator, provider: str, tmp_path: Path) -> None:
     spec = {"provider": provider, "base_url": emu.base_url(provider), "model": MODELS[provider], "n": N,
@@ -74,14 +85,7 @@ async def test_kill_after_upload_reuses_the_recorded_file(emu: Emulator, provide
     recorded = sorted(s["calls"][UPLOAD_KEY[provider]].removeprefix("files/") for s in state["shards"])
     assert recorded == sorted(f.id.removeprefix("files/") for f in uploads)  # the files the ledger names
 
-    handle = json.loads(Path(spec["handle"]).read_text())
-    async with BatchClient({provider: Credentials("k", emu.base_url(provider))}) as client:
-        await client.wait(handle, poll_interval=0.2, timeout=WAIT)
-        await client.write_parquet(handle, spec["out"])
-    files = committed_files(spec["out"])
-    assert files is not None
-    ids = pq.read_table(files).column("custom_id").to_pylist()
-    assert sorted(ids) == [f"r{i:04d}" for i in range(N)]  # every request once
+    await collect_every_row_once(emu, provider, spec)
 
 
 @pytest.mark.parametrize("age_hours", [49.0, 47.5], ids=["expired", "expires-within-the-hour"])
@@ -113,10 +117,4 @@ async def test_retry_uploads_again_when_the_recorded_gemini_file_expired(age_hou
         assert len(recorded) == SHARDS and not recorded & stale  # the shard now names its new upload
         assert any(r.method == "GET" and r.path.endswith(next(iter(stale))) for r in emu.requests)  # looked it up
 
-        handle = json.loads(Path(spec["handle"]).read_text())
-        async with BatchClient({provider: Credentials("k", emu.base_url(provider))}) as client:
-            await client.wait(handle, poll_interval=0.2, timeout=WAIT)
-            await client.write_parquet(handle, spec["out"])
-    files = committed_files(spec["out"])
-    assert files is not None
-    assert sorted(pq.read_table(files).column("custom_id").to_pylist()) == [f"r{i:04d}" for i in range(N)]
+        await collect_every_row_once(emu, provider, spec)
