@@ -7,7 +7,9 @@ The kill moment is an event: the parent watches the child's ledger file until a 
 but not yet its batch id (each emulator answer is slowed, so that state lasts seconds, not milliseconds).
 
 A Gemini upload lives 48 hours: a retry after it expired (or when it expires within the hour) uploads the shard
-again instead of naming a file the create would refuse."""
+again instead of naming a file the create would refuse (checked on the state such a kill leaves, built directly:
+whether a SIGKILL lands before or after the create reached the provider is a race, and after it the retry
+attaches to the batch without needing the file)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 
@@ -24,6 +27,8 @@ from airflow_batchwork.core import BatchClient, Credentials
 from airflow_batchwork.engine.parquet import committed_files
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
+from airflow_batchwork.values.calls import CallProgress
+from airflow_batchwork.values.refs import parse_model
 from tests.test_crash_kill import WAIT, run_child_until
 
 MODELS = {"mistral": "mistral/mistral-small-latest", "google": "google/gemini-2.5-flash"}
@@ -88,33 +93,32 @@ async def test_kill_after_upload_reuses_the_recorded_file(emu: Emulator, provide
     await collect_every_row_once(emu, provider, spec)
 
 
-@pytest.mark.parametrize("age_hours", [49.0, 47.5], ids=["expired", "expires-within-the-hour"])
-async def test_retry_uploads_again_when_the_recorded_gemini_file_expired(age_hours: float, tmp_path: Path) -> None:
-    offset = [-age_hours * 3600]  # the kill happens `age_hours` before the retry, by the emulator's clock
-    provider = "google"
-    spec = {"provider": provider, "model": MODELS[provider], "n": N, "max_requests": N // SHARDS,
-            "state": str(tmp_path / "state"), "identity": "upload-expiry", "handle": str(tmp_path / "handle.json"),
-            "out": f"{tmp_path / 'out'}/", "file_upload": True}
-    ledger = tmp_path / "state" / "upload-expiry.json"
+@pytest.mark.parametrize(("age_hours", "reused"), [(0.0, True), (47.5, False), (49.0, False)],
+                         ids=["fresh", "expires-within-the-hour", "expired"])
+async def test_a_recorded_gemini_upload_is_named_only_while_it_lives(age_hours: float, reused: bool) -> None:
+    """The state a kill between the upload and the create leaves (the shard's ledger entry names its upload, no
+    batch was made), met by a retry `age_hours` later by the emulator's clock: a file still alive is named by
+    the create; one that is gone (Gemini deletes uploads after 48 h) or expires within the hour is uploaded
+    again and the new name recorded before the create."""
+    offset = [-age_hours * 3600]
+    lines = [orjson.dumps({"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": f"q{i}"}]}]}})
+             for i in range(3)]
+    ref = parse_model(MODELS["google"])
     with Emulator(processing_seconds=0.3, clock=lambda: time.time() + offset[0]) as emu:
-        spec["base_url"] = emu.base_url(provider)
-        emu.faults = FaultConfig(slow_seconds=1.0, providers=provider)
-        try:
-            killed = run_child({**spec, "mode": "submit"}, lambda: uploaded_not_created(ledger, "file_name"))
-        finally:
-            emu.faults = FaultConfig()
-        assert killed is None
-        stale = {s["calls"]["file_name"] for s in json.loads(ledger.read_text())["shards"]
-                 if (s.get("calls") or {}).get("file_name") and not s.get("id")}
-        assert len(stale) == 1
-        offset[0] = 0.0
-        run_child({**spec, "mode": "submit"})
-
-        uploads = [f for f in emu.files(provider) if f.result_of is None]
-        assert len(uploads) == SHARDS + 1, [f.id for f in uploads]  # the stale file, then one new upload
-        assert len(emu.batches(provider)) == SHARDS
-        recorded = {s["calls"]["file_name"] for s in json.loads(ledger.read_text())["shards"]}
-        assert len(recorded) == SHARDS and not recorded & stale  # the shard now names its new upload
-        assert any(r.method == "GET" and r.path.endswith(next(iter(stale))) for r in emu.requests)  # looked it up
-
-        await collect_every_row_once(emu, provider, spec)
+        async with BatchClient({"google": Credentials("k", emu.base_url("google"))}) as client:
+            adapter = client.adapter("google")
+            adapter.inline_max_bytes = 0  # type: ignore[attr-defined]  # file mode, as for a large shard
+            recorded = await adapter.upload(lines)  # type: ignore[attr-defined]
+            offset[0] = 0.0
+            progress = CallProgress({"file_name": recorded})
+            batch_id = await adapter.create_tracked(ref, lines, metadata={}, progress=progress)
+        [batch] = [b for b in emu.batches("google") if b.id == batch_id]
+        uploads = [f for f in emu.files("google") if f.result_of is None]
+        looked_up = [r for r in emu.requests if r.method == "GET" and r.path.endswith(recorded)]
+    assert len(looked_up) == 1  # one free lookup before the paid create
+    if reused:
+        assert progress.get("file_name") == recorded and len(uploads) == 1
+    else:
+        assert progress.get("file_name") != recorded and len(uploads) == 2  # uploaded again, the new name kept
+    assert batch.extra["file_name"] == progress.get("file_name")  # the create named the live file
+    assert len(batch.items) == 3
