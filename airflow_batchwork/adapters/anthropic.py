@@ -29,13 +29,13 @@ from airflow_batchwork.adapters.base import (
     Refusal,
     dumps,
     first_unsupported,
+    int_or_none,
     merge_options,
 )
 from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.openai_compat import (
     FINISH_REASONS,
     error_fields,
-    int_or_none,
 )
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.refs import ModelRef

@@ -6,12 +6,14 @@ directly over httpx, so the core runs from a plain script and the SDKs stay test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
@@ -341,3 +343,43 @@ def cache_token_columns(responses: pa.Array, counts: Callable[[Any], tuple[int, 
         written.append(None if found is None else found[1])
     return pa.array(read, pa.int64()), pa.array(written, pa.int64()), pa.array(
         [None if w is None else 0 for w in written], pa.int64())
+
+
+def int_or_none(value: object) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")  # datetime reads at most microseconds
+
+
+def parse_time(value: object, *, end_of_day: bool = False) -> float | None:
+    """Unix seconds from RFC 3339, a date (`2025-11-12`), Unix seconds or a protobuf JSON Timestamp.
+
+    `end_of_day` reads a date-only value as the end of that UTC day, so an expiry given as a bare date
+    is never taken as passed too early."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, Mapping):
+        seconds = int_or_none(value.get("seconds"))
+        return None if seconds is None else seconds + (int_or_none(value.get("nanos")) or 0) / 1e9
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    with contextlib.suppress(ValueError):
+        return float(text)
+    if _DATE_ONLY.match(text):
+        day = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        return (day + timedelta(days=1) if end_of_day else day).timestamp()
+    try:
+        parsed = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text.replace("z", "Z")))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

@@ -21,7 +21,6 @@ import re
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -46,10 +45,12 @@ from airflow_batchwork.adapters.base import (
     cache_token_columns,
     dumps,
     first_unsupported,
+    int_or_none,
+    parse_time,
 )
 from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.http import check_id, default_error_parser
-from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, int_or_none
+from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.errors import ProviderAPIError
 from airflow_batchwork.values.pricing import load_prices
@@ -79,7 +80,6 @@ UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 #: A recorded upload is named by a retried create only while it lives this much longer (seconds): the Files API
 #: deletes a file 48 hours after its upload (`File.expirationTime`), and the batch still has to read it.
 UPLOAD_REUSE_MARGIN = 3600.0
-_FRACTION = re.compile(r"(\.\d{6})\d+")
 DISPLAY_NAME = "batchwork"
 MAX_DISPLAY_NAME = 512
 CACHED_CONTENT_NAME = re.compile(r"^cachedContents/[A-Za-z0-9_-]{1,200}$")
@@ -773,7 +773,7 @@ class GoogleAdapter(ProviderAdapter):
             log.info("The recorded upload %s is gone (HTTP %d); uploading the shard again", file_name,
                      error.status_code)
             return False
-        expires = _rfc3339(file.get("expirationTime"))
+        expires = parse_time(file.get("expirationTime"))
         if file.get("state") == "FAILED" or (expires is not None and expires < time.time() + UPLOAD_REUSE_MARGIN):
             log.info("The recorded upload %s expires at %s; uploading the shard again", file_name,
                      file.get("expirationTime"))
@@ -883,14 +883,4 @@ class GoogleAdapter(ProviderAdapter):
                 continue
             if operation_status(operation, self.check_id).state != "failed":
                 return self.check_id(operation.get("name"))
-        return None
-
-
-def _rfc3339(value: object) -> float | None:
-    """Epoch seconds of a google.protobuf.Timestamp in JSON (RFC 3339, up to nanoseconds), None if absent."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(_FRACTION.sub(r"\1", value.replace("Z", "+00:00"))).timestamp()
-    except ValueError:
         return None

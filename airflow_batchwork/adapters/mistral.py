@@ -22,6 +22,7 @@ from airflow_batchwork.adapters.base import (
     Refusal,
     dumps,
     first_unsupported,
+    int_or_none,
     merge_options,
 )
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, PDF, ContentSupport
@@ -32,7 +33,6 @@ from airflow_batchwork.adapters.openai_compat import (
     chat_body,
     fill_from_chat_completion,
     fill_from_embedding,
-    int_or_none,
     parse_result_line,
 )
 from airflow_batchwork.values.calls import CallProgress

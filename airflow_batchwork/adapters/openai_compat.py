@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chat_chunk, parse_chunks
-from airflow_batchwork.adapters.base import ProviderAdapter, cache_token_columns, dumps, merge_options
+from airflow_batchwork.adapters.base import ProviderAdapter, cache_token_columns, dumps, int_or_none, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.parts import Media
@@ -50,15 +50,6 @@ def finish_reason(raw: object) -> FinishReason | None:
     if raw is None:
         return None
     return FINISH_REASONS.get(str(raw).lower(), "other")
-
-
-def int_or_none(value: object) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)

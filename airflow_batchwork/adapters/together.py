@@ -24,6 +24,7 @@ from airflow_batchwork.adapters.base import (
     Refusal,
     dumps,
     first_unsupported,
+    int_or_none,
 )
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
 from airflow_batchwork.adapters.http import RetryPolicy
@@ -32,7 +33,6 @@ from airflow_batchwork.adapters.openai_compat import (
     ChatDialect,
     chat_body,
     fill_from_chat_completion,
-    int_or_none,
     parse_result_line,
 )
 from airflow_batchwork.values.calls import CallProgress

@@ -9,13 +9,11 @@ batch `name` (`batchwork:<urlencoded tags>`), which is what `find_batch` matches
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import tempfile
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sized
-from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, cast
 from urllib.parse import parse_qsl, urlencode
 
@@ -30,7 +28,9 @@ from airflow_batchwork.adapters.base import (
     cache_token_columns,
     dumps,
     first_unsupported,
+    int_or_none,
     merge_options,
+    parse_time,
 )
 from airflow_batchwork.adapters.content import BOTH, ContentSupport
 from airflow_batchwork.adapters.http import default_error_parser, is_ambiguous
@@ -41,7 +41,6 @@ from airflow_batchwork.adapters.openai_compat import (
     error_fields,
     fill_from_chat_completion,
     fill_from_response,
-    int_or_none,
     json_schema_format,
     responses_items,
     responses_tools,
@@ -65,8 +64,6 @@ FILE_MAX_BYTES = 200 * MB
 # `max_output_tokens` of a `/v1/responses` body is at least 16 (OpenAI's CreateResponse, which xAI follows).
 RESPONSES_MIN_OUTPUT_TOKENS = 16
 
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def batch_name(metadata: Mapping[str, str]) -> str:
@@ -79,33 +76,6 @@ def name_tags(name: object) -> dict[str, str] | None:
     if not isinstance(name, str) or not name.startswith(NAME_PREFIX):
         return None
     return dict(parse_qsl(name[len(NAME_PREFIX):], keep_blank_values=True))
-
-
-def parse_time(value: object, *, end_of_day: bool = False) -> float | None:
-    """Unix seconds from RFC 3339, a date (`2025-11-12`), Unix seconds or a protobuf JSON Timestamp.
-
-    `end_of_day` reads a date-only value as the end of that UTC day, so an expiry given as a bare date
-    is never taken as passed too early."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, Mapping):
-        seconds = int_or_none(value.get("seconds"))
-        return None if seconds is None else seconds + (int_or_none(value.get("nanos")) or 0) / 1e9
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    with contextlib.suppress(ValueError):
-        return float(text)
-    if _DATE_ONLY.match(text):
-        day = datetime.fromisoformat(text).replace(tzinfo=UTC)
-        return (day + timedelta(days=1) if end_of_day else day).timestamp()
-    try:
-        parsed = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text.replace("z", "Z")))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def responses_input(request: BatchRequest) -> list[dict[str, Any]]:
