@@ -629,6 +629,11 @@ def plain_request(item: Mapping[str, Any], base: Mapping[str, Any], index: int, 
     return PlainRequest.of(data)
 
 
+def _duplicate(field: str, index: int, custom_id: str, earlier: int) -> tuple[str, str, str]:
+    return (f"{field}[{index}].custom_id", f"duplicate custom_id {custom_id!r} (also at {field}[{earlier}])",
+            "make every custom_id unique")
+
+
 def iter_requests(
     raw: Iterable[Mapping[str, Any]],
     *,
@@ -669,8 +674,7 @@ def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, 
         if plain and type(item) is dict and (fast := plain_request(item, base, index, kind)) is not None:
             earlier = seen.add(fast.custom_id, index)
             if earlier is not None:
-                problems.append((f"{field}[{index}].custom_id", f"duplicate custom_id {fast.custom_id!r} "
-                                 f"(also at {field}[{earlier}])", "make every custom_id unique"))
+                problems.append(_duplicate(field, index, fast.custom_id, earlier))
             elif not problems:
                 yield index, fast  # type: ignore[misc]
             continue
@@ -702,8 +706,7 @@ def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, 
             continue
         earlier = seen.add(request.custom_id, index)
         if earlier is not None:
-            problems.append((f"{where}.custom_id", f"duplicate custom_id {request.custom_id!r} "
-                             f"(also at {field}[{earlier}])", "make every custom_id unique"))
+            problems.append(_duplicate(field, index, request.custom_id, earlier))
             continue
         if not problems:
             yield index, request
