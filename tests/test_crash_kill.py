@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -71,6 +72,16 @@ def run_child(spec: dict[str, Any], emu: Emulator, *, kill_at: int | None) -> in
     if kill_at is None:
         return run_child_until(spec, None, wait=WAIT * 2)
     return run_child_until(spec, lambda: provider_requests(emu, spec["provider"]) - start >= kill_at, wait=WAIT)
+
+
+def committed_once(out: Path | str, n: int) -> pa.Table:
+    """The committed dataset under `out`, checked to hold requests r0000… r{n-1} once each (0 lost, 0 duplicated)."""
+    files = committed_files(f"{str(out).rstrip('/')}/")
+    assert files is not None
+    table = pq.read_table(files)
+    ids = table.column("custom_id").to_pylist()
+    assert len(ids) == n and sorted(set(ids)) == [f"r{i:04d}" for i in range(n)]
+    return table
 
 
 def run_child_until(spec: dict[str, Any], kill_when: Callable[[], bool] | None, *, wait: float) -> int | None:
@@ -148,9 +159,5 @@ async def test_kill_submit_and_collect_then_retry(emu: Emulator, provider: str, 
     assert not [n for n in names if n.startswith(TMP_PREFIX)], names  # no temp file left
     assert SUCCESS_NAME in names and [n for n in names if n.endswith(".parquet")] == [
         f"part-{i:05d}.parquet" for i in range(SHARDS)]
-    files = committed_files(f"{out}/")
-    assert files is not None
-    table = pq.read_table(files)
-    ids = table.column("custom_id").to_pylist()
-    assert len(ids) == N and sorted(set(ids)) == [f"r{i:04d}" for i in range(N)]  # 0 lost, 0 duplicated
+    table = committed_once(out, N)
     assert set(table.column("status").to_pylist()) == {"succeeded"}

@@ -25,7 +25,7 @@ from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 from airflow_batchwork.testing.store import RequestRecord
 from tests.crash_child import requests as child_requests
-from tests.test_crash_kill import WAIT, run_child_until
+from tests.test_crash_kill import WAIT, committed_once, run_child_until
 
 PROVIDER = "openai"
 MODEL = "openai/gpt-4o-mini"
@@ -110,11 +110,7 @@ async def test_killed_resubmission_rounds_then_retry(emu: Emulator, tmp_path: Pa
     assert not [n for n in everything if "attempt-" in n], everything  # staged round results removed
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([SUCCESS_NAME, STAGING_DIR, *(f"part-{i:05d}.parquet" for i in range(SHARDS))])
-    files = committed_files(f"{out}/")
-    assert files is not None
-    table = pq.read_table(files)
-    ids = table.column("custom_id").to_pylist()
-    assert len(ids) == N and sorted(set(ids)) == [f"r{i:04d}" for i in range(N)]  # 0 lost, 0 duplicated
+    table = committed_once(out, N)
     assert set(table.column("status").to_pylist()) == {"succeeded"}
     attempts = table.column("attempt").to_pylist()
     assert attempts.count(2) == N // 2 and attempts.count(1) == N // 2

@@ -20,16 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.core import BatchClient, Credentials
-from airflow_batchwork.engine.parquet import committed_files
 from airflow_batchwork.testing import Emulator
 from airflow_batchwork.testing.faults import FaultConfig
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.refs import parse_model
-from tests.test_crash_kill import WAIT, run_child_until
+from tests.test_crash_kill import WAIT, committed_once, run_child_until
 
 MODELS = {"mistral": "mistral/mistral-small-latest", "google": "google/gemini-2.5-flash"}
 UPLOAD_KEY = {"mistral": "file_id", "google": "file_name"}
@@ -61,9 +59,7 @@ async def collect_every_row_once(emu: Emulator, provider: str, spec: dict[str, A
     async with BatchClient({provider: Credentials("k", emu.base_url(provider))}) as client:
         await client.wait(handle, poll_interval=0.2, timeout=WAIT)
         await client.write_parquet(handle, spec["out"])
-    files = committed_files(spec["out"])
-    assert files is not None
-    assert sorted(pq.read_table(files).column("custom_id").to_pylist()) == [f"r{i:04d}" for i in range(N)]
+    committed_once(spec["out"], N)
 
 
 @pytest.mark.parametrize("provider", sorted(MODELS))
