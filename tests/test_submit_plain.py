@@ -171,3 +171,13 @@ def test_batch_request_objects_and_mappings_still_work() -> None:
         lines = list(job.shards[0])
     adapter, ref = adapter_class("openai").offline(), parse_model("openai/gpt-4o-mini")
     assert lines == [adapter.encode(ref, m.model_copy(update={"max_output_tokens": 9})) for m in models]
+
+
+def test_plain_request_mirrors_every_batch_request_field() -> None:
+    """`PlainRequest` repeats `BatchRequest`'s fields for the adapters to read: a field added to the model
+    must be added there too (unset: None), or an adapter reading it would fail on the plain path."""
+    fields = BatchRequest.model_fields
+    assert set(PlainRequest.__annotations__) == set(fields)
+    for name, info in fields.items():
+        if name != "custom_id":
+            assert info.default is None and getattr(PlainRequest, name) is None, name
