@@ -27,6 +27,12 @@ $(INTEGRATION_STAMP): pyproject.toml $(STAMP)
 	sh .ci/install.sh $(VENV) test,integration
 	@touch $(INTEGRATION_STAMP)
 
+# The other engines of the collect bench (polars, duckdb) on top of the test install.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	sh .ci/install.sh $(VENV) test,bench
+	@touch $(BENCH_STAMP)
+
 install: $(RUNTIME)
 
 demo: $(RUNTIME)
@@ -56,7 +62,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy airflow_batchwork/values airflow_batchwork/adapters airflow_batchwork/engine airflow_batchwork/core
 	$(VENV)/bin/lint-imports --no-cache
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(PY) bench/run.py
 
 clean:
