@@ -8,14 +8,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.engine.submission import prepare_job
+from airflow_batchwork.values import requests as requests_module
 from airflow_batchwork.values.errors import BatchworkError
-from airflow_batchwork.values.recorder import RequestRecorder
+from airflow_batchwork.values.recorder import ITEM_COLUMN, RequestRecorder
 from airflow_batchwork.values.refs import parse_model
-from airflow_batchwork.values.requests import BatchRequest, PlainRequest, iter_requests
+from airflow_batchwork.values.requests import BatchRequest, PlainRequest, SeenIds, iter_request_chunks, iter_requests
 
 MODELS = {
     "openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "google": "gemini-2.5-flash",
@@ -181,3 +183,157 @@ def test_plain_request_mirrors_every_batch_request_field() -> None:
     for name, info in fields.items():
         if name != "custom_id":
             assert info.default is None and getattr(PlainRequest, name) is None, name
+
+
+# --- the chunk path (`iter_request_chunks`: `plain_chunk` in one msgspec call, `SeenIds.add_new`, the adapters'
+# `plain_encoder` and `plain_refusal`, `RequestRecorder.add_plain`, `ShardFiles.add_many`) against the
+# per-request path, which `plain_chunk` returning None gives (the fix disabled).
+
+PLAIN_TEXT = [item for item in TEXT_CORPUS if not str(item.get("custom_id", "")).startswith("m")
+              and not item.get("cache_prefix")] + [
+    {"custom_id": "t0", "prompt": "x", "stop_sequences": ("a", "b")},  # msgspec takes a tuple, as the model does
+    {"custom_id": "t1", "prompt": "x", "max_output_tokens": 16, "temperature": 2, "top_p": 0},
+    {"custom_id": "t2", "prompt": "x", "system": "s", "seed": 2**70},  # orjson refuses: the standard encoder
+    {"custom_id": "t3", "prompt": "x", "stop_sequences": ["a", "b", "c", "d", "e"]},  # refused by openai chat
+    {"custom_id": "t4", "prompt": "x", "top_k": 5},
+    {"custom_id": "t5", "prompt": "x", "dimensions": 3},
+]
+
+
+def _slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(requests_module, "plain_chunk", lambda *args: None)
+
+
+def _prepared(model: str, corpus: list[Any], **kwargs: Any) -> tuple[Any, ...]:
+    with prepare_job(model, corpus, prime=False, **kwargs) as job:
+        recorder = job.recorder
+        assert recorder is not None
+        ids = pq.read_table(job.ids_path).to_pylist()
+        return (job.fingerprint, job.request_count, [list(shard) for shard in job.shards], ids,
+                recorder.estimated_input_tokens, recorder.estimated_output_tokens, dict(recorder.schemas.counts))
+
+
+def _chunk_kinds(model: str, corpus: list[Any], **kwargs: Any) -> list[bool]:
+    return [plain for _, _, plain in iter_request_chunks([corpus], ref=parse_model(model), **kwargs)]
+
+
+def _accepted(model: str, corpus: list[Any]) -> list[Any]:
+    ref = parse_model(model)
+    adapter = adapter_class(ref.provider).offline()
+    return [corpus[i] for i, r in iter_requests(corpus, ref=ref) if _outcome(adapter, ref, r)[0] == "item"]
+
+
+@pytest.mark.parametrize("model", REFS)
+def test_chunk_path_prepares_the_same_job_as_the_per_request_path(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards, fingerprint, ids file (ids, shards, items, schema digests) and estimates are identical, with and
+    without defaults, over several chunks and shards split inside a chunk."""
+    ref = parse_model(model)
+    base = EMBEDDING_CORPUS if ref.kind == "embedding" else PLAIN_TEXT
+    ok = _accepted(model, base)
+    assert len(ok) >= 2
+    corpus = [{**item, "custom_id": f"r{i}"} for i, item in enumerate(ok * (2600 // len(ok)))]
+    corpus[7].pop("custom_id")  # a default id inside a plain chunk
+    defaults = {"dimensions": 8} if ref.kind == "embedding" else {"max_output_tokens": 64}
+    runs: list[dict[str, Any]] = [{}, {"limits": {"max_requests": 700}}]
+    if _accepted(model, [{**ok[0], **defaults}]):
+        runs.append({"defaults": defaults})
+    assert all(_chunk_kinds(model, corpus[:1024]))  # the chunk path is taken
+    fast = [_prepared(model, corpus, **kwargs) for kwargs in runs]
+    _slow(monkeypatch)
+    assert not any(_chunk_kinds(model, corpus[:1024]))
+    assert fast == [_prepared(model, corpus, **kwargs) for kwargs in runs]
+
+
+@pytest.mark.parametrize("model", REFS)
+def test_chunk_path_encodes_and_refuses_as_the_model_path(model: str) -> None:
+    ref = parse_model(model)
+    corpus = EMBEDDING_CORPUS if ref.kind == "embedding" else PLAIN_TEXT
+    adapter = adapter_class(ref.provider).offline()
+    [(start, chunk, plain)] = list(iter_request_chunks([corpus], ref=ref))
+    assert plain and start == 0 and len(chunk) == len(corpus)
+    models = [r for _, r in iter_requests(corpus, ref=ref)]
+    outcomes = [_outcome(adapter, ref, r) for r in models]
+    refused = adapter.plain_refusal(ref, chunk)
+    first = next((i for i, o in enumerate(outcomes) if o[0] == "refused"), None)
+    assert refused == (None if first is None else (first, outcomes[first][1]))
+    sent = [i for i, o in enumerate(outcomes) if o[0] == "item"]
+    assert adapter.plain_encoder(ref)([chunk[i] for i in sent]) == [outcomes[i][1] for i in sent]
+    recorder, expected = RequestRecorder(ref), RequestRecorder(ref)
+    recorder.add_plain([chunk[i] for i in sent], [outcomes[i][1] for i in sent])
+    for i in sent:
+        expected.add(models[i], outcomes[i][1])
+    assert (recorder.estimated_input_tokens, recorder.estimated_output_tokens, recorder.flush()[ITEM_COLUMN]) == \
+        (expected.estimated_input_tokens, expected.estimated_output_tokens, expected.flush()[ITEM_COLUMN])
+    assert [r.to_model() for r in chunk] == models
+
+
+NOT_PLAIN_CHUNKS: list[list[Any]] = [
+    [{"custom_id": "a", "prompt": "x", "temperature": True}],
+    [{"custom_id": "a", "prompt": "x", "max_output_tokens": "5"}],
+    [{"custom_id": "a", "prompt": "x", "max_output_tokens": 1.0}],
+    [{"custom_id": "a", "prompt": "x", "provider_options": {"n": math.nan}}],
+    [{"custom_id": "a\n", "prompt": "x"}],  # valid (the pattern's `$`), but not for the joined check
+    [{"custom_id": "a\nb", "prompt": "x"}],
+    [{"custom_id": "", "prompt": "x"}],
+    [{"custom_id": "a" * 65, "prompt": "x"}],
+    [{"custom_id": "a", "prompt": "x", "messages": None}],
+    [{"custom_id": "a", "prompt": None}],
+    [{"custom_id": "a", "prompt": "x", "value": "y"}],
+    [{"custom_id": "a", "value": "y"}],
+]
+
+
+def _result(model: str, corpus: list[Any], chunked: bool) -> tuple[Any, ...]:
+    ref = parse_model(model)
+    try:
+        if chunked:
+            got = [(i, r) for _, batch, _ in iter_request_chunks([corpus], ref=ref) for i, r in enumerate(batch)]
+        else:
+            got = list(iter_requests(corpus, ref=ref))
+    except BatchworkError as exc:
+        return ("error", type(exc).__name__, str(exc))
+    return ("ok", [(i, r.model_dump() if isinstance(r, BatchRequest) else r.to_model().model_dump()) for i, r in got])
+
+
+@pytest.mark.parametrize("corpus", NOT_PLAIN_CHUNKS)
+def test_a_chunk_with_anything_not_plain_takes_the_per_request_path(corpus: list[Any]) -> None:
+    assert requests_module.plain_chunk([{"prompt": "ok"}, *corpus], {}, 0, "text") is None
+    assert _result("openai/gpt-4o-mini", corpus, chunked=True) == _result("openai/gpt-4o-mini", corpus, chunked=False)
+
+
+def _error_chunked(model: str, corpus: list[Any], size: int) -> tuple[str, str]:
+    chunks = [corpus[i:i + size] for i in range(0, len(corpus), size)]
+    with pytest.raises(BatchworkError) as info:
+        list(iter_request_chunks(chunks, ref=parse_model(model)))
+    return type(info.value).__name__, str(info.value)
+
+
+@pytest.mark.parametrize("size", [1, 2, 1024])
+@pytest.mark.parametrize(("model", "corpus"), BAD)
+def test_chunk_path_raises_the_model_path_errors(model: str, corpus: list[Any], size: int) -> None:
+    assert _error_chunked(model, corpus, size) == _error(model, corpus, plain=False)
+
+
+def test_duplicates_across_chunks_and_runs_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SeenIds, "RUN", 5)
+    corpus = [{"custom_id": f"id-{i}", "prompt": "p"} for i in range(40)]
+    corpus[23]["custom_id"] = "id-2"  # sealed in an earlier run
+    corpus[31]["custom_id"] = "id-29"  # in the same chunk
+    expected = _error("openai/gpt-4o-mini", corpus, plain=False)
+    assert "requests[23].custom_id: duplicate custom_id 'id-2' (also at requests[2])" in expected[1]
+    for size in (3, 8, 40):
+        assert _error_chunked("openai/gpt-4o-mini", corpus, size) == expected
+    with pytest.raises(BatchworkError) as info:
+        prepare_job("openai/gpt-4o-mini", corpus)
+    assert str(info.value) == expected[1]
+
+
+def test_prepare_job_refusals_and_sizes_name_the_request_on_the_chunk_path() -> None:
+    corpus = [{"prompt": "x"} for _ in range(1500)]
+    corpus[1200] = {"prompt": "x", "top_k": 3}
+    assert _chunk_kinds("openai/gpt-4o-mini", corpus) == [True]
+    with pytest.raises(BatchworkError, match=r"^requests\[1200\]\.top_k: not supported by openai\.chat"):
+        prepare_job("openai/gpt-4o-mini", corpus)
+    corpus[1200] = {"prompt": "x" * 2000}
+    with pytest.raises(BatchworkError, match=r"^requests\[1200\]: request 'request-1200' is [\d,]+ bytes"):
+        prepare_job("openai/gpt-4o-mini", corpus, limits={"max_request_bytes": 1500})

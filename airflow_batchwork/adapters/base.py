@@ -26,7 +26,7 @@ from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.catalog import EndpointSpec
 from airflow_batchwork.values.credentials import Credentials
 from airflow_batchwork.values.refs import ModelRef
-from airflow_batchwork.values.requests import CUSTOM_ID_PATTERN, BatchRequest
+from airflow_batchwork.values.requests import CUSTOM_ID_PATTERN, BatchRequest, PlainSpec
 from airflow_batchwork.values.result_schema import items_to_batch
 from airflow_batchwork.values.status import BatchStatus, ItemResult
 
@@ -183,6 +183,23 @@ class ProviderAdapter(ABC):
     @abstractmethod
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         """One request as the provider's JSON item (a JSONL line or an inline entry), without newline."""
+
+    def plain_refusal(self, ref: ModelRef, requests: Sequence[PlainSpec]) -> tuple[int, Refusal] | None:
+        """(position, refusal) of the first of a chunk of plain requests that `check_request` refuses, or None.
+        Adapters may first rule out, for the whole chunk, the fields they can refuse."""
+        check = self.check_request
+        for position, request in enumerate(requests):
+            refusal = check(ref, request)  # type: ignore[arg-type]
+            if refusal is not None:
+                return position, refusal
+        return None
+
+    def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        """A function encoding a chunk of plain requests (`values/requests.py` `PlainSpec`: no messages, tools
+        or output schema) of `ref` to their items, byte for byte what `encode` gives them; built once per job.
+        Adapters override it with one body literal per request where that is faster."""
+        encode = self.encode
+        return lambda requests: [encode(ref, request) for request in requests]  # type: ignore[arg-type]
 
     # --- calls -----------------------------------------------------------------------------------
     @abstractmethod

@@ -7,7 +7,7 @@ the `openai("…")` factory, as in the AI SDK), legacy completions, and embeddin
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from airflow_batchwork.adapters.base import (
@@ -28,11 +28,12 @@ from airflow_batchwork.adapters.openai_compat import (
     fill_usage,
     finish_reason,
     json_schema_format,
+    plain_chat_body,
     responses_items,
     responses_tools,
 )
 from airflow_batchwork.values.refs import ModelRef
-from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.requests import BatchRequest, PlainSpec
 from airflow_batchwork.values.status import ItemResult
 
 # `CreateResponse.max_output_tokens` has `minimum: 16` in OpenAI's spec; the API refuses less.
@@ -133,6 +134,18 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
 
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         return self.line(ref, request, self.body(ref, request))
+
+    def plain_refusal(self, ref: ModelRef, requests: Sequence[PlainSpec]) -> tuple[int, Refusal] | None:
+        # Of a plain request, chat refuses only top_k, dimensions and a stop list of the wrong length.
+        if ref.endpoint == "chat" and not any([r.top_k is not None or r.dimensions is not None
+                                              or r.stop_sequences is not None for r in requests]):
+            return None
+        return super().plain_refusal(ref, requests)
+
+    def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        if ref.endpoint == "chat":
+            return self.plain_lines(ref, plain_chat_body(ref, max_tokens_field="max_completion_tokens"))
+        return super().plain_encoder(ref)
 
     def body(self, ref: ModelRef, request: BatchRequest) -> dict[str, Any]:
         name = ref.endpoint

@@ -9,11 +9,12 @@ import logging
 import mimetypes
 import struct
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
+from orjson import dumps as orjson_dumps
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chat_chunk, parse_chunks
 from airflow_batchwork.adapters.base import ProviderAdapter, cache_token_columns, dumps, int_or_none, merge_options
@@ -27,6 +28,8 @@ from airflow_batchwork.values.requests import (
     FilePart,
     ImagePart,
     NamedToolChoice,
+    PlainSpec,
+    PlainText,
     TextPart,
     ToolCallPart,
     ToolResultPart,
@@ -240,6 +243,49 @@ def chat_body(ref: ModelRef, request: BatchRequest, *, max_tokens_field: str = "
     return merge_options(body, request)
 
 
+def plain_chat_body(ref: ModelRef, *, max_tokens_field: str = "max_tokens") -> Callable[[PlainText], dict[str, Any]]:
+    """`chat_body` of a plain request (`PlainSpec`: a prompt, no messages, tools or output schema), the same
+    dict in the same key order, with no intermediate object: for the adapters' `plain_encoder`."""
+    model = ref.model
+
+    def body(request: PlainText) -> dict[str, Any]:
+        system = request.system
+        user = {"role": "user", "content": request.prompt or ""}
+        out: dict[str, Any] = {"model": model, "messages": [{"role": "system", "content": system}, user]
+                               if system else [user]}
+        if request.max_output_tokens is not None:
+            out[max_tokens_field] = request.max_output_tokens
+        if request.temperature is not None:
+            out["temperature"] = request.temperature
+        if request.top_p is not None:
+            out["top_p"] = request.top_p
+        if request.stop_sequences is not None:
+            out["stop"] = request.stop_sequences
+        if request.seed is not None:
+            out["seed"] = request.seed
+        if request.presence_penalty is not None:
+            out["presence_penalty"] = request.presence_penalty
+        if request.frequency_penalty is not None:
+            out["frequency_penalty"] = request.frequency_penalty
+        if request.provider_options:
+            out.update(request.provider_options)
+        return out
+
+    return body
+
+
+def plain_items(item: Callable[[PlainSpec], dict[str, Any]]) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+    """A `plain_encoder`: `dumps` of `item(request)` of each request (orjson for the chunk, and when orjson
+    refuses some value, `dumps` of each, as `encode` does)."""
+    def encode(requests: Sequence[PlainSpec]) -> list[bytes]:
+        try:
+            return [orjson_dumps(item(r)) for r in requests]
+        except TypeError:
+            return [dumps(item(r)) for r in requests]
+
+    return encode
+
+
 def fill_from_chat_completion(item: ItemResult, body: Mapping[str, Any]) -> None:
     """Text, finish reason and usage from a `chat.completion` body."""
     choices = body.get("choices") or [{}]
@@ -379,6 +425,13 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
 
     def line(self, ref: ModelRef, request: BatchRequest, body: dict[str, Any]) -> bytes:
         return dumps({"custom_id": request.custom_id, "method": "POST", "url": ref.spec.path, "body": body})
+
+    def plain_lines(self, ref: ModelRef, body: Callable[[PlainText], dict[str, Any]]
+                    ) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        """A `plain_encoder` of `line` over `body` (a plain request's body)."""
+        path = ref.spec.path
+        return plain_items(lambda r: {"custom_id": r.custom_id, "method": "POST", "url": path,
+                                      "body": body(r)})  # type: ignore[arg-type]
 
     def fill(self, ref: ModelRef) -> Any:
         """The function that reads one success body of `ref`'s endpoint into an ItemResult."""

@@ -9,6 +9,7 @@ makes an API call.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -28,7 +29,7 @@ from airflow_batchwork.values.errors import ConfigurationError, RequestValidatio
 from airflow_batchwork.values.parts import inline_parts
 from airflow_batchwork.values.recorder import CHARS_PER_TOKEN, ITEM_COLUMN, RequestRecorder, estimated_input_tokens
 from airflow_batchwork.values.refs import ModelRef, parse_model
-from airflow_batchwork.values.requests import BatchRequest, check_request_list, iter_requests
+from airflow_batchwork.values.requests import CHUNK, BatchRequest, PlainSpec, check_request_list, iter_request_chunks
 
 IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
 _IDS_FLUSH = 50_000
@@ -76,6 +77,21 @@ class ShardFiles:
         current.count += 1
         current.nbytes += size
         return len(self.shards) - 1
+
+    def add_many(self, items: list[bytes], *, new_shard: bool = False) -> list[int]:
+        """`add` of each of `items`; the index of the shard of each. Items that fit in the current shard are
+        written with one call."""
+        current = self.shards[-1] if self.shards else None
+        size = sum(map(len, items)) + len(items)
+        if current is None or new_shard or current.count + len(items) > self.max_requests \
+                or current.nbytes + size > self.max_bytes:
+            return [self.add(item, new_shard=new_shard and i == 0) for i, item in enumerate(items)]
+        assert self._out is not None
+        self._out.write(b"\n".join(items))
+        self._out.write(b"\n")
+        current.count += len(items)
+        current.nbytes += size
+        return [len(self.shards) - 1] * len(items)
 
     def close(self) -> None:
         if self._out is not None:
@@ -148,12 +164,17 @@ def prepare_job(
     ids_writer: pq.ParquetWriter | None = None
     recorder = RequestRecorder(ref)
 
-    def strip_passthrough(raw: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
-        for position, item in enumerate(raw):
-            if isinstance(item, Mapping) and PASSTHROUGH_KEY in item:
-                carried[position] = item[PASSTHROUGH_KEY]
-                item = {k: v for k, v in item.items() if k != PASSTHROUGH_KEY}
-            yield item
+    def raw_chunks(raw: Iterable[Mapping[str, Any]]) -> Iterator[list[Any]]:
+        """The requests in chunks of `CHUNK`, passthrough columns taken out (into `carried`)."""
+        source, position = iter(raw), 0
+        while items := list(itertools.islice(source, CHUNK)):
+            if not all([type(item) is dict and PASSTHROUGH_KEY not in item for item in items]):
+                for offset, item in enumerate(items):
+                    if isinstance(item, Mapping) and PASSTHROUGH_KEY in item:
+                        carried[position + offset] = item[PASSTHROUGH_KEY]
+                        items[offset] = {k: v for k, v in item.items() if k != PASSTHROUGH_KEY}
+            position += len(items)
+            yield items
 
     def flush() -> None:
         nonlocal ids_writer
@@ -177,63 +198,91 @@ def prepare_job(
     count = 0
     marked = False
     primed: int | None = None  # 1: shard 0 is a priming batch of one request (a new shard starts at len == 1)
-    # Bound once: this loop runs once per request.
+    # Bound once: these run once per request (or per chunk).
     check_content, check_request, encode = payload.check_content, payload.check_request, payload.encode
+    encode_plain, plain_refusal = payload.plain_encoder(ref), payload.plain_refusal
     max_request_bytes = effective.max_request_bytes
+
+    def one(index: int, request: BatchRequest) -> None:
+        nonlocal count, marked, primed, passthrough
+        if request.messages is not None:
+            # Files on fsspec URLs are read and inlined here, so their bytes count in the limits below.
+            request = inline_parts(request, max_bytes=max_request_bytes, where=f"requests[{index}]")
+        refusal = check_content(ref, request) or check_request(ref, request)
+        if refusal:
+            field_name, problem, fix = refusal
+            raise RequestValidationError(f"requests[{index}].{field_name}", problem, fix)
+        if context_window:
+            _check_context_window(ref, index, request, estimated_input_tokens(request), context_window)
+        if request.cache_prefix:
+            marked = True
+        if request.cache_prefix and not (cls.prompt_cache_control or cls.prompt_cache_automatic):
+            raise RequestValidationError(
+                f"requests[{index}].cache_prefix", f"{ref.provider} has no prompt-cache control and reports no "
+                "cached tokens", "leave cache_prefix unset for this provider (see docs/pay-once.md for who "
+                "caches what)")
+        item = encode(ref, request)
+        if len(item) > max_request_bytes:
+            raise _too_large(ref, index, request, item, max_request_bytes)
+        skipped = None
+        if reuse is not None:
+            key = request_key(ref, payload.encode(ref, request.model_copy(update={"custom_id": KEY_PLACEHOLDER})))
+            skipped = reuse.decide(request.custom_id, key)
+        if skipped is None:
+            shard = spool.add(item, new_shard=primed == len(shards))
+            digest.update(item)
+            digest.update(b"\n")
+            id_shards.append(shard)
+            recorder.add(request, item)
+            if prime and primed is None:
+                # Only the first request sent can prime; the next one starts shard 1 if this one does.
+                primed = 1 if payload.primes(ref, request) else -1
+        else:
+            # Not sent: its row still counts in the fingerprint (a change must resubmit), not in the estimate.
+            digest.update(f"{skipped}:{request.custom_id}:{key}\n".encode())
+            id_shards.append(-1)
+            estimate = (recorder.estimated_input_tokens, recorder.estimated_output_tokens)
+            recorder.add(request, item)
+            recorder.estimated_input_tokens, recorder.estimated_output_tokens = estimate
+        ids.append(request.custom_id)
+        row = carried.pop(index, None)
+        if row is not None:
+            if not passthrough:
+                passthrough = _check_passthrough(row)
+            carried_rows.append(row)
+            digest.update(repr(sorted(row.items())).encode())
+        count += 1
+
+    def plain_chunk(start: int, batch: list[PlainSpec]) -> None:
+        """`one` of each request of a plain chunk (no messages, no cache_prefix, no reuse, no passthrough row,
+        no context window), with one encoder call, one write and one call of each kind of bookkeeping."""
+        nonlocal count, primed
+        refused = plain_refusal(ref, batch)  # check_content has nothing to check without messages or tools
+        if refused:
+            offset, (field_name, problem, fix) = refused
+            raise RequestValidationError(f"requests[{start + offset}].{field_name}", problem, fix)
+        items = encode_plain(batch)
+        if max(map(len, items)) > max_request_bytes:
+            at = next(i for i, item in enumerate(items) if len(item) > max_request_bytes)
+            raise _too_large(ref, start + at, batch[at], items[at], max_request_bytes)
+        id_shards.extend(spool.add_many(items, new_shard=primed == len(shards)))
+        if primed is None:
+            primed = -1  # without a cache_prefix, no provider primes (`ProviderAdapter.primes`)
+        digest.update(b"\n".join(items))
+        digest.update(b"\n")
+        recorder.add_plain(batch, items)
+        ids.extend([request.custom_id for request in batch])  # type: ignore[misc]
+        count += len(batch)
+
     try:
-        for index, request in iter_requests(strip_passthrough(requests), ref=ref, defaults=defaults, plain=True):
-            if request.messages is not None:
-                # Files on fsspec URLs are read and inlined here, so their bytes count in the limits below.
-                request = inline_parts(request, max_bytes=max_request_bytes, where=f"requests[{index}]")
-            refusal = check_content(ref, request) or check_request(ref, request)
-            if refusal:
-                field_name, problem, fix = refusal
-                raise RequestValidationError(f"requests[{index}].{field_name}", problem, fix)
-            if context_window:
-                _check_context_window(ref, index, request, estimated_input_tokens(request), context_window)
-            if request.cache_prefix:
-                marked = True
-            if request.cache_prefix and not (cls.prompt_cache_control or cls.prompt_cache_automatic):
-                raise RequestValidationError(
-                    f"requests[{index}].cache_prefix", f"{ref.provider} has no prompt-cache control and reports no "
-                    "cached tokens", "leave cache_prefix unset for this provider (see docs/pay-once.md for who "
-                    "caches what)")
-            item = encode(ref, request)
-            if len(item) > max_request_bytes:
-                raise RequestValidationError(
-                    f"requests[{index}]",
-                    f"request {request.custom_id!r} is {len(item):,} bytes; {ref.provider} accepts at most "
-                    f"{max_request_bytes:,} bytes per request",
-                    "shorten the prompt or split it into several requests",
-                )
-            skipped = None
-            if reuse is not None:
-                key = request_key(ref, payload.encode(ref, request.model_copy(update={"custom_id": KEY_PLACEHOLDER})))
-                skipped = reuse.decide(request.custom_id, key)
-            if skipped is None:
-                shard = spool.add(item, new_shard=primed == len(shards))
-                digest.update(item)
-                digest.update(b"\n")
-                id_shards.append(shard)
-                recorder.add(request, item)
-                if prime and primed is None:
-                    # Only the first request sent can prime; the next one starts shard 1 if this one does.
-                    primed = 1 if payload.primes(ref, request) else -1
+        chunks = iter_request_chunks(raw_chunks(requests), ref=ref, defaults=defaults)
+        for start, batch, plain in chunks:
+            if plain and reuse is None and not context_window and not carried \
+                    and not any([request.cache_prefix for request in batch]):
+                plain_chunk(start, batch)
             else:
-                # Not sent: its row still counts in the fingerprint (a change must resubmit), not in the estimate.
-                digest.update(f"{skipped}:{request.custom_id}:{key}\n".encode())
-                id_shards.append(-1)
-                estimate = (recorder.estimated_input_tokens, recorder.estimated_output_tokens)
-                recorder.add(request, item)
-                recorder.estimated_input_tokens, recorder.estimated_output_tokens = estimate
-            ids.append(request.custom_id)
-            row = carried.pop(index, None)
-            if row is not None:
-                if not passthrough:
-                    passthrough = _check_passthrough(row)
-                carried_rows.append(row)
-                digest.update(repr(sorted(row.items())).encode())
-            count += 1
+                for offset, request in enumerate(batch):
+                    one(start + offset, request)
             if len(ids) >= _IDS_FLUSH or recorder.nbytes >= recorder.flush_bytes:
                 flush()
         if ids or ids_writer is None:
@@ -250,6 +299,16 @@ def prepare_job(
     return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
                        request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder, reuse=reuse,
                        priming=primed == 1 and len(shards) > 1, prompt_cache=marked)
+
+
+def _too_large(ref: ModelRef, index: int, request: BatchRequest | PlainSpec, item: bytes, limit: int
+               ) -> RequestValidationError:
+    return RequestValidationError(
+        f"requests[{index}]",
+        f"request {request.custom_id!r} is {len(item):,} bytes; {ref.provider} accepts at most {limit:,} bytes "
+        "per request",
+        "shorten the prompt or split it into several requests",
+    )
 
 
 def _check_context_window(ref: ModelRef, index: int, request: BatchRequest, input_tokens: int, window: int) -> None:

@@ -11,15 +11,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from array import array
+from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
 
 from airflow_batchwork.values.refs import ModelRef
-from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.requests import BatchRequest, PlainSpec
 from airflow_batchwork.values.structured import SCHEMA_COLUMN, SchemaSet
 
 ITEM_COLUMN = "_batchwork_item"
@@ -74,6 +77,22 @@ class RequestRecorder:
         self._offsets.append(len(data))
         self._digests.append(digest)
         self.nbytes += len(item)
+
+    def add_plain(self, requests: Sequence[PlainSpec], items: Sequence[bytes]) -> None:
+        """Record a chunk of encoded plain requests (no schema, no messages): `add` of each, at once."""
+        self.schemas.add_absent(len(requests))
+        name = "value" if self.embedding else "prompt"  # what PlainEmbedding / PlainText carry
+        texts: list[str] = list(map(attrgetter(name), requests))
+        self.estimated_input_tokens += sum([-(-(len(text) + len(r.system or "")) // CHARS_PER_TOKEN)
+                                            for text, r in zip(texts, requests, strict=True)])
+        if not self.embedding:
+            self.estimated_output_tokens += sum([r.max_output_tokens or DEFAULT_OUTPUT_TOKENS for r in requests])
+        data = self._data
+        offset = len(data)
+        data += b"".join(items)
+        self._offsets.extend(itertools.islice(itertools.accumulate(map(len, items), initial=offset), 1, None))
+        self._digests += [None] * len(items)
+        self.nbytes += len(data) - offset
 
     def flush(self) -> dict[str, Any]:
         """The extra columns of the rows recorded since the last flush (then forgotten)."""

@@ -12,8 +12,11 @@ import re
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airflow_batchwork.values.errors import ConfigurationError, RequestValidationError
@@ -409,9 +412,9 @@ class SeenIds:
     """The custom_ids seen so far, in a fixed-size filter plus 12 bytes per id (a dict of the ids took ~150).
 
     A 64-bit hash of each id marks a bit of a fixed table (1 MB, 2**23 bits) and goes, in runs of 32,768 sorted by
-    hash, beside its ordinal; the ids themselves go to a temporary file run by run. An id whose bit is
-    clear is new (most ids); an id whose hash matches an earlier one is compared with that id as read
-    back, so a hash collision is never reported as a duplicate."""
+    hash, beside its ordinal; the ids themselves and their request indexes go to temporary files run by run. An
+    id whose bit is clear is new (most ids); an id whose hash matches an earlier one is compared with that id
+    as read back, so a hash collision is never reported as a duplicate."""
 
     SLOTS = 1 << 23
     RUN = 32_768
@@ -419,12 +422,14 @@ class SeenIds:
 
     def __init__(self) -> None:
         self._marks = bytearray(self.SLOTS >> 3)  # one bit per slot
-        self._pending: dict[int, int] = {}  # hash -> ordinal, for the ids of the current run
-        self._clashes: list[tuple[int, int]] = []  # (hash, ordinal) of ids whose hash a pending id has
+        self._pending: set[int] = set()  # the hashes of the current run
+        self._hashes: list[int] = []  # and the same, in order, beside
         self._lines: list[str] = []  # the custom_ids of the current run (the strings the caller holds anyway)
         self._indexes = array("q")  # and their request indexes
         self._runs: list[tuple[array[int], array[int]]] = []  # hashes (8 B), ordinals (4 B)
+        # The sealed ids, each followed by a space (no id has one), and their request indexes (8 B each).
         self._file = tempfile.TemporaryFile(prefix="batchwork-ids-")  # noqa: SIM115 (closed by close())
+        self._index_file = tempfile.TemporaryFile(prefix="batchwork-indexes-")  # noqa: SIM115 (likewise)
         self._sealed = 0
 
     @property
@@ -439,27 +444,54 @@ class SeenIds:
         if self._marks[slot] & bit and (earlier := self._earlier(custom_id, h)) is not None:
             return earlier
         self._marks[slot] |= bit
-        ordinal = self._sealed + len(self._lines)
-        if h in self._pending:
-            self._clashes.append((h, ordinal))
-        else:
-            self._pending[h] = ordinal
+        self._pending.add(h)
+        self._hashes.append(h)
         self._lines.append(custom_id)
         self._indexes.append(index)
         if len(self._lines) >= self.RUN:
             self._seal()
         return None
 
+    def add_new(self, custom_ids: list[str], first_index: int) -> bool:
+        """Record `custom_ids` (of requests `first_index`, `first_index + 1`, …) when none of them was seen
+        before and no two are equal: True. Otherwise False, and the caller adds them one by one with `add`,
+        which names each duplicate (bits marked here on the way stay marked: the table is only a filter)."""
+        hashes = list(map(self.hash, custom_ids))
+        pending = self._pending
+        if len(set(hashes)) != len(hashes) or not pending.isdisjoint(hashes):
+            return False  # a duplicate within the ids, or a hash that a pending id has: `add` sorts it out
+        marks, mask = self._marks, self.SLOTS - 1
+        for h, custom_id in zip(hashes, custom_ids, strict=True):
+            slot, bit = (h & mask) >> 3, 1 << (h & 7)
+            marked = marks[slot]
+            if marked & bit:
+                if self._earlier(custom_id, h) is not None:
+                    return False
+            else:
+                marks[slot] = marked | bit
+        pending.update(hashes)
+        self._hashes += hashes
+        self._lines += custom_ids
+        self._indexes.extend(range(first_index, first_index + len(custom_ids)))
+        if len(self._lines) >= self.RUN:
+            self._seal()
+        return True
+
     def _seal(self) -> None:
-        entries = sorted([*self._pending.items(), *self._clashes])
-        self._runs.append((array("q", [h for h, _ in entries]), array("i", [o for _, o in entries])))
-        self._file.write("".join(f"{index} {custom_id}\n"
-                                 for index, custom_id in zip(self._indexes, self._lines, strict=True)).encode())
+        hashes = pa.array(self._hashes, pa.int64())
+        order = pc.sort_indices(hashes)  # stable: equal hashes stay in ordinal order
+        sorted_hashes, ordinals = array("q"), array("i")
+        count = len(self._hashes)
+        sorted_hashes.frombytes(memoryview(hashes.take(order).buffers()[1])[:count * 8])
+        ordinals.frombytes(memoryview(pc.add(order, self._sealed).cast(pa.int32()).buffers()[1])[:count * 4])
+        self._runs.append((sorted_hashes, ordinals))
+        self._file.write(" ".join([*self._lines, ""]).encode())
+        self._index_file.write(self._indexes.tobytes())
         self._sealed += len(self._lines)
-        self._pending, self._clashes, self._lines, self._indexes = {}, [], [], array("q")
+        self._pending, self._hashes, self._lines, self._indexes = set(), [], [], array("q")
 
     def _earlier(self, custom_id: str, h: int) -> int | None:
-        ordinals = [self._pending[h], *(o for k, o in self._clashes if k == h)] if h in self._pending else []
+        ordinals = [self._sealed + at for at, k in enumerate(self._hashes) if k == h] if h in self._pending else []
         for hashes, run in self._runs:
             at = bisect.bisect_left(hashes, h)
             while at < len(hashes) and hashes[at] == h:
@@ -474,17 +506,20 @@ class SeenIds:
             pending_index, pending_id = self._indexes[ordinal - self._sealed], self._lines[ordinal - self._sealed]
             return pending_index if pending_id == custom_id else None
         self._file.seek(0)
+        self._index_file.seek(ordinal * 8)
         try:
-            for number, line in enumerate(self._file):
-                if number == ordinal:
-                    number_text, _, value = line.rstrip(b"\n").partition(b" ")
-                    return int(number_text) if value.decode() == custom_id else None
+            if self._file.read().decode().split(" ")[ordinal] != custom_id:
+                return None
+            found = array("q")
+            found.frombytes(self._index_file.read(8))
+            return found[0]
         finally:
             self._file.seek(0, 2)
-        return None
+            self._index_file.seek(0, 2)
 
     def close(self) -> None:
         self._file.close()
+        self._index_file.close()
 
 
 class PlainTurn:
@@ -629,6 +664,103 @@ def plain_request(item: Mapping[str, Any], base: Mapping[str, Any], index: int, 
     return PlainRequest.of(data)
 
 
+_Positive = Annotated[int, msgspec.Meta(gt=0)]
+_Penalty = Annotated[float, msgspec.Meta(ge=-2, le=2)]
+
+
+class PlainSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """The plain request fields as a compiled (msgspec) spec: `plain_chunk` validates a whole chunk of request
+    dicts against it in one native call, and its instances are the requests the adapters read (the reading
+    side of `BatchRequest`, as `PlainRequest`). Exact types as `plain_request` takes them: a bool is not a
+    number, a numeric string is refused, an int given for a float field becomes a float; ranges as the
+    model's (the custom_id pattern is checked by `plain_chunk`). `PlainText` carries a prompt,
+    `PlainEmbedding` a value; messages, tools, tool_choice and output_schema (and any other key) are unknown
+    fields, so such a chunk takes the per-request path."""
+
+    custom_id: str | None = None  # checked by `plain_chunk`, all ids of a chunk at once
+    system: str | None = None
+    max_output_tokens: _Positive | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    top_k: _Positive | None = None
+    stop_sequences: list[str] | None = None
+    seed: int | None = None
+    presence_penalty: _Penalty | None = None
+    frequency_penalty: _Penalty | None = None
+    dimensions: _Positive | None = None
+    provider_options: dict[str, Any] | None = None
+    cache_prefix: bool | Literal["5m", "1h"] | None = None
+    messages: ClassVar[None] = None
+    output_schema: ClassVar[None] = None
+    tools: ClassVar[None] = None
+    tool_choice: ClassVar[None] = None
+
+    def model_copy(self, *, update: Mapping[str, Any]) -> PlainSpec:
+        return msgspec.structs.replace(self, **update)
+
+    def to_model(self) -> BatchRequest:
+        """The same request as a `BatchRequest` model."""
+        return BatchRequest.model_validate({k: v for k in REQUEST_FIELDS if (v := getattr(self, k)) is not None})
+
+    def media_parts(self) -> list[tuple[str, ImagePart | FilePart]]:
+        return []
+
+    def has_tool_parts(self) -> bool:
+        return False
+
+    def conversation(self) -> list[PlainTurn]:
+        return [PlainTurn(getattr(self, "prompt", None) or "")]
+
+    def system_text(self) -> str | None:
+        return self.system or None
+
+    def _choice_label(self) -> str:
+        return "None"
+
+
+class PlainText(PlainSpec, kw_only=True, forbid_unknown_fields=True, gc=False):
+    prompt: str
+    value: ClassVar[None] = None
+
+
+class PlainEmbedding(PlainSpec, kw_only=True, forbid_unknown_fields=True, gc=False):
+    value: str
+    prompt: ClassVar[None] = None
+
+
+_CHUNK_TYPES = {"embedding": list[PlainEmbedding]}
+_CUSTOM_IDS = re.compile(r"(?:[A-Za-z0-9_-]{1,64}\n)*")
+_TEXT_CHUNK = list[PlainText]
+
+
+def plain_chunk(items: list[Any], base: Mapping[str, Any], first_index: int, kind: str) -> list[PlainSpec] | None:
+    """Requests `first_index`, `first_index + 1`, … (`items` over the job's `base` defaults, None values left
+    out) validated in one call, as `PlainText`/`PlainEmbedding` requests, when every one of them is plain and
+    valid (a custom_id left out becomes `request-{index}`); None when any is not, and the caller then takes
+    every item of the chunk through `_validated` (so every error is today's, written by the model path).
+    msgspec also takes a tuple for a list and str/int subclasses, which the model path turns into the same
+    values."""
+    if base:
+        items = [{**base, **{k: v for k, v in item.items() if v is not None}} if type(item) is dict else None
+                 for item in items]
+    try:
+        requests: list[PlainSpec] = msgspec.convert(items, _CHUNK_TYPES.get(kind, _TEXT_CHUNK), strict=True)
+    except msgspec.ValidationError:
+        return None
+    for position, request in enumerate(requests):
+        if request.custom_id is None:
+            request.custom_id = f"request-{first_index + position}"
+        if request.provider_options is not None and _non_json(request.provider_options, "") is not None:
+            return None
+    # Every id matches CUSTOM_ID_PATTERN: one match over the ids joined by newlines, and as many newlines as
+    # ids (an id with a newline of its own, even the trailing one the pattern lets through, takes the
+    # per-request path).
+    joined = "\n".join([request.custom_id for request in requests]) + "\n"  # type: ignore[misc]
+    if _CUSTOM_IDS.fullmatch(joined) is None or joined.count("\n") != len(requests):
+        return None
+    return requests
+
+
 def _duplicate(field: str, index: int, custom_id: str, earlier: int) -> tuple[str, str, str]:
     return (f"{field}[{index}].custom_id", f"duplicate custom_id {custom_id!r} (also at {field}[{earlier}])",
             "make every custom_id unique")
@@ -665,10 +797,53 @@ def iter_requests(
         raise RequestValidationError(field, "the request list is empty", "give at least one request")
 
 
+CHUNK = 1024
+
+
+def iter_request_chunks(
+    chunks: Iterable[list[Any]],
+    *,
+    ref: ModelRef,
+    defaults: Mapping[str, Any] | None = None,
+    field: str = "requests",
+) -> Iterator[tuple[int, list[Any], bool]]:
+    """`iter_requests(plain=True)` over the raw requests cut in chunks (lists, e.g. of `CHUNK`; the caller
+    checks the request list itself with `check_request_list`), yielding (index of the first, the requests,
+    plain). A chunk of plain request dicts is validated in one call (`plain_chunk`) and its ids checked at
+    once (`SeenIds.add_new`): it comes whole, as `PlainSpec` requests of consecutive indexes (plain True).
+    Any other chunk, or one where any item is not plain, invalid or a duplicate, goes through today's
+    per-request path (`plain_request`, else the model), which writes every error: its requests come one at a
+    time as `iter_requests` yields them, each in a list of one (plain False). Problems are raised as by
+    `iter_requests`."""
+    base = {k: v for k, v in validate_defaults(defaults).items() if v is not None}
+    kind = ref.kind
+    problems: list[tuple[str, str, str]] = []
+    seen = SeenIds()
+    start = 0
+    try:
+        for items in chunks:
+            if len(problems) >= MAX_REPORTED_PROBLEMS:
+                break
+            requests = plain_chunk(items, base, start, kind)
+            if requests is not None and seen.add_new([r.custom_id for r in requests], start):  # type: ignore[misc]
+                if not problems:
+                    yield start, requests, True
+            else:
+                for index, request in _validated(items, field, base, kind, problems, seen, True, start):
+                    yield index, [request], False
+            start += len(items)
+    finally:
+        seen.close()
+    if problems:
+        raise _combined(problems)
+    if not seen.count:
+        raise RequestValidationError(field, "the request list is empty", "give at least one request")
+
+
 def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, Any], kind: str,
-               problems: list[tuple[str, str, str]], seen: SeenIds, plain: bool = False
+               problems: list[tuple[str, str, str]], seen: SeenIds, plain: bool = False, start: int = 0
                ) -> Iterator[tuple[int, BatchRequest]]:
-    for index, item in enumerate(raw):
+    for index, item in enumerate(raw, start):
         if len(problems) >= MAX_REPORTED_PROBLEMS:
             break
         if plain and type(item) is dict and (fast := plain_request(item, base, index, kind)) is not None:

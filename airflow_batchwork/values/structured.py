@@ -140,6 +140,10 @@ class SchemaSet:
         self.counts[digest] = self.counts.get(digest, 0) + 1
         return digest
 
+    def add_absent(self, count: int) -> None:
+        """Record `count` requests without a schema (`add(None)` `count` times)."""
+        self.counts[None] = self.counts.get(None, 0) + count
+
     @property
     def uniform(self) -> str | None:
         """The digest every request uses, if they all use the same schema."""
