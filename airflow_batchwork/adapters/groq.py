@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -13,11 +13,11 @@ import httpx
 from airflow_batchwork.adapters.base import EndpointSpec, ProviderLimits, Refusal, first_unsupported
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
 from airflow_batchwork.adapters.http import RetryPolicy
-from airflow_batchwork.adapters.openai_compat import OpenAIFilesBatchAdapter, chat_body
+from airflow_batchwork.adapters.openai_compat import OpenAIFilesBatchAdapter, chat_body, plain_chat_body
 from airflow_batchwork.values.credentials import Credentials
 from airflow_batchwork.values.errors import ConfigurationError
 from airflow_batchwork.values.refs import ModelRef
-from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.requests import BatchRequest, PlainSpec
 
 COMPLETION_WINDOW_ENV = "GROQ_COMPLETION_WINDOW"
 _WINDOW = re.compile(r"^([1-9][0-9]*)([hd])$")
@@ -104,6 +104,9 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
 
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         return self.line(ref, request, chat_body(ref, request, max_tokens_field="max_tokens"))
+
+    def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        return self.plain_lines(ref, plain_chat_body(ref, max_tokens_field="max_tokens"))
 
     async def _list_raw(self, *, limit: int) -> AsyncIterator[dict[str, Any]]:
         cursor: str | None = None

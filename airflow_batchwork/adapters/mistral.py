@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping, Sized
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Sized
 from itertools import chain
 from typing import Any, ClassVar
 
@@ -34,10 +34,12 @@ from airflow_batchwork.adapters.openai_compat import (
     fill_from_chat_completion,
     fill_from_embedding,
     parse_result_line,
+    plain_chat_body,
+    plain_items,
 )
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.refs import ModelRef
-from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.requests import BatchRequest, PlainSpec, PlainText
 from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, ItemResult
 
 STATES: dict[str, BatchState] = {
@@ -151,6 +153,23 @@ class MistralAdapter(ProviderAdapter):
 
     def encode(self, ref: ModelRef, request: BatchRequest) -> bytes:
         return dumps({"custom_id": request.custom_id, "body": self.body(ref, request)})
+
+    def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        if ref.endpoint != "chat":
+            return super().plain_encoder(ref)
+        chat, model = plain_chat_body(ref), ref.model
+
+        def item(request: PlainText) -> dict[str, Any]:
+            body = chat(request)  # as in `body`
+            if "seed" in body:
+                body["random_seed"] = body.pop("seed")
+            if request.top_k is not None:
+                body.setdefault("top_k", request.top_k)
+            if body.get("model") == model:
+                del body["model"]
+            return {"custom_id": request.custom_id, "body": body}
+
+        return plain_items(item)  # type: ignore[arg-type]
 
     def body(self, ref: ModelRef, request: BatchRequest) -> dict[str, Any]:
         if ref.endpoint == "chat":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sized
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence, Sized
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
@@ -34,11 +34,13 @@ from airflow_batchwork.adapters.openai_compat import (
     chat_body,
     fill_from_chat_completion,
     parse_result_line,
+    plain_chat_body,
+    plain_items,
 )
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.credentials import Credentials
 from airflow_batchwork.values.refs import ModelRef
-from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.requests import BatchRequest, PlainSpec, PlainText
 from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, ItemResult
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,17 @@ class TogetherAdapter(ProviderAdapter):
         if request.top_k is not None:
             body.setdefault("top_k", request.top_k)  # provider_options, merged already, win
         return dumps({"custom_id": request.custom_id, "body": body})
+
+    def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        chat = plain_chat_body(ref)
+
+        def item(request: PlainText) -> dict[str, Any]:
+            body = chat(request)
+            if request.top_k is not None:
+                body.setdefault("top_k", request.top_k)  # as in `encode`
+            return {"custom_id": request.custom_id, "body": body}
+
+        return plain_items(item)  # type: ignore[arg-type]
 
     # --- calls -----------------------------------------------------------------------------------
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:

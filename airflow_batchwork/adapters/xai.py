@@ -13,7 +13,7 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sized
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any, ClassVar, Literal, cast
 from urllib.parse import parse_qsl, urlencode
 
@@ -42,13 +42,15 @@ from airflow_batchwork.adapters.openai_compat import (
     fill_from_chat_completion,
     fill_from_response,
     json_schema_format,
+    plain_chat_body,
+    plain_items,
     responses_items,
     responses_tools,
 )
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.errors import ProviderAPIError
 from airflow_batchwork.values.refs import ModelRef
-from airflow_batchwork.values.requests import BatchRequest
+from airflow_batchwork.values.requests import BatchRequest, PlainSpec
 from airflow_batchwork.values.status import TERMINAL_STATES, BatchState, BatchStatus, Counts, ItemResult
 
 InputMode = Literal["auto", "inline", "file"]
@@ -312,6 +314,13 @@ class XAIAdapter(ProviderAdapter):
             "batch_request_id": request.custom_id,
             "batch_request": {OPS[ref.endpoint]: self.body(ref, request)},
         })
+
+    def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        if ref.endpoint != "chat":
+            return super().plain_encoder(ref)
+        chat, op = plain_chat_body(ref, max_tokens_field="max_completion_tokens"), OPS[ref.endpoint]
+        return plain_items(lambda r: {"batch_request_id": r.custom_id,
+                                      "batch_request": {op: chat(r)}})  # type: ignore[arg-type]
 
     # --- create ----------------------------------------------------------------------------------
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
