@@ -33,6 +33,7 @@ from airflow_batchwork.values.requests import CHUNK, BatchRequest, PlainSpec, ch
 
 IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
 _IDS_FLUSH = 50_000
+WRITE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -87,8 +88,10 @@ class ShardFiles:
                 or current.nbytes + size > self.max_bytes:
             return [self.add(item, new_shard=new_shard and i == 0) for i, item in enumerate(items)]
         assert self._out is not None
-        self._out.write(b"\n".join(items))
-        self._out.write(b"\n")
+        data = memoryview(b"\n".join([*items, b""]))
+        # In pieces: one write of a whole chunk (~600 KB) measured 3-7x slower than the same bytes in 64 KB.
+        for at in range(0, len(data), WRITE_BYTES):
+            self._out.write(data[at:at + WRITE_BYTES])
         current.count += len(items)
         current.nbytes += size
         return [len(self.shards) - 1] * len(items)

@@ -12,6 +12,7 @@ import re
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
+from operator import attrgetter
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -730,14 +731,17 @@ class PlainEmbedding(PlainSpec, kw_only=True, forbid_unknown_fields=True, gc=Fal
 
 _CHUNK_TYPES = {"embedding": list[PlainEmbedding]}
 _CUSTOM_IDS = re.compile(r"(?:[A-Za-z0-9_-]{1,64}\n)*")
+_CUSTOM_ID, _PROVIDER_OPTIONS = attrgetter("custom_id"), attrgetter("provider_options")
 _TEXT_CHUNK = list[PlainText]
 
 
-def plain_chunk(items: list[Any], base: Mapping[str, Any], first_index: int, kind: str) -> list[PlainSpec] | None:
+def plain_chunk(items: list[Any], base: Mapping[str, Any], first_index: int, kind: str
+                ) -> tuple[list[PlainSpec], list[str]] | None:
     """Requests `first_index`, `first_index + 1`, … (`items` over the job's `base` defaults, None values left
     out) validated in one call, as `PlainText`/`PlainEmbedding` requests, when every one of them is plain and
-    valid (a custom_id left out becomes `request-{index}`); None when any is not, and the caller then takes
-    every item of the chunk through `_validated` (so every error is today's, written by the model path).
+    valid (a custom_id left out becomes `request-{index}`), with their custom_ids; None when any is not, and
+    the caller then takes every item of the chunk through `_validated` (so every error is today's, written by
+    the model path).
     msgspec also takes a tuple for a list and str/int subclasses, which the model path turns into the same
     values."""
     if base:
@@ -747,18 +751,21 @@ def plain_chunk(items: list[Any], base: Mapping[str, Any], first_index: int, kin
         requests: list[PlainSpec] = msgspec.convert(items, _CHUNK_TYPES.get(kind, _TEXT_CHUNK), strict=True)
     except msgspec.ValidationError:
         return None
-    for position, request in enumerate(requests):
-        if request.custom_id is None:
-            request.custom_id = f"request-{first_index + position}"
-        if request.provider_options is not None and _non_json(request.provider_options, "") is not None:
-            return None
+    ids: list[str] = list(map(_CUSTOM_ID, requests))
+    if None in ids:
+        for position, request in enumerate(requests):
+            if request.custom_id is None:
+                ids[position] = request.custom_id = f"request-{first_index + position}"
+    if any(map(_PROVIDER_OPTIONS, requests)) \
+            and any(_non_json(r.provider_options, "") for r in requests if r.provider_options):
+        return None
     # Every id matches CUSTOM_ID_PATTERN: one match over the ids joined by newlines, and as many newlines as
     # ids (an id with a newline of its own, even the trailing one the pattern lets through, takes the
     # per-request path).
-    joined = "\n".join([request.custom_id for request in requests]) + "\n"  # type: ignore[misc]
+    joined = "\n".join(ids) + "\n"
     if _CUSTOM_IDS.fullmatch(joined) is None or joined.count("\n") != len(requests):
         return None
-    return requests
+    return requests, ids
 
 
 def _duplicate(field: str, index: int, custom_id: str, earlier: int) -> tuple[str, str, str]:
@@ -797,7 +804,7 @@ def iter_requests(
         raise RequestValidationError(field, "the request list is empty", "give at least one request")
 
 
-CHUNK = 1024
+CHUNK = 256
 
 
 def iter_request_chunks(
@@ -824,10 +831,10 @@ def iter_request_chunks(
         for items in chunks:
             if len(problems) >= MAX_REPORTED_PROBLEMS:
                 break
-            requests = plain_chunk(items, base, start, kind)
-            if requests is not None and seen.add_new([r.custom_id for r in requests], start):  # type: ignore[misc]
+            plain = plain_chunk(items, base, start, kind)
+            if plain is not None and seen.add_new(plain[1], start):
                 if not problems:
-                    yield start, requests, True
+                    yield start, plain[0], True
             else:
                 for index, request in _validated(items, field, base, kind, problems, seen, True, start):
                     yield index, [request], False
