@@ -412,11 +412,12 @@ def check_request_list(raw: object, field: str = "requests") -> None:
 class SeenIds:
     """The custom_ids seen so far, in a fixed-size filter plus 12 bytes per id (a dict of the ids took ~150).
 
-    A 64-bit hash of each id marks two bits (from two parts of the hash, in one 64-byte block) of a fixed table (4 MB, 2**25 bits) and
-    goes, in runs of 32,768 sorted by hash, beside its ordinal; the ids themselves and their request indexes go to temporary files run by run. An
-    id with a clear bit is new (most ids: at 1M ids ~0.4 % of new ids find both bits set, with one bit per id
-    in a 1 MB table 12 %, and each of those looks in every sorted run); an id whose hash matches an earlier one is compared with that id
-    as read back, so a hash collision is never reported as a duplicate."""
+    A 64-bit hash of each id marks two bits (from two parts of the hash, in one 64-byte block) of a fixed table
+    (4 MB, 2**25 bits) and goes, in runs of 32,768 sorted by hash, beside its ordinal; the ids themselves and
+    their request indexes go to temporary files run by run. An id with a clear bit is new (most ids: by the
+    millionth id, well under 1 % of new ids find both bits set; with one bit per id in a 1 MB table it was
+    12 %, and each such id looks in every sorted run); an id whose hash matches an earlier one is compared with
+    that id as read back, so a hash collision is never reported as a duplicate."""
 
     SLOTS = 1 << 25
     SECOND = 25  # the second bit: the hash shifted by this much
