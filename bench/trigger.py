@@ -41,6 +41,12 @@ from bench.run import load
 SCENARIOS = ((1_000, 2.0, 40.0), (5_000, 60.0, 150.0))
 CALIBRATE = 5.0  # seconds of the empty loop before the window (the machine's noise)
 KINDS = ("ours", "ours-gc-freeze-off", "openai-provider")
+HEADERS = ["triggers", "every s", "window s", "trigger", "% started", "% due polls done", "done ratio",
+           "% within 1 s of due", "CPU ms/poll", "CPU ratio", "CPU ms/poll after start-up", "of it the meter's",
+           "longest stall ms (loop CPU)", "stall after start-up ms", "loop CPU in a stall, most ms",
+           "stalls > 50 ms (loop CPU > 50 ms)", "late wake-ups > 50 ms (longest ms)",
+           "empty loop's 5 ms timer, latest ms", "full GCs (ms)", "GC-tracked / frozen objects", "RSS MB", "open fds",
+           "polls"]
 
 
 class StatusServer:
@@ -337,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, r in measured:
             head = [f"{int(n):,}", f"{interval:g}", f"{window:g}", kind]
             if not r:
-                rows.append([*head, "not run", *[""] * 17])
+                rows.append([*head, "not run", *[""] * (len(HEADERS) - len(head) - 1)])
                 continue
             rows.append([*head, f"{100 * r['started']:.0f}",
                          f"{100 * r['done_share']:.1f}", f"{r['done_share'] / best_done:.2f}x",
@@ -362,12 +368,7 @@ def main(argv: list[str] | None = None) -> int:
           "not run); 'empty loop' = the latest a 5 ms timer fired on the empty loop in "
           f"{CALIBRATE:g} s before the window (the machine's noise); full GCs = generation-2 collections in the "
           "window (longest ms); objects and RSS at the window's end")
-    print(table(["triggers", "every s", "window s", "trigger", "% started", "% due polls done", "done ratio",
-                 "% within 1 s of due", "CPU ms/poll", "CPU ratio", "CPU ms/poll after start-up",
-                 "of it the meter's", "longest stall ms (loop CPU)", "stall after start-up ms",
-                 "loop CPU in a stall, most ms", "stalls > 50 ms (loop CPU > 50 ms)",
-                 "late wake-ups > 50 ms (longest ms)", "empty loop's 5 ms timer, latest ms", "full GCs (ms)",
-                 "GC-tracked / frozen objects", "RSS MB", "open fds", "polls"], rows))
+    print(table(HEADERS, rows))
     print(f"trigger bench at end: {load()}")
     return 0
 
