@@ -6,16 +6,18 @@ in another process (`bench/status_server.py`: raw asyncio, so the server is not 
 fixed window, with Python's default GC. Triggers are created one at a time with a yield to the loop
 between, as Airflow 3.3's TriggerRunner does. Reported: share of triggers started, polls done of those
 due (a poll is due one interval after the trigger's previous one), share of polls started within 1 s of
-due, CPU ms per poll (with ratios), the longest event-loop stall (a watchdog waking every 5 ms) overall
-and after start-up, the full (generation-2) garbage collections in the window and the longest, and open
-file descriptors (connections).
+due, CPU ms per poll (with ratios), the longest event-loop stall overall and after start-up (`LoopMeter`:
+every loop iteration's own work, timed inside the loop, with the loop thread's CPU in it), late wake-ups
+(the process not run by the machine), the full (generation-2) garbage collections in the window and the
+longest, and open file descriptors (connections).
 
     python -m bench.trigger                       # 1,000 every 2 s; 5,000 every 60 s
     python -m bench.trigger --scenario 1000:2:30  # N:interval:window seconds
     python -m bench.trigger --kind ours --kind ours-gc-freeze-off   # ours, and ours with gc_freeze off
+    python -m bench.trigger --child ours 5000 60 130                # one child, its JSON line (for profiling)
 
 *ours-gc-freeze-off* is our trigger with the documented opt-out (`AIRFLOW__BATCHWORK__GC_FREEZE=False`), so
-the table shows what the freeze at the first trigger's start buys and costs (RSS at the end of the window).
+the table shows what the freezes buy and cost (RSS at the end of the window).
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ from bench.common import ROOT, child, table
 from bench.run import load
 
 SCENARIOS = ((1_000, 2.0, 40.0), (5_000, 60.0, 150.0))
-CALIBRATE = 5.0  # seconds of the watchdog alone, before the window
+CALIBRATE = 5.0  # seconds of the empty loop before the window (the machine's noise)
 KINDS = ("ours", "ours-gc-freeze-off", "openai-provider")
+HEADERS = ["triggers", "every s", "window s", "trigger", "% started", "% due polls done", "done ratio",
+           "% within 1 s of due", "CPU ms/poll", "CPU ratio", "CPU ms/poll after start-up", "of it the meter's",
+           "longest stall ms (loop CPU)", "stall after start-up ms", "loop CPU in a stall, most ms",
+           "stalls > 50 ms (loop CPU > 50 ms)", "late wake-ups > 50 ms (longest ms)",
+           "empty loop's 5 ms timer, latest ms", "full GCs (ms)", "GC-tracked / frozen objects", "RSS MB", "open fds",
+           "polls"]
 
 
 class StatusServer:
@@ -61,23 +69,90 @@ class StatusServer:
         self.dir.cleanup()
 
 
-async def watchdog(stop: asyncio.Event, stalls: list[tuple[float, float, float]],
-                   cpu: list[tuple[float, float]]) -> None:
-    """Record (when, how long, loop-thread CPU in it) of every loop stall over 50 ms: a coroutine waking
-    every 5 ms. A stall whose loop-thread CPU is far below its length is the machine not running this
-    process (other processes on the 2 cores), not work on the loop. Also samples (when, process CPU)
-    about once a second."""
-    step = 0.005
-    while not stop.is_set():
+async def empty_loop_lateness(seconds: float) -> float:
+    """The machine's own noise, before the window: the longest lateness of a 5 ms timer on the empty loop
+    (nothing else runs on it, so any lateness is this process not being run)."""
+    step, worst = 0.005, 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
         before = time.perf_counter()
-        thread_before = time.thread_time()
-        if not cpu or before - cpu[-1][0] >= 1.0:
-            cpu.append((before, time.process_time()))
         await asyncio.sleep(step)
-        late = time.perf_counter() - before - step
-        if late > 0.05:
-            stalls.append((before, late, time.thread_time() - thread_before))
-        stalls[0] = (0.0, max(stalls[0][1], late), 0.0)
+        worst = max(worst, time.perf_counter() - before - step)
+    return worst
+
+
+STALL = 0.05  # an iteration of the loop whose own work takes longer than this is a stall
+
+
+class LoopMeter:
+    """The event loop's own blocking, timed from inside the loop at next to no cost (this bench's child only).
+
+    Wraps the running loop's `_run_once` and its selector's `select`: an iteration's work is its wall time
+    less its wait in `select`, and the loop thread's CPU time in it (`time.thread_time`) tells the loop's
+    own work (CPU close to the wall time) from the machine not running this process (CPU far below it).
+    Every callback and every garbage collection (they run inside callbacks, on allocation) is inside some
+    iteration, so no stall of the loop escapes it. A `select` that returns more than 50 ms after its
+    timeout is a late wake-up: the process was not run (the machine, not the loop). Five clock readings
+    per iteration (their CPU measured at install, `cost`, reported per poll) instead of a coroutine waking
+    every 5 ms; it also samples (when, process CPU) about once a second."""
+
+    def __init__(self) -> None:
+        self.stalls: list[tuple[float, float, float]] = []  # (when, work s, loop CPU s) of iterations > STALL
+        self.late: list[tuple[float, float]] = []  # (when, s past the timeout) of wake-ups later than STALL
+        self.cpu: list[tuple[float, float]] = []  # (when, process CPU s), about once a second
+        self.iterations = 0
+        self.cost = 0.0  # CPU seconds of the meter itself per iteration
+        self._waited = 0.0
+
+    def _wrap(self, run_once: Any, select: Any) -> tuple[Any, Any]:
+        clock, cpu_clock, process_clock = time.perf_counter, time.thread_time, time.process_time
+        stalls, late, cpu_samples = self.stalls, self.late, self.cpu
+        next_sample = [0.0]
+
+        def timed_select(timeout: float | None = None) -> Any:
+            begin = clock()
+            events = select(timeout)
+            self._waited = waited = clock() - begin
+            if timeout is not None and waited - timeout > STALL:
+                late.append((begin, waited - timeout))
+            return events
+
+        def timed_run_once() -> None:
+            self._waited = 0.0
+            begin, cpu = clock(), cpu_clock()
+            run_once()
+            work = clock() - begin - self._waited
+            self.iterations += 1
+            if work > STALL:
+                stalls.append((begin, work, cpu_clock() - cpu))
+            if begin >= next_sample[0]:
+                next_sample[0] = begin + 1.0
+                cpu_samples.append((begin, process_clock()))
+
+        return timed_run_once, timed_select
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The meter's own CPU per iteration, on no-op stand-ins (the real ones are not called twice).
+        probe = LoopMeter()
+        dry_run_once, dry_select = probe._wrap(lambda: dry_select(0.0), lambda timeout: ())
+        def bare_select(timeout: float | None) -> Any:
+            return ()
+
+        def bare_run_once() -> None:
+            bare_select(0.0)
+
+        rounds = 50_000
+        begin = time.thread_time()
+        for _ in range(rounds):
+            dry_run_once()
+        wrapped = time.thread_time()
+        for _ in range(rounds):
+            bare_run_once()
+        self.cost = max((wrapped - begin) - (time.thread_time() - wrapped), 0.0) / rounds
+        selector = loop._selector  # type: ignore[attr-defined]
+        run_once, select = self._wrap(loop._run_once, selector.select)  # type: ignore[attr-defined]
+        selector.select = select
+        loop._run_once = run_once  # type: ignore[attr-defined]
 
 
 class GCWatch:
@@ -101,6 +176,9 @@ class GCWatch:
 def measure(kind: str, n: int, interval: float, window: float) -> None:
     server = StatusServer()
     polls: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    # What a triggerer process has imported before it runs any trigger (its job runner, the Task SDK's
+    # supervisor and comms): a trigger's first connection lookup would otherwise import them on the loop.
+    import airflow.jobs.triggerer_job_runner  # noqa: F401
     try:
         if kind in ("ours", "ours-gc-freeze-off"):
             if kind == "ours-gc-freeze-off":
@@ -148,50 +226,41 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                                           poll_interval=interval, timeout=3600)
 
         async def go() -> dict[str, float]:
-            triggers = [make(i) for i in range(n)]
-
             async def drain(trigger: Any) -> None:
                 async for _event in trigger.run():
                     return
 
-            # The watchdog's own CPU (a wake-up every 5 ms: ~2-3 s in a 150 s window on this box, as much as
-            # 0.2 ms per poll at 5,000 every 60 s) is not the triggers': measure it alone first, subtract it.
-            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0, 0.0)], []
-            alone = asyncio.create_task(watchdog(stop, stalls, cpu_samples))
-            c0, t0 = time.process_time(), time.perf_counter()
-            await asyncio.sleep(CALIBRATE)
-            dog_rate = (time.process_time() - c0) / (time.perf_counter() - t0)
-            stop.set()
-            await alone
-            calibration_stall = stalls[0][1]
-            stop, stalls, cpu_samples = asyncio.Event(), [(0.0, 0.0, 0.0)], []
-            dog = asyncio.create_task(watchdog(stop, stalls, cpu_samples))
+            # The machine's noise first: how late a 5 ms timer fires on the empty loop (not in the window).
+            calibration_stall = await empty_loop_lateness(CALIBRATE)
+            meter = LoopMeter()
+            meter.install(asyncio.get_running_loop())
             gc_watch = GCWatch()
             gc.callbacks.append(gc_watch)
             cpu, begin = time.process_time(), time.perf_counter()
             tasks = []
-            for trigger in triggers:
-                # As Airflow 3.3's TriggerRunner.create_triggers does: one trigger at a time, yielding between.
+            for i in range(n):
+                # As Airflow 3.3's TriggerRunner.create_triggers does: one trigger at a time, built from its
+                # serialized kwargs (so its objects are made while others run) and started, yielding between.
                 # A trigger that blocks the loop starves this too: triggers not created by the window's end
                 # never start (the "% started" column).
                 if time.perf_counter() - begin > window:
                     break
-                tasks.append(asyncio.create_task(drain(trigger)))
+                tasks.append(asyncio.create_task(drain(make(i))))
                 await asyncio.sleep(0)
             await asyncio.sleep(window - (time.perf_counter() - begin))
             cpu_end = time.process_time()
-            longest_stall = stalls[0][1]  # now: the cancelling of every trigger below is not the window
             cpu = cpu_end - cpu
             end = time.perf_counter()
+            # What the loop measured in the window (this iteration, which runs the bookkeeping below and the
+            # cancelling of every trigger, is not in it).
+            iterations, stalls, late_wakeups = meter.iterations, list(meter.stalls), list(meter.late)
             gc.callbacks.remove(gc_watch)
             fds = len(os.listdir("/proc/self/fd"))
             rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
             tracked, frozen = len(gc.get_objects()), gc.get_freeze_count()
-            stop.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await dog
             due = done = on_time = 0
             for calls in polls.values():
                 first_end = calls[0][1]
@@ -205,24 +274,32 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
             started = sum(1 for c in polls.values() if c) / n
             # Start-up: until every trigger has finished its first poll (creating N triggers at once).
             warm = max((c[0][1] for c in polls.values() if c), default=end)
-            inside = [(when, late, busy) for when, late, busy in stalls[1:] if when + late < end]
-            steady = [late for when, late, _ in inside if when > warm]
+            # Only what began in the window (the cancelling of every trigger above is not the window).
+            inside = [(when, work, busy) for when, work, busy in stalls if begin <= when]
+            steady = [work for when, work, _ in inside if when > warm]
+            late = [(when, past) for when, past in late_wakeups if begin <= when]
             # CPU per poll after start-up: from the first CPU sample after `warm` to the end of the window.
-            since, cpu_since = next(((t, c) for t, c in cpu_samples if t > warm), (end, cpu_end))
+            since, cpu_since = next(((t, c) for t, c in meter.cpu if t > warm), (end, cpu_end))
             steady_polls = sum(1 for c in polls.values() for start, _ in c if since <= start <= end)
             return {"polls": count, "due": due, "done": done, "on_time": on_time, "later": count - len(polls),
-                    "cpu": cpu, "steady_cpu": cpu_end - cpu_since, "dog_cpu": dog_rate * (end - begin),
-                    "steady_dog_cpu": dog_rate * max(end - since, 0.0), "steady_polls": steady_polls,
-                    "stall": longest_stall, "steady_stall": max(steady, default=0.0),
+                    "cpu": cpu, "steady_cpu": cpu_end - cpu_since, "steady_polls": steady_polls,
+                    "meter_cpu": meter.cost * iterations, "iterations": iterations,
+                    "stall": max((work for _, work, _ in inside), default=0.0),
+                    "stall_cpu": max(inside, key=lambda s: s[1], default=(0.0, 0.0, 0.0))[2],
+                    "steady_stall": max(steady, default=0.0),
+                    "late": max((past for _, past in late), default=0.0), "late_count": len(late),
                     "full_gcs": len(gc_watch.full), "longest_gc": max(gc_watch.full, default=0.0),
                     "warm": warm - begin, "fds": fds, "rss_mb": rss, "tracked": tracked, "frozen": frozen,
                     "started": started, "wall": end - begin,
                     "busy_stall": max((busy for _, _, busy in inside), default=0.0),
+                    "stalls_over": len(inside), "own_stalls_over": sum(busy > STALL for _, _, busy in inside),
                     "calibration_stall": calibration_stall,
-                    # for the stderr log: the five longest stalls (s into the window, ms, loop CPU ms in it)
-                    # and the full collections (s into the window, ms)
-                    "worst_stalls": sorted(((round(when - begin, 2), round(1000 * late), round(1000 * busy))
-                                            for when, late, busy in inside), key=lambda x: -x[1])[:5],
+                    # for the stderr log: the five longest stalls (s into the window, ms, loop CPU ms in it),
+                    # the late wake-ups (s, ms) and the full collections (s into the window, ms)
+                    "worst_stalls": sorted(((round(when - begin, 2), round(1000 * work), round(1000 * busy))
+                                            for when, work, busy in inside), key=lambda x: -x[1])[:8],
+                    "worst_late": sorted(((round(when - begin, 2), round(1000 * past)) for when, past in late),
+                                         key=lambda x: -x[1])[:5],
                     "gcs": [(round(at - begin, 2), round(1000 * ms)) for at, ms in zip(gc_watch.at, gc_watch.full,
                                                                                      strict=False)]}
 
@@ -255,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                 measured.append((kind, {}))
                 continue
             r = child("trigger", "--child", kind, str(int(n)), str(interval), str(window))
-            r["gross_cpu_per_poll"] = r["cpu"] / max(r["polls"], 1)
-            r["cpu_per_poll"] = max(r["cpu"] - r["dog_cpu"], 0.0) / max(r["polls"], 1)
+            # All of the process's CPU in the window, the meter's included (shown on its own: a few µs a poll).
+            r["cpu_per_poll"] = r["cpu"] / max(r["polls"], 1)
             r["done_share"] = r["done"] / max(r["due"], 1)
             measured.append((kind, r))
             print(f"  measured {kind} N={int(n):,} every {interval:g}s: {json.dumps(r)}", file=sys.stderr, flush=True)
@@ -266,16 +343,17 @@ def main(argv: list[str] | None = None) -> int:
         for kind, r in measured:
             head = [f"{int(n):,}", f"{interval:g}", f"{window:g}", kind]
             if not r:
-                rows.append([*head, "not run", *[""] * 16])
+                rows.append([*head, "not run", *[""] * (len(HEADERS) - len(head) - 1)])
                 continue
             rows.append([*head, f"{100 * r['started']:.0f}",
                          f"{100 * r['done_share']:.1f}", f"{r['done_share'] / best_done:.2f}x",
                          f"{100 * r['on_time'] / max(r['later'], 1):.1f}",
                          f"{1000 * r['cpu_per_poll']:.2f}", f"{r['cpu_per_poll'] / best_cpu:.1f}x",
-                         f"{1000 * max(r['steady_cpu'] - r['steady_dog_cpu'], 0.0) / r['steady_polls']:.2f}"
-                         if r["steady_polls"] else "-", f"{1000 * r['gross_cpu_per_poll']:.2f}",
-                         f"{1000 * r['stall']:.0f}", f"{1000 * r['steady_stall']:.0f}",
-                         f"{1000 * r['busy_stall']:.0f}", f"{1000 * r['calibration_stall']:.0f}",
+                         f"{1000 * r['steady_cpu'] / r['steady_polls']:.2f}" if r["steady_polls"] else "-",
+                         f"{1000 * r['meter_cpu'] / max(r['polls'], 1):.3f}",
+                         f"{1000 * r['stall']:.0f} ({1000 * r['stall_cpu']:.0f})", f"{1000 * r['steady_stall']:.0f}",
+                         f"{1000 * r['busy_stall']:.0f}", f"{r['stalls_over']} ({r['own_stalls_over']})",
+                         f"{r['late_count']} ({1000 * r['late']:.0f})", f"{1000 * r['calibration_stall']:.0f}",
                          f"{r['full_gcs']} ({1000 * r['longest_gc']:.0f})",
                          f"{r['tracked'] / 1000:.0f}k / {r['frozen'] / 1000:.0f}k", f"{r['rss_mb']:.0f}", r["fds"],
                          f"{r['polls']:,}"])
@@ -283,19 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     print("targets: 5,000 every 60 s: >= 99 % of polls within 1 s of due, <= 0.5 ms CPU/poll, no stall > 50 ms; "
           "1,000 every 2 s: >= 95 % of due polls done")
     print("ratios: done vs the most done, CPU vs the least CPU per poll; 'after start-up' = once every trigger "
-          "made its first poll; full GCs = generation-2 collections in the window (longest ms); objects and RSS at the "
-          "window's end; CPU is the process's, less the stall watchdog's own (measured alone for "
-          f"{CALIBRATE:g} s first), except 'with the watchdog'; a stall's loop CPU = CPU time of the loop's thread "
-          "during it (far below the stall: the process was not running); 'watchdog alone' = the longest stall of "
-          "the empty loop in those seconds")
-    print(table(["triggers", "every s", "window s", "trigger", "% started", "% due polls done", "done ratio",
-                 "% within 1 s of due", "CPU ms/poll", "CPU ratio", "CPU ms/poll after start-up",
-                 "CPU ms/poll with the watchdog",
-                 "longest stall ms",
-                 "stall after start-up ms",
-                 "loop CPU in a stall, most ms", "stall of the watchdog alone ms", "full GCs (ms)",
-                 "GC-tracked / frozen objects", "RSS MB", "open fds",
-                 "polls"], rows))
+          "made its first poll; CPU is all of the process's in the window, the loop meter's included (its own "
+          "share on its own); a stall = one event-loop iteration whose work (its wall time outside the wait for "
+          "I/O) took > 50 ms, in brackets the loop thread's CPU in it (far below the stall: the machine did not "
+          "run the process); late wake-ups = the wait for I/O returned > 50 ms after its timeout (the process "
+          "not run); 'empty loop' = the latest a 5 ms timer fired on the empty loop in "
+          f"{CALIBRATE:g} s before the window (the machine's noise); full GCs = generation-2 collections in the "
+          "window (longest ms); objects and RSS at the window's end")
+    print(table(HEADERS, rows))
     print(f"trigger bench at end: {load()}")
     return 0
 

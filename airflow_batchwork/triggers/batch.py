@@ -19,6 +19,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow.utils.log.logging_mixin import LoggingMixin
 
+from airflow_batchwork.adapters.http import shared_ssl_context
 from airflow_batchwork.engine.client import BatchClient
 from airflow_batchwork.engine.polling import next_step, sleep_for
 from airflow_batchwork.engine.progress import ProgressReporter
@@ -50,9 +51,28 @@ def min_resume_delay() -> float:
         return MIN_RESUME_DELAY
 
 
-_heap_frozen = False
+# Trigger starts between two `gc.freeze()` calls (see freeze_heap): a full collection walks at most the
+# objects of this many triggers started since the last one (~23 each), not of every trigger running.
+FREEZE_EVERY = 500
+_freeze_on: bool | None = None  # [batchwork] gc_freeze, read at the first trigger's start
+_starts_since_freeze: int | None = None  # None: no trigger started yet in this process
 _CLASS_LOGS: dict[type, Any] = {}
 _NO_CONTEXT = contextvars.Context()  # the sleep's wake-up callback reads no context variable
+
+
+_tls_warm: asyncio.Future[Any] | None = None  # the process's TLS context, built once in a thread
+
+
+async def _tls_context_built() -> None:
+    """The process's TLS context (`shared_ssl_context`: loading the CA bundle, ~0.1 s of CPU) is built in a
+    thread before the first poll, once, so it does not stop the event loop at the first trigger's poll (the
+    load releases the GIL). Triggers starting meanwhile wait on the same build."""
+    global _tls_warm
+    loop = asyncio.get_running_loop()
+    if _tls_warm is None or (not _tls_warm.done() and _tls_warm.get_loop() is not loop):
+        _tls_warm = loop.run_in_executor(None, shared_ssl_context)
+    if not _tls_warm.done():
+        await asyncio.shield(_tls_warm)
 
 
 def _wake_up(future: asyncio.Future[None]) -> None:
@@ -70,21 +90,30 @@ def gc_freeze_enabled() -> bool:
         return True
 
 
-def freeze_heap_once() -> bool:
-    """`gc.freeze()` once per process, at the first trigger's start, unless ``[batchwork] gc_freeze`` is off.
+def freeze_heap() -> bool:
+    """At every trigger's start: `gc.freeze()` at the first in the process and again after every
+    `FREEZE_EVERY` more, unless ``[batchwork] gc_freeze`` is off (read once). True when it froze now.
 
-    Everything alive then (the imports of Airflow, the providers and this package: ~175k objects) moves
-    to the permanent generation, so Python's default GC no longer walks it in every full collection, which
-    otherwise stops the triggerer's event loop for 0.1-0.9 s at a time (docs/performance.md, triggers).
-    Thresholds are untouched. The cost: garbage cycles alive at that instant are never collected (a
-    one-off amount, measured in docs/performance.md); frozen objects are still freed by reference
-    counting. Airflow does the same in its DAG processor and LocalExecutor. True when it froze now."""
-    global _heap_frozen
-    if _heap_frozen:
+    Everything alive then moves to the permanent generation, so Python's default GC no longer walks it in
+    every full collection, which otherwise stops the triggerer's event loop: ~175k objects of the imports
+    (0.1-0.9 s a walk), then ~23 per running trigger (91 ms at 5,000 triggers). Thresholds are untouched;
+    frozen objects are still freed by reference counting when they die. Before each freeze, a young
+    collection (generations 0 and 1, a few thousand objects at most) frees the young garbage, so only what
+    is alive or already in the old generation is frozen. The cost: a garbage cycle that was frozen, or that
+    forms later among frozen objects, is never collected. A trigger of ours leaves no cycle when it ends
+    (completed, failed, timed out or cancelled: tests/test_trigger_gc.py), so freezing running triggers keeps
+    nothing of theirs; other objects of the process alive at a freeze are frozen with them (measured in
+    docs/performance.md). Airflow does the same in its DAG processor and LocalExecutor."""
+    global _freeze_on, _starts_since_freeze
+    if _freeze_on is None:
+        _freeze_on = gc_freeze_enabled()
+    if not _freeze_on:
         return False
-    _heap_frozen = True
-    if not gc_freeze_enabled():
+    if _starts_since_freeze is not None and _starts_since_freeze + 1 < FREEZE_EVERY:
+        _starts_since_freeze += 1
         return False
+    _starts_since_freeze = 0
+    gc.collect(1)
     gc.freeze()
     return True
 
@@ -181,7 +210,7 @@ class BatchCompleteTrigger(BaseTrigger):
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        freeze_heap_once()
+        freeze_heap()
         started = time.time()
         event = await self._poll_until_done(started)  # releases the HTTP client before the hold
         await self.hold_resume(started)
@@ -208,6 +237,7 @@ class BatchCompleteTrigger(BaseTrigger):
             credentials = await self._credentials()
         except BatchworkError as exc:
             return self._event("error", str(exc))
+        await _tls_context_built()
         shared = SHARED_CLIENTS.acquire(self.job.provider, credentials)
         try:
             client, slots = shared.client, shared.slots

@@ -1,0 +1,94 @@
+"""BatchCompleteTrigger and the garbage collector: the heap is frozen again every `FREEZE_EVERY` trigger
+starts, so a full collection never walks thousands of running triggers, and a frozen trigger is still
+freed when it ends (completed, failed or cancelled), since it leaves no reference cycle behind.
+
+Each case runs in a child process (a freeze is for the whole process) against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+CHILD = r"""
+import asyncio, gc, json, os, sys, time, weakref
+from airflow_batchwork.core import BatchClient, Credentials
+from airflow_batchwork.testing import Emulator
+from airflow_batchwork.testing.airflow_env import EMULATOR_API_KEY, connection_env
+from airflow_batchwork.triggers import batch
+from airflow_batchwork.triggers.batch import BatchCompleteTrigger
+
+batch.FREEZE_EVERY = 5
+batch.START_JITTER_MAX = 0.0
+N = 15
+
+
+async def first_event(trigger):
+    async for event in trigger.run():
+        return event.payload["status"]
+
+
+async def main():
+    now = [time.time()]  # the emulator's clock: every batch is in progress until the test moves it on
+    with Emulator(processing_seconds=30, clock=lambda: now[0]) as emulator:
+        os.environ.update(connection_env(emulator))
+        creds = {"openai": Credentials(EMULATOR_API_KEY, emulator.base_url("openai"))}
+        async with BatchClient(creds) as client:
+            jobs = [await client.submit("openai/gpt-4o-mini", [{"prompt": f"p{i}"}]) for i in range(N)]
+        refs, tasks, frozen = [], [], []
+        for i, job in enumerate(jobs):
+            handle = job.to_dict()
+            if i % 5 == 3:  # an unknown batch: the trigger ends with an error event
+                handle["batches"] = [{"id": f"batch_unknown{i}", "request_count": 1}]
+            trigger = BatchCompleteTrigger(job=handle, poll_interval=0.05, end_time=time.time() + 60)
+            task = asyncio.create_task(first_event(trigger))
+            refs += [weakref.ref(trigger), weakref.ref(task)]
+            tasks.append(task)
+            del trigger, task
+            # One trigger at a time, yielding between, as Airflow's TriggerRunner starts them.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            frozen.append(gc.get_freeze_count())
+        await asyncio.sleep(0.3)  # every trigger is polling now
+        for i in (2, 7, 12):  # cancelled while waiting (a cleared task, a triggerer shutting down)
+            tasks[i].cancel()
+        now[0] += 60  # the other batches complete
+        ends = await asyncio.gather(*tasks, return_exceptions=True)
+        ends = [type(e).__name__ if isinstance(e, BaseException) else e for e in ends]
+        del tasks
+        await asyncio.sleep(0.2)  # the loop closes the triggers' suspended run() generators (asyncgen hooks)
+        gc.collect()  # collects everything not frozen: what is still alive now is kept by frozen objects
+        print(json.dumps({"ends": ends, "frozen": frozen, "alive": sum(r() is not None for r in refs)}))
+
+
+asyncio.run(main())
+"""
+
+
+def run_child(env: dict[str, str]) -> dict[str, Any]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_BATCHWORK", "OPENAI"))}
+    out = subprocess.run([sys.executable, "-c", CHILD], env={**base, **env}, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_running_triggers_are_frozen_every_few_starts_and_freed_when_they_end() -> None:
+    """Every `FREEZE_EVERY` (here 5) starts freeze the heap again; the opt-out still freezes nothing."""
+    result = run_child({})
+    assert result["ends"] == ["completed", "completed", "CancelledError", "error", "completed"] * 3
+    frozen = result["frozen"]
+    # The first start froze the imports; the 6th and the 11th froze again, the triggers running then with it.
+    assert frozen[0] > 10_000
+    assert frozen[5] > frozen[4] and frozen[10] > frozen[9]
+    # The other starts froze nothing (the count only falls, as frozen objects die).
+    assert all(frozen[i] <= frozen[i - 1] for i in range(1, 15) if i not in (5, 10))
+    # Every trigger and its task was freed once it ended, frozen or not: no reference cycle kept any.
+    assert result["alive"] == 0
+
+    result = run_child({"AIRFLOW__BATCHWORK__GC_FREEZE": "False"})
+    assert result["ends"] == ["completed", "completed", "CancelledError", "error", "completed"] * 3
+    assert result["frozen"] == [0] * 15
+    assert result["alive"] == 0
