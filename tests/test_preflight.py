@@ -157,6 +157,34 @@ def test_context_window_counts_max_output_tokens_and_can_be_overridden(emulator:
     assert job.request_count == 1
 
 
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "google/gemini-2.5-flash",
+                                   "mistral/mistral-small-latest"])
+@pytest.mark.parametrize(("request_", "field"), [
+    ({"custom_id": "b", "prompt": "half a pair \ud83d here"}, "requests[1].prompt"),
+    ({"custom_id": "b", "system": "\udfff", "prompt": "ok"}, "requests[1].system"),
+    ({"custom_id": "b", "messages": [{"role": "user", "content": "x\ud800"}]}, "requests[1]"),
+])
+def test_a_lone_surrogate_is_refused_naming_the_request_before_any_call(emulator: Emulator, model: str,
+                                                                          request_: dict[str, Any], field: str) -> None:
+    before = len(emulator.requests)
+    with pytest.raises(RequestValidationError) as info:
+        asyncio.run(_submit(emulator, model, [{"custom_id": "a", "prompt": "fine"}, request_]))
+    assert info.value.field == field
+    assert "lone surrogate" in str(info.value) and "'b'" in str(info.value)
+    assert len(emulator.requests) == before
+
+
+@pytest.mark.parametrize("custom_id", ["a\n", "a\r\n", "\na"])
+def test_a_custom_id_with_a_line_break_is_refused(emulator: Emulator, custom_id: str) -> None:
+    """A newline at the end passed a `$`-anchored pattern, and broke the line-based ids file."""
+    before = len(emulator.requests)
+    requests = [{"custom_id": "ok", "prompt": "x"}, {"custom_id": custom_id, "prompt": "x"}]
+    with pytest.raises(RequestValidationError) as info:
+        asyncio.run(_submit(emulator, "openai/gpt-4o-mini", requests))
+    assert info.value.field == "requests[1].custom_id"
+    assert len(emulator.requests) == before
+
+
 def test_context_windows_are_data_next_to_every_price() -> None:
     data = json.loads((Path(__file__).parent.parent / "airflow_batchwork/data/prices.json").read_text())
     for provider, block in data["providers"].items():

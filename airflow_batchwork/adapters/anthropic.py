@@ -61,7 +61,7 @@ DEFAULT_MAX_TOKENS = 4096
 # model. Claude 4 models up to 4.6 take `temperature` or `top_p`, not both; Claude 3 models take all three.
 # An id matching neither pattern is treated as a current model: the restriction applies going forward.
 _SAMPLES_ALL = re.compile(r"^claude-3[-.]")
-_SAMPLES_ONE = re.compile(r"^claude-(?:opus|sonnet|haiku)-4(?:-[0-6])?(?:-\d{8})?$")
+_SAMPLES_ONE = re.compile(r"^claude-(?:opus|sonnet|haiku)-4(?:-[0-6])?(?:-\d{8})?\Z")
 # Assistant prefill (a conversation ending with an assistant turn) is refused with a 400 from Claude
 # Opus 4.6 / Sonnet 4.6 on; it works up to the 4.5 models (SDK `MessageCreateParams.messages` docstring,
 # Claude migration guide).
@@ -150,7 +150,7 @@ class AnthropicAdapter(ProviderAdapter):
     # 100,000 requests or 256 MB per batch (Anthropic batch guide), whichever comes first.
     limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 256 * 1024 * 1024, 256 * 1024 * 1024)
     console_url: ClassVar[str | None] = "https://console.anthropic.com/workspaces/default/batches/{batch_id}"
-    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^msgbatch_[A-Za-z0-9_-]{1,200}$")
+    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^msgbatch_[A-Za-z0-9_-]{1,200}\Z")
     # `error.type` of an errored result (Anthropic errors page: 429, 500, 529 overloaded, 504 timeout).
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
         "rate_limit_error", "api_error", "overloaded_error", "timeout_error",

@@ -371,7 +371,7 @@ def int_or_none(value: object) -> int | None:
         return None
 
 
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")  # datetime reads at most microseconds
 
 

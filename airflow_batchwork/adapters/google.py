@@ -72,9 +72,9 @@ from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, Fin
 log = logging.getLogger(__name__)
 
 API_VERSION = "v1beta"
-BATCH_NAME = re.compile(r"^batches/[A-Za-z0-9_-]{1,200}$")
-FILE_NAME = re.compile(r"^files/[A-Za-z0-9_-]{1,200}$")
-MODEL_PATH = re.compile(r"^(models|tunedModels)/[A-Za-z0-9._-]{1,200}$")
+BATCH_NAME = re.compile(r"^batches/[A-Za-z0-9_-]{1,200}\Z")
+FILE_NAME = re.compile(r"^files/[A-Za-z0-9_-]{1,200}\Z")
+MODEL_PATH = re.compile(r"^(models|tunedModels)/[A-Za-z0-9._-]{1,200}\Z")
 # The resumable protocol takes the file in chunks; 8 MB is what the official SDK sends per request.
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 #: A recorded upload is named by a retried create only while it lives this much longer (seconds): the Files API
@@ -82,7 +82,7 @@ UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 UPLOAD_REUSE_MARGIN = 3600.0
 DISPLAY_NAME = "batchwork"
 MAX_DISPLAY_NAME = 512
-CACHED_CONTENT_NAME = re.compile(r"^cachedContents/[A-Za-z0-9_-]{1,200}$")
+CACHED_CONTENT_NAME = re.compile(r"^cachedContents/[A-Za-z0-9_-]{1,200}\Z")
 # `CachedContent.display_name`: "Maximum 128 Unicode characters" (proto comment).
 MAX_CACHE_DISPLAY_NAME = 128
 # Our own key on an encoded line of a `cache_prefix` request: never sent (`create` drops it).

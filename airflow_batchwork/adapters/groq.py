@@ -20,7 +20,7 @@ from airflow_batchwork.values.refs import ModelRef
 from airflow_batchwork.values.requests import BatchRequest, PlainSpec
 
 COMPLETION_WINDOW_ENV = "GROQ_COMPLETION_WINDOW"
-_WINDOW = re.compile(r"^([1-9][0-9]*)([hd])$")
+_WINDOW = re.compile(r"^([1-9][0-9]*)([hd])\Z")
 MIN_WINDOW_HOURS = 24
 MAX_WINDOW_HOURS = 7 * 24
 
@@ -57,7 +57,7 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
     default_base_url: ClassVar[str] = "https://api.groq.com"
     files_path: ClassVar[str] = "/openai/v1/files"
     batches_path: ClassVar[str] = "/openai/v1/batches"
-    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^batch_[A-Za-z0-9_-]{1,200}$")
+    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^batch_[A-Za-z0-9_-]{1,200}\Z")
     # Groq's usage has OpenAI's `prompt_tokens_details.cached_tokens` (groq SDK `CompletionUsage`), counted in
     # `prompt_tokens`; caching is automatic on the models that have it.
     prompt_cache_automatic: ClassVar[bool] = True

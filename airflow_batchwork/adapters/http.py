@@ -36,7 +36,7 @@ from airflow_batchwork.values.errors import ProviderAPIError, UnsafeResponseErro
 
 log = logging.getLogger(__name__)
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}\Z")
 MAX_RETRY_AFTER = 60.0
 
 ErrorParser = Callable[[httpx.Response], tuple[str | None, str]]

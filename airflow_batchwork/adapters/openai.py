@@ -76,7 +76,7 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
     # 50,000 requests and 200 MB per batch input file (OpenAI batch guide).
     limits: ClassVar[ProviderLimits] = ProviderLimits(50_000, 200 * 1024 * 1024, 200 * 1024 * 1024)
     console_url: ClassVar[str | None] = "https://platform.openai.com/batches/{batch_id}"
-    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^batch_[A-Za-z0-9_-]{1,200}$")
+    batch_id_pattern: ClassVar[re.Pattern[str] | None] = re.compile(r"^batch_[A-Za-z0-9_-]{1,200}\Z")
     # Item error lines carry the HTTP error body's `error.code`/`type`, else the status code.
     retryable_error_codes: ClassVar[frozenset[str]] = frozenset({
         "rate_limit_exceeded", "server_error", "timeout", "service_unavailable", "429", "500", "502", "503", "504",

@@ -47,7 +47,7 @@ RUNS = "_runs"
 FINGERPRINT_FIELD = pa.field("input_fingerprint", pa.string())
 DEFAULT_BUCKETS = 16
 TMP_PREFIX = "_batchwork-tmp-"
-BUCKET_FILE = re.compile(r"^part-b(\d{3,})-v(\d{6,})\.parquet$")
+BUCKET_FILE = re.compile(r"^part-b(\d{3,})-v(\d{6,})\.parquet\Z")
 
 
 def bucket_of(custom_id: str, buckets: int) -> int:

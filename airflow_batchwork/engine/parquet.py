@@ -77,7 +77,7 @@ TMP_PREFIX = "_batchwork-tmp-"
 
 
 SUCCESS_NAME = "_SUCCESS"
-PART_PATTERN = re.compile(r"^part-\d{5,}\.parquet$")
+PART_PATTERN = re.compile(r"^part-\d{5,}\.parquet\Z")
 # Schemes that are web endpoints, not storage: fsspec can "write" to some of them (a PUT/POST to any
 # listener), which is never what an output path means.
 WEB_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp"})

@@ -224,7 +224,10 @@ def prepare_job(
                 f"requests[{index}].cache_prefix", f"{ref.provider} has no prompt-cache control and reports no "
                 "cached tokens", "leave cache_prefix unset for this provider (see docs/pay-once.md for who "
                 "caches what)")
-        item = encode(ref, request)
+        try:
+            item = encode(ref, request)
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(index, request, exc) from None
         if len(item) > max_request_bytes:
             raise _too_large(ref, index, request, item, max_request_bytes)
         skipped = None
@@ -264,7 +267,12 @@ def prepare_job(
         if refused:
             offset, (field_name, problem, fix) = refused
             raise RequestValidationError(f"requests[{start + offset}].{field_name}", problem, fix)
-        items = encode_plain(batch)
+        try:
+            items = encode_plain(batch)
+        except UnicodeEncodeError:
+            for offset, request in enumerate(batch):  # the per-request path names the request
+                one(start + offset, request)  # type: ignore[arg-type]  # a PlainSpec reads as a request
+            raise AssertionError("unreachable: a request of the chunk cannot be encoded") from None
         if max(map(len, items)) > max_request_bytes:
             at = next(i for i, item in enumerate(items) if len(item) > max_request_bytes)
             raise _too_large(ref, start + at, batch[at], items[at], max_request_bytes)
@@ -302,6 +310,29 @@ def prepare_job(
     return PreparedJob(ref=ref, limits=effective, shards=shards, fingerprint=digest.hexdigest(), ids_path=ids_path,
                        request_count=count, passthrough=passthrough, _workdir=workdir, recorder=recorder, reuse=reuse,
                        priming=primed == 1 and len(shards) > 1, prompt_cache=marked)
+
+
+def _not_unicode(index: int, request: BatchRequest | PlainSpec, exc: UnicodeEncodeError) -> RequestValidationError:
+    """A text holding a lone UTF-16 surrogate (e.g. from a badly decoded file): not Unicode, so no JSON body
+    can carry it as UTF-8; refused before anything is uploaded."""
+    where = next((name for name in ("prompt", "system") if not _is_unicode(getattr(request, name, None))), None)
+    bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else "?"
+    return RequestValidationError(
+        f"requests[{index}]" + (f".{where}" if where else ""),
+        f"holds a lone surrogate {bad!r} (custom_id {request.custom_id!r}), which is not Unicode text and cannot "
+        "be sent as UTF-8 JSON",
+        "clean the text before submitting, e.g. text.encode('utf-8', 'replace').decode()")
+
+
+def _is_unicode(text: object) -> bool:
+    """False for a str that UTF-8 cannot encode (a lone surrogate)."""
+    if not isinstance(text, str):
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _too_large(ref: ModelRef, index: int, request: BatchRequest | PlainSpec, item: bytes, limit: int

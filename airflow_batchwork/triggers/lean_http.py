@@ -42,7 +42,7 @@ _NO_CONTEXT = contextvars.Context()
 
 
 # A path and query httpx would send as they are (no character it would percent-encode).
-_PLAIN_PATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@/?-]*$")
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@/?-]*\Z")
 # (client, pool, header lines, connect timeout, read timeout) of the GET head built once per origin.
 _Head = tuple[httpx.AsyncClient, "_Pool", bytes, float | None, float | None]
 

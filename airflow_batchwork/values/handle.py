@@ -22,8 +22,8 @@ from airflow_batchwork.values.catalog import provider_entry
 from airflow_batchwork.values.errors import ConfigurationError
 from airflow_batchwork.values.refs import parse_model
 
-IDENTITY_PATTERN = re.compile(r"^(?!\.\.?$)[^\x00-\x1f/\\]{1,250}$")
-CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+IDENTITY_PATTERN = re.compile(r"^(?!\.\.?\Z)[^\x00-\x1f/\\]{1,250}\Z")
+CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}\Z")
 _WEB = ("http://", "https://", "ws://", "wss://", "ftp://")
 
 

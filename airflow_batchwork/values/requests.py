@@ -26,10 +26,10 @@ from airflow_batchwork.values.structured import to_json_schema
 if TYPE_CHECKING:
     from airflow_batchwork.values.refs import ModelRef
 
-CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 MAX_REPORTED_PROBLEMS = 5
-_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}\Z")
 _URLISH = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|data:)")
 
 

@@ -49,13 +49,13 @@ __all__ = ["SPEC"]
 NAME = "anthropic"
 PREFIX = "/anthropic"
 MAX_REQUESTS_PER_BATCH = 100_000
-CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}\Z")  # \Z: "$" would let a trailing newline through
 _DAY = 24 * 3600
 _SAMPLING = ("temperature", "top_p", "top_k")
 # Models that still honour sampling parameters: the Claude 3 family takes all three, Claude 4 models up to
 # 4.6 take temperature or top_p (not both). Everything else (Opus 4.7 and later) answers 400.
 _SAMPLING_ALL = re.compile(r"^claude-3[-.]")
-_SAMPLING_ONE = re.compile(r"^claude-(?:opus|sonnet|haiku)-4(?:-[0-6])?(?:-\d{8})?$")
+_SAMPLING_ONE = re.compile(r"^claude-(?:opus|sonnet|haiku)-4(?:-[0-6])?(?:-\d{8})?\Z")
 # Models that accept a conversation ending with an assistant turn (prefill): up to the 4.5 models.
 _PREFILL_OK = re.compile(r"^claude-(?:3[-.]|(?:opus|sonnet|haiku)-4(?:-[0-5])?(?:-\d{8})?$)")
 

@@ -59,7 +59,7 @@ NAME = "groq"
 PREFIX = "/groq"
 API_PATH = "/openai/v1"
 MAX_IDS_PER_LOOKUP = 200
-_WINDOW = re.compile(r"^([1-9][0-9]*)([hd])$")
+_WINDOW = re.compile(r"^([1-9][0-9]*)([hd])\Z")
 _HOUR = 3600
 _ERROR_TYPES = {429: "tokens"}
 
