@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chat_chunk, parse_chunks
+from airflow_batchwork.adapters.arrow_lines import CHAT_LINE_SCHEMA, complete_chunks, parse_chat_chunk, parse_chunks
 from airflow_batchwork.adapters.base import ProviderAdapter, cache_token_columns, dumps, int_or_none, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.values.calls import CallProgress
@@ -470,7 +470,7 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
                 records = items_to_batch(self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")))
             return records
 
-        async for records in parse_chunks(self._result_chunks(batch_id), parse):
+        async for records in parse_chunks(self._result_chunks(batch_id), parse, CHAT_LINE_SCHEMA if fast else None):
             yield records
 
     async def cancel(self, batch_id: str) -> BatchStatus:
