@@ -229,21 +229,22 @@ async def parse_chunks(chunks: AsyncIterator[bytes], parse: Callable[[bytes], pa
     ahead: tuple[bytes, _Thread] | None = None
     try:
         async for chunk in chunks:
-            previous, ahead = ahead, (chunk, _Thread(_read_lines, chunk, schema, id_column))
-            if previous is not None:
-                yield _parse_read(parse, previous, schema, id_column)
+            done = (ahead[0], ahead[1].result()) if ahead is not None else None  # joined before the next starts
+            ahead = (chunk, _Thread(_read_lines, chunk, schema, id_column))
+            if done is not None:
+                yield _parse_read(parse, *done, schema, id_column)
         if ahead is not None:
-            current, ahead = ahead, None
-            yield _parse_read(parse, current, schema, id_column)
+            done = (ahead[0], ahead[1].result())
+            ahead = None
+            yield _parse_read(parse, *done, schema, id_column)
     finally:
         if ahead is not None:
-            ahead[1]._thread.join()  # a read still going when the caller stops
+            ahead[1]._thread.join()  # a read still going when the caller stops or fails
 
 
-def _parse_read(parse: Callable[[bytes], pa.RecordBatch], ahead: tuple[bytes, _Thread], schema: pa.Schema,
+def _parse_read(parse: Callable[[bytes], pa.RecordBatch], chunk: bytes, read: Read, schema: pa.Schema,
                 id_column: str) -> pa.RecordBatch:
-    chunk, reading = ahead
-    token = _READ_AHEAD.set((chunk, schema, id_column, reading.result()))
+    token = _READ_AHEAD.set((chunk, schema, id_column, read))
     try:
         return parse(chunk)
     finally:
