@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 
+import pyarrow as pa
 import pytest
 
 from airflow_batchwork.adapters.arrow_lines import complete_chunks
@@ -46,3 +47,73 @@ def test_chunks_are_whole_lines_and_keep_every_byte(seed: int) -> None:
 def test_a_stream_without_newlines_is_one_chunk() -> None:
     assert _chunks(b"x" * 5000, [100] * 50, 1000) == [b"x" * 5000]
     assert _chunks(b"", [], 1000) == []
+
+
+
+def _chat_lines(start: int, count: int) -> bytes:
+    return b"".join(
+        b'{"custom_id":"c%d","response":{"status_code":200,"body":{"choices":[{"message":{"content":"t%d"},'
+        b'"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}}}\n'
+        % (i, i) for i in range(start, start + count))
+
+
+def test_the_next_chunk_is_read_while_a_batch_is_handed_over_and_joined_when_closed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the caller holds the batch of chunk k, the JSON read of chunk k+1 is under way on another thread
+    (pyarrow's reader releases the GIL); the rows are those of each chunk, in order; and a caller that stops
+    early leaves no reading thread behind."""
+    import threading
+
+    from airflow_batchwork.adapters import arrow_lines
+    from airflow_batchwork.adapters.arrow_lines import CHAT_LINE_SCHEMA, parse_chat_chunk, parse_chunks
+    from airflow_batchwork.adapters.openai_compat import CANCELED_CODES, EXPIRED_CODES, FINISH_REASONS
+
+    chunks = [_chat_lines(100 * k, 100) for k in range(4)]
+    reading = {k: threading.Event() for k in range(len(chunks))}
+    release = threading.Event()
+    read = arrow_lines._read_lines
+
+    def watched(chunk: bytes, schema: pa.Schema, id_column: str) -> arrow_lines.Read:
+        k = chunks.index(chunk)
+        reading[k].set()
+        if k == 2:
+            release.wait(60)  # still reading when the caller stops
+        return read(chunk, schema, id_column)
+
+    monkeypatch.setattr(arrow_lines, "_read_lines", watched)
+
+    def parse(chunk: bytes) -> pa.RecordBatch:
+        records = parse_chat_chunk(chunk, "b", dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES)
+        assert records is not None
+        return records
+
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    before = {t.ident for t in threading.enumerate()}
+
+    async def go() -> tuple[list[list[str]], list[bool], list[threading.Thread]]:
+        ids: list[list[str]] = []
+        ahead: list[bool] = []
+        stream = parse_chunks(source(), parse, CHAT_LINE_SCHEMA)
+        async for batch in stream:
+            k = len(ids)
+            # Bounded wait, not a timing: without the read-ahead, chunk k+1 is read only after this batch is done.
+            ahead.append(reading[k + 1].wait(20))
+            ids.append(batch.column("custom_id").to_pylist())
+            if k == 1:
+                break
+        release.set()
+        await stream.aclose()  # joins the read of chunk 2
+        alive = [t for t in threading.enumerate() if t.ident not in before and t.name == "batchwork-read-ahead"]
+        return ids, ahead, alive
+
+    try:
+        ids, ahead, alive = asyncio.run(go())
+    finally:
+        release.set()
+    assert ahead == [True, True]
+    assert ids == [[f"c{i}" for i in range(100)], [f"c{i}" for i in range(100, 200)]]
+    assert not reading[3].is_set()  # at most one chunk read ahead
+    assert alive == []

@@ -113,3 +113,62 @@ def test_small_batches_become_few_large_row_groups(tmp_path: Path) -> None:
     table = pq.read_table(tmp_path / "out.parquet", columns=["custom_id", "text"])
     assert table.column("custom_id").to_pylist()[:2] == ["c0-0", "c0-1"]
     assert table.column("custom_id").to_pylist()[-1] == f"c{chunks - 1}-99"
+
+
+def _big_batches(count: int) -> Iterator[pa.RecordBatch]:
+    from airflow_batchwork.engine.parquet import ROW_GROUP_BYTES, items_to_batch
+    from airflow_batchwork.values.status import ItemResult
+
+    text = "x" * 2_000
+    per_batch = ROW_GROUP_BYTES // len(text) // 2 + 1  # two batches fill a row group
+    for b in range(count):
+        yield items_to_batch([ItemResult(custom_id=f"c{b}-{i}", status="succeeded", text=text, batch_id="b",
+                                         response="{}") for i in range(per_batch)])
+
+
+def test_a_row_group_is_written_while_the_next_fills_and_its_error_reaches_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full row group is written off the caller's thread (the caller goes on with the next rows while the
+    writer encodes and compresses it); every row lands, in order; and a failed write is raised by `commit`
+    with the destination untouched and no temporary file left."""
+    import threading
+
+    from airflow_batchwork.engine.parquet import ParquetResultWriter
+
+    real = pq.ParquetWriter.write_table
+    entered, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def held(self: pq.ParquetWriter, table: pa.Table, row_group_size: int | None = None) -> None:
+        entered.set()
+        # Held until the caller, back from `write_batch`, has gone on (a bounded wait, not a timing: written on
+        # the caller's own thread, this wait could only end by running out).
+        released.append(release.wait(20))
+        real(self, table, row_group_size=row_group_size)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", held)
+    batches = list(_big_batches(6))
+    try:
+        with ParquetResultWriter(str(tmp_path / "out.parquet"), provider="openai", model="openai.chat/m") as writer:
+            for k, batch in enumerate(batches):
+                writer.write_batch(batch)
+                if k == 1:  # the first row group is full: its write started and is held
+                    assert entered.wait(20)
+                    release.set()
+    finally:
+        release.set()
+    assert released[0] is True
+    table = pq.read_table(tmp_path / "out.parquet", columns=["custom_id"])
+    assert table.column("custom_id").to_pylist() == [i for b in batches for i in b.column("custom_id").to_pylist()]
+    assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_row_groups == 3
+
+    def failing(self: pq.ParquetWriter, table: pa.Table, row_group_size: int | None = None) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing)
+    failing_writer = ParquetResultWriter(str(tmp_path / "out.parquet"), provider="openai", model="openai.chat/m")
+    with pytest.raises(OSError, match="disk full"), failing_writer:  # raised by commit, the with's exit
+        for batch in batches[:2]:
+            failing_writer.write_batch(batch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]  # the first file, as it was
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == table.num_rows

@@ -400,7 +400,7 @@ class AnthropicAdapter(ProviderAdapter):
                 records = items_to_batch(self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")))
             return records
 
-        async for records in parse_chunks(self._result_chunks(batch_id), parse):
+        async for records in parse_chunks(self._result_chunks(batch_id), parse, RESULT_LINE_SCHEMA):
             yield records
 
     async def cancel(self, batch_id: str) -> BatchStatus:

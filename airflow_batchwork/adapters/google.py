@@ -812,7 +812,7 @@ class GoogleAdapter(ProviderAdapter):
                 records = items_to_batch(self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")))
             return records
 
-        async for records in parse_chunks(self._download_chunks(str(file_name)), parse):
+        async for records in parse_chunks(self._download_chunks(str(file_name)), parse, GENERATE_LINE_SCHEMA, "key"):
             yield records
 
     async def _download_chunks(self, file_name: str) -> AsyncIterator[bytes]:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from orjson import dumps as orjson_dumps
 
-from airflow_batchwork.adapters.arrow_lines import complete_chunks, parse_chat_chunk, parse_chunks
+from airflow_batchwork.adapters.arrow_lines import CHAT_LINE_SCHEMA, complete_chunks, parse_chat_chunk, parse_chunks
 from airflow_batchwork.adapters.base import ProviderAdapter, cache_token_columns, dumps, int_or_none, merge_options
 from airflow_batchwork.adapters.content import compact, media, tool_calls_json
 from airflow_batchwork.values.calls import CallProgress
@@ -523,7 +523,7 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
                 records = items_to_batch(self.parse_result_text(ref, batch_id, chunk.decode("utf-8", errors="replace")))
             return records
 
-        async for records in parse_chunks(self._result_chunks(batch_id), parse):
+        async for records in parse_chunks(self._result_chunks(batch_id), parse, CHAT_LINE_SCHEMA if fast else None):
             yield records
 
     async def cancel(self, batch_id: str) -> BatchStatus:

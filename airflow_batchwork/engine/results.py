@@ -178,6 +178,8 @@ class JobResultWriter:
             if self.reuse is not None:
                 for records in self.reuse.reused_batches():
                     self._write(0, records)
+            for writer in self.writers:
+                writer.drain()  # a failed row group write fails the collect here, before any part is committed
         except BaseException:
             for writer in self.writers:
                 writer.abort()
@@ -240,11 +242,7 @@ class JobResultWriter:
     @staticmethod
     def _read_back(writer: ParquetResultWriter) -> pa.Table:
         """Close `writer`'s temporary file and read it whole (the rare path only)."""
-        writer.flush()
-        assert writer._writer is not None
-        writer._writer.close()
-        writer._file.close()
-        writer._writer = None
+        writer.close_temp()
         with writer.fs.open(writer.tmp_path, "rb") as handle:
             table = read_serial(handle)
         writer.fs.rm(writer.tmp_path)
