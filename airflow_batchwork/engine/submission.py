@@ -270,9 +270,12 @@ def prepare_job(
         try:
             items = encode_plain(batch)
         except UnicodeEncodeError:
-            for offset, request in enumerate(batch):  # the per-request path names the request
-                one(start + offset, request)  # type: ignore[arg-type]  # a PlainSpec reads as a request
-            raise AssertionError("unreachable: a request of the chunk cannot be encoded") from None
+            for offset, request in enumerate(batch):  # which request it is, to name it
+                try:
+                    encode(ref, request)  # type: ignore[arg-type]  # a PlainSpec reads as a request
+                except UnicodeEncodeError as exc:
+                    raise _not_unicode(start + offset, request, exc) from None
+            raise
         if max(map(len, items)) > max_request_bytes:
             at = next(i for i, item in enumerate(items) if len(item) > max_request_bytes)
             raise _too_large(ref, start + at, batch[at], items[at], max_request_bytes)

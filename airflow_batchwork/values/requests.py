@@ -765,8 +765,7 @@ def plain_chunk(items: list[Any], base: Mapping[str, Any], first_index: int, kin
             and any(_non_json(r.provider_options, "") for r in requests if r.provider_options):
         return None
     # Every id matches CUSTOM_ID_PATTERN: one match over the ids joined by newlines, and as many newlines as
-    # ids (an id with a newline of its own, even the trailing one the pattern lets through, takes the
-    # per-request path).
+    # ids (an id with a newline of its own takes the per-request path, which refuses it).
     joined = "\n".join(ids) + "\n"
     if _CUSTOM_IDS.fullmatch(joined) is None or joined.count("\n") != len(requests):
         return None
