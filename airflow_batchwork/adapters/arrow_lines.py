@@ -203,8 +203,11 @@ class _Thread:
         except BaseException as exc:  # raised on the caller's thread by `result`
             self._error = exc
 
-    def result(self) -> Any:
+    def join(self) -> None:
         self._thread.join()
+
+    def result(self) -> Any:
+        self.join()
         if self._error is not None:
             raise self._error
         return self._value
@@ -239,7 +242,7 @@ async def parse_chunks(chunks: AsyncIterator[bytes], parse: Callable[[bytes], pa
             yield _parse_read(parse, *done, schema, id_column)
     finally:
         if ahead is not None:
-            ahead[1]._thread.join()  # a read still going when the caller stops or fails
+            ahead[1].join()  # a read still going when the caller stops or fails
 
 
 def _parse_read(parse: Callable[[bytes], pa.RecordBatch], chunk: bytes, read: Read, schema: pa.Schema,
