@@ -36,7 +36,7 @@ def slow_emulator(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """Batches end only after the trigger has polled them three times, so collect really has to defer."""
     monkeypatch.setenv("AIRFLOW_VAR_BATCHWORK_TEST_OUTPUT", f"file://{tmp_path}")
     with Emulator(processing_seconds=4) as emu:
-        emu.store._clock = PollGatedClock(emu)
+        emu.clock = PollGatedClock(emu)
         for key, value in connection_env(emu).items():
             monkeypatch.setenv(key, value)
         yield emu

@@ -224,6 +224,22 @@ def test_processing_seconds_is_settable_at_runtime(emu: Emulator) -> None:
         emu.processing_seconds = -1
 
 
+def test_the_clock_is_settable_at_runtime() -> None:
+    clock = FakeClock()
+    with Emulator(processing_seconds=100) as emulator:
+        sdk = openai.OpenAI(base_url=emulator.base_url("openai"), api_key="k", max_retries=0)
+        emulator.clock = clock
+        assert emulator.clock is clock and emulator.store.clock is clock
+        line = b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}'
+        upload = sdk.files.create(file=("in.jsonl", line + b"\n"), purpose="batch")
+        batch = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert batch.created_at == 1_000
+        clock.now += 101  # past the batch's end by the emulator's clock, not the wall clock
+        assert sdk.batches.retrieve(batch.id).status == "completed"
+        with pytest.raises(TypeError, match="clock must be a callable"):
+            emulator.clock = 5.0  # type: ignore[assignment]
+
+
 def test_requests_are_logged_with_provider_and_status(emu: Emulator) -> None:
     client = openai.OpenAI(base_url=emu.base_url("openai"), api_key="k", max_retries=0)
     client.batches.list()

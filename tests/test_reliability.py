@@ -100,7 +100,7 @@ def test_storm_one_in_three_dag_succeeds(dag_emu: Emulator, tmp_path: Path) -> N
 async def test_triggerer_restart_mid_poll(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     # The emulator's clock stands still until the first trigger is gone: no wall-clock margin.
     released, frozen = [False], time.time()
-    emu.store._clock = lambda: time.time() + 3600 if released[0] else frozen
+    emu.clock = lambda: time.time() + 3600 if released[0] else frozen
     async with client(emu, "openai") as c:
         job = await c.submit(MODELS["openai"], REQUESTS)
     for key, value in connection_env(emu).items():

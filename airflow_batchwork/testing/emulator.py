@@ -239,6 +239,15 @@ class Emulator:
     def processing_seconds(self, value: float) -> None:
         self.store.processing_seconds = value
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The wall clock batches progress by (the store's); set it to move time for every batch at once."""
+        return self.store.clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], float]) -> None:
+        self.store.clock = value
+
     def batches(self, provider: str | None = None) -> list[BatchView]:
         """Snapshots of the batches created so far (of one provider), oldest first."""
         return self.store.batches(provider)

@@ -303,6 +303,17 @@ class Store:
             raise ValueError(f"processing_seconds must be >= 0, got {value}")
         self._processing_seconds = float(value)
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The wall clock batches progress by; may be replaced at any time, e.g. by one a test moves forward."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], float]) -> None:
+        if not callable(value):
+            raise TypeError(f"clock must be a callable returning seconds, got {type(value).__name__}")
+        self._clock = value
+
     def now(self) -> float:
         """The store's clock."""
         return self._clock()

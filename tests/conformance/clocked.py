@@ -20,5 +20,5 @@ class Clock:
 def clocked_emulator() -> Iterator[tuple[Emulator, Clock]]:
     clock = Clock()
     with Emulator(processing_seconds=100) as emulator:
-        emulator.store._clock = clock  # the lifecycle is computed from this clock: states on demand
+        emulator.clock = clock  # the lifecycle is computed from this clock: states on demand
         yield emulator, clock
