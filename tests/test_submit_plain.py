@@ -458,3 +458,22 @@ def test_hashed_ids_tell_a_collision_from_a_duplicate(monkeypatch: pytest.Monkey
         assert seen.duplicates(1) == [(5000, "c2999", 3009)]
     finally:
         seen.close()
+
+
+ANTHROPIC_PLAIN = [*PLAIN_TEXT, *[item for item in TEXT_CORPUS if item.get("cache_prefix")],
+                   {"custom_id": "a0", "prompt": "x", "temperature": 1.0, "top_p": 0.3, "top_k": 2},
+                   {"custom_id": "a1", "prompt": "x", "temperature": 1, "system": "s", "cache_prefix": "1h"},
+                   {"custom_id": "a2", "prompt": "x", "temperature": 0.5, "provider_options": {"max_tokens": 9}}]
+
+
+@pytest.mark.parametrize("model", ["claude-3-5-haiku-latest", "claude-haiku-4-5", "claude-opus-4-7"])
+def test_anthropic_plain_encoder_is_encode_for_every_sampling_kind(model: str) -> None:
+    """Anthropic's fused `plain_encoder` against `encode` of the models, where each model kind takes its
+    sampling fields ("all", "one", "none": the default temperature left out), with cache_prefix blocks."""
+    ref = parse_model(f"anthropic/{model}")
+    adapter = adapter_class("anthropic").offline()
+    chunk, ids = requests_module.plain_chunk(ANTHROPIC_PLAIN, {}, 0, "text") or ([], [])
+    assert len(chunk) == len(ANTHROPIC_PLAIN)
+    expected = [adapter.encode(ref, r) for _, r in iter_requests(ANTHROPIC_PLAIN, ref=ref)]
+    assert adapter.plain_encoder(ref)(chunk) == expected
+    assert "plain_encoder" in vars(type(adapter))  # its own, fused (not `encode` of each)
