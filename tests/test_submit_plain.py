@@ -472,8 +472,28 @@ def test_anthropic_plain_encoder_is_encode_for_every_sampling_kind(model: str) -
     sampling fields ("all", "one", "none": the default temperature left out), with cache_prefix blocks."""
     ref = parse_model(f"anthropic/{model}")
     adapter = adapter_class("anthropic").offline()
-    chunk, ids = requests_module.plain_chunk(ANTHROPIC_PLAIN, {}, 0, "text") or ([], [])
+    chunk, _ = requests_module.plain_chunk(ANTHROPIC_PLAIN, {}, 0, "text") or ([], [])
     assert len(chunk) == len(ANTHROPIC_PLAIN)
     expected = [adapter.encode(ref, r) for _, r in iter_requests(ANTHROPIC_PLAIN, ref=ref)]
+    assert adapter.plain_encoder(ref)(chunk) == expected
+    assert "plain_encoder" in vars(type(adapter))  # its own, fused (not `encode` of each)
+
+
+GEMINI_PLAIN = [*ANTHROPIC_PLAIN,
+                {"custom_id": "g0", "prompt": "x", "temperature": 0.1,
+                 "provider_options": {"generationConfig": {"responseMimeType": "text/plain"}}},
+                {"custom_id": "g1", "prompt": "x", "system": "s", "cache_prefix": True,
+                 "provider_options": {"cachedContent": "cachedContents/abc"}}]
+
+
+def test_gemini_plain_encoder_is_encode() -> None:
+    """Gemini's fused `plain_encoder` against `encode`: generation fields, provider_options merged one level
+    deep, the cache_prefix mark (not with cachedContent)."""
+    ref = parse_model("google/gemini-2.5-flash")
+    adapter = adapter_class("google").offline()
+    chunk, _ = requests_module.plain_chunk(GEMINI_PLAIN, {}, 0, "text") or ([], [])
+    assert len(chunk) == len(GEMINI_PLAIN)
+    expected = [adapter.encode(ref, r) for _, r in iter_requests(GEMINI_PLAIN, ref=ref)]
+    assert b'"batchworkCachePrefix":true' in expected[-4] and b"batchworkCachePrefix" not in expected[-1]
     assert adapter.plain_encoder(ref)(chunk) == expected
     assert "plain_encoder" in vars(type(adapter))  # its own, fused (not `encode` of each)
