@@ -193,7 +193,7 @@ def test_plain_request_mirrors_every_batch_request_field() -> None:
             assert info.default is None and getattr(PlainRequest, name) is None, name
 
 
-# --- the chunk path (`iter_request_chunks`: `plain_chunk` in one msgspec call, `SeenIds.add_new`, the adapters'
+# --- the chunk path (`iter_request_chunks`: `plain_chunk` in one msgspec call, `HashedIds.add_new`, the adapters'
 # `plain_encoder` and `plain_refusal`, `RequestRecorder.add_plain`, `ShardFiles.add_many`) against the
 # per-request path, which `plain_chunk` returning None gives (the fix disabled).
 
