@@ -4,8 +4,10 @@
 request in the provider's line format, shard, write to local disk. Contenders write the same OpenAI
 JSONL lines byte for byte (checked): orjson by hand (no validation), and the SDK-style path
 (`json.dumps` of each line dict, as the providers' own batch examples do). Each runs in its own process;
-peak RSS is reported whole and above the process's RSS after imports. A last column times ours
-building, uploading and creating against the emulator (another process).
+peak RSS is reported whole and above the process's RSS after imports. Beside the wall time, each
+child's CPU time (user + system, `time.process_time`) while building: on a busy machine a child's wall time
+depends on when it ran, its CPU time much less. A last column times ours building, uploading and creating
+against the emulator (another process).
 
     python -m bench.submit               # N = 50k and 1M
     python -m bench.submit --n 50000
@@ -69,17 +71,17 @@ def measure(kind: str, n: int, upload: bool) -> None:
 
     base = peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if kind == "ours":
             with BatchClient().prepare(MODEL, requests(n)) as job:
-                seconds = time.perf_counter() - start
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
                 rss = peak_rss_mb()
                 digest = _digest(line for shard in job.shards for line in shard)
                 count = sum(len(s) for s in job.shards)
         else:
             out = Path(tmp) / "input.jsonl"
             count = build_by_hand(kind, requests(n), out)
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             rss = peak_rss_mb()
             with out.open("rb") as handle:
                 digest = _digest(iter(handle))
@@ -96,8 +98,8 @@ def measure(kind: str, n: int, upload: bool) -> None:
                     return time.perf_counter() - begin
 
             total = asyncio.run(go())
-    print(json.dumps({"seconds": seconds, "count": count, "rss_mb": rss, "base_mb": base, "digest": digest,
-                      "total": total}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "count": count, "rss_mb": rss, "base_mb": base,
+                      "digest": digest, "total": total}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,25 +110,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         measure(args.child[0], int(args.child[1]), args.child[2] == "upload")
         return 0
+    from bench.run import load
+
+    print(f"submit bench at start: {load()}", flush=True)
     rows, bad = [], []
     for n in args.n or SIZES:
         got = {k: child("submit", "--child", k, str(n), "upload" if k == "ours" and n <= 100_000 else "-")
                for k in KINDS}
         fastest = min(r["seconds"] for r in got.values())
+        leanest = min(r["cpu"] for r in got.values())
         for kind, r in got.items():
             same = r["digest"] == got["ours"]["digest"] and r["count"] == n
             if not same:
                 bad.append(f"N={n:,} {kind}: {r['count']} lines, digest {r['digest']}")
             total = f"{n / r['total']:,.0f}" if r.get("total") else "-"
             rows.append([f"{n:,}", kind, f"{n / r['seconds']:,.0f}", f"{fastest / r['seconds']:.2f}x",
+                         f"{r['cpu'] / n * 1e6:.2f}", f"{leanest / r['cpu']:.2f}x",
                          f"{r['rss_mb']:.0f}", f"{r['rss_mb'] - r['base_mb']:.0f}", "yes" if same else "NO", total])
         print(f"  measured N={n:,}", file=sys.stderr, flush=True)
     print(f"submit: building the batch input for realistic {MODEL} requests (system + 300-450 B prompt)")
     print("targets: ours building >= 0.5x the hand-written orjson path; peak RSS <= 64 MB for 1M requests")
-    print(table(["N", "path", "build req/s", "speed vs fastest", "peak MB", "peak above imports MB",
-                 "same lines", "build+upload+create req/s"], rows))
+    print(table(["N", "path", "build req/s", "speed vs fastest", "CPU us/req", "CPU vs leanest", "peak MB",
+                 "peak above imports MB", "same lines", "build+upload+create req/s"], rows))
     for line in bad:
         print("MISMATCH", line)
+    print(f"submit bench at end: {load()}")
     return 1 if bad else 0
 
 

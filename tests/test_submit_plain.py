@@ -12,12 +12,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_batchwork.adapters import adapter_class
+from airflow_batchwork.engine import submission as submission_module
 from airflow_batchwork.engine.submission import prepare_job
 from airflow_batchwork.values import requests as requests_module
 from airflow_batchwork.values.errors import BatchworkError
 from airflow_batchwork.values.recorder import ITEM_COLUMN, RequestRecorder
 from airflow_batchwork.values.refs import parse_model
-from airflow_batchwork.values.requests import BatchRequest, PlainRequest, SeenIds, iter_request_chunks, iter_requests
+from airflow_batchwork.values.requests import (
+    BatchRequest,
+    HashedIds,
+    PlainRequest,
+    SeenIds,
+    iter_request_chunks,
+    iter_requests,
+)
 
 MODELS = {
     "openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "google": "gemini-2.5-flash",
@@ -185,7 +193,7 @@ def test_plain_request_mirrors_every_batch_request_field() -> None:
             assert info.default is None and getattr(PlainRequest, name) is None, name
 
 
-# --- the chunk path (`iter_request_chunks`: `plain_chunk` in one msgspec call, `SeenIds.add_new`, the adapters'
+# --- the chunk path (`iter_request_chunks`: `plain_chunk` in one msgspec call, `HashedIds.add_new`, the adapters'
 # `plain_encoder` and `plain_refusal`, `RequestRecorder.add_plain`, `ShardFiles.add_many`) against the
 # per-request path, which `plain_chunk` returning None gives (the fix disabled).
 
@@ -337,3 +345,155 @@ def test_prepare_job_refusals_and_sizes_name_the_request_on_the_chunk_path() -> 
     corpus[1200] = {"prompt": "x" * 2000}
     with pytest.raises(BatchworkError, match=r"^requests\[1200\]: request 'request-1200' is [\d,]+ bytes"):
         prepare_job("openai/gpt-4o-mini", corpus, limits={"max_request_bytes": 1500})
+
+
+# --- duplicates found at the end (`HashedIds`: one sort of the ids' hashes) against the one-by-one check
+# (`SeenIds`, the fix disabled): the same job, the same errors, the same request named, in `prepare_job`.
+
+def _one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submission_module, "HashedIds", SeenIds)
+    monkeypatch.setattr(requests_module, "HashedIds", SeenIds)
+
+
+def _prepare_outcome(corpus: list[Any], **kwargs: Any) -> tuple[Any, ...]:
+    try:
+        with prepare_job("openai/gpt-4o-mini", corpus, prime=False, **kwargs) as job:
+            return ("ok", job.fingerprint, pq.read_table(job.ids_path).to_pylist())
+    except BatchworkError as exc:
+        return ("error", type(exc).__name__, str(exc))
+
+
+def _ids(n: int) -> list[dict[str, Any]]:
+    return [{"custom_id": f"id-{i}", "prompt": f"p{i}"} for i in range(n)]
+
+
+def _with(corpus: list[dict[str, Any]], **changes: dict[str, Any]) -> list[dict[str, Any]]:
+    for at, change in changes.items():
+        corpus[int(at[1:])] = {**corpus[int(at[1:])], **change}
+    return corpus
+
+
+TOO_LARGE = {"prompt": "x" * 3000}
+DUPLICATE_CASES: dict[str, tuple[list[Any], dict[str, Any]]] = {
+    "none": (_ids(700), {}),
+    "duplicate, then a refusal": (_with(_ids(700), r10={"custom_id": "id-3"}, r600={"top_k": 3}), {}),
+    "refusal, then a duplicate": (_with(_ids(700), r5={"top_k": 3}, r300={"custom_id": "id-1"}), {}),
+    "refusal, then a duplicate in its chunk": (_with(_ids(700), r20={"top_k": 3}, r30={"custom_id": "id-1"}), {}),
+    "duplicate, then a refusal in its chunk": (_with(_ids(700), r20={"custom_id": "id-1"}, r30={"top_k": 3}), {}),
+    "a refused duplicate": (_with(_ids(700), r20={"custom_id": "id-1", "top_k": 3}), {}),
+    "duplicate, then too large": (_with(_ids(700), r100={"custom_id": "id-7"}, r500=TOO_LARGE),
+                                  {"limits": {"max_request_bytes": 2000}}),
+    "too large, then a duplicate": (_with(_ids(700), r100=TOO_LARGE, r500={"custom_id": "id-7"}),
+                                    {"limits": {"max_request_bytes": 2000}}),
+    "duplicate, then six bad requests": (
+        _with(_ids(900), r100={"custom_id": "id-2"}, **{f"r{i}": {"temperature": 9} for i in range(300, 900, 100)}),
+        {}),
+    "six bad requests, then a duplicate": (
+        _with(_ids(900), **{f"r{i}": {"temperature": 9} for i in range(50, 650, 100)}, r800={"custom_id": "id-2"}),
+        {}),
+    "duplicates and bad requests interleaved": (
+        _with(_ids(900), r30={"custom_id": "id-1"}, r50={"temperature": 9}, r200={"custom_id": "id-40"},
+              r400={"prompt": None}, r600={"custom_id": "id-30"}, r650={"custom_id": "id-2"},
+              r700={"top_p": 5}), {}),
+    "a third copy names the first": (_with(_ids(700), r250={"custom_id": "id-0"}, r500={"custom_id": "id-0"}), {}),
+    "an invalid first occurrence is not one": (
+        _with(_ids(700), r5={"custom_id": "x", "temperature": 9}, r300={"custom_id": "x"}, r600={"custom_id": "x"}),
+        {}),
+    "a duplicate before a refused chat request": (
+        _with(_ids(700), r40={"custom_id": "id-4"},
+              r90={"prompt": None, "messages": [{"role": "user", "content": "hi"}], "top_k": 2}), {}),
+    "a duplicate in the per-request path": (
+        _with(_ids(700), r40={"custom_id": "id-4", "messages": [{"role": "user", "content": "hi"}], "prompt": None},
+              r90={"top_k": 2}), {}),
+    "a duplicate with a context window": (
+        _with(_ids(700), r40={"custom_id": "id-4"}, r90={"prompt": "x" * 400}), {"context_window": 60}),
+    "every id the same": ([{"custom_id": "same", "prompt": "p"} for _ in range(600)], {}),
+}
+
+
+@pytest.fixture(params=["real hashes", "colliding hashes", "extreme hashes"])
+def hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`HashedIds` with its hashes as they are, all colliding, or at the two ends of the range (where its parts
+    start and stop); the one-by-one check (the reference) keeps real hashes and several sorted runs."""
+    monkeypatch.setattr(SeenIds, "RUN", 50)
+    if request.param == "colliding hashes":
+        monkeypatch.setattr(HashedIds, "hash", staticmethod(lambda value: len(value) % 2))
+    elif request.param == "extreme hashes":
+        monkeypatch.setattr(HashedIds, "hash", staticmethod(lambda value: (1 << 63) - 1 if len(value) % 2
+                                                            else -(1 << 63)))
+    return str(request.param)
+
+
+@pytest.mark.parametrize("case", DUPLICATE_CASES)
+def test_duplicates_found_at_the_end_give_the_one_by_one_outcome(case: str, hashes: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus, kwargs = DUPLICATE_CASES[case]
+    got = _prepare_outcome(corpus, **kwargs)
+    _one_by_one(monkeypatch)
+    assert got == _prepare_outcome(corpus, **kwargs)
+    assert got[0] == ("ok" if case == "none" else "error")
+
+
+def test_a_duplicate_does_not_take_its_chunk_off_the_chunk_path() -> None:
+    """A chunk with a duplicate custom_id stays one chunk (no id is checked on its own); the error comes when
+    the input ends, naming both positions."""
+    corpus = _with(_ids(700), r400={"custom_id": "id-3"}, r401={"custom_id": "id-400"})
+    chunks, kinds = [corpus[i:i + 256] for i in range(0, 700, 256)], []
+    with pytest.raises(BatchworkError) as info:
+        for _, _, plain in iter_request_chunks(chunks, ref=parse_model("openai/gpt-4o-mini")):
+            kinds.append(plain)
+    assert kinds == [True, True, True]
+    assert str(info.value).startswith("requests[400].custom_id: duplicate custom_id 'id-3' (also at requests[3])")
+
+
+def test_hashed_ids_tell_a_collision_from_a_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(HashedIds, "hash", staticmethod(lambda value: 7))
+    seen = HashedIds()
+    try:
+        seen.add_new([f"c{i}" for i in range(3000)], 10)
+        seen.add("c2999", 5000)
+        seen.add_new(["c5", "z", "c5"], 6000)
+        assert seen.count == 3004
+        assert seen.duplicates(5) == [(5000, "c2999", 3009), (6000, "c5", 15), (6002, "c5", 15)]
+        assert seen.duplicates(1) == [(5000, "c2999", 3009)]
+    finally:
+        seen.close()
+
+
+ANTHROPIC_PLAIN = [*PLAIN_TEXT, *[item for item in TEXT_CORPUS if item.get("cache_prefix")],
+                   {"custom_id": "a0", "prompt": "x", "temperature": 1.0, "top_p": 0.3, "top_k": 2},
+                   {"custom_id": "a1", "prompt": "x", "temperature": 1, "system": "s", "cache_prefix": "1h"},
+                   {"custom_id": "a2", "prompt": "x", "temperature": 0.5, "provider_options": {"max_tokens": 9}}]
+
+
+@pytest.mark.parametrize("model", ["claude-3-5-haiku-latest", "claude-haiku-4-5", "claude-opus-4-7"])
+def test_anthropic_plain_encoder_is_encode_for_every_sampling_kind(model: str) -> None:
+    """Anthropic's fused `plain_encoder` against `encode` of the models, where each model kind takes its
+    sampling fields ("all", "one", "none": the default temperature left out), with cache_prefix blocks."""
+    ref = parse_model(f"anthropic/{model}")
+    adapter = adapter_class("anthropic").offline()
+    chunk, _ = requests_module.plain_chunk(ANTHROPIC_PLAIN, {}, 0, "text") or ([], [])
+    assert len(chunk) == len(ANTHROPIC_PLAIN)
+    expected = [adapter.encode(ref, r) for _, r in iter_requests(ANTHROPIC_PLAIN, ref=ref)]
+    assert adapter.plain_encoder(ref)(chunk) == expected
+    assert "plain_encoder" in vars(type(adapter))  # its own, fused (not `encode` of each)
+
+
+GEMINI_PLAIN = [*ANTHROPIC_PLAIN,
+                {"custom_id": "g0", "prompt": "x", "temperature": 0.1,
+                 "provider_options": {"generationConfig": {"responseMimeType": "text/plain"}}},
+                {"custom_id": "g1", "prompt": "x", "system": "s", "cache_prefix": True,
+                 "provider_options": {"cachedContent": "cachedContents/abc"}}]
+
+
+def test_gemini_plain_encoder_is_encode() -> None:
+    """Gemini's fused `plain_encoder` against `encode`: generation fields, provider_options merged one level
+    deep, the cache_prefix mark (not with cachedContent)."""
+    ref = parse_model("google/gemini-2.5-flash")
+    adapter = adapter_class("google").offline()
+    chunk, _ = requests_module.plain_chunk(GEMINI_PLAIN, {}, 0, "text") or ([], [])
+    assert len(chunk) == len(GEMINI_PLAIN)
+    expected = [adapter.encode(ref, r) for _, r in iter_requests(GEMINI_PLAIN, ref=ref)]
+    assert b'"batchworkCachePrefix":true' in expected[-4] and b"batchworkCachePrefix" not in expected[-1]
+    assert adapter.plain_encoder(ref)(chunk) == expected
+    assert "plain_encoder" in vars(type(adapter))  # its own, fused (not `encode` of each)

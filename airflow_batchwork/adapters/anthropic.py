@@ -6,7 +6,7 @@ import base64
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sized
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence, Sized
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -36,6 +36,7 @@ from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool
 from airflow_batchwork.adapters.openai_compat import (
     FINISH_REASONS,
     error_fields,
+    plain_items,
 )
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.refs import ModelRef
@@ -45,6 +46,8 @@ from airflow_batchwork.values.requests import (
     FilePart,
     ImagePart,
     NamedToolChoice,
+    PlainSpec,
+    PlainText,
     TextPart,
     ToolCallPart,
 )
@@ -262,6 +265,33 @@ class AnthropicAdapter(ProviderAdapter):
             # Native structured outputs (`output_config.format`, anthropic SDK `OutputConfigParam`).
             params["output_config"] = {"format": {"type": "json_schema", "schema": dict(request.output_schema)}}
         return dumps({"custom_id": request.custom_id, "params": merge_options(params, request)})
+
+    def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        """`encode` of plain requests (no messages, tools or output schema): the same dict, in the same key
+        order, built in one call per request."""
+        model = ref.model
+        drop_default = sampling_support(model) == "none"  # as `_sampling_given`
+
+        def item(request: PlainText) -> dict[str, Any]:
+            params: dict[str, Any] = {"model": model, "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+                                      "messages": [{"role": "user", "content": request.prompt or ""}]}
+            system = request.system
+            if system and request.cache_prefix:
+                params["system"] = [{"type": "text", "text": system,
+                                     "cache_control": {"type": "ephemeral", "ttl": _cache_ttl(request.cache_prefix)}}]
+            elif system:
+                params["system"] = system
+            for name in SAMPLING_FIELDS:
+                value = getattr(request, name)
+                if value is not None and not (drop_default and name == "temperature" and value == DEFAULT_TEMPERATURE):
+                    params[name] = value
+            if request.stop_sequences is not None:
+                params["stop_sequences"] = request.stop_sequences
+            if request.provider_options:
+                params.update(request.provider_options)
+            return {"custom_id": request.custom_id, "params": params}
+
+        return plain_items(item)  # type: ignore[arg-type]
 
     async def create(self, ref: ModelRef, items: Iterable[bytes], *, metadata: Mapping[str, str]) -> str:
         # Message Batches have no metadata field; the request list is the whole body.

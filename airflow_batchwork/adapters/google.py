@@ -20,7 +20,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -50,7 +50,7 @@ from airflow_batchwork.adapters.base import (
 )
 from airflow_batchwork.adapters.content import BOTH, ContentSupport, media, tool_calls_json
 from airflow_batchwork.adapters.http import check_id, default_error_parser
-from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields
+from airflow_batchwork.adapters.openai_compat import SPOOL_BYTES, error_fields, plain_items
 from airflow_batchwork.values.calls import CallProgress
 from airflow_batchwork.values.errors import ProviderAPIError
 from airflow_batchwork.values.pricing import load_prices
@@ -63,6 +63,8 @@ from airflow_batchwork.values.requests import (
     FilePart,
     ImagePart,
     NamedToolChoice,
+    PlainSpec,
+    PlainText,
     TextPart,
     ToolCallPart,
 )
@@ -523,6 +525,30 @@ class GoogleAdapter(ProviderAdapter):
                 and "cachedContent" not in line["request"]:
             line[CACHE_MARK] = True  # a candidate for explicit caching (create_tracked); stripped before sending
         return dumps(line)
+
+    def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        """`encode` of plain text requests (no messages, tools or output schema): the same line, in the same key
+        order, built in one call per request (embeddings: `encode` of each)."""
+        if ref.kind == "embedding":
+            return super().plain_encoder(ref)
+
+        def item(request: PlainText) -> dict[str, Any]:
+            body: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": request.prompt or ""}]}]}
+            system = request.system
+            if system:
+                body["systemInstruction"] = {"parts": [{"text": system}]}
+            config = {theirs: value for ours, theirs in GENERATION_FIELDS
+                      if (value := getattr(request, ours)) is not None}
+            if config:
+                body["generationConfig"] = config
+            if request.provider_options:
+                merge_provider_options(body, request)  # type: ignore[arg-type]  # a PlainSpec reads as a request
+            line: dict[str, Any] = {"key": request.custom_id, "request": body}
+            if request.cache_prefix and "systemInstruction" in body and "cachedContent" not in body:
+                line[CACHE_MARK] = True  # as `encode`
+            return line
+
+        return plain_items(item)  # type: ignore[arg-type]
 
     @staticmethod
     def model_path(ref: ModelRef) -> str:

@@ -13,7 +13,7 @@ import httpx
 from airflow_batchwork.adapters.base import EndpointSpec, ProviderLimits, Refusal, first_unsupported
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
 from airflow_batchwork.adapters.http import RetryPolicy
-from airflow_batchwork.adapters.openai_compat import OpenAIFilesBatchAdapter, chat_body, plain_chat_body
+from airflow_batchwork.adapters.openai_compat import OpenAIFilesBatchAdapter, chat_body
 from airflow_batchwork.values.credentials import Credentials
 from airflow_batchwork.values.errors import ConfigurationError
 from airflow_batchwork.values.refs import ModelRef
@@ -106,7 +106,7 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
         return self.line(ref, request, chat_body(ref, request, max_tokens_field="max_tokens"))
 
     def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
-        return self.plain_lines(ref, plain_chat_body(ref, max_tokens_field="max_tokens"))
+        return self.plain_chat_lines(ref, max_tokens_field="max_tokens")
 
     async def _list_raw(self, *, limit: int) -> AsyncIterator[dict[str, Any]]:
         cursor: str | None = None

@@ -28,7 +28,6 @@ from airflow_batchwork.adapters.openai_compat import (
     fill_usage,
     finish_reason,
     json_schema_format,
-    plain_chat_body,
     responses_items,
     responses_tools,
 )
@@ -144,7 +143,7 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
 
     def plain_encoder(self, ref: ModelRef) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
         if ref.endpoint == "chat":
-            return self.plain_lines(ref, plain_chat_body(ref, max_tokens_field="max_completion_tokens"))
+            return self.plain_chat_lines(ref, max_tokens_field="max_completion_tokens")
         return super().plain_encoder(ref)
 
     def body(self, ref: ModelRef, request: BatchRequest) -> dict[str, Any]:

@@ -243,9 +243,11 @@ def chat_body(ref: ModelRef, request: BatchRequest, *, max_tokens_field: str = "
     return merge_options(body, request)
 
 
-def plain_chat_body(ref: ModelRef, *, max_tokens_field: str = "max_tokens") -> Callable[[PlainText], dict[str, Any]]:
+def plain_chat_body(ref: ModelRef, *, max_tokens_field: str = "max_tokens", url: str | None = None
+                    ) -> Callable[[PlainText], dict[str, Any]]:
     """`chat_body` of a plain request (`PlainSpec`: a prompt, no messages, tools or output schema), the same
-    dict in the same key order, with no intermediate object: for the adapters' `plain_encoder`."""
+    dict in the same key order, with no intermediate object: for the adapters' `plain_encoder`. With `url`,
+    the OpenAI files line around it (`OpenAIFilesBatchAdapter.line`), in the same call."""
     model = ref.model
 
     def body(request: PlainText) -> dict[str, Any]:
@@ -269,7 +271,9 @@ def plain_chat_body(ref: ModelRef, *, max_tokens_field: str = "max_tokens") -> C
             out["frequency_penalty"] = request.frequency_penalty
         if request.provider_options:
             out.update(request.provider_options)
-        return out
+        if url is None:
+            return out
+        return {"custom_id": request.custom_id, "method": "POST", "url": url, "body": out}
 
     return body
 
@@ -279,7 +283,7 @@ def plain_items(item: Callable[[PlainSpec], dict[str, Any]]) -> Callable[[Sequen
     refuses some value, `dumps` of each, as `encode` does)."""
     def encode(requests: Sequence[PlainSpec]) -> list[bytes]:
         try:
-            return [orjson_dumps(item(r)) for r in requests]
+            return list(map(orjson_dumps, map(item, requests)))
         except TypeError:
             return [dumps(item(r)) for r in requests]
 
@@ -426,12 +430,10 @@ class OpenAIFilesBatchAdapter(ProviderAdapter):
     def line(self, ref: ModelRef, request: BatchRequest, body: dict[str, Any]) -> bytes:
         return dumps({"custom_id": request.custom_id, "method": "POST", "url": ref.spec.path, "body": body})
 
-    def plain_lines(self, ref: ModelRef, body: Callable[[PlainText], dict[str, Any]]
-                    ) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
-        """A `plain_encoder` of `line` over `body` (a plain request's body)."""
-        path = ref.spec.path
-        return plain_items(lambda r: {"custom_id": r.custom_id, "method": "POST", "url": path,
-                                      "body": body(r)})  # type: ignore[arg-type]
+    def plain_chat_lines(self, ref: ModelRef, *, max_tokens_field: str) -> Callable[[Sequence[PlainSpec]], list[bytes]]:
+        """A `plain_encoder` of `line` over `plain_chat_body`, one Python call per request."""
+        return plain_items(plain_chat_body(ref, max_tokens_field=max_tokens_field,  # type: ignore[arg-type]
+                                           url=ref.spec.path))
 
     def fill(self, ref: ModelRef) -> Any:
         """The function that reads one success body of `ref`'s endpoint into an ItemResult."""

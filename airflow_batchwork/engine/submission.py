@@ -13,6 +13,7 @@ import itertools
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -29,8 +30,17 @@ from airflow_batchwork.values.errors import ConfigurationError, RequestValidatio
 from airflow_batchwork.values.parts import inline_parts
 from airflow_batchwork.values.recorder import CHARS_PER_TOKEN, ITEM_COLUMN, RequestRecorder, estimated_input_tokens
 from airflow_batchwork.values.refs import ModelRef, parse_model
-from airflow_batchwork.values.requests import CHUNK, BatchRequest, PlainSpec, check_request_list, iter_request_chunks
+from airflow_batchwork.values.requests import (
+    CHUNK,
+    MAX_REPORTED_PROBLEMS,
+    BatchRequest,
+    HashedIds,
+    PlainSpec,
+    check_request_list,
+    iter_request_chunks,
+)
 
+_CUSTOM_ID = attrgetter("custom_id")
 IDS_SCHEMA = pa.schema([("custom_id", pa.string()), ("shard", pa.int32())])
 _IDS_FLUSH = 50_000
 WRITE_BYTES = 64 * 1024
@@ -79,19 +89,19 @@ class ShardFiles:
         current.nbytes += size
         return len(self.shards) - 1
 
-    def add_many(self, items: list[bytes], *, new_shard: bool = False) -> list[int]:
+    def add_many(self, items: list[bytes], *, new_shard: bool = False, data: bytes | None = None) -> list[int]:
         """`add` of each of `items`; the index of the shard of each. Items that fit in the current shard are
-        written with one call."""
+        written with one call (of `data` when given: the items each followed by a newline)."""
         current = self.shards[-1] if self.shards else None
         size = sum(map(len, items)) + len(items)
         if current is None or new_shard or current.count + len(items) > self.max_requests \
                 or current.nbytes + size > self.max_bytes:
             return [self.add(item, new_shard=new_shard and i == 0) for i, item in enumerate(items)]
         assert self._out is not None
-        data = memoryview(b"\n".join([*items, b""]))
+        view = memoryview(b"\n".join([*items, b""]) if data is None else data)
         # In pieces: one write of a whole chunk (~600 KB) measured 3-7x slower than the same bytes in 64 KB.
-        for at in range(0, len(data), WRITE_BYTES):
-            self._out.write(data[at:at + WRITE_BYTES])
+        for at in range(0, len(view), WRITE_BYTES):
+            self._out.write(view[at:at + WRITE_BYTES])
         current.count += len(items)
         current.nbytes += size
         return [len(self.shards) - 1] * len(items)
@@ -199,6 +209,7 @@ def prepare_job(
         carried_rows.clear()
 
     count = 0
+    current = 0  # the index of the request being handled
     marked = False
     primed: int | None = None  # 1: shard 0 is a priming batch of one request (a new shard starts at len == 1)
     # Bound once: these run once per request (or per chunk).
@@ -262,10 +273,11 @@ def prepare_job(
     def plain_chunk(start: int, batch: list[PlainSpec]) -> None:
         """`one` of each request of a plain chunk (no messages, no cache_prefix, no reuse, no passthrough row,
         no context window), with one encoder call, one write and one call of each kind of bookkeeping."""
-        nonlocal count, primed
+        nonlocal count, primed, current
         refused = plain_refusal(ref, batch)  # check_content has nothing to check without messages or tools
         if refused:
             offset, (field_name, problem, fix) = refused
+            current = start + offset
             raise RequestValidationError(f"requests[{start + offset}].{field_name}", problem, fix)
         try:
             items = encode_plain(batch)
@@ -274,34 +286,50 @@ def prepare_job(
                 try:
                     encode(ref, request)  # type: ignore[arg-type]  # a PlainSpec reads as a request
                 except UnicodeEncodeError as exc:
+                    current = start + offset
                     raise _not_unicode(start + offset, request, exc) from None
             raise
         if max(map(len, items)) > max_request_bytes:
             at = next(i for i, item in enumerate(items) if len(item) > max_request_bytes)
+            current = start + at
             raise _too_large(ref, start + at, batch[at], items[at], max_request_bytes)
-        id_shards.extend(spool.add_many(items, new_shard=primed == len(shards)))
+        lines = b"\n".join([*items, b""])  # written, and digested, as one
+        id_shards.extend(spool.add_many(items, new_shard=primed == len(shards), data=lines))
         if primed is None:
             primed = -1  # without a cache_prefix, no provider primes (`ProviderAdapter.primes`)
-        digest.update(b"\n".join(items))
-        digest.update(b"\n")
+        digest.update(lines)
         recorder.add_plain(batch, items)
-        ids.extend([request.custom_id for request in batch])  # type: ignore[misc]
+        ids.extend(map(_CUSTOM_ID, batch))
         count += len(batch)
 
+    seen = HashedIds()  # the custom_ids, checked for duplicates when the input ends (or on an error)
     try:
-        chunks = iter_request_chunks(raw_chunks(requests), ref=ref, defaults=defaults)
+        chunks = iter_request_chunks(raw_chunks(requests), ref=ref, defaults=defaults, seen=seen)
         for start, batch, plain in chunks:
-            if plain and reuse is None and not context_window and not carried \
-                    and not any([request.cache_prefix for request in batch]):
-                plain_chunk(start, batch)
-            else:
-                for offset, request in enumerate(batch):
-                    one(start + offset, request)
-            if len(ids) >= _IDS_FLUSH or recorder.nbytes >= recorder.flush_bytes:
-                flush()
+            current = start + len(batch) - 1  # the request being handled, for an error (`one` and `plain_chunk`)
+            try:
+                if plain and reuse is None and not context_window and not carried \
+                        and not any([request.cache_prefix for request in batch]):
+                    plain_chunk(start, batch)
+                else:
+                    for offset, request in enumerate(batch):
+                        current = start + offset
+                        one(current, request)
+                if len(ids) >= _IDS_FLUSH or recorder.nbytes >= recorder.flush_bytes:
+                    flush()
+            except Exception:
+                # Duplicates are found at the end: one at or before this request is the error to raise (no
+                # request after it would have been handled), with every other problem, as the input ends.
+                duplicates = seen.duplicates(MAX_REPORTED_PROBLEMS)  # by index
+                if duplicates and duplicates[0][0] <= current:
+                    break
+                raise
+        for _ in chunks:
+            pass  # (after a duplicate: the rest is validated, and the error raised, when the input ends)
         if ids or ids_writer is None:
             flush()
     except BaseException:
+        seen.close()
         spool.close()
         if ids_writer is not None:
             ids_writer.close()

@@ -523,6 +523,124 @@ class SeenIds:
             self._file.seek(0, 2)
             self._index_file.seek(0, 2)
 
+    def duplicates(self, limit: int) -> list[tuple[int, str, int]]:
+        """Nothing left to report: `add` names each duplicate as it comes (unlike `HashedIds.duplicates`)."""
+        return []
+
+    def close(self) -> None:
+        self._file.close()
+        self._index_file.close()
+
+
+class HashedIds:
+    """The custom_ids of `iter_request_chunks`, checked for duplicates all at once when asked (`duplicates`)
+    instead of one by one as `SeenIds` does: 8 bytes of memory per id (a 64-bit hash), the ids and their
+    request indexes in temporary files, and no per-id Python work but the hash. Distinct hashes prove distinct
+    ids, so the usual check is one sort of the hashes (a part of the hash range at a time, so the sort's copies
+    stay small); equal hashes (a duplicate, or a collision) are settled with the ids read back, so a collision
+    is never reported as a duplicate. The duplicates are those `SeenIds.add` reports: every recorded request
+    whose id an earlier recorded one has, naming the first."""
+
+    PARTS = 8  # the hash range is sorted in this many parts
+    hash = staticmethod(hash)  # Python's keyed string hash (random per process: no input can be made to collide)
+
+    def __init__(self) -> None:
+        self._hashes = array("q")
+        # The ids, each followed by a space (no id has one), and their request indexes (8 B each).
+        self._file = tempfile.TemporaryFile(prefix="batchwork-ids-")  # noqa: SIM115 (closed by close())
+        self._index_file = tempfile.TemporaryFile(prefix="batchwork-indexes-")  # noqa: SIM115 (likewise)
+        self._checked: tuple[int, int, list[tuple[int, str, int]]] | None = None  # count, limit, found
+
+    @property
+    def count(self) -> int:
+        return len(self._hashes)
+
+    def add(self, custom_id: str, index: int) -> None:
+        """Record `custom_id` (of request `index`); a duplicate is found later, by `duplicates`."""
+        self.add_new([custom_id], index)
+
+    def add_new(self, custom_ids: list[str], first_index: int) -> bool:
+        """Record `custom_ids` (of requests `first_index`, `first_index + 1`, …); always True (`SeenIds.add_new`
+        tells at once)."""
+        self._hashes.extend(map(self.hash, custom_ids))
+        self._file.write(" ".join([*custom_ids, ""]).encode())
+        self._index_file.write(array("q", range(first_index, first_index + len(custom_ids))).tobytes())
+        return True
+
+    def duplicates(self, limit: int) -> list[tuple[int, str, int]]:
+        """The first `limit` duplicates recorded so far, by request index: (index, custom_id, index of the first
+        request with that id)."""
+        count = len(self._hashes)
+        if self._checked is not None and self._checked[:2] == (count, limit):
+            return self._checked[2]
+        repeated = self._repeated()
+        found = self._settle(repeated, limit) if repeated else []
+        self._checked = (count, limit, found)
+        return found
+
+    def _repeated(self) -> list[int]:
+        """The hashes recorded more than once."""
+        count = len(self._hashes)
+        hashes = pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(self._hashes)])
+        repeated: list[int] = []
+        step = (1 << 64) // self.PARTS
+        for part in range(self.PARTS):
+            low, high = -(1 << 63) + part * step, -(1 << 63) + (part + 1) * step
+            inside = hashes if self.PARTS == 1 else hashes.filter(
+                pc.less(hashes, high) if part == 0 else pc.greater_equal(hashes, low) if part == self.PARTS - 1
+                else pc.and_(pc.greater_equal(hashes, low), pc.less(hashes, high)))
+            if len(inside) < 2:
+                continue
+            ordered = inside.sort()
+            same = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
+            if pc.any(same).as_py():
+                repeated += pc.unique(ordered.slice(1).filter(same)).to_pylist()
+        del hashes  # releases the array's buffer, which may grow again
+        return repeated
+
+    def _settle(self, repeated: list[int], limit: int) -> list[tuple[int, str, int]]:
+        """The duplicates among the ids whose hash is in `repeated`, read back in order."""
+        hashes = pa.Array.from_buffers(pa.int64(), len(self._hashes), [None, pa.py_buffer(self._hashes)])
+        ordinals = pc.indices_nonzero(pc.is_in(hashes, value_set=pa.array(repeated, pa.int64()))).to_pylist()
+        del hashes
+        first: dict[str, int] = {}  # custom_id -> ordinal of its first occurrence
+        found: list[tuple[int, int, str]] = []  # ordinal, ordinal of the first, custom_id
+        for ordinal, custom_id in zip(ordinals, self._ids_at(ordinals), strict=False):
+            earlier = first.setdefault(custom_id, ordinal)
+            if earlier != ordinal:
+                found.append((ordinal, earlier, custom_id))
+                if len(found) >= limit:
+                    break
+        return [(self._index_at(ordinal), custom_id, self._index_at(earlier)) for ordinal, earlier, custom_id in found]
+
+    def _ids_at(self, ordinals: list[int]) -> Iterator[str]:
+        """The ids of `ordinals` (ascending), read from the file a block at a time."""
+        self._file.flush()
+        self._file.seek(0)
+        try:
+            wanted, base, rest = iter(ordinals), 0, b""
+            ordinal = next(wanted, None)
+            while ordinal is not None:
+                block = self._file.read(1 << 20)
+                words = (rest + block).split(b" ")
+                rest = words.pop()  # an id cut by the block's end (b"" at the end of the file)
+                while ordinal is not None and ordinal < base + len(words):
+                    yield words[ordinal - base].decode()
+                    ordinal = next(wanted, None)
+                base += len(words)
+                if not block:
+                    return
+        finally:
+            self._file.seek(0, 2)
+
+    def _index_at(self, ordinal: int) -> int:
+        self._index_file.flush()
+        self._index_file.seek(ordinal * 8)
+        found = array("q")
+        found.frombytes(self._index_file.read(8))
+        self._index_file.seek(0, 2)
+        return found[0]
+
     def close(self) -> None:
         self._file.close()
         self._index_file.close()
@@ -817,19 +935,25 @@ def iter_request_chunks(
     ref: ModelRef,
     defaults: Mapping[str, Any] | None = None,
     field: str = "requests",
+    seen: HashedIds | SeenIds | None = None,
 ) -> Iterator[tuple[int, list[Any], bool]]:
     """`iter_requests(plain=True)` over the raw requests cut in chunks (lists, e.g. of `CHUNK`; the caller
     checks the request list itself with `check_request_list`), yielding (index of the first, the requests,
-    plain). A chunk of plain request dicts is validated in one call (`plain_chunk`) and its ids checked at
-    once (`SeenIds.add_new`): it comes whole, as `PlainSpec` requests of consecutive indexes (plain True).
-    Any other chunk, or one where any item is not plain, invalid or a duplicate, goes through today's
-    per-request path (`plain_request`, else the model), which writes every error: its requests come one at a
-    time as `iter_requests` yields them, each in a list of one (plain False). Problems are raised as by
-    `iter_requests`."""
+    plain). A chunk of plain request dicts is validated in one call (`plain_chunk`): it comes whole, as
+    `PlainSpec` requests of consecutive indexes (plain True). Any other chunk, or one where any item is not
+    plain or invalid, goes through today's per-request path (`plain_request`, else the model), which writes
+    every error: its requests come one at a time as `iter_requests` yields them, each in a list of one (plain
+    False). Problems are raised as by `iter_requests`, when the input ends.
+
+    Duplicate custom_ids are found at the end (`seen`, a `HashedIds` unless given; the caller may ask it
+    `duplicates` on the way): requests after a duplicate are still yielded (not after any other problem),
+    and the error names the same problems, the first five by index, as `iter_requests` does. A caller that
+    acts on a request must ask `seen` whether a duplicate came before it first (`prepare_job` does)."""
     base = {k: v for k, v in validate_defaults(defaults).items() if v is not None}
     kind = ref.kind
     problems: list[tuple[str, str, str]] = []
-    seen = SeenIds()
+    at: list[int] = []  # the request index of each problem
+    seen = HashedIds() if seen is None else seen
     start = 0
     try:
         for items in chunks:
@@ -840,21 +964,33 @@ def iter_request_chunks(
                 if not problems:
                     yield start, plain[0], True
             else:
-                for index, request in _validated(items, field, base, kind, problems, seen, True, start):
+                for index, request in _validated(items, field, base, kind, problems, seen, True, start, at):
                     yield index, [request], False
             start += len(items)
+        duplicates = seen.duplicates(MAX_REPORTED_PROBLEMS)
+        count = seen.count
     finally:
         seen.close()
+    if duplicates:
+        found = sorted([*zip(at, problems, strict=True),
+                        *[(index, _duplicate(field, index, custom_id, earlier))
+                          for index, custom_id, earlier in duplicates]], key=lambda pair: pair[0])
+        problems = [problem for _, problem in found[:MAX_REPORTED_PROBLEMS]]
     if problems:
         raise _combined(problems)
-    if not seen.count:
+    if not count:
         raise RequestValidationError(field, "the request list is empty", "give at least one request")
 
 
 def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, Any], kind: str,
-               problems: list[tuple[str, str, str]], seen: SeenIds, plain: bool = False, start: int = 0
-               ) -> Iterator[tuple[int, BatchRequest]]:
+               problems: list[tuple[str, str, str]], seen: SeenIds | HashedIds, plain: bool = False,
+               start: int = 0, at: list[int] | None = None) -> Iterator[tuple[int, BatchRequest]]:
+    """The valid requests of `raw` (indexes from `start`), problems gathered in `problems` (and their request
+    indexes in `at`, when given); nothing is yielded after the first problem."""
+    index = start
     for index, item in enumerate(raw, start):
+        if at is not None and len(at) < len(problems):
+            at.append(index - 1)  # each item adds one problem at most
         if len(problems) >= MAX_REPORTED_PROBLEMS:
             break
         if plain and type(item) is dict and (fast := plain_request(item, base, index, kind)) is not None:
@@ -896,6 +1032,8 @@ def _validated(raw: Iterable[Mapping[str, Any]], field: str, base: Mapping[str, 
             continue
         if not problems:
             yield index, request
+    if at is not None and len(at) < len(problems):
+        at.append(index)
 
 
 def prepare_requests(
