@@ -92,3 +92,65 @@ def test_running_triggers_are_frozen_every_few_starts_and_freed_when_they_end() 
     assert result["ends"] == ["completed", "completed", "CancelledError", "error", "completed"] * 3
     assert result["frozen"] == [0] * 15
     assert result["alive"] == 0
+
+
+YOUNG_CHILD = r"""
+import asyncio, gc, json, os, time
+from airflow_batchwork.core import BatchClient, Credentials
+from airflow_batchwork.testing import Emulator
+from airflow_batchwork.testing.airflow_env import EMULATOR_API_KEY, connection_env
+from airflow_batchwork.triggers import batch
+from airflow_batchwork.triggers.batch import BatchCompleteTrigger
+
+batch.COLLECT_EVERY = 3
+batch.START_JITTER_MAX = 0.0
+young = []
+gc.callbacks.append(lambda phase, info: phase == "start" and info["generation"] == 1 and young.append(1))
+
+
+async def main():
+    now = [time.time()]
+    with Emulator(processing_seconds=30, clock=lambda: now[0]) as emulator:
+        os.environ.update(connection_env(emulator))
+        creds = {"openai": Credentials(EMULATOR_API_KEY, emulator.base_url("openai"))}
+        async with BatchClient(creds) as client:
+            jobs = [await client.submit("openai/gpt-4o-mini", [{"prompt": f"p{i}"}]) for i in range(4)]
+        gc.disable()  # no automatic collection: only what the triggers ask for is counted
+        young.clear()
+        first = len(emulator.requests)
+        tasks = [asyncio.create_task(BatchCompleteTrigger(job=job.to_dict(), poll_interval=0.05,
+                                                          end_time=time.time() + 60).run().__anext__())
+                 for job in jobs]
+        await asyncio.sleep(0.6)
+        polls_disabled, young_disabled = len(emulator.requests) - first, len(young)
+        gc.enable()
+        gc.set_threshold(10**9)  # still none started by allocations: thresholds are only set for this count
+        young.clear()
+        before = len(emulator.requests)
+        await asyncio.sleep(0.6)
+        polls = len(emulator.requests) - before
+        collected = len(young)
+        now[0] += 60
+        ends = [(await task).payload["status"] for task in tasks]
+        print(json.dumps({"ends": ends, "polls": polls, "young": collected, "young_disabled": young_disabled,
+                          "polls_disabled": polls_disabled}))
+
+
+asyncio.run(main())
+"""
+
+
+def test_polls_collect_the_young_generations_in_small_doses() -> None:
+    """Every `COLLECT_EVERY` (here 3) polls of the process run one young collection, so the objects sleeping
+    triggers leave behind never pile up for one long walk; with the GC disabled, none."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_BATCHWORK", "OPENAI"))}
+    # The freezes off (each starts with a young collection of its own): only the doses are counted.
+    out = subprocess.run([sys.executable, "-c", YOUNG_CHILD], env={**base, "AIRFLOW__BATCHWORK__GC_FREEZE": "False"},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["ends"] == ["completed"] * 4
+    assert result["polls"] >= 12
+    # One per 3 polls (a poll whose dose was due when the count started may fall on either side).
+    assert result["polls"] // 3 - 1 <= result["young"] <= result["polls"] // 3 + 1
+    assert result["polls_disabled"] > 0 and result["young_disabled"] == 0
