@@ -17,7 +17,7 @@ longest, and open file descriptors (connections).
     python -m bench.trigger --child ours 5000 60 130                # one child, its JSON line (for profiling)
     BENCH_TRIGGER_TRACE=1 python -m bench.trigger --child ours 5000 60 70   # + "trace": what ran in the
         # heaviest loop iterations (`LoopTrace`; BENCH_TRIGGER_SAMPLE=1 adds sampled stacks,
-        # BENCH_TRIGGER_YOUNG_AFTER=S the census of generation-1 collections from S s into the window)
+        # BENCH_TRIGGER_YOUNG_AFTER=S the census of generation-1 collections from S s into the window, and of every full one)
 
 *ours-gc-freeze-off* is our trigger with the documented opt-out (`AIRFLOW__BATCHWORK__GC_FREEZE=False`), so
 the table shows what the freezes buy and cost (RSS at the end of the window).
@@ -249,10 +249,11 @@ class LoopTrace:
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            if info["generation"] >= 1 and len(self.young) < 20 and time.perf_counter() > self.young_after:
+            if info["generation"] >= 1 and len(self.young) < 20 and (time.perf_counter() > self.young_after
+                                                                     or info["generation"] == 2):
                 # What a generation-1 collection walks: the objects of generations 0 and 1, by type.
                 kinds: dict[str, int] = defaultdict(int)
-                for generation in (0, 1):
+                for generation in range(info["generation"] + 1):
                     for obj in gc.get_objects(generation):
                         kinds[type(obj).__qualname__] += 1
                 self.young.append((round(time.perf_counter(), 2), sum(kinds.values()),

@@ -1,5 +1,5 @@
-"""BatchCompleteTrigger and the garbage collector: the heap is frozen again every `FREEZE_EVERY` trigger
-starts, so a full collection never walks thousands of running triggers, and a frozen trigger is still
+"""BatchCompleteTrigger and the garbage collector: the heap is frozen again every `FREEZE_EVERY` triggers'
+first polls, so a full collection never walks thousands of running triggers, and a frozen trigger is still
 freed when it ends (completed, failed or cancelled), since it leaves no reference cycle behind.
 
 Each case runs in a child process (a freeze is for the whole process) against the emulator."""
@@ -23,6 +23,8 @@ from airflow_batchwork.triggers.batch import BatchCompleteTrigger
 batch.FREEZE_EVERY = 5
 batch.START_JITTER_MAX = 0.0
 N = 15
+freezes = []  # (triggers started, first polls seen by the emulator) at each freeze
+real_freeze = gc.freeze
 
 
 async def first_event(trigger):
@@ -38,6 +40,8 @@ async def main():
         async with BatchClient(creds) as client:
             jobs = [await client.submit("openai/gpt-4o-mini", [{"prompt": f"p{i}"}]) for i in range(N)]
         refs, tasks, frozen = [], [], []
+        gets = lambda: sum(1 for r in emulator.requests if r.method == "GET")
+        gc.freeze = lambda: (freezes.append((len(tasks), gets())), real_freeze())[1]
         for i, job in enumerate(jobs):
             handle = job.to_dict()
             if i % 5 == 3:  # an unknown batch: the trigger ends with an error event
@@ -60,7 +64,8 @@ async def main():
         del tasks
         await asyncio.sleep(0.2)  # the loop closes the triggers' suspended run() generators (asyncgen hooks)
         gc.collect()  # collects everything not frozen: what is still alive now is kept by frozen objects
-        print(json.dumps({"ends": ends, "frozen": frozen, "alive": sum(r() is not None for r in refs)}))
+        print(json.dumps({"ends": ends, "frozen": frozen, "freezes": freezes,
+                          "alive": sum(r() is not None for r in refs)}))
 
 
 asyncio.run(main())
@@ -75,16 +80,18 @@ def run_child(env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def test_running_triggers_are_frozen_every_few_starts_and_freed_when_they_end() -> None:
-    """Every `FREEZE_EVERY` (here 5) starts freeze the heap again; the opt-out still freezes nothing."""
+def test_running_triggers_are_frozen_every_few_first_polls_and_freed_when_they_end() -> None:
+    """The first start freezes the imports, and every `FREEZE_EVERY` (here 5) triggers' first polls freeze
+    the heap again, with what those triggers made up to their first answer; the opt-out freezes nothing."""
     result = run_child({})
     assert result["ends"] == ["completed", "completed", "CancelledError", "error", "completed"] * 3
     frozen = result["frozen"]
-    # The first start froze the imports; the 6th and the 11th froze again, the triggers running then with it.
-    assert frozen[0] > 10_000
-    assert frozen[5] > frozen[4] and frozen[10] > frozen[9]
-    # The other starts froze nothing (the count only falls, as frozen objects die).
-    assert all(frozen[i] <= frozen[i - 1] for i in range(1, 15) if i not in (5, 10))
+    assert frozen[0] > 10_000  # the first start froze the imports
+    # Then one freeze per 5 first polls (15 triggers; the 3 with an unknown batch end at their first poll,
+    # so 12 first polls: 2 freezes), each after its 5th first poll, not at a start.
+    freezes = result["freezes"]
+    assert len(freezes) == 3 and freezes[0] == [1, 0]
+    assert all(gets >= 5 * i for i, (_, gets) in enumerate(freezes))
     # Every trigger and its task was freed once it ended, frozen or not: no reference cycle kept any.
     assert result["alive"] == 0
 

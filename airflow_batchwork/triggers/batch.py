@@ -51,11 +51,11 @@ def min_resume_delay() -> float:
         return MIN_RESUME_DELAY
 
 
-# Trigger starts between two `gc.freeze()` calls (see freeze_heap): a full collection walks at most the
-# objects of this many triggers started since the last one (~23 each), not of every trigger running.
+# Triggers' first polls between two `gc.freeze()` calls (see freeze_heap): a full collection walks at
+# most the objects of this many triggers settled since the last one, not of every trigger running.
 FREEZE_EVERY = 500
 _freeze_on: bool | None = None  # [batchwork] gc_freeze, read at the first trigger's start
-_starts_since_freeze: int | None = None  # None: no trigger started yet in this process
+_settled_since_freeze: int | None = None  # first polls since the last freeze; None: no trigger started yet
 _CLASS_LOGS: dict[type, Any] = {}
 _NO_CONTEXT = contextvars.Context()  # the sleep's wake-up callback reads no context variable
 
@@ -90,9 +90,15 @@ def gc_freeze_enabled() -> bool:
         return True
 
 
-def freeze_heap() -> bool:
-    """At every trigger's start: `gc.freeze()` at the first in the process and again after every
-    `FREEZE_EVERY` more, unless ``[batchwork] gc_freeze`` is off (read once). True when it froze now.
+def freeze_heap(*, settled: bool = False) -> bool:
+    """`gc.freeze()` at the first trigger's start in the process (`settled` False: called at every start)
+    and again after every `FREEZE_EVERY` triggers' first polls (`settled` True: called after each
+    trigger's first poll), unless ``[batchwork] gc_freeze`` is off (read once). True when it froze now.
+
+    After its first poll, not at its start, because a trigger makes its lasting objects (its progress
+    reporter, its shared client's reference) only once its start-up jitter has passed: freezing at starts
+    left them all out (5,000 progress reporters among the ~54k objects a full collection walked at 5,000
+    triggers, bench/trigger.py --trace).
 
     Everything alive then moves to the permanent generation, so Python's default GC no longer walks it in
     every full collection, which otherwise stops the triggerer's event loop: ~175k objects of the imports
@@ -104,15 +110,15 @@ def freeze_heap() -> bool:
     (completed, failed, timed out or cancelled: tests/test_trigger_gc.py), so freezing running triggers keeps
     nothing of theirs; other objects of the process alive at a freeze are frozen with them (measured in
     docs/performance.md). Airflow does the same in its DAG processor and LocalExecutor."""
-    global _freeze_on, _starts_since_freeze
+    global _freeze_on, _settled_since_freeze
     if _freeze_on is None:
         _freeze_on = gc_freeze_enabled()
     if not _freeze_on:
         return False
-    if _starts_since_freeze is not None and _starts_since_freeze + 1 < FREEZE_EVERY:
-        _starts_since_freeze += 1
+    if _settled_since_freeze is not None and (not settled or _settled_since_freeze + 1 < FREEZE_EVERY):
+        _settled_since_freeze += settled
         return False
-    _starts_since_freeze = 0
+    _settled_since_freeze = 0
     gc.collect(1)
     gc.freeze()
     return True
@@ -270,6 +276,7 @@ class BatchCompleteTrigger(BaseTrigger):
             failures = 0
             progress = ProgressReporter(min_interval=max(PROGRESS_EVERY, self.poll_interval),
                                         heartbeat=max(PROGRESS_HEARTBEAT, self.poll_interval))
+            first_poll = True
             while True:
                 status: JobStatus | None
                 try:
@@ -302,6 +309,9 @@ class BatchCompleteTrigger(BaseTrigger):
                         message += await self._cancel(client, "timeout")
                     return self._event("timeout", message, status)
                 status = None  # not kept across the sleep: objects that live a whole interval reach generation 2
+                if first_poll:
+                    first_poll = False
+                    freeze_heap(settled=True)
                 collect_young()
                 pause = sleep_for(self.poll_interval, now=now, deadline=self.end_time)
                 if plain_sleep:
