@@ -17,7 +17,8 @@ longest, and open file descriptors (connections).
     python -m bench.trigger --child ours 5000 60 130                # one child, its JSON line (for profiling)
     BENCH_TRIGGER_TRACE=1 python -m bench.trigger --child ours 5000 60 70   # + "trace": what ran in the
         # heaviest loop iterations (`LoopTrace`; BENCH_TRIGGER_SAMPLE=1 adds sampled stacks,
-        # BENCH_TRIGGER_YOUNG_AFTER=S the census of generation-1 collections from S s into the window, and of every full one)
+        # BENCH_TRIGGER_YOUNG_AFTER=S the census of generation-1 collections from S s into the window;
+        # every full collection's census is taken)
 
 *ours-gc-freeze-off* is our trigger with the documented opt-out (`AIRFLOW__BATCHWORK__GC_FREEZE=False`), so
 the table shows what the freezes buy and cost (RSS at the end of the window).

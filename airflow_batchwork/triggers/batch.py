@@ -51,11 +51,12 @@ def min_resume_delay() -> float:
         return MIN_RESUME_DELAY
 
 
-# Triggers' first polls between two `gc.freeze()` calls (see freeze_heap): a full collection walks at
-# most the objects of this many triggers settled since the last one, not of every trigger running.
+# Trigger starts, or triggers' first polls, between two `gc.freeze()` calls (see freeze_heap): a full
+# collection walks at most the objects of this many triggers since the last one, not of every trigger.
 FREEZE_EVERY = 500
 _freeze_on: bool | None = None  # [batchwork] gc_freeze, read at the first trigger's start
-_settled_since_freeze: int | None = None  # first polls since the last freeze; None: no trigger started yet
+_starts_since_freeze: int | None = None  # None: no trigger started yet in this process
+_settled_since_freeze = 0  # triggers' first polls since the last freeze
 _CLASS_LOGS: dict[type, Any] = {}
 _NO_CONTEXT = contextvars.Context()  # the sleep's wake-up callback reads no context variable
 
@@ -91,14 +92,15 @@ def gc_freeze_enabled() -> bool:
 
 
 def freeze_heap(*, settled: bool = False) -> bool:
-    """`gc.freeze()` at the first trigger's start in the process (`settled` False: called at every start)
-    and again after every `FREEZE_EVERY` triggers' first polls (`settled` True: called after each
-    trigger's first poll), unless ``[batchwork] gc_freeze`` is off (read once). True when it froze now.
+    """`gc.freeze()` at the first trigger's start in the process, and again after every `FREEZE_EVERY`
+    more starts (called at every start) and after every `FREEZE_EVERY` triggers' first polls
+    (``settled``: called after each trigger's first poll), counted apart, unless ``[batchwork] gc_freeze``
+    is off (read once). True when it froze now.
 
-    After its first poll, not at its start, because a trigger makes its lasting objects (its progress
-    reporter, its shared client's reference) only once its start-up jitter has passed: freezing at starts
-    left them all out (5,000 progress reporters among the ~54k objects a full collection walked at 5,000
-    triggers, bench/trigger.py --trace).
+    First polls count too, because a trigger makes some lasting objects (its progress reporter) only once
+    its start-up jitter has passed: freezing at starts only left them all out (5,000 progress reporters
+    among the ~54k objects a full collection walked at 5,000 triggers, bench/trigger.py's trace). Starts
+    count because triggers created in a burst poll only seconds later.
 
     Everything alive then moves to the permanent generation, so Python's default GC no longer walks it in
     every full collection, which otherwise stops the triggerer's event loop: ~175k objects of the imports
@@ -110,15 +112,22 @@ def freeze_heap(*, settled: bool = False) -> bool:
     (completed, failed, timed out or cancelled: tests/test_trigger_gc.py), so freezing running triggers keeps
     nothing of theirs; other objects of the process alive at a freeze are frozen with them (measured in
     docs/performance.md). Airflow does the same in its DAG processor and LocalExecutor."""
-    global _freeze_on, _settled_since_freeze
+    global _freeze_on, _starts_since_freeze, _settled_since_freeze
     if _freeze_on is None:
         _freeze_on = gc_freeze_enabled()
     if not _freeze_on:
         return False
-    if _settled_since_freeze is not None and (not settled or _settled_since_freeze + 1 < FREEZE_EVERY):
-        _settled_since_freeze += settled
-        return False
-    _settled_since_freeze = 0
+    if _starts_since_freeze is not None:
+        if settled:
+            _settled_since_freeze += 1
+        else:
+            _starts_since_freeze += 1
+        if _starts_since_freeze < FREEZE_EVERY and _settled_since_freeze < FREEZE_EVERY:
+            return False
+    if settled:
+        _settled_since_freeze = 0
+    else:
+        _starts_since_freeze = 0
     gc.collect(1)
     gc.freeze()
     return True
