@@ -15,6 +15,10 @@ longest, and open file descriptors (connections).
     python -m bench.trigger --scenario 1000:2:30  # N:interval:window seconds
     python -m bench.trigger --kind ours --kind ours-gc-freeze-off   # ours, and ours with gc_freeze off
     python -m bench.trigger --child ours 5000 60 130                # one child, its JSON line (for profiling)
+    BENCH_TRIGGER_TRACE=1 python -m bench.trigger --child ours 5000 60 70   # + "trace": what ran in the
+        # heaviest loop iterations (`LoopTrace`; BENCH_TRIGGER_SAMPLE=1 adds sampled stacks,
+        # BENCH_TRIGGER_YOUNG_AFTER=S the census of generation-1 collections from S s into the window;
+        # every full collection's census is taken)
 
 *ours-gc-freeze-off* is our trigger with the documented opt-out (`AIRFLOW__BATCHWORK__GC_FREEZE=False`), so
 the table shows what the freezes buy and cost (RSS at the end of the window).
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import json
 import os
@@ -103,6 +108,8 @@ class LoopMeter:
         self.iterations = 0
         self.cost = 0.0  # CPU seconds of the meter itself per iteration
         self._waited = 0.0
+        self.trace: LoopTrace | None = None  # --trace: what ran in the heaviest iterations
+        self.ready: Any = ()  # the loop's ready queue (for the trace)
 
     def _wrap(self, run_once: Any, select: Any) -> tuple[Any, Any]:
         clock, cpu_clock, process_clock = time.perf_counter, time.thread_time, time.process_time
@@ -117,14 +124,19 @@ class LoopMeter:
                 late.append((begin, waited - timeout))
             return events
 
+        trace, ready = self.trace, self.ready
+
         def timed_run_once() -> None:
             self._waited = 0.0
+            waiting = len(ready) if trace is not None else 0
             begin, cpu = clock(), cpu_clock()
             run_once()
             work = clock() - begin - self._waited
             self.iterations += 1
             if work > STALL:
                 stalls.append((begin, work, cpu_clock() - cpu))
+            if trace is not None:
+                trace.iteration(begin, work, cpu_clock() - cpu, waiting)
             if begin >= next_sample[0]:
                 next_sample[0] = begin + 1.0
                 cpu_samples.append((begin, process_clock()))
@@ -149,10 +161,130 @@ class LoopMeter:
         for _ in range(rounds):
             bare_run_once()
         self.cost = max((wrapped - begin) - (time.thread_time() - wrapped), 0.0) / rounds
+        if os.environ.get("BENCH_TRIGGER_TRACE"):
+            self.trace = LoopTrace()
+            self.trace.install()
+            self.ready = loop._ready  # type: ignore[attr-defined]
         selector = loop._selector  # type: ignore[attr-defined]
         run_once, select = self._wrap(loop._run_once, selector.select)  # type: ignore[attr-defined]
         selector.select = select
         loop._run_once = run_once  # type: ignore[attr-defined]
+
+
+class LoopTrace:
+    """What ran in the loop's heaviest iterations (`--trace`, for diagnosis; it costs ~1 us per callback, so
+    its CPU figures are not the bench's): per iteration, the callbacks (by kind: the coroutine a task step
+    runs and the line it suspends at next, or the callback's own name), their count and time, and every
+    garbage collection in it (generation, ms). Keeps the `KEEP` iterations with the most loop CPU."""
+
+    KEEP = 12
+
+    def __init__(self) -> None:
+        self.kept: list[dict[str, Any]] = []
+        self.young_after = float(os.environ.get("BENCH_TRIGGER_YOUNG_AFTER", "inf"))  # set at the window
+        self.young: list[Any] = []  # (when, objects, top types) at the first generation-1 collections
+        self.until = float("inf")  # iterations from then on (the bench's own teardown) are not kept
+        self._cb: dict[str, list[float]] = {}
+        self._count = 0
+        self._in_callbacks = 0.0
+        self._gcs: list[tuple[int, float, int]] = []
+        self._gc_began = 0.0
+        self._samples: list[str] = []
+
+    @staticmethod
+    def _kind(handle: Any) -> str:
+        callback = handle._callback
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            coro: Any = owner.get_coro()
+            frame, name = None, getattr(coro, "__qualname__", "?")
+            for _ in range(20):  # down the await chain, through async generators' asend objects
+                inner = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+                if inner is None:
+                    break
+                frame, name = inner, coro.__qualname__
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+                if coro is not None and type(coro).__name__ == "async_generator_asend":
+                    coro = next((r for r in gc.get_referents(coro) if hasattr(r, "ag_frame")), None)
+            where = f"{name}:{frame.f_lineno}" if frame is not None else f"{name}:done"
+            return f"task {getattr(callback, '__name__', '?')} -> {where}"
+        return getattr(callback, "__qualname__", type(callback).__name__)
+
+    def install(self) -> None:
+        run = asyncio.events.Handle._run
+        clock, cpu_clock, trace = time.perf_counter, time.thread_time, self
+
+        def traced_run(handle: Any) -> None:
+            begin, cpu = clock(), cpu_clock()
+            run(handle)
+            spent, busy = clock() - begin, cpu_clock() - cpu
+            trace._count += 1
+            trace._in_callbacks += busy
+            kind = trace._kind(handle)
+            entry = trace._cb.get(kind)
+            if entry is None:
+                trace._cb[kind] = [1, busy, busy, spent]
+            else:
+                entry[0] += 1
+                entry[1] += busy
+                entry[2] = max(entry[2], busy)
+                entry[3] += spent
+
+        asyncio.events.Handle._run = traced_run  # type: ignore[method-assign,assignment]
+        gc.callbacks.append(self._on_gc)
+        if os.environ.get("BENCH_TRIGGER_SAMPLE"):
+            # Where the CPU went inside the heavy iterations: the interrupted stack, every ms of CPU.
+            import signal
+
+            samples = self._samples
+
+            def sample(signum: int, frame: Any) -> None:
+                where: list[str] = []
+                while frame is not None and len(where) < 9:
+                    where.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+                    frame = frame.f_back
+                samples.append(" < ".join(where))
+
+            signal.signal(signal.SIGPROF, sample)
+            signal.setitimer(signal.ITIMER_PROF, 0.001, 0.001)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            if info["generation"] >= 1 and len(self.young) < 20 and (time.perf_counter() > self.young_after
+                                                                     or info["generation"] == 2):
+                # What a generation-1 collection walks: the objects of generations 0 and 1, by type.
+                kinds: dict[str, int] = defaultdict(int)
+                for generation in range(info["generation"] + 1):
+                    for obj in gc.get_objects(generation):
+                        kinds[type(obj).__qualname__] += 1
+                self.young.append((round(time.perf_counter(), 2), sum(kinds.values()),
+                                   sorted(kinds.items(), key=lambda kv: -kv[1])[:12]))
+            self._gc_began = time.perf_counter()
+        else:
+            spent = time.perf_counter() - self._gc_began
+            self._gcs.append((info["generation"], spent, info["collected"]))
+            if self.young and len(self.young[-1]) == 3:
+                self.young[-1] = (*self.young[-1], round(1000 * spent, 2))
+
+    def iteration(self, when: float, work: float, busy: float, ready_at_start: int) -> None:
+        if when < self.until and (len(self.kept) < self.KEEP or busy > self.kept[-1]["cpu_ms"] / 1000):
+            top = sorted(self._cb.items(), key=lambda kv: -kv[1][1])[:6]
+            self.kept.append({
+                "at": when, "work_ms": round(1000 * work, 1), "cpu_ms": round(1000 * busy, 1),
+                "callbacks": self._count, "ready_at_start": ready_at_start,
+                "callbacks_cpu_ms": round(1000 * self._in_callbacks, 1),
+                "gcs": [(g, round(1000 * s, 2), c) for g, s, c in self._gcs],
+                # (kind, count, CPU ms, the most CPU ms of one, wall ms)
+                "top": [(k, int(n), round(1000 * t, 2), round(1000 * m, 2), round(1000 * w, 2))
+                        for k, (n, t, m, w) in top],
+                "samples": sorted(collections.Counter(self._samples).items(), key=lambda kv: -kv[1])[:8]})
+            self.kept.sort(key=lambda it: -it["cpu_ms"])
+            del self.kept[self.KEEP:]
+        self._samples.clear()
+        self._cb = {}
+        self._count = 0
+        self._in_callbacks = 0.0
+        self._gcs = []
 
 
 class GCWatch:
@@ -225,7 +357,7 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                 return OpenAIBatchTrigger(conn_id="openai_bench", batch_id=f"batch_{i:024x}",
                                           poll_interval=interval, timeout=3600)
 
-        async def go() -> dict[str, float]:
+        async def go() -> dict[str, Any]:
             async def drain(trigger: Any) -> None:
                 async for _event in trigger.run():
                     return
@@ -237,6 +369,9 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
             gc_watch = GCWatch()
             gc.callbacks.append(gc_watch)
             cpu, begin = time.process_time(), time.perf_counter()
+            if meter.trace is not None:
+                meter.trace.until = begin + window
+                meter.trace.young_after = begin + float(os.environ.get("BENCH_TRIGGER_YOUNG_AFTER", "2"))
             tasks = []
             for i in range(n):
                 # As Airflow 3.3's TriggerRunner.create_triggers does: one trigger at a time, built from its
@@ -300,6 +435,10 @@ def measure(kind: str, n: int, interval: float, window: float) -> None:
                                             for when, work, busy in inside), key=lambda x: -x[1])[:8],
                     "worst_late": sorted(((round(when - begin, 2), round(1000 * past)) for when, past in late),
                                          key=lambda x: -x[1])[:5],
+                    "trace": [{**it, "at": round(it["at"] - begin, 2)} for it in meter.trace.kept]
+                    if meter.trace is not None else None,
+                    "young": [(round(y[0] - begin, 2), *y[1:]) for y in meter.trace.young]
+                    if meter.trace is not None else None,
                     "gcs": [(round(at - begin, 2), round(1000 * ms)) for at, ms in zip(gc_watch.at, gc_watch.full,
                                                                                      strict=False)]}
 

@@ -265,3 +265,79 @@ async def test_shared_trigger_clients_poll_through_the_lean_transport() -> None:
         server.close()
         await asyncio.wait(raw.handlers, timeout=30)
     assert raw.connections == 1 and len(raw.seen) == 3
+
+
+async def test_a_burst_of_polls_opens_few_connections_at_a_time() -> None:
+    """Polls arriving together on an empty pool (the first ones, or after every keep-alive connection
+    expired) open at most MAX_CONNECTING connections at a time; every poll is still answered."""
+    from airflow_batchwork.triggers.lean_http import MAX_CONNECTING
+
+    polls = 12
+    raw = RawServer(lambda seen, i: (ok(), False))
+    server = await started(raw)
+    loop = asyncio.get_running_loop()
+    original = loop.create_connection
+    opening = most = 0
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal opening, most
+        opening += 1
+        most = max(most, opening)
+        try:
+            await asyncio.sleep(0.01)  # a connect that takes a moment, as over a network
+            return await original(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            opening -= 1
+
+    loop.create_connection = counted  # type: ignore[method-assign]
+    http = http_for(raw, LeanTransport())
+    try:
+        answers = await asyncio.gather(*(http.request("GET", "/batches/batch_1", retry_safe=True)
+                                         for _ in range(polls)))
+    finally:
+        loop.create_connection = original  # type: ignore[method-assign]
+        await finish(http, (raw, server))
+    assert [a.json() for a in answers] == [json.loads(BODY)] * polls
+    assert 1 <= most <= MAX_CONNECTING
+
+
+async def test_an_answer_that_never_comes_times_out() -> None:
+    """The read timeout still ends a poll whose answer never comes (the server reads and says nothing)."""
+    raw = RawServer(lambda seen, i: (b"", False))
+    server = await started(raw)
+    http = ProviderHTTP("openai", f"http://127.0.0.1:{raw.port}/v1", {"authorization": "Bearer sk-test"},
+                        transport=LeanTransport(), retry=RetryPolicy(max_attempts=2, base_delay=0.01), timeout=0.2)
+    try:
+        with pytest.raises(ProviderAPIError) as info:
+            await http.request("GET", "/batches/batch_1", retry_safe=True)
+    finally:
+        await finish(http, (raw, server))
+    assert info.value.status_code == 0 and "ReadTimeout" in str(info.value)
+    assert len(raw.seen) == 2  # tried twice, each on its own connection (a timed-out one is not reused)
+    assert [s.connection for s in raw.seen] == [1, 2]
+
+
+async def test_answered_polls_leave_no_timer_behind() -> None:
+    """A poll's read timeout is no timer of its own: answered polls leave no cancelled timer waiting in the
+    loop until its time (each was a GC-tracked object for the read timeout's 120 s)."""
+    import gc
+
+    raw = RawServer(lambda seen, i: (ok(), False))
+    server = await started(raw)
+    http = http_for(raw, LeanTransport())
+
+    def timers() -> int:
+        return sum(isinstance(o, asyncio.TimerHandle) for o in gc.get_objects())
+
+    # A sleeping trigger's wake-up, due before any read timeout: what the loop's timer heap holds first.
+    sleeping = asyncio.get_running_loop().call_later(60, lambda: None)
+    try:
+        await http.request("GET", "/batches/batch_1", retry_safe=True)
+        before = timers()
+        for _ in range(30):
+            await http.request("GET", "/batches/batch_1", retry_safe=True)
+        after = timers()
+    finally:
+        sleeping.cancel()
+        await finish(http, (raw, server))
+    assert after - before <= 1

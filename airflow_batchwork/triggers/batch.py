@@ -51,11 +51,12 @@ def min_resume_delay() -> float:
         return MIN_RESUME_DELAY
 
 
-# Trigger starts between two `gc.freeze()` calls (see freeze_heap): a full collection walks at most the
-# objects of this many triggers started since the last one (~23 each), not of every trigger running.
+# Trigger starts, or triggers' first polls, between two `gc.freeze()` calls (see freeze_heap): a full
+# collection walks at most the objects of this many triggers since the last one, not of every trigger.
 FREEZE_EVERY = 500
 _freeze_on: bool | None = None  # [batchwork] gc_freeze, read at the first trigger's start
 _starts_since_freeze: int | None = None  # None: no trigger started yet in this process
+_settled_since_freeze = 0  # triggers' first polls since the last freeze
 _CLASS_LOGS: dict[type, Any] = {}
 _NO_CONTEXT = contextvars.Context()  # the sleep's wake-up callback reads no context variable
 
@@ -90,9 +91,16 @@ def gc_freeze_enabled() -> bool:
         return True
 
 
-def freeze_heap() -> bool:
-    """At every trigger's start: `gc.freeze()` at the first in the process and again after every
-    `FREEZE_EVERY` more, unless ``[batchwork] gc_freeze`` is off (read once). True when it froze now.
+def freeze_heap(*, settled: bool = False) -> bool:
+    """`gc.freeze()` at the first trigger's start in the process, and again after every `FREEZE_EVERY`
+    more starts (called at every start) and after every `FREEZE_EVERY` triggers' first polls
+    (``settled``: called after each trigger's first poll), counted apart, unless ``[batchwork] gc_freeze``
+    is off (read once). True when it froze now.
+
+    First polls count too, because a trigger makes some lasting objects (its progress reporter) only once
+    its start-up jitter has passed: freezing at starts only left them all out (5,000 progress reporters
+    among the ~54k objects a full collection walked at 5,000 triggers, bench/trigger.py's trace). Starts
+    count because triggers created in a burst poll only seconds later.
 
     Everything alive then moves to the permanent generation, so Python's default GC no longer walks it in
     every full collection, which otherwise stops the triggerer's event loop: ~175k objects of the imports
@@ -104,17 +112,49 @@ def freeze_heap() -> bool:
     (completed, failed, timed out or cancelled: tests/test_trigger_gc.py), so freezing running triggers keeps
     nothing of theirs; other objects of the process alive at a freeze are frozen with them (measured in
     docs/performance.md). Airflow does the same in its DAG processor and LocalExecutor."""
-    global _freeze_on, _starts_since_freeze
+    global _freeze_on, _starts_since_freeze, _settled_since_freeze
     if _freeze_on is None:
         _freeze_on = gc_freeze_enabled()
     if not _freeze_on:
         return False
-    if _starts_since_freeze is not None and _starts_since_freeze + 1 < FREEZE_EVERY:
-        _starts_since_freeze += 1
-        return False
-    _starts_since_freeze = 0
+    if _starts_since_freeze is not None:
+        if settled:
+            _settled_since_freeze += 1
+        else:
+            _starts_since_freeze += 1
+        if _starts_since_freeze < FREEZE_EVERY and _settled_since_freeze < FREEZE_EVERY:
+            return False
+    if settled:
+        _settled_since_freeze = 0
+    else:
+        _starts_since_freeze = 0
     gc.collect(1)
     gc.freeze()
+    return True
+
+
+# Polls (of all triggers in the process) between two young collections: see collect_young.
+COLLECT_EVERY = 200
+_polls_since_collect = 0
+
+
+def collect_young() -> bool:
+    """After each poll: a young collection (generations 0 and 1) once every `COLLECT_EVERY` polls of the
+    process, unless the GC is disabled. True when it collected now.
+
+    A sleeping trigger keeps a few GC-tracked objects alive for its whole interval (its wake-up future,
+    the future's iterator and callback, the timer and its arguments), and each poll frees about as many as
+    it makes, so Python's allocation count, which starts a young collection, lags far behind what piles
+    up in the young generations: with 5,000 triggers a generation-1 collection walked 13-19k objects,
+    5-41 ms in one loop iteration in which no other trigger ran (bench/trigger.py --trace). Collected
+    in small doses, one walks at most what the last `COLLECT_EVERY` polls left (a millisecond or two).
+    Thresholds are untouched and nothing is frozen; survivors move to the old generation as they would."""
+    global _polls_since_collect
+    _polls_since_collect += 1
+    if _polls_since_collect < COLLECT_EVERY or not gc.isenabled():
+        return False
+    _polls_since_collect = 0
+    gc.collect(1)
     return True
 
 
@@ -245,6 +285,7 @@ class BatchCompleteTrigger(BaseTrigger):
             failures = 0
             progress = ProgressReporter(min_interval=max(PROGRESS_EVERY, self.poll_interval),
                                         heartbeat=max(PROGRESS_HEARTBEAT, self.poll_interval))
+            first_poll = True
             while True:
                 status: JobStatus | None
                 try:
@@ -277,6 +318,10 @@ class BatchCompleteTrigger(BaseTrigger):
                         message += await self._cancel(client, "timeout")
                     return self._event("timeout", message, status)
                 status = None  # not kept across the sleep: objects that live a whole interval reach generation 2
+                if first_poll:
+                    first_poll = False
+                    freeze_heap(settled=True)
+                collect_young()
                 pause = sleep_for(self.poll_interval, now=now, deadline=self.end_time)
                 if plain_sleep:
                     # asyncio.sleep, inline: no sleep coroutine and no copied context per sleeping trigger.

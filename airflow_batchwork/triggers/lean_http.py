@@ -34,11 +34,21 @@ from airflow_batchwork.adapters.http import shared_ssl_context
 # An idle keep-alive connection is not reused after this long (servers close theirs after a while).
 KEEPALIVE_EXPIRY = 30.0
 MAX_CONNECTIONS = 64
+# Connections being opened at once per origin. Opening one is ~0.6 ms of the loop's CPU (socket, transport,
+# protocol, the futures of asyncio's connect), and a burst of polls on an empty pool (the first polls, or
+# every keep-alive connection expired after a pause longer than KEEPALIVE_EXPIRY) opened up to
+# MAX_CONNECTIONS in the same loop iteration: ~40 ms in which no other trigger ran (bench/trigger.py
+# --trace). The others wait for a connection to be given back or for their turn to open one.
+MAX_CONNECTING = 4
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
-# The read-timeout callbacks need no context variables: a shared empty context instead of a copy per poll
-# (a cancelled timer stays in the loop's heap until its time, and with it its context).
+# The read-timeout watchdog needs no context variables: a shared empty context instead of a copy.
 _NO_CONTEXT = contextvars.Context()
+# How often a pool with answers under way checks their read deadlines (at most; sooner for a shorter
+# timeout). One timer per pool instead of one per poll: a poll's cancelled timer stayed in the loop's heap
+# until its time (the 120 s read timeout), a GC-tracked object per recent poll that every young
+# collection walked (bench/trigger.py --trace).
+WATCH_EVERY = 1.0
 
 
 # A path and query httpx would send as they are (no character it would percent-encode).
@@ -67,6 +77,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.used = False
         self.head_only = False
+        self.deadline: float | None = None  # loop time by which the answer under way must be in
         # The parse state of the answer under way.
         self._head: tuple[int, bytes, list[tuple[bytes, bytes]], bool] | None = None
         self._length: int | None = None
@@ -235,13 +246,13 @@ class _Connection(asyncio.Protocol):
         self._head, self._length, self._chunked, self._until_close = None, None, False, False
         self.head_only = head_only
         self.transport.write(head)
-        timer = None if read_timeout is None else loop.call_later(read_timeout, self._timed_out, waiter,
-                                                                  context=_NO_CONTEXT)
+        if read_timeout is not None:
+            self.deadline = loop.time() + read_timeout
+            self.pool.watch(loop, read_timeout)
         try:
             return await waiter
         finally:
-            if timer is not None:
-                timer.cancel()
+            self.deadline = None
             self.waiter = None
             self.used = True
 
@@ -264,7 +275,32 @@ class _Pool:
         self.idle: collections.deque[_Connection] = collections.deque()
         self.proxy = proxy_for(f"{scheme}://{host}:{port}")
         self.slots = asyncio.Semaphore(limit)
+        self.connecting = asyncio.Semaphore(MAX_CONNECTING)
         self.open: set[_Connection] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+        """Make sure the read deadlines are checked within `read_timeout` (see WATCH_EVERY)."""
+        if self._watchdog is None or self._watchdog.when() > loop.time() + read_timeout:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = loop.call_later(min(WATCH_EVERY, read_timeout), self._check_deadlines, loop,
+                                             context=_NO_CONTEXT)
+
+    def _check_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._watchdog = None
+        now, soonest = loop.time(), None
+        for conn in list(self.open):
+            deadline, waiter = conn.deadline, conn.waiter
+            if deadline is None or waiter is None or waiter.done():
+                continue
+            if now >= deadline:
+                conn._timed_out(waiter)
+            elif soonest is None or deadline < soonest:
+                soonest = deadline
+        if soonest is not None:  # answers still under way: check again by the soonest deadline
+            self._watchdog = loop.call_later(min(WATCH_EVERY, soonest - now), self._check_deadlines, loop,
+                                             context=_NO_CONTEXT)
 
     def forget(self, conn: _Connection) -> None:
         self.open.discard(conn)
@@ -286,6 +322,15 @@ class _Pool:
         self.open.add(conn)
         return conn
 
+    async def connection(self, timeout: float | None) -> _Connection:
+        """An idle connection, else a new one, at most `MAX_CONNECTING` being opened at a time."""
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
+        async with self.connecting:
+            # One may have been given back while this waited for its turn.
+            return self.take_idle() or await self.connect(timeout)
+
     def take_idle(self) -> _Connection | None:
         now = time.monotonic()
         while self.idle:
@@ -300,6 +345,9 @@ class _Pool:
         self.idle.append(conn)
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for conn in list(self.open):
             conn.close()
         self.idle.clear()
@@ -424,7 +472,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                         *, head_only: bool) -> httpx.Response:
         async with pool.slots:
             for _ in range(2):
-                conn = pool.take_idle() or await pool.connect(connect_timeout)
+                conn = await pool.connection(connect_timeout)
                 try:
                     status, reason, headers, body, keep_alive = await conn.exchange(head, read_timeout, head_only)
                 except _Stale:
