@@ -56,10 +56,11 @@ schemas: $(STAMP)
 integration: $(INTEGRATION_STAMP)
 	BATCHWORK_INTEGRATION=1 $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
-# ruff; mypy over the Airflow-free layers; the import contracts of pyproject.toml (docs/architecture.md).
+# ruff; mypy over the Airflow-free layers and the emulator; the import contracts of pyproject.toml (docs/architecture.md).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy airflow_batchwork/values airflow_batchwork/adapters airflow_batchwork/engine airflow_batchwork/core
+	$(VENV)/bin/mypy airflow_batchwork/values airflow_batchwork/adapters airflow_batchwork/engine airflow_batchwork/core \
+		airflow_batchwork/testing
 	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(BENCH_STAMP)

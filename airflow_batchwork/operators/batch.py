@@ -482,7 +482,7 @@ class CollectResultsOperator(_FailFastTemplates, ResubmitMixin, BaseOperator):
             self.outlets = [*self.outlets, self.results_outlet]
 
     @classmethod
-    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
+    def partial(cls, **kwargs: Any) -> Any:
         """Like ``BaseOperator.partial``, but the results outlet is declared now, at parse time.
 
         A mapped task's ``__init__`` runs only on the worker, so without this the serialized DAG has no

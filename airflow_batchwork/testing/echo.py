@@ -298,7 +298,9 @@ def _instance(schema: Mapping[str, Any], root: Mapping[str, Any], seed: str, dep
         return {name: _instance(sub, root, seed, depth + 1) for name, sub in props.items()
                 if isinstance(sub, Mapping) and depth < 16}
     if kind == "array":
-        items = merged.get("items") if isinstance(merged.get("items"), Mapping) else {}
+        items = merged.get("items")
+        if not isinstance(items, Mapping):
+            items = {}
         count = max(int(merged.get("minItems") or 0), 1)
         if merged.get("maxItems") is not None:
             count = min(count, int(merged["maxItems"]))

@@ -582,15 +582,16 @@ def test_emulator_refuses_bad_file_lines_per_item(emulator: Emulator, tmp_path: 
     good = {"key": "good", "request": GOOD_REQUEST}
     bad_part = {"key": "bad-part", "request": {"contents": [{"parts": [{"type": "text", "text": "x"}]}]}}
     bad_field = {"key": "bad-field", "request": {**GOOD_REQUEST, "max_tokens": 5}}
-    path.write_text("".join(json.dumps(x) + "\n" for x in (good, bad_part, bad_field)))
+    no_request = {"key": "no-request"}
+    path.write_text("".join(json.dumps(x) + "\n" for x in (good, bad_part, bad_field, no_request)))
     sdk = genai.Client(api_key="test-key", http_options={"base_url": base(emulator)})
     uploaded = sdk.files.upload(file=path, config={"mime_type": "jsonl"})
     answer = create(emulator, {"displayName": "mixed", "inputConfig": {"fileName": uploaded.name}})
     assert answer.status_code == 200
     done = wait_done(emulator, answer.json()["name"])
     assert done["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
-    assert done["metadata"]["batchStats"] == {"requestCount": "3", "successfulRequestCount": "1",
-                                              "failedRequestCount": "2"}
+    assert done["metadata"]["batchStats"] == {"requestCount": "4", "successfulRequestCount": "1",
+                                              "failedRequestCount": "3"}
     media = httpx.get(f"{base(emulator)}/download/v1beta/{done['response']['responsesFile']}:download",
                       headers=KEY, params={"alt": "media"})
     lines = {line["key"]: line for line in map(json.loads, media.text.splitlines())}
@@ -599,6 +600,7 @@ def test_emulator_refuses_bad_file_lines_per_item(emulator: Emulator, tmp_path: 
     assert "response" in lines["good"]
     assert lines["bad-part"]["error"]["code"] == 3 and 'Unknown name "type"' in lines["bad-part"]["error"]["message"]
     assert lines["bad-field"]["error"]["code"] == 3 and '"max_tokens"' in lines["bad-field"]["error"]["message"]
+    assert lines["no-request"]["error"]["code"] == 3
 
 
 # --- the fixed bug: per-item google.rpc.Status codes decide resubmission, end to end ----------------------

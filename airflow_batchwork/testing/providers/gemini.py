@@ -910,6 +910,8 @@ class _GeminiRoutes:
                     problem = _schema_problem(type_name, _canonical(entry, {"$ref": f"#/$defs/{type_name}"}))
                     if problem is not None:
                         raise _Rejected(problem[1])
+                if not isinstance(request, Mapping):
+                    raise _Rejected("request: a request object is required")
                 new_id = self.store.new_id
                 if method == _EMBED:
                     reply = _embed(request)

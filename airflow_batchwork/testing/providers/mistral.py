@@ -332,7 +332,7 @@ class MistralBatchRoutes:
             errors=errors,
             render=lambda item, outcome: self._render(endpoint, model, timeout_hours, item, outcome),
             on_end=None if requests is not None else self._write_result_files,
-            extra={"input_files": list(input_files), "timeout_hours": timeout_hours},
+            extra={"input_files": list(input_files or ()), "timeout_hours": timeout_hours},
             id_prefix="batch-",
         )
         return JSONResponse(_job_object(view))

@@ -338,7 +338,7 @@ class TogetherRoutes:
             raise BatchApiError(
                 400, f"input file has purpose {input_file.purpose!r}; batch input needs 'batch-api'"
             )
-        items, model, problems = _parse_input_file(input_file.data, endpoint)
+        items, model, line_errors = _parse_input_file(input_file.data, endpoint)
         model_id = body.get("model_id")
         model = model_id if isinstance(model_id, str) and model_id else model
         view = self.store.create_batch(
@@ -346,7 +346,7 @@ class TogetherRoutes:
             endpoint=endpoint,
             items=items,
             model=model,
-            errors=problems,
+            errors=line_errors,
             render=self._render,
             on_end=self._write_result_files,
             extra={"input_file_id": input_file.id, "file_size_bytes": input_file.size},
