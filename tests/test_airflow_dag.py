@@ -26,8 +26,8 @@ class PollGatedClock:
         self.emu, self.polls, self.frozen = emu, polls, time.time()
 
     def __call__(self) -> float:
-        batch_ids = tuple(self.emu.store._batches)  # the raw keys: a view would ask this clock again
-        seen = sum(1 for r in self.emu.store._requests if r.method == "GET" and r.path.endswith(batch_ids))
+        batch_ids = tuple(self.emu.batch_ids())
+        seen = sum(1 for r in self.emu.requests if r.method == "GET" and r.path.endswith(batch_ids))
         return self.frozen if seen < self.polls else time.time() + 3600
 
 

@@ -240,6 +240,21 @@ def test_the_clock_is_settable_at_runtime() -> None:
             emulator.clock = 5.0  # type: ignore[assignment]
 
 
+def test_a_clock_may_look_at_the_batch_ids() -> None:
+    with Emulator(processing_seconds=100) as emulator:
+        # Ends every batch once two exist: the ids are read without a snapshot, which would ask this clock.
+        emulator.clock = lambda: time.time() + (200 if len(emulator.batch_ids("openai")) >= 2 else 0)
+        sdk = openai.OpenAI(base_url=emulator.base_url("openai"), api_key="k", max_retries=0)
+        line = b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}'
+        upload = sdk.files.create(file=("in.jsonl", line + b"\n"), purpose="batch")
+        first = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert sdk.batches.retrieve(first.id).status != "completed"
+        second = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert emulator.batch_ids() == emulator.batch_ids("openai") == [first.id, second.id]
+        assert emulator.batch_ids("anthropic") == []
+        assert sdk.batches.retrieve(first.id).status == "completed"
+
+
 def test_requests_are_logged_with_provider_and_status(emu: Emulator) -> None:
     client = openai.OpenAI(base_url=emu.base_url("openai"), api_key="k", max_retries=0)
     client.batches.list()

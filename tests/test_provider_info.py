@@ -15,10 +15,10 @@ def test_entry_point_and_package_name() -> None:
 
 def test_providers_manager_sees_connection_type_and_modules() -> None:
     from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
-    manager = ProvidersManager()
-    assert "airflow-batchwork" in manager.providers
-    hook = manager.hooks["batchwork"]
+    assert "airflow-batchwork" in ProvidersManager().providers
+    hook = ProvidersManagerTaskRuntime().hooks["batchwork"]  # where workers and triggerers look hooks up
     assert hook is not None and hook.hook_class_name == "airflow_batchwork.hooks.batchwork.BatchworkHook"
     modules = {m for entry in get_provider_info()["triggers"] for m in entry["python-modules"]}
     assert {"airflow_batchwork.triggers.batch", "airflow_batchwork.triggers.webhook"} <= modules

@@ -252,6 +252,10 @@ class Emulator:
         """Snapshots of the batches created so far (of one provider), oldest first."""
         return self.store.batches(provider)
 
+    def batch_ids(self, provider: str | None = None) -> list[str]:
+        """Ids of the batches created so far (of one provider), oldest first, without asking the clock."""
+        return self.store.batch_ids(provider)
+
     def files(self, provider: str | None = None) -> list[StoredFile]:
         """Files uploaded or generated so far (of one provider), oldest first."""
         return self.store.files(provider)

@@ -435,6 +435,12 @@ class Store:
                 self._view(b) for b in self._batches.values() if provider is None or b.provider == provider
             ]
 
+    def batch_ids(self, provider: str | None = None) -> list[str]:
+        """Ids of all batches (of one provider), oldest first; unlike `batches`, the clock is not asked (a
+        clock may call this)."""
+        with self._lock:
+            return [b.id for b in self._batches.values() if provider is None or b.provider == provider]
+
     def cancel_batch(self, provider: str, batch_id: str) -> BatchView | None:
         """Request cancellation; a no-op on a batch already cancelling or terminal. None if unknown."""
         with self._lock:
