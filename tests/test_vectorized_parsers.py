@@ -166,3 +166,53 @@ def test_anthropic_every_branch(variant: str) -> None:
     fast = parse_results_chunk(data, "b")
     slow = items_to_batch(AnthropicAdapter.offline().parse_result_text(parse_model("anthropic/m"), "b", data.decode()))
     assert fast is not None and fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+
+
+def _openai_collected(data: bytes):  # type: ignore[no-untyped-def]
+    """What the collector writes for a chunk: the fast path's rows, or the line parser's where it falls back."""
+    fast = parse_chat_chunk(data, "b", dict(FINISH_REASONS), EXPIRED_CODES, CANCELED_CODES)
+    return fast if fast is not None else _openai_slow(data)
+
+
+# Tool calls are found by the JSON read (`message.tool_calls` must be empty or null for the fast path), not by a
+# scan of the chunk's bytes: every shape of `tool_calls` gives the line parser's rows.
+@pytest.mark.parametrize("calls", [
+    [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}],
+    [], None, [None], ["not a call"], "text", {},
+])
+@pytest.mark.parametrize("choice", [0, 1])
+def test_openai_tool_call_shapes_give_the_line_parsers_rows(calls: object, choice: int) -> None:
+    lines = openai_lines()
+    message: dict[str, object] = {"role": "assistant", "content": None, "tool_calls": calls}
+    choices: list[dict[str, object]] = [{"index": 0, "message": {"role": "assistant", "content": "first"},
+                                         "finish_reason": "stop"}] if choice else []
+    choices.append({"index": choice, "message": message})  # no finish_reason: the line parser infers one
+    lines.append({"custom_id": "c9", "response": {"status_code": 200, "body": {
+        "choices": choices, "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}}}})
+    data = chunk(lines)
+    got, want = _openai_collected(data), _openai_slow(data)
+    assert got.equals(want), (got.to_pylist()[-1], want.to_pylist()[-1])
+
+
+@pytest.mark.parametrize("part", [{"functionCall": {"name": "f", "args": {}}}, {"functionCall": {"args": {}}},
+                                  {"text": "t", "functionCall": None}, {"text": "t", "functionCall": "x"}])
+def test_gemini_function_call_shapes_give_the_line_parsers_rows(part: dict[str, object]) -> None:
+    lines = [*gemini_lines(), {"key": "c9", "response": {"candidates": [
+        {"content": {"parts": [{"text": "a "}, part]}, "finishReason": "STOP"}]}}]
+    data = chunk(lines)
+    adapter, ref = GoogleAdapter.offline(), parse_model("google/gemini-2.5-flash")
+    slow = items_to_batch(adapter.parse_result_text(ref, "batches/b", data.decode()))
+    got = parse_generate_chunk(data, "batches/b") or slow
+    assert got.equals(slow), (got.to_pylist()[-1], slow.to_pylist()[-1])
+
+
+@pytest.mark.parametrize("block", [{"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
+                                   {"type": "thinking", "thinking": "hm"}])
+def test_anthropic_tool_use_blocks_give_the_line_parsers_rows(block: dict[str, object]) -> None:
+    lines = [*anthropic_lines(), {"custom_id": "c9", "result": {"type": "succeeded", "message": {
+        "content": [{"type": "text", "text": "a"}, block], "stop_reason": "tool_use",
+        "usage": {"input_tokens": 5, "output_tokens": 2}}}}]
+    data = chunk(lines)
+    slow = items_to_batch(AnthropicAdapter.offline().parse_result_text(parse_model("anthropic/m"), "b", data.decode()))
+    got = parse_results_chunk(data, "b") or slow
+    assert got.equals(slow), (got.to_pylist()[-1], slow.to_pylist()[-1])

@@ -471,8 +471,6 @@ RESULT_LINE_SCHEMA = pa.schema([
 
 def parse_results_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
     """Result columns for a chunk of result lines, computed in Arrow; None to fall back to `parse_line`."""
-    if b'"tool_use"' in chunk and TOOL_USE_BLOCK.search(chunk):  # tool calls are read line by line
-        return None
     parsed = read_lines(chunk, RESULT_LINE_SCHEMA)
     if parsed is None:
         return None
@@ -518,7 +516,6 @@ def parse_results_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
     return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
 
 
-TOOL_USE_BLOCK = re.compile(rb'"type"\s*:\s*"tool_use"')
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 

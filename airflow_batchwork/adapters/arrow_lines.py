@@ -8,8 +8,8 @@ per-line parser for that chunk.
 
 from __future__ import annotations
 
-import re
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -21,6 +21,11 @@ import pyarrow.json as pj
 from airflow_batchwork.values.result_schema import ITEM_SCHEMA
 
 CHUNK_BYTES = 3 * 1024 * 1024
+# Chunks whose JSON read is under way on threads of their own while the caller parses the one before them. Two,
+# not one: on a busy 2-core machine two reads in flight keep the read (the collect's longest stage) going while
+# a read thread waits for a core (1M OpenAI lines beside a `yes`: 8.9-11.6 s, against 12.3-12.4 s with one);
+# each costs one more chunk and its parse in memory (peak RSS 231-235 MB, against 209-222).
+READ_AHEAD_CHUNKS = 2
 _ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])
 CHAT_LINE_SCHEMA = pa.schema([
     ("custom_id", pa.string()),
@@ -28,7 +33,10 @@ CHAT_LINE_SCHEMA = pa.schema([
         ("status_code", pa.int64()),
         ("body", pa.struct([
             ("choices", pa.list_(pa.struct([
-                ("message", pa.struct([("content", pa.string())])),
+                # `tool_calls` as a list of nulls: an empty list or null reads, a list of calls (objects)
+                # fails the read, so the chunk goes to the line parser (which reads the calls) with no
+                # scan of its bytes; a non-empty list of anything else is refused in `parse_chat_chunk`.
+                ("message", pa.struct([("content", pa.string()), ("tool_calls", pa.list_(pa.null()))])),
                 ("finish_reason", pa.string()),
             ]))),
             ("usage", pa.struct([
@@ -40,8 +48,6 @@ CHAT_LINE_SCHEMA = pa.schema([
     ("error", _ERROR),
 ])
 
-
-TOOL_CALLS = re.compile(rb'"tool_calls"\s*:\s*\[\s*\{')
 
 
 def const(value: str | None, n: int) -> pa.Array:
@@ -60,6 +66,14 @@ def only_where(ok: pa.Array, values: pa.Array) -> pa.Array:
     if not pc.any(pc.and_kleene(pc.invert(pc.fill_null(ok, False)), pc.is_valid(values))).as_py():
         return values
     return pc.if_else(ok, values, pa.nulls(len(values), values.type))
+
+
+def first_element(lists: pa.ListArray) -> pa.Array:
+    """The first element of each list, null for a null or empty list: one `take` of the list values (for a
+    list of structs, `pc.list_element` appended row by row: 3x the time for OpenAI's choices)."""
+    starts = lists.offsets.slice(0, len(lists))
+    present = pc.fill_null(pc.greater(pc.list_value_length(lists), 0), False)
+    return pc.take(lists.values, pc.if_else(present, starts, pa.nulls(len(lists), starts.type)))
 
 
 def empty_batch() -> pa.RecordBatch:
@@ -127,8 +141,6 @@ def parse_chat_chunk(
     canceled_codes: frozenset[str],
 ) -> pa.RecordBatch | None:
     """Result columns for every line of `chunk` (complete lines only), or None to fall back."""
-    if b'"tool_calls"' in chunk and TOOL_CALLS.search(chunk):  # tool calls are read line by line
-        return None
     parsed = read_lines(chunk, CHAT_LINE_SCHEMA)
     if parsed is None:
         return None
@@ -154,10 +166,10 @@ def parse_chat_chunk(
                    pc.if_else(pc.fill_null(pc.is_in(code, pa.array(sorted(canceled_codes))), False),
                               "canceled", "errored")))
     choices = field(body, "choices")
-    try:
-        first = pc.list_element(only_where(pc.greater(pc.list_value_length(choices), 0), choices), 0)
-    except (pa.ArrowInvalid, pa.ArrowIndexError):
-        return None
+    calls = pc.list_value_length(field(pc.list_flatten(choices), "message", "tool_calls"))
+    if len(calls) and pc.max(calls).as_py():
+        return None  # tool calls are read line by line
+    first = first_element(choices)
     content = field(first, "message", "content")
     mapped = map_values(field(first, "finish_reason"), finish_reasons)
     errored = pc.equal(status, "errored")
@@ -216,33 +228,37 @@ class _Thread:
 async def parse_chunks(chunks: AsyncIterator[bytes], parse: Callable[[bytes], pa.RecordBatch],
                        schema: pa.Schema | None = None, id_column: str = "custom_id"
                        ) -> AsyncIterator[pa.RecordBatch]:
-    """`parse` each chunk, in order; with `schema`, the JSON read of chunk k+1 (`read_lines`: pyarrow's reader,
-    one call that releases the GIL for its whole run, ~45 % of the collect's CPU) runs on a thread of its own
-    while chunk k is parsed and written, and `parse` finds it done when it calls `read_lines`.
+    """`parse` each chunk, in order; with `schema`, the JSON reads of the next `READ_AHEAD_CHUNKS` chunks
+    (`read_lines`: pyarrow's reader, one call that releases the GIL for its whole run, ~45 % of the collect's CPU)
+    run on threads of their own while chunk k is parsed and written, and `parse` finds its read done when it calls
+    `read_lines`.
 
     Only the read goes ahead, never the rest of the parse: that is many short Arrow calls, each taking the GIL
     back, so beside the caller it queued for the GIL at every call (a worker doing the whole parse made 100k
-    OpenAI lines slower on a busy 2-core machine, 1.70-2.06 s against 1.22-1.48 s). At most one chunk is read
-    ahead (one more chunk and its parse in memory), and the thread reading it lives only for that read: it is
-    joined before the next one starts and on every way out (an error, cancellation, the generator closed)."""
+    OpenAI lines slower on a busy 2-core machine, 1.70-2.06 s against 1.22-1.48 s). At most `READ_AHEAD_CHUNKS`
+    chunks are read ahead (each one more chunk and its parse in memory), and each thread reading one lives only
+    for that read: the oldest is joined before the next starts, and all are joined on every way out (an error,
+    cancellation, the generator closed)."""
     if schema is None:
         async for chunk in chunks:
             yield parse(chunk)
         return
-    ahead: tuple[bytes, _Thread] | None = None
+    ahead: deque[tuple[bytes, _Thread]] = deque()
     try:
         async for chunk in chunks:
-            done = (ahead[0], ahead[1].result()) if ahead is not None else None  # joined before the next starts
-            ahead = (chunk, _Thread(_read_lines, chunk, schema, id_column))
+            done = None
+            if len(ahead) == READ_AHEAD_CHUNKS:
+                first, reading = ahead.popleft()
+                done = (first, reading.result())  # joined before the next starts
+            ahead.append((chunk, _Thread(_read_lines, chunk, schema, id_column)))
             if done is not None:
                 yield _parse_read(parse, *done, schema, id_column)
-        if ahead is not None:
-            done = (ahead[0], ahead[1].result())
-            ahead = None
-            yield _parse_read(parse, *done, schema, id_column)
+        while ahead:
+            first, reading = ahead.popleft()
+            yield _parse_read(parse, first, reading.result(), schema, id_column)
     finally:
-        if ahead is not None:
-            ahead[1].join()  # a read still going when the caller stops or fails
+        for _, reading in ahead:
+            reading.join()  # reads still going when the caller stops or fails
 
 
 def _parse_read(parse: Callable[[bytes], pa.RecordBatch], chunk: bytes, read: Read, schema: pa.Schema,

@@ -32,6 +32,7 @@ from airflow_batchwork.adapters.arrow_lines import (
     const,
     empty_batch,
     field,
+    first_element,
     map_values,
     only_where,
     parse_chunks,
@@ -353,8 +354,6 @@ _LOWER_FINISH: dict[str, str] = {k.lower(): v for k, v in FINISH_REASONS.items()
 def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
     """Result columns for a chunk of file-mode `{key, response | error}` lines, computed in Arrow; None
     when a line needs the line parser (thought or function-call parts, blocked prompts, odd shapes)."""
-    if b'"functionCall"' in chunk:  # tool calls are read line by line
-        return None
     parsed = read_lines(chunk, GENERATE_LINE_SCHEMA, id_column="key")
     if parsed is None:
         return None
@@ -376,7 +375,7 @@ def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
         and field(parts_of_all, "text").null_count == 0
     ):
         return None
-    first = pc.list_element(only_where(ok, candidates), 0)
+    first = first_element(only_where(ok, candidates))
     parts = field(first, "content", "parts")
     if not pc.all(pc.or_(pc.invert(ok), pc.greater(pc.fill_null(pc.list_value_length(parts), 0), 0))).as_py():
         return None

@@ -62,7 +62,7 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
     # `prompt_tokens`; caching is automatic on the models that have it.
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
-    cache_hit_pattern: ClassVar[str | None] = r'"(cached_tokens|cache_write_tokens)":\s*[1-9]'
+    cache_hit_pattern: ClassVar[str | None] = r'"cache(?:d|_write)_tokens":\s*[1-9]'
     # 50,000 lines per input file (batch guide). Size: the guide says 200 MB, the SDK docstring 100 MB;
     # the smaller one is used so a shard is never refused.
     limits: ClassVar[ProviderLimits] = ProviderLimits(50_000, 100 * 1024 * 1024, 100 * 1024 * 1024)

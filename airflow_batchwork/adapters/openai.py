@@ -85,7 +85,9 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
     # `prompt_tokens`/`input_tokens` include (SDK `CompletionUsage`, `ResponseUsage`).
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
-    cache_hit_pattern: ClassVar[str | None] = r'"(cached_tokens|cache_write_tokens)":\s*[1-9]'
+    # A literal prefix (`"cache`): Python's `re` pre-check of a chunk then skips to it instead of trying a match
+    # at every quote (100k lines: ~0.045 s, was ~0.057).
+    cache_hit_pattern: ClassVar[str | None] = r'"cache(?:d|_write)_tokens":\s*[1-9]'
 
     def content_support(self, ref: ModelRef) -> ContentSupport:
         # OpenAI spec: chat `image_url` parts (URL or data URL) and `file` parts (`file_data`, inline only:

@@ -228,7 +228,7 @@ class XAIAdapter(ProviderAdapter):
     # `prompt_tokens`.
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
-    cache_hit_pattern: ClassVar[str | None] = r'"(cached_tokens|cache_write_tokens)":\s*[1-9]'
+    cache_hit_pattern: ClassVar[str | None] = r'"cache(?:d|_write)_tokens":\s*[1-9]'
 
     @classmethod
     def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
