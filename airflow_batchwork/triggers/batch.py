@@ -30,6 +30,9 @@ from airflow_batchwork.values.errors import BatchworkError, ProviderAPIError
 from airflow_batchwork.values.handle import JobHandle
 from airflow_batchwork.values.status import JobStatus
 
+# The async connection lookup's imports, now rather than in the first trigger's poll (see the hook).
+BatchworkHook.import_async_lookup()
+
 EVENT_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "timeout", "error"})
 MAX_CONSECUTIVE_POLL_FAILURES = 5
 START_JITTER_MAX = 5.0
