@@ -157,6 +157,42 @@ async def test_triggers_share_one_client_per_provider() -> None:
     assert len(SHARED_CLIENTS) == 0
 
 
+async def test_sleeping_triggers_share_their_wake_up_timers(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty triggers sleeping between polls hold one timer between them, not one each (a timer and its
+    arguments per sleeping trigger were objects every full garbage collection walked), and all of them
+    still wake up and poll again."""
+    from airflow_batchwork.triggers import batch
+
+    monkeypatch.setattr(batch, "START_JITTER_MAX", 0.0)
+    emu.processing_seconds = 60
+    jobs = [await submit(emu, n=1) for _ in range(20)]
+    polls: dict[str, int] = {}
+    status = BatchClient.status
+
+    async def spy(self: BatchClient, job: Any) -> Any:
+        result = await status(self, job)
+        polls[job.batch_ids[0]] = polls.get(job.batch_ids[0], 0) + 1
+        return result
+
+    async def every_trigger_polled(times: int) -> None:
+        while len(polls) < len(jobs) or min(polls.values()) < times:
+            await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(BatchClient, "status", spy)
+    tasks = [asyncio.create_task(all_events(BatchCompleteTrigger(job=j.to_dict(), poll_interval=1.0,
+                                                                 end_time=time.time() + 600))) for j in jobs]
+    try:
+        await asyncio.wait_for(every_trigger_polled(1), timeout=120)
+        loop = asyncio.get_running_loop()
+        # The loop's pending timers (its private heap: what it will run when due), besides this test's own.
+        timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        await asyncio.wait_for(every_trigger_polled(2), timeout=120)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert len(timers) <= 3, [h._callback for h in timers]
+
 FIRST_TRIGGER = r"""
 import asyncio, json, os, sys, threading, time
 import airflow.jobs.triggerer_job_runner  # what a triggerer process has imported before any trigger
