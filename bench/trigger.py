@@ -32,6 +32,7 @@ import collections
 import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -126,9 +127,13 @@ class LoopMeter:
 
         trace, ready = self.trace, self.ready
 
+        usage = resource.getrusage
+        thread_usage = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+
         def timed_run_once() -> None:
             self._waited = 0.0
             waiting = len(ready) if trace is not None else 0
+            before = usage(thread_usage) if trace is not None else None
             begin, cpu = clock(), cpu_clock()
             run_once()
             work = clock() - begin - self._waited
@@ -136,7 +141,7 @@ class LoopMeter:
             if work > STALL:
                 stalls.append((begin, work, cpu_clock() - cpu))
             if trace is not None:
-                trace.iteration(begin, work, cpu_clock() - cpu, waiting)
+                trace.iteration(begin, work, cpu_clock() - cpu, waiting, before, usage(thread_usage))
             if begin >= next_sample[0]:
                 next_sample[0] = begin + 1.0
                 cpu_samples.append((begin, process_clock()))
@@ -175,7 +180,8 @@ class LoopTrace:
     """What ran in the loop's heaviest iterations (`--trace`, for diagnosis; it costs ~1 us per callback, so
     its CPU figures are not the bench's): per iteration, the callbacks (by kind: the coroutine a task step
     runs and the line it suspends at next, or the callback's own name), their count and time, and every
-    garbage collection in it (generation, ms). Keeps the `KEEP` iterations with the most loop CPU."""
+    garbage collection in it (generation, ms), the modules it imported, and the loop thread's user and system
+    CPU, page faults and involuntary context switches. Keeps the `KEEP` iterations with the most loop CPU."""
 
     KEEP = 12
 
@@ -190,6 +196,7 @@ class LoopTrace:
         self._gcs: list[tuple[int, float, int]] = []
         self._gc_began = 0.0
         self._samples: list[str] = []
+        self._imports: list[str] = []  # modules imported in the iteration (the "import" audit event)
 
     @staticmethod
     def _kind(handle: Any) -> str:
@@ -232,6 +239,14 @@ class LoopTrace:
 
         asyncio.events.Handle._run = traced_run  # type: ignore[method-assign,assignment]
         gc.callbacks.append(self._on_gc)
+        imports = self._imports
+
+        def on_audit(event: str, args: tuple[Any, ...]) -> None:
+            # Raised only when a module is not in sys.modules yet: what an iteration imported on the loop.
+            if event == "import":
+                imports.append(str(args[0]))
+
+        sys.addaudithook(on_audit)
         if os.environ.get("BENCH_TRIGGER_SAMPLE"):
             # Where the CPU went inside the heavy iterations: the interrupted stack, every ms of CPU.
             import signal
@@ -266,8 +281,16 @@ class LoopTrace:
             if self.young and len(self.young[-1]) == 3:
                 self.young[-1] = (*self.young[-1], round(1000 * spent, 2))
 
-    def iteration(self, when: float, work: float, busy: float, ready_at_start: int) -> None:
+    def iteration(self, when: float, work: float, busy: float, ready_at_start: int, before: Any = None,
+                  after: Any = None) -> None:
         if when < self.until and (len(self.kept) < self.KEEP or busy > self.kept[-1]["cpu_ms"] / 1000):
+            # The loop thread's CPU split into user and system time, its page faults and context switches:
+            # CPU that no callback or collection explains is often the kernel's (faults, reclaim).
+            usage = {} if before is None or after is None else {
+                "user_ms": round(1000 * (after.ru_utime - before.ru_utime), 1),
+                "sys_ms": round(1000 * (after.ru_stime - before.ru_stime), 1),
+                "minflt": after.ru_minflt - before.ru_minflt, "majflt": after.ru_majflt - before.ru_majflt,
+                "nivcsw": after.ru_nivcsw - before.ru_nivcsw}
             top = sorted(self._cb.items(), key=lambda kv: -kv[1][1])[:6]
             self.kept.append({
                 "at": when, "work_ms": round(1000 * work, 1), "cpu_ms": round(1000 * busy, 1),
@@ -277,10 +300,12 @@ class LoopTrace:
                 # (kind, count, CPU ms, the most CPU ms of one, wall ms)
                 "top": [(k, int(n), round(1000 * t, 2), round(1000 * m, 2), round(1000 * w, 2))
                         for k, (n, t, m, w) in top],
+                "imports": [len(self._imports), *self._imports[:8]], **usage,
                 "samples": sorted(collections.Counter(self._samples).items(), key=lambda kv: -kv[1])[:8]})
             self.kept.sort(key=lambda it: -it["cpu_ms"])
             del self.kept[self.KEEP:]
         self._samples.clear()
+        self._imports.clear()
         self._cb = {}
         self._count = 0
         self._in_callbacks = 0.0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -152,3 +155,87 @@ async def test_triggers_share_one_client_per_provider() -> None:
             mp.undo()
     assert len(seen) == 1
     assert len(SHARED_CLIENTS) == 0
+
+
+async def test_sleeping_triggers_share_their_wake_up_timers(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty triggers sleeping between polls hold one timer between them, not one each (a timer and its
+    arguments per sleeping trigger were objects every full garbage collection walked), and all of them
+    still wake up and poll again."""
+    from airflow_batchwork.triggers import batch
+
+    monkeypatch.setattr(batch, "START_JITTER_MAX", 0.0)
+    emu.processing_seconds = 60
+    jobs = [await submit(emu, n=1) for _ in range(20)]
+    polls: dict[str, int] = {}
+    status = BatchClient.status
+
+    async def spy(self: BatchClient, job: Any) -> Any:
+        result = await status(self, job)
+        polls[job.batch_ids[0]] = polls.get(job.batch_ids[0], 0) + 1
+        return result
+
+    async def every_trigger_polled(times: int) -> None:
+        while len(polls) < len(jobs) or min(polls.values()) < times:
+            await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(BatchClient, "status", spy)
+    tasks = [asyncio.create_task(all_events(BatchCompleteTrigger(job=j.to_dict(), poll_interval=1.0,
+                                                                 end_time=time.time() + 600))) for j in jobs]
+    try:
+        await asyncio.wait_for(every_trigger_polled(1), timeout=120)
+        loop = asyncio.get_running_loop()
+        # The loop's pending timers (its private heap: what it will run when due), besides this test's own.
+        timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        await asyncio.wait_for(every_trigger_polled(2), timeout=120)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert len(timers) <= 3, [h._callback for h in timers]
+
+FIRST_TRIGGER = r"""
+import asyncio, json, os, sys, threading, time
+import airflow.jobs.triggerer_job_runner  # what a triggerer process has imported before any trigger
+from airflow_batchwork.core import BatchClient, Credentials
+from airflow_batchwork.testing import Emulator
+from airflow_batchwork.testing.airflow_env import EMULATOR_API_KEY, connection_env
+from airflow_batchwork.triggers import batch  # the triggerer loads the trigger class
+from airflow_batchwork.triggers.batch import BatchCompleteTrigger
+
+batch.START_JITTER_MAX = 0.0
+on_loop = []  # modules imported by the loop's thread while the trigger runs
+sys.addaudithook(lambda event, args: event == "import" and watching and threading.current_thread()
+                 is threading.main_thread() and on_loop.append(args[0]))
+watching = False
+
+
+async def main():
+    global watching
+    with Emulator(processing_seconds=0.3) as emulator:
+        os.environ.update(connection_env(emulator))
+        creds = {"openai": Credentials(EMULATOR_API_KEY, emulator.base_url("openai"))}
+        async with BatchClient(creds) as client:
+            job = await client.submit("openai/gpt-4o-mini", [{"prompt": "p"}])
+        trigger = BatchCompleteTrigger(job=job.to_dict(), poll_interval=0.1, end_time=time.time() + 60)
+        watching = True
+        events = [event.payload["status"] async for event in trigger.run()]
+        watching = False
+        print(json.dumps({"events": events, "imported": on_loop}))
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_first_trigger_imports_nothing_on_the_event_loop() -> None:
+    """A triggerer's first trigger looks its connection up and polls without importing a module on the
+    event loop: the async connection lookup's imports (Airflow's compat layer, asgiref, the Task SDK's
+    secret cache) are paid when the trigger class is loaded, not inside one loop iteration that every
+    other trigger waits on. A fresh process, since this one has imported everything already."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_BATCHWORK", "OPENAI"))}
+    out = subprocess.run([sys.executable, "-c", FIRST_TRIGGER], env=base, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["events"] == ["completed"]
+    assert result["imported"] == []

@@ -78,6 +78,21 @@ class BatchworkHook(BaseHook):
         _CREDENTIALS_CACHE[key] = (time.monotonic() + CREDENTIALS_TTL, creds)
         return creds
 
+    @staticmethod
+    def import_async_lookup() -> None:
+        """Import what `acredentials` imports on its first call: Airflow's async connection lookup
+        (``airflow.providers.common.compat.connection``) and what the Task SDK imports inside it on first
+        use (``asgiref.sync``, its secret cache, its `Connection`). The trigger module calls this when it
+        is loaded, so a triggerer pays these imports when it loads the trigger class, not in the first
+        trigger's lookup: there they ran inside one event-loop iteration, ~13-24 ms of CPU and up to 72 ms
+        of wall time with the source compiled (``PYTHONDONTWRITEBYTECODE``) on a busy machine, while no
+        other trigger could run (bench/trigger.py's loop trace). Kept out of this module's own imports so
+        workers and the scheduler, which never look a connection up asynchronously, do not pay them."""
+        import airflow.providers.common.compat.connection
+        import airflow.sdk.definitions.connection
+        import airflow.sdk.execution_time.cache  # noqa: F401
+        import asgiref.sync  # noqa: F401
+
     def _cache_key(self, provider: str) -> tuple[str | None, ...]:
         """The connection id plus every env var that can define it: a changed env var is a new entry."""
         conn_id = self.conn_id or default_conn_id(provider)

@@ -7,7 +7,6 @@ never submits, downloads or writes anything, so running it twice (triggerer HA) 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import gc
 import random
 import time
@@ -25,10 +24,14 @@ from airflow_batchwork.engine.polling import next_step, sleep_for
 from airflow_batchwork.engine.progress import ProgressReporter
 from airflow_batchwork.hooks.batchwork import BatchworkHook
 from airflow_batchwork.triggers.clients import SHARED_CLIENTS
+from airflow_batchwork.triggers.wakeups import wake_up_after
 from airflow_batchwork.values.credentials import Credentials
 from airflow_batchwork.values.errors import BatchworkError, ProviderAPIError
 from airflow_batchwork.values.handle import JobHandle
 from airflow_batchwork.values.status import JobStatus
+
+# The async connection lookup's imports, now rather than in the first trigger's poll (see the hook).
+BatchworkHook.import_async_lookup()
 
 EVENT_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "timeout", "error"})
 MAX_CONSECUTIVE_POLL_FAILURES = 5
@@ -58,7 +61,6 @@ _freeze_on: bool | None = None  # [batchwork] gc_freeze, read at the first trigg
 _starts_since_freeze: int | None = None  # None: no trigger started yet in this process
 _settled_since_freeze = 0  # triggers' first polls since the last freeze
 _CLASS_LOGS: dict[type, Any] = {}
-_NO_CONTEXT = contextvars.Context()  # the sleep's wake-up callback reads no context variable
 
 
 _tls_warm: asyncio.Future[Any] | None = None  # the process's TLS context, built once in a thread
@@ -74,11 +76,6 @@ async def _tls_context_built() -> None:
         _tls_warm = loop.run_in_executor(None, shared_ssl_context)
     if not _tls_warm.done():
         await asyncio.shield(_tls_warm)
-
-
-def _wake_up(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def gc_freeze_enabled() -> bool:
@@ -143,7 +140,7 @@ def collect_young() -> bool:
     process, unless the GC is disabled. True when it collected now.
 
     A sleeping trigger keeps a few GC-tracked objects alive for its whole interval (its wake-up future,
-    the future's iterator and callback, the timer and its arguments), and each poll frees about as many as
+    the future's iterator and callback; its timer is shared, triggers/wakeups.py), and each poll frees about as many as
     it makes, so Python's allocation count, which starts a young collection, lags far behind what piles
     up in the young generations: with 5,000 triggers a generation-1 collection walked 13-19k objects,
     5-41 ms in one loop iteration in which no other trigger ran (bench/trigger.py --trace). Collected
@@ -324,15 +321,9 @@ class BatchCompleteTrigger(BaseTrigger):
                 collect_young()
                 pause = sleep_for(self.poll_interval, now=now, deadline=self.end_time)
                 if plain_sleep:
-                    # asyncio.sleep, inline: no sleep coroutine and no copied context per sleeping trigger.
-                    loop = asyncio.get_running_loop()
-                    wake = loop.create_future()
-                    timer = loop.call_later(pause, _wake_up, wake, context=_NO_CONTEXT)
-                    try:
-                        await wake
-                    finally:
-                        timer.cancel()
-                    del wake, timer
+                    # No sleep coroutine, no copied context and no timer of its own per sleeping trigger: one
+                    # timer per time slot for all of them (triggers/wakeups.py).
+                    await wake_up_after(pause)
                 else:
                     await self.wait_before_next_poll(pause)
         finally:
