@@ -21,11 +21,11 @@ import pyarrow.json as pj
 from airflow_batchwork.values.result_schema import ITEM_SCHEMA
 
 CHUNK_BYTES = 3 * 1024 * 1024
-# Chunks whose JSON read is under way on threads of their own while the caller parses the one before them. Two,
-# not one: on a busy 2-core machine two reads in flight keep the read (the collect's longest stage) going while
-# a read thread waits for a core (1M OpenAI lines beside a `yes`: 8.9-11.6 s, against 12.3-12.4 s with one);
-# each costs one more chunk and its parse in memory (peak RSS 231-235 MB, against 209-222).
-READ_AHEAD_CHUNKS = 2
+# Chunks whose JSON read is under way on threads of their own while the caller parses the one before them. One:
+# two in flight were faster on a busy 2-core machine (1M OpenAI lines beside a `yes`: 8.9-11.6 s, against
+# 12.3-12.4 s with one) but each costs one more chunk and its parse in memory, and with two 1M Anthropic lines
+# peaked at 248-265 MB, over the 256 MB target (docs/performance.md).
+READ_AHEAD_CHUNKS = 1
 _ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])
 CHAT_LINE_SCHEMA = pa.schema([
     ("custom_id", pa.string()),
