@@ -9,7 +9,6 @@ per-line parser for that chunk.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -21,11 +20,6 @@ import pyarrow.json as pj
 from airflow_batchwork.values.result_schema import ITEM_SCHEMA
 
 CHUNK_BYTES = 3 * 1024 * 1024
-# Chunks whose JSON read is under way on threads of their own while the caller parses the one before them. One:
-# two in flight were faster on a busy 2-core machine (1M OpenAI lines beside a `yes`: 8.9-11.6 s, against
-# 12.3-12.4 s with one) but each costs one more chunk and its parse in memory, and with two 1M Anthropic lines
-# peaked at 248-265 MB, over the 256 MB target (docs/performance.md).
-READ_AHEAD_CHUNKS = 1
 _ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])
 CHAT_LINE_SCHEMA = pa.schema([
     ("custom_id", pa.string()),
@@ -228,37 +222,35 @@ class _Thread:
 async def parse_chunks(chunks: AsyncIterator[bytes], parse: Callable[[bytes], pa.RecordBatch],
                        schema: pa.Schema | None = None, id_column: str = "custom_id"
                        ) -> AsyncIterator[pa.RecordBatch]:
-    """`parse` each chunk, in order; with `schema`, the JSON reads of the next `READ_AHEAD_CHUNKS` chunks
-    (`read_lines`: pyarrow's reader, one call that releases the GIL for its whole run, ~45 % of the collect's CPU)
-    run on threads of their own while chunk k is parsed and written, and `parse` finds its read done when it calls
-    `read_lines`.
+    """`parse` each chunk, in order; with `schema`, the JSON read of chunk k+1 (`read_lines`: pyarrow's reader,
+    one call that releases the GIL for its whole run, ~45 % of the collect's CPU) runs on a thread of its own
+    while chunk k is parsed and written, and `parse` finds it done when it calls `read_lines`.
 
     Only the read goes ahead, never the rest of the parse: that is many short Arrow calls, each taking the GIL
     back, so beside the caller it queued for the GIL at every call (a worker doing the whole parse made 100k
-    OpenAI lines slower on a busy 2-core machine, 1.70-2.06 s against 1.22-1.48 s). At most `READ_AHEAD_CHUNKS`
-    chunks are read ahead (each one more chunk and its parse in memory), and each thread reading one lives only
-    for that read: the oldest is joined before the next starts, and all are joined on every way out (an error,
-    cancellation, the generator closed)."""
+    OpenAI lines slower on a busy 2-core machine, 1.70-2.06 s against 1.22-1.48 s). At most one chunk is read
+    ahead (one more chunk and its parse in memory), and the thread reading it lives only for that read: it is
+    joined before the next one starts and on every way out (an error, cancellation, the generator closed). Two
+    reads ahead were faster beside a `yes` (1M OpenAI lines: 8.9-11.6 s, against 12.3-12.4 s) but 1M Anthropic
+    lines then peaked at 248-265 MB, over the 256 MB target (docs/performance.md)."""
     if schema is None:
         async for chunk in chunks:
             yield parse(chunk)
         return
-    ahead: deque[tuple[bytes, _Thread]] = deque()
+    ahead: tuple[bytes, _Thread] | None = None
     try:
         async for chunk in chunks:
-            done = None
-            if len(ahead) == READ_AHEAD_CHUNKS:
-                first, reading = ahead.popleft()
-                done = (first, reading.result())  # joined before the next starts
-            ahead.append((chunk, _Thread(_read_lines, chunk, schema, id_column)))
+            done = (ahead[0], ahead[1].result()) if ahead is not None else None  # joined before the next starts
+            ahead = (chunk, _Thread(_read_lines, chunk, schema, id_column))
             if done is not None:
                 yield _parse_read(parse, *done, schema, id_column)
-        while ahead:
-            first, reading = ahead.popleft()
-            yield _parse_read(parse, first, reading.result(), schema, id_column)
+        if ahead is not None:
+            done = (ahead[0], ahead[1].result())
+            ahead = None
+            yield _parse_read(parse, *done, schema, id_column)
     finally:
-        for _, reading in ahead:
-            reading.join()  # reads still going when the caller stops or fails
+        if ahead is not None:
+            ahead[1].join()  # a read still going when the caller stops or fails
 
 
 def _parse_read(parse: Callable[[bytes], pa.RecordBatch], chunk: bytes, read: Read, schema: pa.Schema,
