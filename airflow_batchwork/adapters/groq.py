@@ -13,7 +13,7 @@ import httpx
 from airflow_batchwork.adapters.base import EndpointSpec, ProviderLimits, Refusal, first_unsupported
 from airflow_batchwork.adapters.content import BOTH, CHAT_IMAGE_TYPES, ContentSupport
 from airflow_batchwork.adapters.http import RetryPolicy
-from airflow_batchwork.adapters.openai_compat import OpenAIFilesBatchAdapter, chat_body
+from airflow_batchwork.adapters.openai_compat import USAGE_CACHE_HIT, OpenAIFilesBatchAdapter, chat_body
 from airflow_batchwork.values.credentials import Credentials
 from airflow_batchwork.values.errors import ConfigurationError
 from airflow_batchwork.values.refs import ModelRef
@@ -62,7 +62,7 @@ class GroqAdapter(OpenAIFilesBatchAdapter):
     # `prompt_tokens`; caching is automatic on the models that have it.
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
-    cache_hit_pattern: ClassVar[str | None] = r'"cache(?:d|_write)_tokens":\s*[1-9]'
+    cache_hit_pattern: ClassVar[str | None] = USAGE_CACHE_HIT
     # 50,000 lines per input file (batch guide). Size: the guide says 200 MB, the SDK docstring 100 MB;
     # the smaller one is used so a shard is never refused.
     limits: ClassVar[ProviderLimits] = ProviderLimits(50_000, 100 * 1024 * 1024, 100 * 1024 * 1024)

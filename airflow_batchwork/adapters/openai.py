@@ -20,6 +20,7 @@ from airflow_batchwork.adapters.base import (
 )
 from airflow_batchwork.adapters.content import BASE64, BOTH, CHAT_IMAGE_TYPES, PDF, ContentSupport
 from airflow_batchwork.adapters.openai_compat import (
+    USAGE_CACHE_HIT,
     OpenAIFilesBatchAdapter,
     chat_body,
     fill_from_chat_completion,
@@ -85,9 +86,7 @@ class OpenAIAdapter(OpenAIFilesBatchAdapter):
     # `prompt_tokens`/`input_tokens` include (SDK `CompletionUsage`, `ResponseUsage`).
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
-    # A literal prefix (`"cache`): Python's `re` pre-check of a chunk then skips to it instead of trying a match
-    # at every quote (100k lines: ~0.045 s, was ~0.057).
-    cache_hit_pattern: ClassVar[str | None] = r'"cache(?:d|_write)_tokens":\s*[1-9]'
+    cache_hit_pattern: ClassVar[str | None] = USAGE_CACHE_HIT
 
     def content_support(self, ref: ModelRef) -> ContentSupport:
         # OpenAI spec: chat `image_url` parts (URL or data URL) and `file` parts (`file_data`, inline only:

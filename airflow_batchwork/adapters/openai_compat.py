@@ -354,6 +354,10 @@ def error_fields(error: object) -> tuple[str | None, str | None]:
     return None, None
 
 
+# A result line with cached prompt tokens, in the OpenAI usage shape (`cached_tokens`, `cache_write_tokens`): the
+# prompt-cache pre-check of a chunk (`ProviderAdapter.cache_hit_pattern`). A literal prefix (`"cache`) lets
+# Python's `re` skip to it instead of trying a match at every quote (100k lines: ~0.045 s, was ~0.057).
+USAGE_CACHE_HIT = r'"cache(?:d|_write)_tokens":\s*[1-9]'
 EXPIRED_CODES = frozenset({"batch_expired", "expired"})
 CANCELED_CODES = frozenset({"batch_cancelled", "batch_canceled", "cancelled", "canceled"})
 

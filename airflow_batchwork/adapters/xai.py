@@ -36,6 +36,7 @@ from airflow_batchwork.adapters.content import BOTH, ContentSupport
 from airflow_batchwork.adapters.http import default_error_parser, is_ambiguous
 from airflow_batchwork.adapters.openai_compat import (
     SPOOL_BYTES,
+    USAGE_CACHE_HIT,
     body_cache_counts,
     chat_body,
     error_fields,
@@ -228,7 +229,7 @@ class XAIAdapter(ProviderAdapter):
     # `prompt_tokens`.
     prompt_cache_automatic: ClassVar[bool] = True
     cache_tokens_in_input: ClassVar[bool] = True
-    cache_hit_pattern: ClassVar[str | None] = r'"cache(?:d|_write)_tokens":\s*[1-9]'
+    cache_hit_pattern: ClassVar[str | None] = USAGE_CACHE_HIT
 
     @classmethod
     def cache_tokens(cls, responses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
