@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test conformance schemas integration lint bench clean
+.PHONY: install demo test conformance schemas sdk-updates integration lint bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -50,6 +50,10 @@ conformance: $(STAMP)
 GENERATORS := anthropic google groq mistral openai together xai
 schemas: $(STAMP)
 	for p in $(GENERATORS); do $(PY) -m tests.conformance.generators.$$p || exit 1; done
+
+# The pinned provider SDKs (pyproject.toml, test extra) that have a newer release on the index (needs the network).
+sdk-updates: $(STAMP)
+	$(PY) -m tests.conformance.generators.updates
 
 # Real Airflow components (api-server, scheduler, dag-processor, triggerers, Celery workers) as processes on
 # PostgreSQL and Redis from the OS packages (apt-get as root when missing); docs/deployment.md.

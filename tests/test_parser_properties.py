@@ -58,7 +58,7 @@ def test_every_provider_is_covered() -> None:
 
 
 @pytest.mark.parametrize(("provider", "model"), CASES)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(lines=st.lists(result_lines(), max_size=12))
 def test_arbitrary_lines_are_accounted_for(provider: str, model: str, lines: list[str]) -> None:
     adapter = ADAPTERS[provider].offline()
