@@ -118,16 +118,14 @@ def main(argv: list[str] | None = None) -> int:
                         runs[kind].append(child("collect", "--child", kind, fmt, str(n)))
             seconds = {kind: statistics.median(r["seconds"] for r in rs) for kind, rs in runs.items()}
             fastest = min(seconds.values())
+            reference = runs[kinds[0]][0]["digest"]
             for kind, rs in runs.items():
-                for r in rs:
-                    same = r["digest"] == runs[kinds[0]][0]["digest"]
-                    if not same or r["rows"] != n:
-                        mismatches.append(f"{fmt} N={n:,} {kind}: rows {r['rows']}, digest {r['digest']}")
-                all_same = all(r["digest"] == runs[kinds[0]][0]["digest"] for r in rs)
+                wrong = [r for r in rs if r["digest"] != reference or r["rows"] != n]
+                mismatches += [f"{fmt} N={n:,} {kind}: rows {r['rows']}, digest {r['digest']}" for r in wrong]
                 each = " ".join(f"{r['seconds']:.2f}" for r in rs) if len(rs) > 1 else "-"
                 rows.append([fmt, f"{n:,}", f"{path.stat().st_size / n:,.0f}", kind, f"{seconds[kind]:.2f}", each,
                              f"{seconds[kind] / fastest:.2f}x", f"{max(r['rss_mb'] for r in rs):.0f}",
-                             "yes" if all_same else "NO"])
+                             "NO" if wrong else "yes"])
             print(f"  measured {fmt} N={n:,}", file=sys.stderr, flush=True)
     print("collect: result lines -> Parquet, same columns (custom_id, status, text, tokens, raw line)")
     print("targets: ours <= 1.0x the fastest other engine; ours peak RSS <= 256 MB at every N")

@@ -7,10 +7,11 @@ JSONL lines byte for byte (checked): orjson by hand (no validation), and the SDK
 peak RSS is reported whole and above the process's RSS after imports. Beside the wall time, each
 child's CPU time (user + system, `time.process_time`) while building: on a busy machine a child's wall time
 depends on when it ran, its CPU time much less. A last column times ours building, uploading and creating
-against the emulator (another process).
+against the emulator (another process). Ours and orjson run three times each, in rounds of rotating order,
+and their medians are compared (one run on a busy machine can be off by half); json.dumps runs once.
 
     python -m bench.submit               # N = 50k and 1M
-    python -m bench.submit --n 50000
+    python -m bench.submit --n 50000 --repeat 1
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +34,8 @@ from bench.data import requests
 SIZES = (50_000, 1_000_000)
 MODEL = "openai/gpt-4o-mini"
 KINDS = ("ours", "orjson", "json.dumps")
+REPEATS = 3
+ONCE = {"json.dumps"}  # the slow reference: one run is enough to place it
 
 
 def _line(request: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +109,7 @@ def measure(kind: str, n: int, upload: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, action="append")
+    parser.add_argument("--repeat", type=int, default=REPEATS, help="runs of ours and orjson (median)")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "N", "UPLOAD"))
     args = parser.parse_args(argv)
     if args.child:
@@ -115,23 +120,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"submit bench at start: {load()}", flush=True)
     rows, bad = [], []
     for n in args.n or SIZES:
-        got = {k: child("submit", "--child", k, str(n), "upload" if k == "ours" and n <= 100_000 else "-")
-               for k in KINDS}
-        fastest = min(r["seconds"] for r in got.values())
-        leanest = min(r["cpu"] for r in got.values())
-        for kind, r in got.items():
-            same = r["digest"] == got["ours"]["digest"] and r["count"] == n
-            if not same:
-                bad.append(f"N={n:,} {kind}: {r['count']} lines, digest {r['digest']}")
-            total = f"{n / r['total']:,.0f}" if r.get("total") else "-"
-            rows.append([f"{n:,}", kind, f"{n / r['seconds']:,.0f}", f"{fastest / r['seconds']:.2f}x",
-                         f"{r['cpu'] / n * 1e6:.2f}", f"{leanest / r['cpu']:.2f}x",
-                         f"{r['rss_mb']:.0f}", f"{r['rss_mb'] - r['base_mb']:.0f}", "yes" if same else "NO", total])
+        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+        for round_ in range(max(1, args.repeat)):
+            for kind in KINDS[round_ % len(KINDS):] + KINDS[:round_ % len(KINDS)]:
+                if round_ and kind in ONCE:
+                    continue
+                upload = "upload" if kind == "ours" and not round_ and n <= 100_000 else "-"
+                runs[kind].append(child("submit", "--child", kind, str(n), upload))
+        seconds = {kind: statistics.median(r["seconds"] for r in rs) for kind, rs in runs.items()}
+        cpu = {kind: statistics.median(r["cpu"] for r in rs) for kind, rs in runs.items()}
+        fastest, leanest = min(seconds.values()), min(cpu.values())
+        reference = runs["ours"][0]["digest"]
+        for kind, rs in runs.items():
+            wrong = [r for r in rs if r["digest"] != reference or r["count"] != n]
+            bad += [f"N={n:,} {kind}: {r['count']} lines, digest {r['digest']}" for r in wrong]
+            totals = [r["total"] for r in rs if r.get("total")]
+            each = " ".join(f"{n / r['seconds']:,.0f}" for r in rs) if len(rs) > 1 else "-"
+            rows.append([f"{n:,}", kind, f"{n / seconds[kind]:,.0f}", each, f"{fastest / seconds[kind]:.2f}x",
+                         f"{cpu[kind] / n * 1e6:.2f}", f"{leanest / cpu[kind]:.2f}x",
+                         f"{max(r['rss_mb'] for r in rs):.0f}", f"{max(r['rss_mb'] - r['base_mb'] for r in rs):.0f}",
+                         "NO" if wrong else "yes", f"{n / totals[0]:,.0f}" if totals else "-"])
         print(f"  measured N={n:,}", file=sys.stderr, flush=True)
     print(f"submit: building the batch input for realistic {MODEL} requests (system + 300-450 B prompt)")
     print("targets: ours building >= 0.5x the hand-written orjson path; peak RSS <= 64 MB for 1M requests")
-    print(table(["N", "path", "build req/s", "speed vs fastest", "CPU us/req", "CPU vs leanest", "peak MB",
-                 "peak above imports MB", "same lines", "build+upload+create req/s"], rows))
+    print("build req/s and CPU: the medians of the runs listed (rounds in rotating order); peak MB: the highest")
+    print(table(["N", "path", "build req/s", "runs req/s", "speed vs fastest", "CPU us/req", "CPU vs leanest",
+                 "peak MB", "peak above imports MB", "same lines", "build+upload+create req/s"], rows))
     for line in bad:
         print("MISMATCH", line)
     print(f"submit bench at end: {load()}")
