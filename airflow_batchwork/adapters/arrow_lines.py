@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from airflow_batchwork.values.result_schema import ITEM_SCHEMA
+from airflow_batchwork.values.result_schema import ITEM_SCHEMA, without_cache_counts
 
 CHUNK_BYTES = 3 * 1024 * 1024
 _ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])
+_CACHE_DETAILS = pa.struct([("cached_tokens", pa.int64()), ("cache_write_tokens", pa.int64())])
 CHAT_LINE_SCHEMA = pa.schema([
     ("custom_id", pa.string()),
     ("response", pa.struct([
@@ -35,6 +36,8 @@ CHAT_LINE_SCHEMA = pa.schema([
             ]))),
             ("usage", pa.struct([
                 ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("total_tokens", pa.int64()),
+                # The prompt-cache counts, where `line_cache_counts` reads them (SDK `CompletionUsage`).
+                ("prompt_tokens_details", _CACHE_DETAILS), ("input_tokens_details", _CACHE_DETAILS),
             ])),
             ("error", _ERROR),
         ])),
@@ -190,7 +193,15 @@ def parse_chat_chunk(
         "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
         "tool_calls": pa.nulls(n, pa.string()),
     }
-    return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+    batch = pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+    counts = [field(usage, details, name) for details in ("prompt_tokens_details", "input_tokens_details")
+              for name in ("cached_tokens", "cache_write_tokens")]
+    return without_cache_counts(batch) if all_zero(counts) else batch
+
+
+def all_zero(columns: list[pa.Array]) -> bool:
+    """True when every value of `columns` is null or 0."""
+    return not any(pc.max(pc.abs(column)).as_py() for column in columns)
 
 
 class _Thread:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_batchwork.adapters.arrow_lines import (
+    all_zero,
     complete_chunks,
     const,
     empty_batch,
@@ -69,7 +70,7 @@ from airflow_batchwork.values.requests import (
     TextPart,
     ToolCallPart,
 )
-from airflow_batchwork.values.result_schema import ITEM_SCHEMA, items_to_batch
+from airflow_batchwork.values.result_schema import ITEM_SCHEMA, items_to_batch, without_cache_counts
 from airflow_batchwork.values.status import BatchState, BatchStatus, Counts, FinishReason, ItemResult
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,7 @@ GENERATE_LINE_SCHEMA = pa.schema([
         ("usageMetadata", pa.struct([
             ("promptTokenCount", pa.int64()), ("candidatesTokenCount", pa.int64()),
             ("totalTokenCount", pa.int64()), ("thoughtsTokenCount", pa.int64()),
+            ("cachedContentTokenCount", pa.int64()),  # the prompt-cache count `cache_tokens` reads
         ])),
     ])),
     ("error", pa.struct([("code", pa.int64()), ("message", pa.string()), ("status", pa.string())])),
@@ -405,7 +407,8 @@ def parse_generate_chunk(chunk: bytes, batch_id: str) -> pa.RecordBatch | None:
         "embedding": pa.nulls(n, ITEM_SCHEMA.field("embedding").type),
         "tool_calls": pa.nulls(n, pa.string()),
     }
-    return pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+    batch = pa.RecordBatch.from_arrays([columns[f.name] for f in ITEM_SCHEMA], schema=ITEM_SCHEMA)
+    return without_cache_counts(batch) if all_zero([field(usage, "cachedContentTokenCount")]) else batch
 
 
 def operation_output(operation: Mapping[str, Any]) -> Mapping[str, Any] | None:

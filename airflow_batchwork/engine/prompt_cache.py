@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from airflow_batchwork.adapters import adapter_class
 from airflow_batchwork.engine.parquet import RowEnricher
 from airflow_batchwork.values.pricing import ModelPrice
+from airflow_batchwork.values.result_schema import has_no_cache_counts
 
 CACHE_READ_FIELD = pa.field("cache_read_tokens", pa.int64())
 CACHE_WRITE_FIELD = pa.field("cache_write_tokens", pa.int64())
@@ -74,6 +75,8 @@ class PromptCacheEnricher:
         out = dict(self.cost(items))
         responses = items.column("response")
         pattern = self.adapter.cache_hit_pattern
+        if not self.columns and has_no_cache_counts(items):  # the adapter's parse read every count: all zero
+            return out
         if not self.columns and pattern is not None:  # only the cost: parse just the lines with a cache count
             if not may_match(responses, pattern):
                 return out

@@ -37,6 +37,20 @@ RESULT_SCHEMA = pa.schema(
 JOB_COLUMNS = ("provider", "model", "structured", "cost_usd", "attempt")
 # What adapters produce.
 ITEM_SCHEMA = pa.schema([f for f in RESULT_SCHEMA if f.name not in JOB_COLUMNS])
+# Schema metadata of an adapter's record batch whose parse read every line's prompt-cache counts and found each
+# zero or absent: the prompt-cache enricher then skips its scan of the raw lines (engine/prompt_cache.py).
+CACHE_COUNTS_KEY, NO_CACHE_COUNTS = b"batchwork.cache_counts", b"none"
+
+
+def without_cache_counts(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` (no copy), marked as having no nonzero prompt-cache count in any line."""
+    return batch.replace_schema_metadata({CACHE_COUNTS_KEY: NO_CACHE_COUNTS})
+
+
+def has_no_cache_counts(batch: pa.RecordBatch) -> bool:
+    """True when the adapter that parsed `batch` marked it with `without_cache_counts`."""
+    metadata = batch.schema.metadata
+    return metadata is not None and metadata.get(CACHE_COUNTS_KEY) == NO_CACHE_COUNTS
 
 
 def items_to_batch(items: Iterable[ItemResult]) -> pa.RecordBatch:
