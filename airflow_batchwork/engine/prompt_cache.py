@@ -75,10 +75,9 @@ class PromptCacheEnricher:
         out = dict(self.cost(items))
         responses = items.column("response")
         pattern = self.adapter.cache_hit_pattern
-        if not self.columns and has_no_cache_counts(items):  # the adapter's parse read every count: all zero
-            return out
         if not self.columns and pattern is not None:  # only the cost: parse just the lines with a cache count
-            if not may_match(responses, pattern):
+            # A batch the adapter's parse marked had every count read, all zero: nothing to scan for.
+            if has_no_cache_counts(items) or not may_match(responses, pattern):
                 return out
             hits = pc.fill_null(pc.match_substring_regex(responses, pattern), False)
             if not pc.any(hits).as_py():
