@@ -2,7 +2,8 @@
 Arrow pool thread still joinable while the interpreter tears pyarrow down). A child process submits and
 collects real jobs (folder output with several parts, structured output, the ids file, the cost
 total, a resubmission round) against the emulator, then compares its native threads (`/proc/self/task`)
-with those it had before the first Arrow call: none may be added, and it must exit 0."""
+with those it had before the first Arrow call: none may be added but jemalloc's own purging thread, and it must
+exit 0."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ async def main():
         return first["rows"], second["rows"]
 rows = asyncio.run(main())
 after = native_threads()
-print(json.dumps({"rows": rows, "before": len(before), "added": sorted(set(after) - set(before))}))
+added = {t: open(f"/proc/self/task/{t}/comm").read().strip() for t in set(after) - set(before)}
+print(json.dumps({"rows": rows, "before": len(before), "added": sorted(added.values())}))
 """
 
 
@@ -58,4 +60,7 @@ def test_no_native_thread_outlives_a_collect(emu: Emulator, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     report = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     assert report["rows"] == [600, 600]
-    assert report["added"] == [], report  # no Arrow CPU/IO pool thread, no parser worker left running
+    # No Arrow CPU/IO pool thread, no parser worker left running. jemalloc's purging thread may be (a collect
+    # allocates from jemalloc, engine/arrow_memory.py): a plain pthread of the allocator, not a C++ thread
+    # object that a static destructor could find joinable, so not the SIGABRT's kind; the exit code shows it.
+    assert [name for name in report["added"] if name != "jemalloc_bg_thd"] == [], report

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_batchwork.adapters.base import ProviderAdapter
+from airflow_batchwork.engine.arrow_memory import collect_memory_pool
 from airflow_batchwork.engine.dedup import ReuseCollector
 from airflow_batchwork.engine.parquet import (
     ITEM_SCHEMA,
@@ -160,7 +161,12 @@ class JobResultWriter:
 
     async def collect(self, adapter: ProviderAdapter) -> dict[str, Any]:
         """Stream, check and commit; the destination changes only if everything succeeds (a folder
-        through the commit protocol of engine/parquet.py, `_SUCCESS` last)."""
+        through the commit protocol of engine/parquet.py, `_SUCCESS` last). Arrow allocates from the
+        collect's pool meanwhile (engine/arrow_memory.py)."""
+        with collect_memory_pool():
+            return await self._collect(adapter)
+
+    async def _collect(self, adapter: ProviderAdapter) -> dict[str, Any]:
         ref = parse_model(self.handle.model)
         try:
             for shard, batch in enumerate(self.handle.batches):
