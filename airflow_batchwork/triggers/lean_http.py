@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from airflow_batchwork.adapters.http import shared_ssl_context
+from airflow_batchwork.triggers.answer_turns import answer_turn
 
 # An idle keep-alive connection is not reused after this long (servers close theirs after a while).
 KEEPALIVE_EXPIRY = 30.0
@@ -484,9 +485,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     pool.give_back(conn)
                 else:
                     conn.close()
-                return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
-                                      extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
-        raise httpx.RemoteProtocolError("Server disconnected without sending a response")
+                break
+            else:
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response")
+        # The connection is back in the pool; the answer is handled at its turn (triggers/answer_turns.py).
+        await answer_turn()
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
