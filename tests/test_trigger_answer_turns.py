@@ -10,9 +10,7 @@ from airflow_batchwork.adapters.http import ProviderHTTP, RetryPolicy
 from airflow_batchwork.triggers import answer_turns
 from airflow_batchwork.triggers.answer_turns import TURNS_PER_ITERATION, AnswerTurns
 from airflow_batchwork.triggers.lean_http import MAX_CONNECTIONS, LeanTransport
-
-BODY = json.dumps({"id": "batch_1", "status": "in_progress"}).encode()
-ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(BODY), BODY)
+from tests.test_trigger_lean_http import BODY, ok
 
 
 class Ticker:
@@ -44,7 +42,7 @@ class HoldingServer:
             self.held.append(writer)
             if len(self.held) == self.expected:
                 for held in self.held:
-                    held.write(ANSWER)
+                    held.write(ok())
                 self.done.set()
             await self.done.wait()
             await reader.read()  # until the client closes
