@@ -57,27 +57,30 @@ def _chat_lines(start: int, count: int) -> bytes:
         % (i, i) for i in range(start, start + count))
 
 
-def test_the_next_chunk_is_read_while_a_batch_is_handed_over_and_joined_when_closed(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """While the caller holds the batch of chunk k, the JSON read of chunk k+1 is under way on another thread
-    (pyarrow's reader releases the GIL); the rows are those of each chunk, in order; and a caller that stops
-    early leaves no reading thread behind."""
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_the_next_chunks_are_read_while_a_batch_is_handed_over_and_joined_when_closed(
+        monkeypatch: pytest.MonkeyPatch, depth: int) -> None:
+    """While the caller holds the batch of chunk k, the JSON reads of chunks k+1 … k+depth are under way on
+    threads of their own (pyarrow's reader releases the GIL), and no later one; the rows are those of each
+    chunk, in order; and a caller that stops early leaves no reading thread behind."""
     import threading
 
     from airflow_batchwork.adapters import arrow_lines
     from airflow_batchwork.adapters.arrow_lines import CHAT_LINE_SCHEMA, parse_chat_chunk, parse_chunks
     from airflow_batchwork.adapters.openai_compat import CANCELED_CODES, EXPIRED_CODES, FINISH_REASONS
 
-    chunks = [_chat_lines(100 * k, 100) for k in range(4)]
+    monkeypatch.setattr(arrow_lines, "READ_AHEAD_CHUNKS", depth)
+    chunks = [_chat_lines(100 * k, 100) for k in range(depth + 4)]
     reading = {k: threading.Event() for k in range(len(chunks))}
     release = threading.Event()
     read = arrow_lines._read_lines
+    held = 1 + depth  # the last chunk whose read starts before the caller stops: still reading then
 
     def watched(chunk: bytes, schema: pa.Schema, id_column: str) -> arrow_lines.Read:
         k = chunks.index(chunk)
         reading[k].set()
-        if k == 2:
-            release.wait(60)  # still reading when the caller stops
+        if k == held:
+            release.wait(60)
         return read(chunk, schema, id_column)
 
     monkeypatch.setattr(arrow_lines, "_read_lines", watched)
@@ -93,27 +96,29 @@ def test_the_next_chunk_is_read_while_a_batch_is_handed_over_and_joined_when_clo
 
     before = {t.ident for t in threading.enumerate()}
 
-    async def go() -> tuple[list[list[str]], list[bool], list[threading.Thread]]:
+    async def go() -> tuple[list[list[str]], list[list[bool]], list[bool], list[threading.Thread]]:
         ids: list[list[str]] = []
-        ahead: list[bool] = []
+        ahead: list[list[bool]] = []
+        beyond: list[bool] = []
         stream = parse_chunks(source(), parse, CHAT_LINE_SCHEMA)
         async for batch in stream:
             k = len(ids)
-            # Bounded wait, not a timing: without the read-ahead, chunk k+1 is read only after this batch is done.
-            ahead.append(reading[k + 1].wait(20))
+            # Bounded waits, not timings: without the read-ahead, chunk k+1 is read only after this batch is done.
+            ahead.append([reading[k + j].wait(20) for j in range(1, depth + 1)])
+            beyond.append(reading[k + depth + 1].is_set())  # the generator is suspended: nothing else starts
             ids.append(batch.column("custom_id").to_pylist())
             if k == 1:
                 break
         release.set()
-        await stream.aclose()  # joins the read of chunk 2
+        await stream.aclose()  # joins the reads still under way
         alive = [t for t in threading.enumerate() if t.ident not in before and t.name == "batchwork-read-ahead"]
-        return ids, ahead, alive
+        return ids, ahead, beyond, alive
 
     try:
-        ids, ahead, alive = asyncio.run(go())
+        ids, ahead, beyond, alive = asyncio.run(go())
     finally:
         release.set()
-    assert ahead == [True, True]
+    assert ahead == [[True] * depth, [True] * depth]
+    assert beyond == [False, False]  # at most `depth` chunks read ahead
     assert ids == [[f"c{i}" for i in range(100)], [f"c{i}" for i in range(100, 200)]]
-    assert not reading[3].is_set()  # at most one chunk read ahead
     assert alive == []

@@ -9,6 +9,7 @@ per-line parser for that chunk.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -19,7 +20,8 @@ import pyarrow.json as pj
 
 from airflow_batchwork.values.result_schema import ITEM_SCHEMA, without_cache_counts
 
-CHUNK_BYTES = 3 * 1024 * 1024
+CHUNK_BYTES = 2 * 1024 * 1024
+READ_AHEAD_CHUNKS = 2  # chunks whose JSON read runs ahead of the parse (`parse_chunks`)
 _ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])
 _CACHE_DETAILS = pa.struct([("cached_tokens", pa.int64()), ("cache_write_tokens", pa.int64())])
 CHAT_LINE_SCHEMA = pa.schema([
@@ -233,35 +235,39 @@ class _Thread:
 async def parse_chunks(chunks: AsyncIterator[bytes], parse: Callable[[bytes], pa.RecordBatch],
                        schema: pa.Schema | None = None, id_column: str = "custom_id"
                        ) -> AsyncIterator[pa.RecordBatch]:
-    """`parse` each chunk, in order; with `schema`, the JSON read of chunk k+1 (`read_lines`: pyarrow's reader,
-    one call that releases the GIL for its whole run, ~45 % of the collect's CPU) runs on a thread of its own
-    while chunk k is parsed and written, and `parse` finds it done when it calls `read_lines`.
+    """`parse` each chunk, in order; with `schema`, the JSON reads of the next `READ_AHEAD_CHUNKS` chunks
+    (`read_lines`: pyarrow's reader, one call that releases the GIL for its whole run, ~40 % of the collect's
+    CPU) run on threads of their own while chunk k is parsed and written, and `parse` finds its read done when
+    it calls `read_lines`.
 
     Only the read goes ahead, never the rest of the parse: that is many short Arrow calls, each taking the GIL
     back, so beside the caller it queued for the GIL at every call (a worker doing the whole parse made 100k
-    OpenAI lines slower on a busy 2-core machine, 1.70-2.06 s against 1.22-1.48 s). At most one chunk is read
-    ahead (one more chunk and its parse in memory), and the thread reading it lives only for that read: it is
-    joined before the next one starts and on every way out (an error, cancellation, the generator closed). Two
-    reads ahead were faster beside a `yes` (1M OpenAI lines: 8.9-11.6 s, against 12.3-12.4 s) but 1M Anthropic
-    lines then peaked at 248-265 MB, over the 256 MB target (docs/performance.md)."""
+    OpenAI lines slower on a busy 2-core machine, 1.70-2.06 s against 1.22-1.48 s). Each reading thread lives
+    only for its one read: the oldest is joined before the next starts, and all of them on every way out (an
+    error, cancellation, the generator closed). Two 2 MB chunks ahead, not one 3 MB chunk: beside a `yes`,
+    1M lines took ~15 % less time, at 216-226 MB peak RSS (two 3 MB chunks ahead peaked at 255 MB once for
+    Gemini; docs/performance.md, session 12)."""
     if schema is None:
         async for chunk in chunks:
             yield parse(chunk)
         return
-    ahead: tuple[bytes, _Thread] | None = None
+    ahead: deque[tuple[bytes, _Thread]] = deque()  # the reads under way, oldest first
     try:
         async for chunk in chunks:
-            done = (ahead[0], ahead[1].result()) if ahead is not None else None  # joined before the next starts
-            ahead = (chunk, _Thread(_read_lines, chunk, schema, id_column))
+            done = None
+            if len(ahead) == READ_AHEAD_CHUNKS:
+                oldest, reading = ahead.popleft()
+                done = (oldest, reading.result())  # joined before the next starts
+            ahead.append((chunk, _Thread(_read_lines, chunk, schema, id_column)))
             if done is not None:
                 yield _parse_read(parse, *done, schema, id_column)
-        if ahead is not None:
-            done = (ahead[0], ahead[1].result())
-            ahead = None
+        while ahead:
+            oldest, reading = ahead.popleft()
+            done = (oldest, reading.result())
             yield _parse_read(parse, *done, schema, id_column)
     finally:
-        if ahead is not None:
-            ahead[1].join()  # a read still going when the caller stops or fails
+        for _, reading in ahead:
+            reading.join()  # reads still going when the caller stops or fails
 
 
 def _parse_read(parse: Callable[[bytes], pa.RecordBatch], chunk: bytes, read: Read, schema: pa.Schema,
