@@ -31,4 +31,4 @@ fi
 rm -rf airflow_batchwork.egg-info
 # The project's own modules (an editable install is not compiled by pip or uv); a module edited later is
 # recompiled in memory until this runs again.
-env -u PYTHONDONTWRITEBYTECODE "$py" -m compileall -q airflow_batchwork dags_examples >/dev/null
+env -u PYTHONDONTWRITEBYTECODE "$py" -m compileall -q airflow_batchwork dags_examples  # quiet unless one fails
