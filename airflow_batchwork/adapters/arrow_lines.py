@@ -245,8 +245,8 @@ async def parse_chunks(chunks: AsyncIterator[bytes], parse: Callable[[bytes], pa
     OpenAI lines slower on a busy 2-core machine, 1.70-2.06 s against 1.22-1.48 s). Each reading thread lives
     only for its one read: the oldest is joined before the next starts, and all of them on every way out (an
     error, cancellation, the generator closed). Two 2 MB chunks ahead, not one 3 MB chunk: beside a `yes`,
-    1M lines took ~15 % less time, at 216-226 MB peak RSS (two 3 MB chunks ahead peaked at 255 MB once for
-    Gemini; docs/performance.md, session 12)."""
+    1M lines took ~13-14 % less time (the medians of two runs), at 216-226 MB peak RSS (two 3 MB chunks ahead
+    peaked at 255 MB once for Gemini; docs/performance.md, session 12)."""
     if schema is None:
         async for chunk in chunks:
             yield parse(chunk)
